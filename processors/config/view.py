@@ -1,0 +1,46 @@
+"""The configuration view: a pure fold of the config topic.
+
+Every processor rebuilds it from offset 0 of the config topic; replay tools
+use the same ``evolve``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from schemas import Event, OutgoingServerConfigured, OutgoingServerRemoved, SettingsChanged
+
+
+@dataclass(frozen=True)
+class ConfigView:
+    settings: SettingsChanged = field(default_factory=SettingsChanged)
+    servers: dict[str, OutgoingServerConfigured] = field(default_factory=dict)
+    version: int = 0  # how many events were folded
+
+    def active_servers(self) -> list[OutgoingServerConfigured]:
+        """Active servers, lowest priority number first, then by name."""
+        return sorted(
+            (s for s in self.servers.values() if s.active),
+            key=lambda s: (s.priority, s.name),
+        )
+
+
+def evolve(view: ConfigView, event: Event) -> ConfigView:
+    """Apply one config event; unknown event types leave the view as it is."""
+    if isinstance(event, OutgoingServerConfigured):
+        servers = dict(view.servers)
+        servers[event.name] = event
+        return replace(view, servers=servers, version=view.version + 1)
+    if isinstance(event, OutgoingServerRemoved):
+        servers = {k: v for k, v in view.servers.items() if k != event.name}
+        return replace(view, servers=servers, version=view.version + 1)
+    if isinstance(event, SettingsChanged):
+        return replace(view, settings=event, version=view.version + 1)
+    return view
+
+
+def fold(events: list[Event], view: ConfigView | None = None) -> ConfigView:
+    out = view or ConfigView()
+    for e in events:
+        out = evolve(out, e)
+    return out

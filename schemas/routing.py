@@ -1,0 +1,45 @@
+"""RoutingDecided: the router's answer for one SendRequested."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Event
+
+OUTCOMES = ("routed", "no_server", "rejected")
+RULES = (
+    "from_filter_address",
+    "from_filter_domain",
+    "default_from_address",
+    "default_from_domain",
+    "unfiltered_server",
+    "first_server",
+    "none",
+)
+
+
+class RoutingDecided(Event):
+    """``outcome`` routed: ``server`` will send it with header From
+    ``header_from`` (rewritten when ``rule`` is a default_from rule) and
+    envelope sender ``envelope_from``. no_server / rejected: ``reason``
+    says why. ``request`` carries the SendRequested (event-carried state,
+    so delivery needs no join)."""
+
+    message_id: str
+    outcome: str
+    server: str = ""
+    header_from: str = ""
+    envelope_from: str = ""
+    rule: str = "none"
+    reason: str = ""
+    request: dict[str, Any] = {}
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.outcome not in OUTCOMES:
+            out.append(f"outcome {self.outcome!r} must be one of {', '.join(OUTCOMES)}")
+        if self.rule not in RULES:
+            out.append(f"rule {self.rule!r} must be one of {', '.join(RULES)}")
+        if self.outcome == "routed" and not (self.server and self.header_from):
+            out.append("a routed decision needs server and header_from")
+        return out

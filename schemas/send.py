@@ -1,0 +1,129 @@
+"""SendRequested: a service asks for a mail to be sent."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from .addresses import AddressError, check_address, has_crlf, split_address
+from .base import Event
+
+KINDS = ("transactional", "mass")
+MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # default; the publisher takes a setting
+_RESERVED_HEADERS = {
+    "from", "to", "cc", "bcc", "reply-to", "subject", "message-id", "date",
+    "return-path", "content-type", "content-transfer-encoding", "mime-version",
+}
+
+
+class SendRequested(Event):
+    """A service asked Postlane to send one mail. ``message_id`` is ours
+    (the publisher assigns it); the RFC 5322 Message-ID is made at delivery.
+    ``attachments``: objects ``{"filename", "content_type", "data"}`` with
+    ``data`` in base64. ``send_at``: unix seconds, 0 for now."""
+
+    message_id: str
+    from_: str
+    to: list[str]
+    cc: list[str] = []
+    bcc: list[str] = []
+    reply_to: str = ""
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+    attachments: list[dict[str, Any]] = []
+    headers: dict[str, str] = {}
+    tenant: str = ""
+    kind: str = "transactional"
+    idempotency_key: str = ""
+    thread_ref: str = ""
+    send_at: float = 0.0
+
+    def recipients(self) -> list[str]:
+        """Envelope recipients (bare addresses), deduplicated, in order."""
+        seen: dict[str, None] = {}
+        for value in [*self.to, *self.cc, *self.bcc]:
+            seen.setdefault(split_address(value)[1], None)
+        return list(seen)
+
+    def approx_size(self) -> int:
+        size = len(self.subject) + len(self.text.encode()) + len(self.html.encode())
+        for att in self.attachments:
+            size += len(str(att.get("data", ""))) if isinstance(att, dict) else 0
+        return size
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if not self.message_id or has_crlf(self.message_id) or len(self.message_id) > 200:
+            out.append("message_id must be a non-empty single line of at most 200 characters")
+        try:
+            split_address(self.from_)
+        except AddressError as exc:
+            out.append(f"from: {exc}")
+        for fname in ("to", "cc", "bcc"):
+            for value in getattr(self, fname):
+                if not isinstance(value, str):
+                    out.append(f"{fname}: {value!r} is not a string")
+                    continue
+                try:
+                    split_address(value)
+                except AddressError as exc:
+                    out.append(f"{fname}: {exc}")
+        if not (self.to or self.cc or self.bcc):
+            out.append("no recipient: give at least one of to, cc, bcc")
+        if self.reply_to:
+            try:
+                split_address(self.reply_to)
+            except AddressError as exc:
+                out.append(f"reply_to: {exc}")
+        if has_crlf(self.subject):
+            out.append("subject contains a line break (header injection?)")
+        for name, value in self.headers.items():
+            if not isinstance(value, str) or has_crlf(name) or has_crlf(value):
+                out.append(f"header {name!r} must be a single-line string")
+            elif not name or ":" in name or " " in name or not name.isascii():
+                out.append(f"header name {name!r} is not a valid field name")
+            elif name.lower() in _RESERVED_HEADERS:
+                out.append(f"header {name!r} is set by Postlane; use the event's own field")
+        if self.kind not in KINDS:
+            out.append(f"kind {self.kind!r} must be one of {', '.join(KINDS)}")
+        if has_crlf(self.tenant) or has_crlf(self.idempotency_key) or has_crlf(self.thread_ref):
+            out.append("tenant, idempotency_key and thread_ref must be single lines")
+        if not (self.text or self.html):
+            out.append("no body: give text or html (or both)")
+        for i, att in enumerate(self.attachments):
+            out.extend(_attachment_problems(i, att))
+        if self.approx_size() > MAX_MESSAGE_BYTES:
+            out.append(
+                f"message is about {self.approx_size()} bytes, over the limit of "
+                f"{MAX_MESSAGE_BYTES}: send a link instead of the attachment"
+            )
+        if self.send_at < 0:
+            out.append("send_at must be unix seconds >= 0")
+        return out
+
+
+def _attachment_problems(i: int, att: Any) -> list[str]:
+    if not isinstance(att, dict):
+        return [f"attachment {i} must be an object"]
+    out = []
+    fname = att.get("filename")
+    if not isinstance(fname, str) or not fname or has_crlf(fname):
+        out.append(f"attachment {i}: filename must be a non-empty single line")
+    ctype = att.get("content_type", "application/octet-stream")
+    if not isinstance(ctype, str) or ctype.count("/") != 1 or has_crlf(ctype):
+        out.append(f"attachment {i}: content_type {ctype!r} is not type/subtype")
+    data = att.get("data")
+    if not isinstance(data, str):
+        out.append(f"attachment {i}: data must be a base64 string")
+    else:
+        try:
+            base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            out.append(f"attachment {i}: data is not valid base64")
+    return out
+
+
+def check_recipient(addr: str) -> None:
+    check_address(addr)

@@ -1,0 +1,124 @@
+"""The one settings object. Nothing else in Postlane reads the environment
+(the secrets edge reads only the variable a server's ``password_env`` names).
+
+Every field can be set with ``POSTLANE_<FIELD>`` in upper case, e.g.
+``POSTLANE_BROKER=kafka://kafka:9092``. An empty broker means "start and use
+the embedded Tansu broker" (memory storage only: a restart loses every topic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+ENV_PREFIX = "POSTLANE_"
+
+
+class SettingsError(ValueError):
+    """A POSTLANE_ variable has a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- broker -------------------------------------------------------------
+    broker: str = ""  # kafka://host:port[;host:port]; empty: embedded Tansu
+    embedded_host: str = "127.0.0.1"
+    embedded_port: int = 19092
+    topic_prefix: str = "postlane."
+    partitions: int = 4
+    # --- faust ----------------------------------------------------------------
+    app_prefix: str = "postlane"
+    data_dir: str = ".postlane"
+    store: str = "memory://"  # or rocksdb:// (needs rocksdict)
+    web_port: int = 6066
+    web_enabled: bool = False
+    session_timeout: float = 60.0  # broker_session_timeout (embedded: 6.0)
+    heartbeat_interval: float = 3.0  # broker_heartbeat_interval (embedded: 1.0)
+    fetch_max_wait_ms: int = 1500  # Faust's fixed value; embedded: 100
+    producer_max_batch_size: int = 16384  # embedded: 1 (exact table recovery)
+    # --- router -----------------------------------------------------------------
+    config_ready_timeout: float = 30.0
+    # --- delivery -----------------------------------------------------------------
+    smtp_timeout: float = 30.0  # per command
+    attempt_deadline: float = 120.0  # whole attempt, connect to QUIT
+    retry_first: float = 300.0  # seconds before the first retry
+    retry_max: float = 4000.0  # back-off cap (Postfix maximal_backoff_time)
+    retry_give_up: float = 5 * 86400.0  # Postfix maximal_queue_lifetime
+    delivery_batch: int = 32  # mails a delivery worker has in flight at once
+    max_message_bytes: int = 25 * 1024 * 1024
+    # --- dev --------------------------------------------------------------------
+    config_file: str = ""  # applied by `postlane dev` at start when set
+    capture_smtp_port: int = 2525  # the dev capture server (stand-in outgoing)
+    capture_dir: str = ".postlane/captured"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.broker
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port list for kafka-python / aiokafka clients."""
+        if self.embedded:
+            return f"{self.embedded_host}:{self.embedded_port}"
+        return ",".join(p.split("://", 1)[-1] for p in self.broker.split(";") if p)
+
+    @property
+    def faust_broker(self) -> str:
+        return self.broker or f"kafka://{self.bootstrap}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.name, str(f.type), raw)
+        values.update(overrides)
+        settings = cls(**values)
+        return settings.tuned()
+
+    def tuned(self) -> Settings:
+        """Apply the embedded-broker settings (see docs/embedded-broker.md):
+        a 6 s session so a group joins in ~3 s, a 100 ms fetch wait, and
+        one record per producer batch so table recovery is exact."""
+        if not self.embedded:
+            return self
+        return dataclasses.replace(
+            self,
+            session_timeout=min(self.session_timeout, 6.0),
+            heartbeat_interval=min(self.heartbeat_interval, 1.0),
+            fetch_max_wait_ms=min(self.fetch_max_wait_ms, 100),
+            producer_max_batch_size=1,
+        )
+
+
+def _coerce(name: str, type_name: str, raw: str) -> Any:
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        if type_name == "bool":
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {type_name}"
+        ) from None
+    return raw
+
