@@ -1,0 +1,74 @@
+"""``postlane send``: publish one SendRequested (and optionally wait)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from postlane.publisher import Publisher, PublishError, attachment
+from schemas import InvalidEvent
+from streams.client import ensure_topics
+
+from .common import fail, settings
+
+
+@click.command()
+@click.option("--from", "from_", required=True, help='"Name" <addr> or addr')
+@click.option("--to", multiple=True, required=True)
+@click.option("--cc", multiple=True)
+@click.option("--bcc", multiple=True)
+@click.option("--reply-to", default="")
+@click.option("--subject", default="")
+@click.option("--text", default="")
+@click.option("--html", default="")
+@click.option("--attach", multiple=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--header", multiple=True, help="Name: value")
+@click.option("--tenant", default="")
+@click.option("--kind", type=click.Choice(["transactional", "mass"]), default="transactional")
+@click.option("--idempotency-key", default="")
+@click.option("--thread-ref", default="")
+@click.option("--wait", is_flag=True, help="wait for a final status and print it")
+@click.option("--timeout", default=60.0, show_default=True, help="seconds --wait waits")
+def send(
+    from_: str, to: tuple[str, ...], cc: tuple[str, ...], bcc: tuple[str, ...], reply_to: str,
+    subject: str, text: str, html: str, attach: tuple[str, ...], header: tuple[str, ...],
+    tenant: str, kind: str, idempotency_key: str, thread_ref: str, wait: bool, timeout: float,
+) -> None:
+    """Publish a mail to send; prints its message id."""
+    s = settings()
+    headers: dict[str, str] = {}
+    for h in header:
+        name, sep, value = h.partition(":")
+        if not sep:
+            fail(f"--header {h!r} must be 'Name: value'")
+        headers[name.strip()] = value.strip()
+    fields = dict(
+        cc=list(cc), bcc=list(bcc), reply_to=reply_to, subject=subject, text=text, html=html,
+        attachments=[attachment(p) for p in attach], headers=headers, tenant=tenant, kind=kind,
+        idempotency_key=idempotency_key, thread_ref=thread_ref,
+    )
+    try:
+        ensure_topics(s)
+        with Publisher(settings=s) as pub:
+            mid = pub.send(from_=from_, to=list(to), **fields)
+    except InvalidEvent as exc:
+        fail("; ".join(exc.problems))
+    except PublishError as exc:
+        fail(str(exc), 3)
+    if not wait:
+        click.echo(mid)
+        return
+    from postlane.statusview import wait_final
+
+    status = wait_final(s, mid, timeout)
+    if status is None:
+        click.echo(f"{mid} no final status within {timeout:.0f}s", err=True)
+        sys.exit(4)
+    click.echo(f"{mid} {status['state']}" + (f": {status['reason']}" if status.get("reason")
+                                              else ""))
+    if status["state"] != "sent":
+        sys.exit(1)
+
+
+COMMANDS = [send]

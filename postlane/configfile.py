@@ -1,0 +1,165 @@
+"""The TOML config file: parse it into config events, and plan what to publish.
+
+``[settings]`` becomes one SettingsChanged, each ``[[servers]]`` one
+OutgoingServerConfigured. Other top-level tables (``[[incoming]]``,
+``[[aliases]]``, ...) are left to the code that reads them. A password is
+never accepted in the file: name where to find it (``password_env`` or
+``password_file``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from processors.config.view import ConfigView
+from schemas import (
+    Event,
+    InvalidEvent,
+    OutgoingServerConfigured,
+    OutgoingServerRemoved,
+    SettingsChanged,
+    decode,
+)
+
+_META = ("type", "schema", "event_id", "occurred_at")
+ConfigEvent = OutgoingServerConfigured | OutgoingServerRemoved | SettingsChanged
+
+
+class ConfigFileError(ValueError):
+    """The config file is unreadable or wrong; the message says where."""
+
+
+@dataclass(frozen=True)
+class DesiredConfig:
+    settings: SettingsChanged = field(default_factory=SettingsChanged)
+    servers: list[OutgoingServerConfigured] = field(default_factory=list)
+
+
+def _fields(cls: type[Event]) -> list[str]:
+    return [f for f in cls._options.fields if f not in _META]
+
+
+SETTINGS_KEYS = _fields(SettingsChanged)
+SERVER_KEYS = _fields(OutgoingServerConfigured)
+
+
+def values(event: Event) -> dict[str, Any]:
+    """An event's own fields, without type/schema/event_id/occurred_at."""
+    return {f: getattr(event, f) for f in _fields(type(event))}
+
+
+def _build(cls: type[Event], data: dict[str, Any], where: str, allowed: list[str]) -> Any:
+    if "password" in data:
+        raise ConfigFileError(
+            f"{where}: key 'password' is refused (passwords never go on topics): use "
+            'password_env = "VAR" (an environment variable) or password_file = "/path"'
+        )
+    unknown = sorted(k for k in data if k not in allowed)
+    if unknown:
+        raise ConfigFileError(
+            f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}"
+        )
+    data = {
+        k: float(v) if cls._options.fields[k] is float and type(v) is int else v
+        for k, v in data.items()
+    }
+    try:
+        return decode(cls, data)
+    except InvalidEvent as exc:
+        raise ConfigFileError(f"{where}: " + "; ".join(exc.problems)) from None
+
+
+def server_event_from_options(
+    name: str, base: OutgoingServerConfigured | None = None, **fields: Any
+) -> OutgoingServerConfigured:
+    """A server event from CLI options (None: not given, keep ``base``'s value)."""
+    data = values(base) if base is not None else {}
+    data.update({k: v for k, v in fields.items() if v is not None})
+    data["name"] = name
+    where = f"server {name!r}"
+    event: OutgoingServerConfigured = _build(OutgoingServerConfigured, data, where, SERVER_KEYS)
+    return event
+
+
+def parse(text: str, source: str = "<config>") -> DesiredConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"{source}: not valid TOML: {exc}") from None
+    for key, value in doc.items():
+        if key not in ("settings", "servers") and not isinstance(value, dict | list):
+            raise ConfigFileError(f"{source}: unknown top-level key {key!r}")
+    raw_settings = doc.get("settings", {})
+    if not isinstance(raw_settings, dict):
+        raise ConfigFileError(f"{source}: settings must be a table: [settings]")
+    settings = _build(SettingsChanged, raw_settings, f"{source} [settings]", SETTINGS_KEYS)
+    raw_servers = doc.get("servers", [])
+    if not isinstance(raw_servers, list) or not all(isinstance(s, dict) for s in raw_servers):
+        raise ConfigFileError(f"{source}: servers must be an array of tables: [[servers]]")
+    servers: list[OutgoingServerConfigured] = []
+    for i, raw in enumerate(raw_servers):
+        where = f"{source} [[servers]] #{i + 1} ({raw.get('name', 'no name')!r})"
+        server = _build(OutgoingServerConfigured, raw, where, SERVER_KEYS)
+        if any(s.name == server.name for s in servers):
+            raise ConfigFileError(f"{where}: duplicate server name {server.name!r}")
+        servers.append(server)
+    return DesiredConfig(settings=settings, servers=servers)
+
+
+def load(path: str | Path) -> DesiredConfig:
+    """Read and validate a config file; raise ConfigFileError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"{path}: cannot read the config file: {exc}") from None
+    return parse(text, str(path))
+
+
+def events(desired: DesiredConfig) -> list[Event]:
+    """All events of the file, settings first (to fold or publish in full)."""
+    return [desired.settings, *desired.servers]
+
+
+def plan(current: ConfigView, desired: DesiredConfig) -> list[tuple[str, Event]]:
+    """(key, event) pairs that bring ``current`` to ``desired``: only changes."""
+    out: list[tuple[str, Event]] = []
+    if values(current.settings) != values(desired.settings):
+        out.append((desired.settings.key, desired.settings))
+    for server in desired.servers:
+        old = current.servers.get(server.name)
+        if old is None or values(old) != values(server):
+            out.append((server.key, server))
+    wanted = {s.name for s in desired.servers}
+    for name in sorted(set(current.servers) - wanted):
+        removed = OutgoingServerRemoved(name=name)
+        out.append((removed.key, removed))
+    return out
+
+
+def view_to_dict(view: ConfigView) -> dict[str, Any]:
+    """The live view in the file's shape: ``{"settings": {...}, "servers": [...]}``."""
+    servers = sorted(view.servers.values(), key=lambda s: (s.priority, s.name))
+    return {"settings": values(view.settings), "servers": [values(s) for s in servers]}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Render ``view_to_dict`` output (flat tables, arrays of flat tables)."""
+    lines: list[str] = []
+    for table, body in data.items():
+        for row in body if isinstance(body, list) else [body]:
+            lines.append(f"[[{table}]]" if isinstance(body, list) else f"[{table}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in row.items())
+            lines.append("")
+    return "\n".join(lines)

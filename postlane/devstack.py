@@ -1,0 +1,80 @@
+"""What `postlane dev` starts around the processors: the embedded broker,
+the topics, a capture SMTP server standing in as the outgoing server until
+a real one is configured, and the config file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from schemas import OutgoingServerConfigured, SettingsChanged
+from streams.client import ensure_topics
+from streams.embedded import EmbeddedBroker
+from streams.settings import Settings
+
+from .capture import CaptureServer
+from .configops import current_view, publish_config
+
+log = logging.getLogger("postlane.dev")
+
+CAPTURE_SERVER = "dev-capture"
+
+
+class DevStack:
+    def __init__(self, settings: Settings, config_file: str | None) -> None:
+        self.settings = settings
+        self.config_file = config_file
+        self.broker: EmbeddedBroker | None = None
+        self.capture: CaptureServer | None = None
+        self.notes: list[str] = []
+
+    def start(self) -> None:
+        s = self.settings
+        if s.embedded:
+            Path(s.data_dir).mkdir(parents=True, exist_ok=True)
+            self.broker = EmbeddedBroker(s, log_path=Path(s.data_dir) / "tansu.log").start()
+            self.notes.append(
+                f"embedded broker: Tansu on {self.broker.bootstrap} "
+                "(memory storage only: stopping it loses every topic)"
+            )
+        ensure_topics(s)
+        self.capture = CaptureServer("127.0.0.1", s.capture_smtp_port, Path(s.capture_dir))
+        self.capture.start()
+        self.notes.append(
+            f"capture SMTP server on 127.0.0.1:{s.capture_smtp_port}, mails saved in "
+            f"{s.capture_dir}"
+        )
+        self._apply_config()
+
+    def _apply_config(self) -> None:
+        from .configfile import load, plan
+
+        view = current_view(self.settings)
+        if self.config_file:
+            items = plan(view, load(self.config_file))
+            publish_config(self.settings, items)
+            self.notes.append(f"config {self.config_file}: {len(items)} change(s) published")
+            view = current_view(self.settings)
+        if not any(s.active for s in view.servers.values()):
+            stand_in = OutgoingServerConfigured(
+                name=CAPTURE_SERVER, host="127.0.0.1", port=self.settings.capture_smtp_port,
+                security="none", priority=1000,
+            )
+            items = [(stand_in.key, stand_in)]
+            if view.version == 0:
+                settings_event = SettingsChanged(catchall_domain="localhost.localdomain")
+                items.append((settings_event.key, settings_event))
+            publish_config(self.settings, items)
+            self.notes.append(
+                f"no outgoing server configured: '{CAPTURE_SERVER}' (the capture server) "
+                "stands in until you apply one"
+            )
+
+    def banner(self) -> str:
+        return "\n".join(["postlane dev:", *("  - " + n for n in self.notes)])
+
+    def stop(self) -> None:
+        if self.capture is not None:
+            self.capture.stop()
+        if self.broker is not None:
+            self.broker.stop()

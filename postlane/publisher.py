@@ -1,0 +1,104 @@
+"""The Python publisher for services: validate up front, publish a
+SendRequested, return the message id. Never waits on SMTP.
+
+    from postlane.publisher import Publisher
+    pub = Publisher("127.0.0.1:19092")
+    mid = pub.send(from_="a@example.com", to=["b@example.org"], subject="Hi", text="Hello")
+
+With an ``idempotency_key`` the message id is derived from it (and the
+tenant), so a service that retries a publish gets the same id and the mail
+is sent once.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from schemas import InvalidEvent, SendRequested, encode
+from schemas.send import MAX_MESSAGE_BYTES
+from streams.settings import Settings
+from streams.topics import SEND_REQUESTED
+
+_NS = uuid.UUID("5b1d1c38-3d4e-4f43-9d53-6f1f5a0c2b17")
+
+
+class PublishError(RuntimeError):
+    """The broker did not take the event; safe to retry with the same
+    idempotency key."""
+
+
+def message_id_for(idempotency_key: str, tenant: str = "") -> str:
+    if not idempotency_key:
+        return uuid.uuid4().hex
+    return uuid.uuid5(_NS, f"{tenant}\x00{idempotency_key}").hex
+
+
+def attachment(path: str | Path, content_type: str = "application/octet-stream") -> dict[str, str]:
+    p = Path(path)
+    return {"filename": p.name, "content_type": content_type,
+            "data": base64.b64encode(p.read_bytes()).decode()}
+
+
+class Publisher:
+    def __init__(
+        self,
+        bootstrap: str | None = None,
+        *,
+        settings: Settings | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.bootstrap = bootstrap or self.settings.bootstrap
+        self.topic = SEND_REQUESTED.full(self.settings)
+        self.max_message_bytes = max_message_bytes
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", linger_ms=0, retries=5,
+                max_request_size=max_message_bytes + 1024 * 1024,
+                client_id="postlane-publisher",
+            )
+        except KafkaError as exc:
+            raise PublishError(f"no Kafka broker at {self.bootstrap}: {exc}") from exc
+
+    def build(self, *, from_: str, to: list[str] | str, **fields: Any) -> SendRequested:
+        """Validate and build the event; raises InvalidEvent with every problem."""
+        to_list = [to] if isinstance(to, str) else list(to)
+        tenant = str(fields.get("tenant", ""))
+        message_id = fields.pop("message_id", None) or message_id_for(
+            str(fields.get("idempotency_key", "")), tenant
+        )
+        event = SendRequested(message_id=message_id, from_=from_, to=to_list, **fields)
+        size = len(encode(event))
+        if size > self.max_message_bytes:
+            raise InvalidEvent("SendRequested", [
+                f"message is {size} bytes encoded, over the limit of {self.max_message_bytes}"
+            ])
+        return event
+
+    def publish(self, event: SendRequested, timeout: float = 30.0) -> str:
+        try:
+            self._producer.send(
+                self.topic, key=event.message_id.encode(), value=encode(event)
+            ).get(timeout)
+        except KafkaError as exc:
+            raise PublishError(f"publishing {event.message_id} failed: {exc}") from exc
+        return event.message_id
+
+    def send(self, *, from_: str, to: list[str] | str, **fields: Any) -> str:
+        """Validate, publish, return the message id."""
+        return self.publish(self.build(from_=from_, to=to, **fields))
+
+    def close(self) -> None:
+        self._producer.close()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

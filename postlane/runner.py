@@ -1,0 +1,34 @@
+"""Build a Faust app holding the named processors and run it as a worker."""
+
+from __future__ import annotations
+
+import faust
+
+from processors.registry import available, registrar
+from processors.runtime import Runtime, make_runtime
+from streams.app import create_app
+from streams.settings import Settings
+
+
+def build(names: list[str], settings: Settings, app_name: str | None = None) -> Runtime:
+    unknown = [n for n in names if n not in available()]
+    if unknown:
+        raise SystemExit(
+            f"unknown or unbuilt processor(s): {', '.join(unknown)}; "
+            f"available: {', '.join(available())}"
+        )
+    app = create_app(app_name or "+".join(sorted(names)), settings)
+    rt = make_runtime(app, settings)
+    for name in names:
+        registrar(name)(rt)
+    return rt
+
+
+def run(rt: Runtime, loglevel: str = "info") -> None:
+    """Run until SIGTERM/SIGINT (blocks)."""
+    worker = faust.Worker(rt.app, loglevel=loglevel, override_logging=True, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise

@@ -1,0 +1,41 @@
+"""What an agent module gets: the Faust app, settings, the live config view
+and the topics, built once per worker process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from streams.app import topic
+from streams.settings import Settings
+from streams.topics import ALL_TOPICS, TopicSpec
+
+from .config.reader import ConfigReader
+
+
+@dataclass
+class Runtime:
+    app: faust.App
+    settings: Settings
+    config: ConfigReader
+    topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def topic(self, spec: TopicSpec) -> faust.TopicT:
+        if spec.name not in self.topics:
+            self.topics[spec.name] = topic(self.app, self.settings, spec)
+        return self.topics[spec.name]
+
+
+def make_runtime(app: faust.App, settings: Settings) -> Runtime:
+    rt = Runtime(app=app, settings=settings, config=ConfigReader(settings))
+    for spec in ALL_TOPICS:
+        rt.topic(spec)
+
+    @app.task
+    async def _start_config_reader() -> None:
+        rt.config.start()
+
+    return rt

@@ -1,0 +1,144 @@
+"""Plain kafka-python clients for tools (CLI, publisher, replay): create the
+topics, publish events one record per batch, and read a topic from offset 0.
+
+One record per batch matters on the embedded broker: its end offset is the
+start of the last batch + 1, so only single-record batches give readers
+(and Faust table recovery) a true end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from schemas import Event, encode
+
+from .settings import Settings
+from .topics import ALL_TOPICS, TopicSpec
+
+
+class BrokerUnavailable(RuntimeError):
+    """No broker answered at the configured address."""
+
+
+def _unavailable(settings: Settings, exc: Exception) -> BrokerUnavailable:
+    where = settings.bootstrap
+    hint = (
+        "start it with `postlane broker` (or `postlane dev`)"
+        if settings.embedded
+        else "check POSTLANE_BROKER and that Kafka is up"
+    )
+    return BrokerUnavailable(f"no Kafka broker at {where} ({exc}): {hint}")
+
+
+def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> list[str]:
+    """Create missing topics; returns the names created."""
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="postlane-admin",
+                                 request_timeout_ms=10000)
+    except KafkaError as exc:
+        raise _unavailable(settings, exc) from exc
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(
+                s.full(settings), num_partitions=s.partitions(settings), replication_factor=1,
+                topic_configs={"cleanup.policy": "compact"} if s.compacted else {},
+            )
+            for s in specs
+            if s.full(settings) not in existing
+        ]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in new]
+    finally:
+        admin.close()
+
+
+def producer(settings: Settings) -> KafkaProducer:
+    try:
+        return KafkaProducer(
+            bootstrap_servers=settings.bootstrap,
+            acks="all",
+            linger_ms=0,
+            retries=5,
+            client_id="postlane-client",
+            max_in_flight_requests_per_connection=1,
+        )
+    except KafkaError as exc:
+        raise _unavailable(settings, exc) from exc
+
+
+def publish(
+    settings: Settings,
+    spec: TopicSpec,
+    items: list[tuple[str, Event]],
+    prod: KafkaProducer | None = None,
+    timeout: float = 15.0,
+) -> None:
+    """Publish (key, event) pairs, each its own batch, and wait for acks."""
+    own = prod is None
+    p = prod or producer(settings)
+    try:
+        for key, event in items:
+            p.send(spec.full(settings), key=key.encode(), value=encode(event)).get(timeout)
+    finally:
+        if own:
+            p.close()
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+def read_all(settings: Settings, spec: TopicSpec, idle: float = 1.0) -> Iterator[Record]:
+    """Every record of a topic from offset 0 to its current end."""
+    return read_topic(settings, spec.full(settings), idle)
+
+
+def read_topic(settings: Settings, topic: str, idle: float = 1.0) -> Iterator[Record]:
+    """Records from offset 0 until ``idle`` seconds pass with nothing new
+    after the reported end offsets were reached."""
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap, enable_auto_commit=False, group_id=None,
+            client_id="postlane-reader", fetch_max_wait_ms=100,
+        )
+    except KafkaError as exc:
+        raise _unavailable(settings, exc) from exc
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        last_new = time.monotonic()
+        while True:
+            batch = consumer.poll(timeout_ms=100, max_records=2000)
+            for tp_records in batch.values():
+                for r in tp_records:
+                    yield Record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
+                last_new = time.monotonic()
+            reached = all(consumer.position(tp) >= ends[tp] for tp in tps)
+            if reached and time.monotonic() - last_new >= idle:
+                return
+            if not batch and time.monotonic() - last_new >= max(idle, 10.0):
+                return
+    finally:
+        consumer.close()

@@ -1,0 +1,314 @@
+"""Events: wire round trips, decode validation, and the exported JSON Schemas."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from postlane.cli.schemas_cmd import schemas as schemas_group
+from schemas import (
+    ALL_EVENTS,
+    DeliveryAttempted,
+    DeliveryStarted,
+    Event,
+    EventDeadLettered,
+    InvalidEvent,
+    MessageStatusChanged,
+    OutgoingServerConfigured,
+    OutgoingServerRemoved,
+    RoutingDecided,
+    SendRequested,
+    SettingsChanged,
+    decode,
+    decode_any,
+    encode,
+)
+from schemas.export import export_all, json_schema
+
+REGISTRY = {cls.__name__: cls for cls in ALL_EVENTS}
+
+
+def send_fields(**changes: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "message_id": "m-1",
+        "from_": '"Admin" <admin@example.com>',
+        "to": ["alice@example.org"],
+        "cc": ["Bob <bob@example.org>"],
+        "subject": "Invoice 42",
+        "text": "Hello",
+        "html": "<p>Hello</p>",
+        "attachments": [
+            {
+                "filename": "a.txt",
+                "content_type": "text/plain",
+                "data": base64.b64encode(b"hi").decode(),
+            }
+        ],
+        "headers": {"X-Tenant-Ref": "7"},
+        "tenant": "acme",
+        "kind": "mass",
+        "send_at": 1_700_000_000.5,
+    }
+    fields.update(changes)
+    return fields
+
+
+# One fully populated sample per event; a new event must be added here.
+SAMPLES: dict[type[Event], dict[str, Any]] = {
+    OutgoingServerConfigured: {
+        "name": "primary",
+        "host": "smtp.example.com",
+        "port": 465,
+        "security": "ssl",
+        "username": "noreply@example.com",
+        "password_env": "SMTP_PASSWORD",
+        "from_filter": "example.com, boss@other.com",
+        "priority": 5,
+        "active": False,
+        "kind": "transactional",
+        "tenant": "acme",
+        "allow_self_signed": True,
+        "archive_bcc": "archive@example.com",
+        "reply_to": "support@example.com",
+        "daily_limit": 200,
+        "timeout": 12.5,
+    },
+    OutgoingServerRemoved: {"name": "primary"},
+    SettingsChanged: {"default_from": "notifications", "catchall_domain": "mycompany.com"},
+    SendRequested: send_fields(),
+    RoutingDecided: {
+        "message_id": "m-1",
+        "outcome": "routed",
+        "server": "primary",
+        "header_from": '"Admin" <notifications@mycompany.com>',
+        "envelope_from": "bounce+m-1@mycompany.com",
+        "rule": "default_from_address",
+        "request": send_fields(),
+    },
+    DeliveryStarted: {
+        "message_id": "m-1",
+        "attempt": 1,
+        "server": "primary",
+        "recipients": ["alice@example.org"],
+        "worker": "delivery-1",
+    },
+    DeliveryAttempted: {
+        "message_id": "m-1",
+        "attempt": 1,
+        "server": "primary",
+        "outcomes": [
+            {"recipient": "alice@example.org", "status": "accepted", "code": 250},
+            {"recipient": "bob@example.org", "status": "deferred", "code": 451,
+             "enhanced": "4.7.1", "text": "try later"},
+        ],
+        "duration": 0.25,
+        "next_attempt_at": 1_700_000_300.0,
+        "smtp_message_id": "<abc@example.com>",
+    },
+    MessageStatusChanged: {
+        "message_id": "m-1",
+        "state": "deferred",
+        "previous": "sending",
+        "reason": "451 try later",
+        "server": "primary",
+        "attempt": 1,
+        "recipients": {"bob@example.org": {"state": "deferred", "code": 451}},
+    },
+    EventDeadLettered: {
+        "processor": "router",
+        "source_topic": "postlane.send-requested",
+        "error": "invalid SendRequested: missing field 'to'",
+        "partition": 3,
+        "offset": 17,
+        "key": "m-9",
+        "value": '{"message_id": "m-9"}',
+    },
+}
+
+
+def test_every_event_has_a_sample() -> None:
+    assert set(SAMPLES) == set(ALL_EVENTS)
+
+
+@pytest.mark.parametrize("cls", ALL_EVENTS, ids=lambda c: c.__name__)
+def test_round_trip(cls: type[Event]) -> None:
+    event = cls(**SAMPLES[cls])
+    raw = encode(event)
+    wire = orjson.loads(raw)
+    assert "__faust" not in wire
+    assert wire["type"] == cls.__name__
+    assert wire["schema"] == cls.SCHEMA
+    back = decode(cls, raw)
+    assert type(back) is cls
+    assert back.to_representation() == event.to_representation()
+    # the same bytes through the multi-type decoder, and as str
+    assert decode_any(REGISTRY, raw).to_representation() == wire
+    assert decode(cls, raw.decode()).to_representation() == wire
+    # re-encoding is stable
+    assert encode(back) == raw
+
+
+def test_decode_fills_base_fields() -> None:
+    event = decode(OutgoingServerRemoved, b'{"name": "old"}')
+    assert event.type == "OutgoingServerRemoved"
+    assert event.schema == OutgoingServerRemoved.SCHEMA
+    assert event.event_id and event.occurred_at > 0
+
+
+@pytest.mark.parametrize(
+    ("cls", "fields", "fragment"),
+    [
+        (SendRequested, send_fields(to="alice@example.org"), "'to' must be a list"),
+        (SendRequested, send_fields(subject=42), "'subject' must be str"),
+        (SendRequested, send_fields(headers=["X-A: 1"]), "'headers' must be an object"),
+        (SendRequested, send_fields(send_at="soon"), "'send_at' must be float"),
+        (OutgoingServerConfigured, {**SAMPLES[OutgoingServerConfigured], "port": "587"},
+         "'port' must be int"),
+        (OutgoingServerConfigured, {**SAMPLES[OutgoingServerConfigured], "port": True},
+         "'port' must be int, got bool"),
+        (OutgoingServerConfigured, {**SAMPLES[OutgoingServerConfigured], "active": 1},
+         "'active' must be bool"),
+        (DeliveryStarted, {**SAMPLES[DeliveryStarted], "attempt": 1.5}, "'attempt' must be int"),
+    ],
+)
+def test_decode_rejects_wrong_types(
+    cls: type[Event], fields: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        decode(cls, orjson.dumps(fields))
+    assert fragment in str(info.value)
+    assert info.value.event_type == cls.__name__
+
+
+@pytest.mark.parametrize("subject", ["Hi\r\nBcc: victim@example.net", "Hi\nthere", "Hi\rthere"])
+def test_decode_rejects_line_breaks_in_subject(subject: str) -> None:
+    with pytest.raises(InvalidEvent, match="subject contains a line break"):
+        decode(SendRequested, orjson.dumps(send_fields(subject=subject)))
+
+
+def test_decode_rejects_line_break_in_header_value() -> None:
+    with pytest.raises(InvalidEvent, match="single-line"):
+        decode(SendRequested, orjson.dumps(send_fields(headers={"X-A": "1\r\nBcc: x@y.com"})))
+
+
+def test_decode_rejects_unknown_type() -> None:
+    raw = orjson.dumps({**send_fields(), "type": "MailExploded"})
+    with pytest.raises(InvalidEvent, match="unknown type 'MailExploded'"):
+        decode_any(REGISTRY, raw)
+    with pytest.raises(InvalidEvent, match="unknown type None"):
+        decode_any(REGISTRY, orjson.dumps(send_fields()))
+    # a known type on the wrong decoder is refused too
+    with pytest.raises(InvalidEvent, match="expected 'SendRequested'"):
+        decode(SendRequested, orjson.dumps({**send_fields(), "type": "RoutingDecided"}))
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (None, "empty message"),
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+        (orjson.dumps({"message_id": "m", "from_": "a@example.com"}), "missing field 'to'"),
+        (orjson.dumps({**send_fields(), "surprise": 1}), "unexpected argument"),
+    ],
+)
+def test_decode_rejects_malformed(raw: bytes | None, fragment: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        decode(SendRequested, raw)
+    assert fragment in str(info.value)
+
+
+# --- exported JSON Schemas ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jsonschema() -> Any:
+    return pytest.importorskip("jsonschema")
+
+
+@pytest.mark.parametrize("cls", ALL_EVENTS, ids=lambda c: c.__name__)
+def test_schema_is_valid_and_accepts_encoded_sample(cls: type[Event], jsonschema: Any) -> None:
+    schema = json_schema(cls)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["title"] == cls.__name__
+    assert schema["description"]
+    assert schema["properties"]["type"]["const"] == cls.__name__
+    assert set(schema["properties"]) == set(cls._options.fields)
+    assert set(schema["required"]) == set(cls._options.fields) - set(cls._options.defaults)
+    jsonschema.validate(orjson.loads(encode(cls(**SAMPLES[cls]))), schema)
+
+
+def test_send_requested_schema(jsonschema: Any) -> None:
+    schema = json_schema(SendRequested)
+    assert schema["required"] == ["message_id", "from_", "to"]
+    assert SendRequested.__doc__ and schema["description"].startswith("A service asked")
+    assert schema["properties"]["schema"]["const"] == SendRequested.SCHEMA
+    validator = jsonschema.Draft202012Validator(schema)
+
+    wire = orjson.loads(encode(SendRequested(**send_fields())))
+    assert not list(validator.iter_errors(wire))
+    # the minimal JSON another language would publish
+    validator.validate({"message_id": "m-2", "from_": "a@example.com", "to": ["b@example.org"],
+                        "text": "x"})
+
+    no_to = {k: v for k, v in wire.items() if k != "to"}
+    errors = list(validator.iter_errors(no_to))
+    assert any("'to' is a required property" in e.message for e in errors)
+    for bad in (
+        {**wire, "to": "b@example.org"},
+        {**wire, "type": "RoutingDecided"},
+        {**wire, "schema": SendRequested.SCHEMA + 1},
+        {**wire, "headers": {"X-A": 1}},
+        {**wire, "surprise": True},
+    ):
+        assert not validator.is_valid(bad), bad
+
+
+def test_export_all_writes_files(tmp_path: Path, jsonschema: Any) -> None:
+    out = tmp_path / "nested" / "dir"
+    written = export_all(out)
+    names = {p.name for p in written}
+    assert names == {f"{c.__name__}.schema.json" for c in ALL_EVENTS} | {"index.json"}
+    assert written[-1].name == "index.json"
+    index = json.loads((out / "index.json").read_text())
+    assert [e["name"] for e in index["events"]] == [c.__name__ for c in ALL_EVENTS]
+    for entry in index["events"]:
+        schema = json.loads((out / entry["file"]).read_text())
+        assert schema == json_schema(REGISTRY[entry["name"]])
+    # deterministic: a second export writes identical bytes
+    first = {p.name: p.read_bytes() for p in written}
+    export_all(out)
+    assert {p.name: p.read_bytes() for p in written} == first
+
+
+def test_export_command_writes_one_file_per_event(tmp_path: Path) -> None:
+    out = tmp_path / "schemas"
+    result = CliRunner().invoke(schemas_group, ["export", str(out)])
+    assert result.exit_code == 0, result.output
+    printed = result.output.split()
+    assert len(printed) == len(ALL_EVENTS) + 1
+    files = sorted(p.name for p in out.glob("*.schema.json"))
+    assert files == sorted(f"{c.__name__}.schema.json" for c in ALL_EVENTS)
+    assert {Path(p).name for p in printed} == set(files) | {"index.json"}
+    assert (out / "index.json").exists()
+
+
+def test_export_command_reports_unwritable_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = CliRunner().invoke(schemas_group, ["export", str(blocker / "sub")])
+    assert result.exit_code != 0
+    assert "cannot write schemas" in result.output
+
+
+def test_schemas_group_is_on_the_main_command() -> None:
+    from postlane.cli import main
+
+    assert main.commands.get("schemas") is schemas_group
