@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import faust
 
-from processors.registry import available, registrar
+from processors.registry import PROCESSORS, registrar
 from processors.runtime import Runtime, make_runtime
 from streams.app import create_app
 from streams.settings import Settings
 
 
 def build(names: list[str], settings: Settings, app_name: str | None = None) -> Runtime:
-    unknown = [n for n in names if n not in available()]
+    unknown = [n for n in names if n not in PROCESSORS]
     if unknown:
         raise SystemExit(
-            f"unknown or unbuilt processor(s): {', '.join(unknown)}; "
-            f"available: {', '.join(available())}"
+            f"unknown processor(s): {', '.join(unknown)}; known: {', '.join(PROCESSORS)}"
         )
     app = create_app(app_name or "+".join(sorted(names)), settings)
     rt = make_runtime(app, settings)

@@ -8,7 +8,7 @@ from .config import (
     SettingsChanged,
 )
 from .deadletter import EventDeadLettered
-from .delivery import DeliveryAttempted, DeliveryStarted
+from .delivery import DeliveryAttempted, DeliveryStarted, RetryTimeReached
 from .routing import RoutingDecided
 from .send import SendRequested
 from .status import MessageStatusChanged
@@ -21,6 +21,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     RoutingDecided,
     DeliveryStarted,
     DeliveryAttempted,
+    RetryTimeReached,
     MessageStatusChanged,
     EventDeadLettered,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "MessageStatusChanged",
     "OutgoingServerConfigured",
     "OutgoingServerRemoved",
+    "RetryTimeReached",
     "RoutingDecided",
     "SendRequested",
     "SettingsChanged",

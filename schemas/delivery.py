@@ -47,3 +47,11 @@ class DeliveryAttempted(Event):
             if not isinstance(o, dict) or o.get("status") not in RCPT_STATUSES:
                 out.append(f"outcome {o!r} needs status in {', '.join(RCPT_STATUSES)}")
         return out
+
+
+class RetryTimeReached(Event):
+    """The retry timer saw that ``attempt``'s deferral of ``message_id``
+    ended; the delivery agent (sole writer of the ledger) decides."""
+
+    message_id: str
+    attempt: int

@@ -64,6 +64,7 @@ def create_app(name: str, settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         table_cleanup_interval=60.0,
+        table_standby_replicas=0,  # timers scan only active partitions
         stream_wait_empty=False,
     )
     return app

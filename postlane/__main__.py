@@ -1,0 +1,3 @@
+from postlane.cli import main
+
+main()

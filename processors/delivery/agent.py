@@ -1,0 +1,142 @@
+"""Delivery agent (consumer group ``postlane-delivery``; scale by running
+more workers, up to the partition count).
+
+Input: routing decisions and retry signals, both keyed by message_id and
+co-partitioned with the ``ledger`` table. The agent (concurrency 1) is the
+ledger's only writer; it takes up to ``delivery_batch`` events at a time and
+runs their SMTP sessions concurrently. Per batch:
+
+1. decide with the pure core; record each attempt in the ledger and
+   publish DeliveryStarted, then flush the producer: the attempt is on the
+   log before any SMTP command;
+2. deliver concurrently (connections reused per server);
+3. record the outcomes in the ledger and publish DeliveryAttempted.
+
+A timer (a ledger reader) publishes RetryTimeReached for deferred mail
+whose time has come; the agent decides on it like on any other input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from schemas import (
+    Event,
+    InvalidEvent,
+    RetryTimeReached,
+    RoutingDecided,
+    SendRequested,
+    decode_any,
+    encode,
+)
+from streams.topics import DEAD_LETTER, DELIVERY, DELIVERY_DUE, ROUTING_DECIDED
+
+from ..deadletter import send_dead_letter
+from ..runtime import Runtime
+from . import core
+from .sender import Sender
+
+NAME = "delivery"
+log = logging.getLogger("postlane.delivery")
+_INPUTS: dict[str, type[Event]] = {
+    "RoutingDecided": RoutingDecided,
+    "RetryTimeReached": RetryTimeReached,
+}
+
+
+def register(rt: Runtime) -> None:
+    s = rt.settings
+    app = rt.app
+    out = rt.topic(DELIVERY)
+    due_topic = rt.topic(DELIVERY_DUE)
+    dlq = rt.topic(DEAD_LETTER)
+    source = app.topic(
+        ROUTING_DECIDED.full(s), DELIVERY_DUE.full(s), key_type=bytes, value_type=bytes,
+        key_serializer="raw", value_serializer="raw",
+    )
+    ledger_table = app.Table("delivery-ledger", default=None, partitions=s.partitions,
+                             key_type=bytes, value_type=bytes, key_serializer="raw",
+                             value_serializer="json")
+    sender = Sender(rt)
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    signalled: dict[str, int] = {}  # message_id -> attempt already signalled (timer dedupe)
+
+    @app.agent(source, name="postlane.delivery")
+    async def deliver(stream: Any) -> None:
+        await rt.config.wait_ready()
+        async for batch in stream.take_events(s.delivery_batch, within=0.005):
+            started: list[tuple[core.Ledger, core.Action, SendRequested]] = []
+            in_batch: set[str] = set()
+            for event in batch:
+                item = _decide(event.message)
+                if isinstance(item, str):
+                    await send_dead_letter(dlq, NAME, event.message, item)
+                    continue
+                if item is None:
+                    continue
+                ledger, action, request = item
+                if ledger.message_id in in_batch:  # a duplicate input in the same batch
+                    continue
+                in_batch.add(ledger.message_id)
+                ledger, started_event = core.start(ledger, action, worker_id)
+                ledger_table[ledger.message_id.encode()] = ledger.to_dict()
+                await out.send(key=ledger.message_id.encode(), value=encode(started_event))
+                started.append((ledger, action, request))
+            if not started:
+                continue
+            await app.producer.flush()  # the attempts are on the log before SMTP
+            results = await asyncio.gather(
+                *(sender.attempt(ledger, action, request) for ledger, action, request in started)
+            )
+            for ledger, attempted in results:
+                ledger_table[ledger.message_id.encode()] = ledger.to_dict()
+                await out.send(key=ledger.message_id.encode(), value=encode(attempted))
+                signalled.pop(ledger.message_id, None)
+
+    def _decide(
+        message: Any,
+    ) -> tuple[core.Ledger, core.Action, SendRequested] | str | None:
+        try:
+            event = decode_any(_INPUTS, message.value)
+            if isinstance(event, RoutingDecided) and event.outcome == "routed":
+                request = SendRequested.from_data(event.request)
+                request.__post_init__()  # validate the carried request
+        except (InvalidEvent, TypeError, ValueError) as exc:
+            return str(exc)
+        now = time.time()
+        key = event.message_id.encode()  # type: ignore[attr-defined]
+        ledger = core.Ledger.from_dict(ledger_table.get(key))
+        if isinstance(event, RoutingDecided):
+            if event.outcome != "routed":
+                return None
+            recipients = sender.recipients(event, request)
+            ledger, action = core.on_routed(ledger, event, recipients, now)
+        else:
+            assert isinstance(event, RetryTimeReached)
+            action = core.on_retry_due(ledger, event.attempt, now)
+        if action.kind != "deliver" or ledger is None:
+            if action.reason:
+                log.debug("%s: %s", event.message_id, action.reason)  # type: ignore[attr-defined]
+            return None
+        request = SendRequested.from_data(ledger.decision["request"])
+        return ledger, action, request
+
+    @app.timer(interval=1.0)
+    async def retry_timer() -> None:
+        now = time.time()
+        for key, value in list(ledger_table.items()):
+            ledger = core.Ledger.from_dict(value)
+            if ledger is None or not core.due(ledger, now):
+                continue
+            if signalled.get(ledger.message_id) == ledger.attempt:
+                continue
+            signalled[ledger.message_id] = ledger.attempt
+            event = RetryTimeReached(message_id=ledger.message_id, attempt=ledger.attempt)
+            await due_topic.send(key=key, value=encode(event))
+
+    rt.extras["delivery_sender"] = sender

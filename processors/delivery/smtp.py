@@ -1,0 +1,996 @@
+"""The SMTP edge of the delivery processor: the ONLY module importing aiosmtplib.
+
+``SmtpSession`` holds one connection to one outgoing server and sends mail
+over it, one transaction at a time, reusing the connection (RSET check) and
+reconnecting when it dropped. ``send`` gives ONE outcome per recipient:
+
+- accepted: the server confirmed the DATA (250) for that recipient;
+- deferred: a 4xx answer, a timeout, a dropped connection (also during
+  DATA: every recipient the server had not confirmed yet), the deadline;
+- failed: a 5xx answer; the code, the enhanced status and the text are kept.
+
+Low-level commands (MAIL, RCPT, DATA) are used instead of ``send_message``
+so a refused recipient fails alone and the others still get the mail.
+
+Problems establishing the session (connect, TLS, login) are raised as
+``SmtpSessionError`` subclasses that carry the facts (server, host, port,
+code, text) and one sentence saying what the operator should change (see
+``diagnose.py``). ``deliver`` wraps ``send`` for the processor: it never
+raises for SMTP trouble and returns outcomes plus the session error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiosmtplib
+
+from postlane.secrets import SecretUnavailable, require_password
+from schemas import OutgoingServerConfigured
+
+from .backoff import Status, classify, parse_enhanced
+from .diagnose import OPERATOR_KINDS, Facts, explain, one_line
+
+log = logging.getLogger("postlane.delivery.smtp")
+
+# OpenSSL reasons seen when a TLS client talks to a plain-text port.
+_PLAINTEXT_TLS_REASONS = (
+    "WRONG_VERSION_NUMBER",
+    "UNKNOWN_PROTOCOL",
+    "HTTP_REQUEST",
+    "RECORD_LAYER_FAILURE",
+    "PACKET_LENGTH_TOO_LONG",
+    "UNEXPECTED_RECORD",
+)
+_IMPLICIT_TLS_PORTS = (465,)
+_PLAIN_PORTS = (25, 587, 2525)
+
+
+# --------------------------------------------------------------------------
+# results and errors
+
+
+@dataclass(frozen=True)
+class RecipientResult:
+    """The outcome of one attempt for one recipient. ``code`` is 0 when the
+    server gave no answer (timeout, dropped connection). ``stage`` is where
+    it was decided: mail, rcpt, data, connection or local."""
+
+    recipient: str
+    status: Status
+    code: int = 0
+    enhanced: str = ""
+    text: str = ""
+    stage: str = ""
+
+    def as_outcome(self) -> dict[str, Any]:
+        """The ``DeliveryAttempted.outcomes`` item."""
+        return {
+            "recipient": self.recipient,
+            "status": self.status,
+            "code": self.code,
+            "enhanced": self.enhanced,
+            "text": self.text,
+        }
+
+
+def _answered(recipient: str, code: int, text: str, stage: str) -> RecipientResult:
+    """A recipient decided by a server's refusal (never "accepted")."""
+    status = classify(code)
+    if status == "accepted":  # an odd 2xx/3xx where 250 was needed
+        status = "deferred"
+    return RecipientResult(recipient, status, code, parse_enhanced(text), one_line(text), stage)
+
+
+def _deferred(
+    recipient: str, text: str, enhanced: str, stage: str = "connection"
+) -> RecipientResult:
+    return RecipientResult(recipient, "deferred", 0, enhanced, text, stage)
+
+
+class SmtpSessionError(Exception):
+    """The session with a server could not be established (or was lost
+    outside a mail transaction). ``kind`` is the failure kind (see
+    diagnose.KINDS), ``facts`` the details, ``str(exc)`` the sentence."""
+
+    def __init__(self, kind: str, facts: Facts) -> None:
+        self.kind = kind
+        self.facts = facts
+        self.sentence = explain(kind, facts)
+        super().__init__(self.sentence)
+
+    @property
+    def server(self) -> str:
+        return self.facts.server
+
+    @property
+    def host(self) -> str:
+        return self.facts.host
+
+    @property
+    def port(self) -> int:
+        return self.facts.port
+
+    @property
+    def code(self) -> int:
+        return self.facts.code
+
+    @property
+    def text(self) -> str:
+        return self.facts.text
+
+    @property
+    def step(self) -> str:
+        return self.facts.step
+
+    @property
+    def needs_operator(self) -> bool:
+        """True when a person must change the configuration or the server;
+        False for trouble a later retry may cure."""
+        if self.kind == "greeting_refused":
+            return self.code >= 500
+        return self.kind in OPERATOR_KINDS
+
+    def deferred(self, recipients: list[str]) -> list[RecipientResult]:
+        """Every recipient deferred with this error (the mail waits)."""
+        enhanced = parse_enhanced(self.text) or ("4.4.1" if "timeout" in self.kind else "4.4.2")
+        code = self.code if 400 <= self.code < 500 else 0
+        return [
+            RecipientResult(r, "deferred", code, enhanced, self.sentence, "connection")
+            for r in _dedupe(recipients)
+        ]
+
+
+class ConnectFailed(SmtpSessionError):
+    """refused, dns, unreachable."""
+
+
+class ConnectTimeout(SmtpSessionError):
+    """timeout (TCP connect: filtered), no_greeting, deadline."""
+
+
+class TlsError(SmtpSessionError):
+    """Any TLS problem."""
+
+
+class TlsModeMismatch(TlsError):
+    """tls_required (STARTTLS/none on an implicit-TLS port), tls_unexpected
+    (SSL/TLS on a plain port)."""
+
+
+class StartTlsUnavailable(TlsError):
+    """no_starttls."""
+
+
+class CertificateRejected(TlsError):
+    """certificate: self-signed, expired, wrong host, unknown CA."""
+
+
+class TlsFailed(TlsError):
+    """tls_failed: any other handshake failure."""
+
+
+class AuthError(SmtpSessionError):
+    """Any login problem."""
+
+
+class AuthFailed(AuthError):
+    """auth_failed, auth_needs_tls."""
+
+
+class AuthUnavailable(AuthError):
+    """no_auth: the server offers no (usable) AUTH."""
+
+
+class CredentialsUnavailable(AuthError):
+    """no_password: the secrets edge cannot read the password."""
+
+
+class GreetingRefused(SmtpSessionError):
+    """greeting_refused (4xx/5xx at connect), helo_refused."""
+
+
+class SessionDropped(SmtpSessionError):
+    """disconnected: the server closed the connection during the setup."""
+
+
+_ERROR_CLASSES: dict[str, type[SmtpSessionError]] = {
+    "refused": ConnectFailed,
+    "dns": ConnectFailed,
+    "unreachable": ConnectFailed,
+    "timeout": ConnectTimeout,
+    "no_greeting": ConnectTimeout,
+    "deadline": ConnectTimeout,
+    "tls_required": TlsModeMismatch,
+    "tls_unexpected": TlsModeMismatch,
+    "no_starttls": StartTlsUnavailable,
+    "certificate": CertificateRejected,
+    "tls_failed": TlsFailed,
+    "auth_failed": AuthFailed,
+    "auth_needs_tls": AuthFailed,
+    "no_auth": AuthUnavailable,
+    "no_password": CredentialsUnavailable,
+    "greeting_refused": GreetingRefused,
+    "helo_refused": GreetingRefused,
+    "disconnected": SessionDropped,
+}
+
+
+def session_error(kind: str, facts: Facts) -> SmtpSessionError:
+    """The typed exception for a failure kind."""
+    return _ERROR_CLASSES.get(kind, SmtpSessionError)(kind, facts)
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def _dedupe(recipients: list[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for r in recipients:
+        seen.setdefault(r.lower(), r)
+    return list(seen.values())
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    for e in _chain(exc):
+        if isinstance(e, kind):
+            return e
+    return None
+
+
+def _cert_detail(err: ssl.SSLCertVerificationError) -> str:
+    msg = err.verify_message or err.reason or str(err)
+    return str(msg)
+
+
+def _ssl_detail(err: ssl.SSLError) -> str:
+    return str(err.reason or err.strerror or err).replace("_", " ").lower()
+
+
+def _looks_plaintext(err: ssl.SSLError) -> bool:
+    reason = str(err.reason or "").upper()
+    text = str(err).upper().replace(" ", "_")
+    return any(r in reason or r in text for r in _PLAINTEXT_TLS_REASONS)
+
+
+def tls_context(
+    allow_self_signed: bool = False, ca_file: str | None = None
+) -> ssl.SSLContext:
+    """Client TLS context: the system's CAs (plus ``ca_file``) with host
+    name checking; no verification at all when ``allow_self_signed``."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if ca_file:
+        ctx.load_verify_locations(cafile=ca_file)
+    if allow_self_signed:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def _tcp_connect(host: str, port: int, timeout: float, facts: Facts) -> socket.socket:
+    """A connected non-blocking socket; ConnectFailed / ConnectTimeout."""
+    loop = asyncio.get_running_loop()
+    facts = facts.with_(step="connect", timeout=timeout)
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout
+        )
+    except socket.gaierror as exc:
+        raise session_error("dns", facts.with_(detail=exc.strerror or str(exc))) from None
+    except TimeoutError:
+        raise session_error("dns", facts.with_(detail="the lookup timed out")) from None
+    failures: list[tuple[str, str]] = []
+    for family, type_, proto, _, addr in infos:
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, addr), timeout)
+        except TimeoutError:
+            sock.close()
+            failures.append(("timeout", f"{addr[0]}: timed out"))
+        except ConnectionRefusedError:
+            sock.close()
+            failures.append(("refused", f"{addr[0]}: connection refused"))
+        except OSError as exc:
+            sock.close()
+            failures.append(("unreachable", f"{addr[0]}: {exc.strerror or exc}"))
+        except BaseException:
+            sock.close()
+            raise
+        else:
+            return sock
+    kinds = [k for k, _ in failures]
+    kind = next((k for k in ("refused", "timeout", "unreachable") if k in kinds), "unreachable")
+    detail = "; ".join(d for _, d in failures) or "no address"
+    raise session_error(kind, facts.with_(detail=detail))
+
+
+async def sniff_port(host: str, port: int, timeout: float) -> str:
+    """What a port speaks, for diagnosis: "smtp" (a plain-text greeting),
+    "tls" (a TLS handshake completes), "closed" (connection refused or
+    closed at once) or "silent" (neither within ``timeout``)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return "closed"
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        if line[:3].isdigit():
+            return "smtp"
+        if not line:
+            return "closed"
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        writer.close()
+    ctx = tls_context(allow_self_signed=True)
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                host, port, ssl=ctx, server_hostname=host, ssl_handshake_timeout=timeout
+            ),
+            timeout,
+        )
+    except (OSError, TimeoutError):
+        return "silent"
+    writer.close()
+    return "tls"
+
+
+# --------------------------------------------------------------------------
+# the session
+
+
+class SmtpSession:
+    """One connection to one outgoing server, used for one mail at a time.
+
+    ``command_timeout``: seconds per command (the server's ``timeout`` wins
+    when set); ``deadline``: seconds for a whole attempt, connect to the end
+    of DATA. ``ca_file`` adds a trusted CA (a private CA, or tests)."""
+
+    def __init__(
+        self,
+        server: OutgoingServerConfigured,
+        *,
+        command_timeout: float = 30.0,
+        deadline: float = 120.0,
+        ca_file: str | None = None,
+        local_hostname: str | None = None,
+        max_mails: int = 100,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.server = server
+        self.command_timeout = server.timeout or command_timeout
+        self.deadline = deadline
+        self.ca_file = ca_file
+        self.local_hostname = local_hostname
+        self.max_mails = max_mails
+        self._environ = environ
+        self._smtp: aiosmtplib.SMTP | None = None
+        self._lock = asyncio.Lock()
+        self.fingerprint = server_fingerprint(server)
+        self.connections = 0  # times this session connected
+        self.mails = 0  # transactions on the current connection
+        self.last_used = time.monotonic()
+        self.progress: list[tuple[str, str]] = []  # steps of the last connect
+        self._step = ""
+
+    def __repr__(self) -> str:
+        s = self.server
+        return f"<SmtpSession {s.name} {s.host}:{s.port} {s.security} connected={self.connected}>"
+
+    @property
+    def connected(self) -> bool:
+        return self._smtp is not None and self._smtp.is_connected
+
+    def _facts(self, **changes: Any) -> Facts:
+        s = self.server
+        base = Facts(
+            server=s.name,
+            host=s.host,
+            port=s.port,
+            security=s.security,
+            username=s.username,
+            step=self._step,
+            timeout=self.command_timeout,
+        )
+        return base.with_(**changes)
+
+    # -- connect ---------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect, negotiate TLS and log in (if not connected yet)."""
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self.deadline):
+                    await self._ensure_ready(check=False)
+            except TimeoutError:
+                raise self._deadline_error() from None
+
+    def _deadline_error(self) -> SmtpSessionError:
+        self.abort()
+        step = self._step or "connect"
+        facts = self._facts(step=step, timeout=self.deadline)
+        if step == "connect":
+            return session_error("timeout", facts)
+        if step == "greeting":
+            return self._silent_error(facts)
+        return session_error("deadline", facts)
+
+    def _silent_error(self, facts: Facts) -> SmtpSessionError:
+        """No greeting: on an implicit-TLS port with a plain-text setting
+        that is a TLS mode mismatch; otherwise a silent server."""
+        if self.server.security != "ssl" and self.server.port in _IMPLICIT_TLS_PORTS:
+            return session_error("tls_required", facts)
+        return session_error("no_greeting", facts)
+
+    async def _ensure_ready(self, check: bool = True) -> None:
+        if self._smtp is not None and self._smtp.is_connected:
+            if self.mails >= self.max_mails:
+                await self._quit()
+            elif not check or self.mails == 0:
+                return
+            else:
+                try:
+                    await self._smtp.rset(timeout=self.command_timeout)
+                    return
+                except (aiosmtplib.SMTPException, OSError) as exc:
+                    log.info(
+                        "%s: reused connection is gone (%s), reconnecting", self.server.name, exc
+                    )
+                    self.abort()
+        await self._open()
+
+    async def _open(self) -> None:
+        s = self.server
+        self.abort()
+        self.progress = []
+        self._step = "connect"
+        use_tls = s.security == "ssl"
+        ctx = tls_context(s.allow_self_signed, self.ca_file) if s.security != "none" else None
+        sock = await _tcp_connect(s.host, s.port, self.command_timeout, self._facts())
+        self.progress.append(("connect", f"TCP connection to {s.host} port {s.port} open"))
+        smtp = aiosmtplib.SMTP(
+            hostname=s.host,
+            sock=sock,
+            use_tls=use_tls,
+            start_tls=False,
+            tls_context=ctx if use_tls else None,
+            timeout=self.command_timeout,
+            local_hostname=self.local_hostname,
+        )
+        self._step = "tls" if use_tls else "greeting"
+        ok = False
+        try:
+            greeting = await self._greet(smtp)
+            if use_tls:
+                self.progress.append(("tls", self._tls_summary(smtp)))
+                self._step = "greeting"
+            await self._hello(smtp)
+            self.progress.append(("greeting", f"server says {one_line(greeting.message, 120)!r}"))
+            if s.security == "starttls":
+                self._step = "tls"
+                await self._starttls(smtp, ctx)
+                self.progress.append(("tls", self._tls_summary(smtp)))
+                self._step = "greeting"
+                await self._hello(smtp)
+            if s.username:
+                self._step = "login"
+                await self._login(smtp)
+                self.progress.append(("login", f"logged in as {s.username!r}"))
+            ok = True
+        except SmtpSessionError:
+            raise
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            raise session_error("disconnected", self._facts(detail=str(exc))) from None
+        except aiosmtplib.SMTPTimeoutError:
+            raise session_error("no_greeting" if self._step == "greeting" else "deadline",
+                                self._facts()) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise session_error(
+                "greeting_refused", self._facts(code=exc.code, text=exc.message)
+            ) from None
+        finally:
+            if not ok:
+                smtp.close()
+                sock.close()
+        self._smtp = smtp
+        self._step = ""
+        self.connections += 1
+        self.mails = 0
+        self.last_used = time.monotonic()
+        log.info("%s: connected to %s:%s (%s)", s.name, s.host, s.port, s.security)
+
+    def _tls_summary(self, smtp: aiosmtplib.SMTP) -> str:
+        sslobj = smtp.get_transport_info("ssl_object")
+        version = (sslobj.version() if sslobj is not None else None) or "TLS"
+        cipher_info = sslobj.cipher() if sslobj is not None else None
+        cipher = cipher_info[0] if cipher_info else ""
+        check = (
+            "certificate NOT verified (allow_self_signed)"
+            if self.server.allow_self_signed
+            else "certificate verified"
+        )
+        return f"{version} {cipher}, {check}".replace("  ", " ")
+
+    async def _greet(self, smtp: aiosmtplib.SMTP) -> aiosmtplib.SMTPResponse:
+        """TCP is up: (TLS handshake for implicit TLS, then) the greeting."""
+        try:
+            return await smtp.connect()
+        except aiosmtplib.SMTPConnectResponseError as exc:
+            self._step = "greeting"
+            raise session_error(
+                "greeting_refused", self._facts(code=exc.code, text=exc.message)
+            ) from None
+        except aiosmtplib.SMTPConnectTimeoutError as exc:
+            if "server ready" in str(exc):
+                self._step = "greeting"
+            raise self._silent_error(self._facts()) from None
+        except aiosmtplib.SMTPConnectError as exc:
+            raise self._tls_or_drop(exc) from None
+
+    def _tls_or_drop(self, exc: BaseException) -> SmtpSessionError:
+        cert = _find(exc, ssl.SSLCertVerificationError)
+        if isinstance(cert, ssl.SSLCertVerificationError):
+            return session_error("certificate", self._facts(step="tls", detail=_cert_detail(cert)))
+        err = _find(exc, ssl.SSLError)
+        if isinstance(err, ssl.SSLError):
+            facts = self._facts(step="tls", detail=_ssl_detail(err))
+            if self.server.security == "ssl" and (
+                _looks_plaintext(err) or self.server.port in _PLAIN_PORTS
+            ):
+                return session_error("tls_unexpected", facts)
+            return session_error("tls_failed", facts)
+        aborted = _find(exc, ConnectionAbortedError)
+        if aborted is not None and "handshake" in str(aborted).lower():
+            return self._silent_error(self._facts(detail=str(aborted)))
+        return session_error("disconnected", self._facts(detail=str(exc)))
+
+    async def _hello(self, smtp: aiosmtplib.SMTP) -> None:
+        try:
+            await smtp.ehlo()
+        except aiosmtplib.SMTPHeloError as exc:
+            if not smtp.is_connected:
+                raise session_error(
+                    "helo_refused", self._facts(code=exc.code, text=exc.message)
+                ) from None
+            try:
+                await smtp.helo()
+            except aiosmtplib.SMTPHeloError as exc2:
+                raise session_error(
+                    "helo_refused", self._facts(code=exc2.code, text=exc2.message)
+                ) from None
+
+    async def _starttls(self, smtp: aiosmtplib.SMTP, ctx: ssl.SSLContext | None) -> None:
+        if not smtp.supports_extension("starttls"):
+            raise session_error("no_starttls", self._facts())
+        try:
+            await smtp.starttls(tls_context=ctx)
+        except aiosmtplib.SMTPResponseException as exc:
+            raise session_error(
+                "tls_failed", self._facts(code=exc.code, text=exc.message, detail=exc.message)
+            ) from None
+        except ssl.SSLError as exc:
+            raise self._tls_or_drop(exc) from None
+        except aiosmtplib.SMTPTimeoutError as exc:
+            raise session_error("tls_failed", self._facts(detail=str(exc))) from None
+
+    async def _login(self, smtp: aiosmtplib.SMTP) -> None:
+        try:
+            password = require_password(self.server, self._environ)
+        except SecretUnavailable as exc:
+            raise session_error("no_password", self._facts(detail=str(exc))) from None
+        if not smtp.supports_extension("auth"):
+            raise session_error("no_auth", self._facts())
+        try:
+            await smtp.login(self.server.username, password)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            text = exc.message
+            needs_tls = exc.code == 538 or (
+                exc.code == 530 and ("tls" in text.lower() or "encrypt" in text.lower())
+            )
+            kind = "auth_needs_tls" if needs_tls else "auth_failed"
+            raise session_error(kind, self._facts(code=exc.code, text=text)) from None
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            raise
+        except aiosmtplib.SMTPResponseException as exc:
+            raise session_error(
+                "auth_failed", self._facts(code=exc.code, text=exc.message)
+            ) from None
+        except aiosmtplib.SMTPException as exc:
+            offered = ", ".join(smtp.server_auth_methods) or "none"
+            raise session_error(
+                "no_auth", self._facts(detail=f"{exc.message} (offered: {offered})")
+            ) from None
+
+    # -- mail ------------------------------------------------------------------
+
+    async def send(
+        self, envelope_from: str, recipients: list[str], message_bytes: bytes
+    ) -> list[RecipientResult]:
+        """Send one mail; one result per (deduplicated) recipient, in order.
+        Raises SmtpSessionError when the session cannot be established."""
+        rcpts = _dedupe(recipients)
+        results: dict[str, RecipientResult] = {}
+        async with self._lock:
+            in_transaction = False
+            try:
+                async with asyncio.timeout(self.deadline):
+                    await self._ensure_ready()
+                    in_transaction = True
+                    await self._transaction(envelope_from, rcpts, message_bytes, results)
+            except TimeoutError:
+                if not in_transaction:
+                    raise self._deadline_error() from None
+                self.abort()
+                note = (
+                    f"no answer from {self.server.host} within the attempt deadline of "
+                    f"{self.deadline:g} s during {self._step}; will retry"
+                )
+                for r in rcpts:
+                    if r not in results:
+                        results[r] = _deferred(r, note, "4.4.1", self._step or "connection")
+            finally:
+                self.last_used = time.monotonic()
+        return [results[r] for r in rcpts]
+
+    async def _transaction(
+        self,
+        envelope_from: str,
+        rcpts: list[str],
+        message: bytes,
+        results: dict[str, RecipientResult],
+    ) -> None:
+        smtp = self._smtp
+        assert smtp is not None
+        self.mails += 1
+        options: list[str] = []
+        encoding = "ascii"
+        non_ascii = [a for a in [envelope_from, *rcpts] if not a.isascii()]
+        if non_ascii:
+            if smtp.supports_extension("smtputf8"):
+                options.append("SMTPUTF8")
+                encoding = "utf-8"
+            else:
+                text = "the address is not ASCII and the server does not offer SMTPUTF8"
+                targets = rcpts if not envelope_from.isascii() else non_ascii
+                for r in targets:
+                    results[r] = RecipientResult(r, "failed", 0, "5.6.7", text, "local")
+        if smtp.supports_extension("size"):
+            options.insert(0, f"SIZE={len(message)}")
+        if not message.isascii() and smtp.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        todo = [r for r in rcpts if r not in results]
+        if not todo:
+            return
+        try:
+            self._step = "mail"
+            try:
+                await smtp.mail(envelope_from, options=options, encoding=encoding)
+            except aiosmtplib.SMTPSenderRefused as exc:
+                for r in todo:
+                    results[r] = _answered(r, exc.code, exc.message, "mail")
+                await self._reset()
+                return
+            except ValueError as exc:
+                for r in todo:
+                    results[r] = RecipientResult(r, "failed", 0, "5.1.7", str(exc), "local")
+                await self._reset()
+                return
+            self._step = "rcpt"
+            accepted: list[str] = []
+            for r in todo:
+                try:
+                    await smtp.rcpt(r, encoding=encoding)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    results[r] = _answered(r, exc.code, exc.message, "rcpt")
+                except ValueError as exc:
+                    results[r] = RecipientResult(r, "failed", 0, "5.1.3", str(exc), "local")
+                else:
+                    accepted.append(r)
+            if not accepted:
+                await self._reset()
+                return
+            self._step = "data"
+            try:
+                response = await smtp.data(message)
+            except aiosmtplib.SMTPDataError as exc:
+                for r in accepted:
+                    results[r] = _answered(r, exc.code, exc.message, "data")
+                await self._reset()
+                return
+            text = one_line(response.message)
+            for r in accepted:
+                results[r] = RecipientResult(
+                    r, "accepted", response.code, parse_enhanced(text), text, "data"
+                )
+            self._step = ""
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            self._defer_rest(rcpts, results, f"connection lost during {self._step.upper()}", exc,
+                             "4.4.2")
+        except aiosmtplib.SMTPTimeoutError as exc:
+            self._defer_rest(rcpts, results, f"no answer to {self._step.upper()} within "
+                             f"{self.command_timeout:g} s", exc, "4.4.1")
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            self._defer_rest(rcpts, results, f"unexpected answer during {self._step.upper()}",
+                             exc, "4.4.2")
+
+    def _defer_rest(
+        self,
+        rcpts: list[str],
+        results: dict[str, RecipientResult],
+        what: str,
+        exc: BaseException,
+        enhanced: str,
+    ) -> None:
+        self.abort()
+        stage = self._step or "connection"
+        note = f"{what} ({exc}); will retry"
+        if stage == "data":
+            note += " (the server may have received it: a duplicate is possible)"
+        log.info("%s: %s", self.server.name, note)
+        for r in rcpts:
+            if r not in results:
+                results[r] = _deferred(r, note, enhanced, stage)
+
+    async def _reset(self) -> None:
+        """RSET after a refused transaction; a failure closes the connection."""
+        smtp = self._smtp
+        if smtp is None or not smtp.is_connected:
+            return
+        try:
+            await smtp.rset(timeout=self.command_timeout)
+        except (aiosmtplib.SMTPException, OSError):
+            self.abort()
+
+    async def check_sender(
+        self, sender: str, recipient: str
+    ) -> tuple[RecipientResult, RecipientResult | None]:
+        """May this login send as ``sender``? MAIL FROM:<sender>, RCPT
+        TO:<recipient>, then RSET; nothing is sent. Returns the sender's
+        result (recipient field = sender) and the recipient's (None when
+        MAIL was refused)."""
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self.deadline):
+                    await self._ensure_ready()
+                    smtp = self._smtp
+                    assert smtp is not None
+                    self.mails += 1
+                    self._step = "mail"
+                    try:
+                        response = await smtp.mail(sender)
+                    except aiosmtplib.SMTPSenderRefused as exc:
+                        await self._reset()
+                        return _answered(sender, exc.code, exc.message, "mail"), None
+                    mail_ok = RecipientResult(
+                        sender, "accepted", response.code, parse_enhanced(response.message),
+                        one_line(response.message), "mail",
+                    )
+                    self._step = "rcpt"
+                    try:
+                        response = await smtp.rcpt(recipient)
+                        rcpt: RecipientResult = RecipientResult(
+                            recipient, "accepted", response.code,
+                            parse_enhanced(response.message), one_line(response.message), "rcpt",
+                        )
+                    except aiosmtplib.SMTPRecipientRefused as exc:
+                        rcpt = _answered(recipient, exc.code, exc.message, "rcpt")
+                    await self._reset()
+                    self._step = ""
+                    return mail_ok, rcpt
+            except TimeoutError:
+                raise self._deadline_error() from None
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+                self.abort()
+                raise session_error("disconnected", self._facts(detail=str(exc))) from None
+
+    # -- close -----------------------------------------------------------------
+
+    async def _quit(self) -> None:
+        smtp = self._smtp
+        if smtp is not None and smtp.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await smtp.quit(timeout=min(self.command_timeout, 5.0))
+        self.abort()
+
+    async def close(self) -> None:
+        """QUIT politely (a few seconds at most) and close."""
+        await self._quit()
+
+    def abort(self) -> None:
+        """Close the connection at once."""
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
+
+
+def server_fingerprint(server: OutgoingServerConfigured) -> tuple[Any, ...]:
+    """What a connection depends on: a change means a new connection."""
+    return (
+        server.host,
+        server.port,
+        server.security,
+        server.username,
+        server.password_env,
+        server.password_file,
+        server.allow_self_signed,
+        server.timeout,
+    )
+
+
+# --------------------------------------------------------------------------
+# the pool
+
+
+class SmtpPool:
+    """Sessions keyed by server name, at most ``max_per_server`` in use at
+    once per server (``get`` waits for a free one). Idle sessions are kept
+    for ``max_idle`` seconds; a changed server configuration gets a new
+    connection."""
+
+    def __init__(
+        self,
+        *,
+        command_timeout: float = 30.0,
+        deadline: float = 120.0,
+        ca_file: str | None = None,
+        local_hostname: str | None = None,
+        max_per_server: int = 2,
+        max_idle: float = 60.0,
+        max_mails_per_connection: int = 100,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.command_timeout = command_timeout
+        self.deadline = deadline
+        self.ca_file = ca_file
+        self.local_hostname = local_hostname
+        self.max_per_server = max_per_server
+        self.max_idle = max_idle
+        self.max_mails = max_mails_per_connection
+        self._environ = environ
+        self._idle: dict[str, list[SmtpSession]] = {}
+        self._busy: set[SmtpSession] = set()
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> SmtpPool:
+        """From ``streams.settings.Settings`` (smtp_timeout, attempt_deadline)."""
+        kwargs: dict[str, Any] = {
+            "command_timeout": settings.smtp_timeout,
+            "deadline": settings.attempt_deadline,
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    async def get(self, server: OutgoingServerConfigured) -> SmtpSession:
+        """A session for ``server`` (not connected yet when new: ``send``
+        connects). Give it back with ``release``."""
+        if self._closed:
+            raise RuntimeError("the SMTP pool is closed")
+        slot = self._slots.setdefault(server.name, asyncio.Semaphore(self.max_per_server))
+        await slot.acquire()
+        try:
+            idle = self._idle.setdefault(server.name, [])
+            fingerprint = server_fingerprint(server)
+            now = time.monotonic()
+            while idle:
+                session = idle.pop()
+                if session.fingerprint == fingerprint and now - session.last_used < self.max_idle:
+                    session.server = server
+                    self._busy.add(session)
+                    return session
+                await session.close()
+            session = SmtpSession(
+                server,
+                command_timeout=self.command_timeout,
+                deadline=self.deadline,
+                ca_file=self.ca_file,
+                local_hostname=self.local_hostname,
+                max_mails=self.max_mails,
+                environ=self._environ,
+            )
+            self._busy.add(session)
+            return session
+        except BaseException:
+            slot.release()
+            raise
+
+    def release(self, session: SmtpSession) -> None:
+        """Give a session back (connected or not)."""
+        if session not in self._busy:
+            return
+        self._busy.discard(session)
+        if self._closed:
+            session.abort()
+        else:
+            self._idle.setdefault(session.server.name, []).append(session)
+        slot = self._slots.get(session.server.name)
+        if slot is not None:
+            slot.release()
+
+    @contextlib.asynccontextmanager
+    async def lease(self, server: OutgoingServerConfigured) -> AsyncIterator[SmtpSession]:
+        session = await self.get(server)
+        try:
+            yield session
+        finally:
+            self.release(session)
+
+    async def discard(self, name: str) -> None:
+        """Close the idle sessions of a server (removed or changed)."""
+        for session in self._idle.pop(name, []):
+            await session.close()
+
+    async def close_all(self) -> None:
+        """QUIT every idle session and close the busy ones."""
+        self._closed = True
+        idle = [s for sessions in self._idle.values() for s in sessions]
+        self._idle.clear()
+        await asyncio.gather(*(s.close() for s in idle), return_exceptions=True)
+        for session in list(self._busy):
+            session.abort()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for name, sessions in self._idle.items():
+            out.setdefault(name, {"idle": 0, "busy": 0})["idle"] = len(sessions)
+        for session in self._busy:
+            out.setdefault(session.server.name, {"idle": 0, "busy": 0})["busy"] += 1
+        return out
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What ``deliver`` returns: one outcome per recipient, plus the
+    session-level error (sentence and kind) when there was one."""
+
+    outcomes: list[RecipientResult]
+    duration: float
+    error: str = ""
+    error_kind: str = ""
+    needs_operator: bool = False
+
+
+async def deliver(
+    pool: SmtpPool,
+    server: OutgoingServerConfigured,
+    envelope_from: str,
+    recipients: list[str],
+    message_bytes: bytes,
+) -> Delivery:
+    """One delivery attempt through the pool; never raises for SMTP
+    trouble (a session error defers every recipient)."""
+    start = time.monotonic()
+    async with pool.lease(server) as session:
+        try:
+            outcomes = await session.send(envelope_from, recipients, message_bytes)
+        except SmtpSessionError as exc:
+            log.warning("%s: %s", server.name, exc.sentence)
+            return Delivery(
+                exc.deferred(recipients),
+                time.monotonic() - start,
+                error=exc.sentence,
+                error_kind=exc.kind,
+                needs_operator=exc.needs_operator,
+            )
+    return Delivery(outcomes, time.monotonic() - start)

@@ -1,0 +1,1 @@
+"""The status projection: every event of a mail folded into its status."""

@@ -1,0 +1,365 @@
+"""The status of one mail, folded from its events. Pure: no Faust, no I/O.
+
+``evolve(status, event)`` applies one SendRequested, RoutingDecided,
+DeliveryStarted or DeliveryAttempted and says what a person would see
+change (a MessageStatusChanged), or None when nothing visible changed.
+
+The events of one mail come from three topics, so they can arrive in any
+order. Each event has a place in the mail's life (request < routing <
+attempt 1 started < attempt 1 outcome < attempt 2 started ...); the
+status remembers the furthest place it has applied, and an event from
+before it only fills in details (subject, recipients it did not know),
+never the state. A final state is never left because of such an older
+event; ``failed`` alone may be left by a newer one (a retry or re-route).
+An event whose ``event_id`` is already in the history is a duplicate and
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from schemas import (
+    DeliveryAttempted,
+    DeliveryStarted,
+    Event,
+    MessageStatusChanged,
+    RoutingDecided,
+    SendRequested,
+)
+from schemas.addresses import AddressError, split_address
+
+FINAL_STATES = frozenset({"sent", "failed", "cancelled", "rejected", "bounced", "suppressed"})
+# final states a newer event (an ops retry, a re-route) may still leave
+RETRYABLE_STATES = frozenset({"failed"})
+# delivery's per-recipient status -> the recipient's state
+RCPT_STATE = {"accepted": "sent", "deferred": "deferred", "failed": "failed"}
+OUTCOME_STATES = ("sent", "deferred", "failed")
+FOLDED_EVENTS: tuple[type[Event], ...] = (
+    SendRequested, RoutingDecided, DeliveryStarted, DeliveryAttempted,
+)
+_STATUS_NS = uuid.UUID("6f0c3d7e-2b1a-4c6e-9a51-7d0f3b9e2c44")
+
+
+@dataclass
+class MessageStatus:
+    """One mail's status. ``recipients``: address -> ``{"state", "code",
+    "enhanced", "text", "server", "attempt"}``. ``history``: one entry per
+    event applied, ``{"at", "state", "reason", "event", "event_id"}``.
+    ``progress`` is the furthest place in the mail's life applied so far
+    (see ``progress_of``). ``to_dict``/``from_dict`` give the table value."""
+
+    message_id: str
+    state: str = "queued"
+    server: str = ""
+    attempt: int = 0
+    reason: str = ""
+    next_attempt_at: float = 0.0
+    recipients: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subject: str = ""
+    from_: str = ""
+    to: list[str] = field(default_factory=list)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    progress: list[int] = field(default_factory=lambda: [-1, 0, 0])
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def seen(self, event_id: str) -> bool:
+        return any(h.get("event_id") == event_id for h in self.history)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # deep copy
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MessageStatus:
+        known = {f.name for f in fields(cls)}
+        return cls(**copy.deepcopy({k: v for k, v in data.items() if k in known}))
+
+
+def progress_of(event: Event) -> tuple[int, int, int]:
+    """The event's place in a mail's life, comparable as a tuple."""
+    if isinstance(event, SendRequested):
+        return (0, 0, 0)
+    if isinstance(event, RoutingDecided):
+        return (1, 0, 0)
+    if isinstance(event, DeliveryStarted):
+        return (2, event.attempt, 0)
+    if isinstance(event, DeliveryAttempted):
+        return (2, event.attempt, 1)
+    raise TypeError(f"the status projection does not fold {type(event).__name__}")
+
+
+def evolve(
+    status: MessageStatus | None, event: Event
+) -> tuple[MessageStatus, MessageStatusChanged | None]:
+    """Apply one event; returns the new status (``status`` itself is not
+    modified) and the visible change, or None when there is none."""
+    rank = progress_of(event)
+    message_id: str = event.message_id  # type: ignore[attr-defined]
+    if status is not None and status.seen(event.event_id):
+        return status, None
+    if status is None:
+        st = MessageStatus(message_id=message_id, created_at=event.occurred_at)
+    else:
+        st = MessageStatus.from_dict(status.to_dict())
+    before = st.state
+    advance = rank >= tuple(st.progress) and (
+        st.state not in FINAL_STATES or st.state in RETRYABLE_STATES
+    )
+    if isinstance(event, SendRequested):
+        _apply_request(st, event, advance)
+    elif isinstance(event, RoutingDecided):
+        _apply_routing(st, event, advance)
+    elif isinstance(event, DeliveryStarted):
+        _apply_started(st, event, advance)
+    elif isinstance(event, DeliveryAttempted):
+        _apply_attempted(st, event, advance)
+    if advance:
+        st.progress = list(rank)
+        entry_reason = st.reason
+    elif st.final:
+        entry_reason = f"arrived after the mail was {st.state}: state kept"
+    else:
+        entry_reason = f"arrived out of order (after {st.state}): state kept"
+    st.created_at = min(st.created_at, event.occurred_at) if st.created_at else event.occurred_at
+    st.updated_at = max(st.updated_at, event.occurred_at)
+    st.history.append({
+        "at": event.occurred_at,
+        "state": st.state,
+        "reason": entry_reason,
+        "event": type(event).__name__,
+        "event_id": event.event_id,
+    })
+    if status is not None and _visible(status) == _visible(st):
+        return st, None
+    return st, status_changed(st, before if status is not None else "", event)
+
+
+def fold(events: list[Event], status: MessageStatus | None = None) -> MessageStatus | None:
+    """Apply events in order (replay, tests)."""
+    for event in events:
+        status, _ = evolve(status, event)
+    return status
+
+
+def status_changed(st: MessageStatus, previous: str, cause: Event) -> MessageStatusChanged:
+    """The public event for ``st``. Its event_id is derived from the cause's,
+    so a redelivered cause gives the same id and readers can drop it."""
+    return MessageStatusChanged(
+        message_id=st.message_id,
+        state=st.state,
+        previous=previous,
+        reason=st.reason,
+        server=st.server,
+        attempt=st.attempt,
+        recipients=copy.deepcopy(st.recipients),
+        event_id=uuid.uuid5(_STATUS_NS, cause.event_id).hex,
+        occurred_at=cause.occurred_at,
+    )
+
+
+def utc_words(ts: float) -> str:
+    """``2026-11-22 11:05 UTC``."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+def answer_text(rcpt: dict[str, Any]) -> str:
+    """``451 4.7.1 try later (server primary)``."""
+    code = rcpt.get("code") or 0
+    parts = [str(code) if code else "", str(rcpt.get("enhanced") or ""),
+             str(rcpt.get("text") or "")]
+    text = " ".join(p for p in parts if p).strip() or "no answer"
+    server = rcpt.get("server")
+    return f"{text} (server {server})" if server else text
+
+
+# --- the transitions ------------------------------------------------------------------------
+
+
+def _visible(st: MessageStatus) -> tuple[Any, ...]:
+    return (st.state, st.reason, st.server, st.attempt, st.recipients)
+
+
+def _rcpt(state: str, *, code: int = 0, enhanced: str = "", text: str = "", server: str = "",
+          attempt: int = 0) -> dict[str, Any]:
+    return {"state": state, "code": code, "enhanced": enhanced, "text": text,
+            "server": server, "attempt": attempt}
+
+
+def _key(recipients: dict[str, dict[str, Any]], addr: str) -> str:
+    """The existing key for ``addr`` (addresses compare without case)."""
+    low = addr.lower()
+    for key in recipients:
+        if key.lower() == low:
+            return key
+    return addr
+
+
+def _bare_addresses(values: list[Any]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        if not isinstance(value, str):
+            continue
+        try:
+            addr = split_address(value)[1]
+        except AddressError:
+            continue
+        if addr.lower() not in (a.lower() for a in out):
+            out.append(addr)
+    return out
+
+
+def _summarize(st: MessageStatus, request: dict[str, Any]) -> None:
+    """Fill the subject/from/to summary and the recipients still unknown
+    (only before any delivery: afterwards delivery's list is the truth)."""
+    if not st.subject and isinstance(request.get("subject"), str):
+        st.subject = request["subject"]
+    if not st.from_ and isinstance(request.get("from_"), str):
+        st.from_ = request["from_"]
+    to = request.get("to")
+    if not st.to and isinstance(to, list):
+        st.to = [v for v in to if isinstance(v, str)]
+    if st.progress[0] >= 2:
+        return
+    every: list[Any] = []
+    for fname in ("to", "cc", "bcc"):
+        value = request.get(fname)
+        if isinstance(value, list):
+            every.extend(value)
+    for addr in _bare_addresses(every):
+        st.recipients.setdefault(_key(st.recipients, addr), _rcpt("queued"))
+
+
+def _apply_request(st: MessageStatus, ev: SendRequested, advance: bool) -> None:
+    _summarize(st, {"subject": ev.subject, "from_": ev.from_, "to": ev.to, "cc": ev.cc,
+                    "bcc": ev.bcc})
+    if advance:
+        st.state = "queued"
+        st.reason = f"scheduled for {utc_words(ev.send_at)}" if ev.send_at > ev.occurred_at else ""
+
+
+def _apply_routing(st: MessageStatus, ev: RoutingDecided, advance: bool) -> None:
+    if isinstance(ev.request, dict):
+        _summarize(st, ev.request)
+    if not advance:
+        return
+    st.next_attempt_at = 0.0
+    if ev.outcome == "routed":
+        st.state, st.server, st.reason = "queued", ev.server, f"routed to {ev.server}"
+    elif ev.outcome == "no_server":
+        st.state = "failed"
+        st.reason = ev.reason or "no outgoing server can send this mail"
+    else:
+        st.state = "rejected"
+        st.reason = ev.reason or "the router rejected this mail"
+
+
+def _apply_started(st: MessageStatus, ev: DeliveryStarted, advance: bool) -> None:
+    if not advance:
+        return
+    st.state, st.server, st.attempt = "sending", ev.server, ev.attempt
+    st.next_attempt_at = 0.0
+    st.reason = f"attempt {ev.attempt} via {ev.server}"
+    for addr in ev.recipients:
+        key = _key(st.recipients, addr)
+        if st.recipients.get(key, {}).get("state") == "sent":
+            continue
+        st.recipients[key] = _rcpt("sending", server=ev.server, attempt=ev.attempt)
+
+
+def _outcome_rcpt(ev: DeliveryAttempted, o: dict[str, Any]) -> dict[str, Any]:
+    code = o.get("code")
+    return _rcpt(
+        RCPT_STATE[o["status"]],
+        code=code if isinstance(code, int) and not isinstance(code, bool) else 0,
+        enhanced=str(o.get("enhanced") or ""),
+        text=str(o.get("text") or "") or ev.error,
+        server=ev.server,
+        attempt=ev.attempt,
+    )
+
+
+def _apply_attempted(st: MessageStatus, ev: DeliveryAttempted, advance: bool) -> None:
+    if not advance:
+        # an older or overtaken outcome: only fill recipients without one
+        for o in ev.outcomes:
+            addr = str(o.get("recipient") or "").strip()
+            key = _key(st.recipients, addr)
+            if addr and st.recipients.get(key, {}).get("state") not in OUTCOME_STATES:
+                st.recipients[key] = _outcome_rcpt(ev, o)
+        return
+    answered: set[str] = set()
+    for o in ev.outcomes:
+        addr = str(o.get("recipient") or "").strip()
+        if not addr:
+            continue
+        key = _key(st.recipients, addr)
+        if int(st.recipients.get(key, {}).get("attempt") or 0) > ev.attempt:
+            continue
+        st.recipients[key] = _outcome_rcpt(ev, o)
+        answered.add(key)
+    retry = ev.next_attempt_at > 0
+    for key, r in list(st.recipients.items()):
+        if key not in answered and r.get("state") == "sending":
+            # in an attempt but no answer of its own: the session failed
+            text = ev.error or (
+                "the attempt was interrupted" if ev.interrupted else "no answer for this recipient"
+            )
+            st.recipients[key] = _rcpt("deferred" if retry else "failed", text=text,
+                                       server=ev.server, attempt=ev.attempt)
+    gave_up = False
+    if not retry:
+        for r in st.recipients.values():
+            if r.get("state") == "deferred":
+                r["state"] = "failed"
+                gave_up = True
+    st.server, st.attempt = ev.server, ev.attempt
+    st.next_attempt_at = 0.0
+    by_state: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in OUTCOME_STATES}
+    for key, r in st.recipients.items():
+        if r.get("state") in by_state:
+            by_state[r["state"]][key] = r
+    touched = sum(len(v) for v in by_state.values())
+    attempts = f"{ev.attempt} attempt" + ("" if ev.attempt == 1 else "s")
+    if touched == 0:
+        text = ev.error or "delivery reported no recipient outcome"
+        if retry:
+            st.state, st.next_attempt_at = "deferred", ev.next_attempt_at
+            st.reason = f"deferred: {text}; next attempt {utc_words(ev.next_attempt_at)}"
+        else:
+            st.state, st.reason = "failed", text
+    elif by_state["deferred"]:
+        st.state, st.next_attempt_at = "deferred", ev.next_attempt_at
+        via = f" via {ev.next_server}" if ev.next_server and ev.next_server != ev.server else ""
+        st.reason = (
+            f"deferred: {_answers(by_state['deferred'], touched > 1)}; "
+            f"next attempt {utc_words(ev.next_attempt_at)}{via}"
+        )
+    elif by_state["failed"]:
+        st.state = "failed"
+        failed = by_state["failed"]
+        prefix = f"gave up after {attempts}: " if gave_up else ""
+        if by_state["sent"]:
+            prefix += f"{len(failed)} of {touched} recipients failed: "
+        st.reason = prefix + _answers(failed, touched > 1)
+    else:
+        st.state, st.reason = "sent", ""
+
+
+def _answers(recipients: dict[str, dict[str, Any]], with_address: bool) -> str:
+    """Recipients grouped by the answer they got: ``a@x, b@y: 550 5.1.1
+    no such user (server primary); c@z: 552 ...``."""
+    groups: dict[str, list[str]] = {}
+    for addr, r in recipients.items():
+        groups.setdefault(answer_text(r), []).append(addr)
+    if not with_address and len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{', '.join(addrs)}: {answer}" for answer, addrs in groups.items())
