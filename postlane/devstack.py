@@ -9,7 +9,7 @@ from pathlib import Path
 
 from schemas import OutgoingServerConfigured, SettingsChanged
 from streams.client import ensure_topics
-from streams.embedded import EmbeddedBroker
+from streams.embedded import BrokerError, EmbeddedBroker
 from streams.settings import Settings
 
 from .capture import CaptureServer
@@ -29,6 +29,13 @@ class DevStack:
         self.notes: list[str] = []
 
     def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         s = self.settings
         if s.embedded:
             Path(s.data_dir).mkdir(parents=True, exist_ok=True)
@@ -39,7 +46,14 @@ class DevStack:
             )
         ensure_topics(s)
         self.capture = CaptureServer("127.0.0.1", s.capture_smtp_port, Path(s.capture_dir))
-        self.capture.start()
+        try:
+            self.capture.start()
+        except OSError as exc:
+            self.capture = None
+            raise BrokerError(
+                f"the capture SMTP server cannot listen on 127.0.0.1:{s.capture_smtp_port} "
+                f"({exc.strerror}): set POSTLANE_CAPTURE_SMTP_PORT to a free port"
+            ) from None
         self.notes.append(
             f"capture SMTP server on 127.0.0.1:{s.capture_smtp_port}, mails saved in "
             f"{s.capture_dir}"

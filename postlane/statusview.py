@@ -39,8 +39,11 @@ def fold_change(status: dict[str, Any] | None, change: MessageStatusChanged) -> 
     """Apply one MessageStatusChanged to the reader's status dict:
     ``{message_id, state, reason, server, attempt, recipients, updated_at,
     history: [{at, state, previous, reason, server, attempt, event_id}]}``."""
-    out = copy.deepcopy(status) if status else {"message_id": change.message_id, "history": []}
-    if any(h.get("event_id") == change.event_id for h in out["history"]):
+    out: dict[str, Any] = (
+        copy.deepcopy(status) if status else {"message_id": change.message_id, "history": []}
+    )
+    history: list[dict[str, Any]] = out["history"]
+    if any(h.get("event_id") == change.event_id for h in history):
         return out
     out.update(
         state=change.state,
@@ -50,7 +53,7 @@ def fold_change(status: dict[str, Any] | None, change: MessageStatusChanged) -> 
         recipients=copy.deepcopy(change.recipients),
         updated_at=change.occurred_at,
     )
-    out["history"].append({
+    history.append({
         "at": change.occurred_at,
         "state": change.state,
         "previous": change.previous,
@@ -140,7 +143,9 @@ class StatusReader:
         return self.status is not None and self.status.get("state") in FINAL_STATES
 
 
-def read_status(settings: Settings, message_id: str, timeout: float = 10.0) -> dict[str, Any] | None:
+def read_status(
+    settings: Settings, message_id: str, timeout: float = 10.0
+) -> dict[str, Any] | None:
     """The status of one mail as the status topic has it now; None when the
     topic holds nothing for it."""
     deadline = time.monotonic() + timeout

@@ -16,6 +16,8 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from schemas.base import CODEC
+
 from .settings import Settings
 from .topics import TopicSpec
 
@@ -61,8 +63,8 @@ def create_app(name: str, settings: Settings) -> faust.App:
         web_host="127.0.0.1",
         web_bind="127.0.0.1",
         web_port=settings.web_port,
-        key_serializer="raw",
-        value_serializer="raw",
+        key_serializer="raw",  # table keys are bytes (message ids, addresses)
+        value_serializer=CODEC,  # table values are plain dicts, as JSON
         table_cleanup_interval=60.0,
         table_standby_replicas=0,  # timers scan only active partitions
         stream_wait_empty=False,

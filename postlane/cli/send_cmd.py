@@ -8,7 +8,7 @@ import click
 
 from postlane.publisher import Publisher, PublishError, attachment
 from schemas import InvalidEvent
-from streams.client import ensure_topics
+from streams.client import BrokerUnavailable, ensure_topics
 
 from .common import fail, settings
 
@@ -54,7 +54,7 @@ def send(
             mid = pub.send(from_=from_, to=list(to), **fields)
     except InvalidEvent as exc:
         fail("; ".join(exc.problems))
-    except PublishError as exc:
+    except (PublishError, BrokerUnavailable) as exc:
         fail(str(exc), 3)
     if not wait:
         click.echo(mid)

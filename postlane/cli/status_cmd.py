@@ -23,7 +23,7 @@ def _when(ts: Any) -> str:
 
 def _answer(r: dict[str, Any]) -> str:
     parts = [str(r.get("code") or ""), str(r.get("enhanced") or ""), str(r.get("text") or "")]
-    return " ".join(p for p in parts if p and p != "0")
+    return " ".join(p for p in parts if p)
 
 
 def render(status: dict[str, Any]) -> str:

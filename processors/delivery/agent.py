@@ -59,9 +59,10 @@ def register(rt: Runtime) -> None:
         ROUTING_DECIDED.full(s), DELIVERY_DUE.full(s), key_type=bytes, value_type=bytes,
         key_serializer="raw", value_serializer="raw",
     )
-    ledger_table = app.Table("delivery-ledger", default=None, partitions=s.partitions,
-                             key_type=bytes, value_type=bytes, key_serializer="raw",
-                             value_serializer="json")
+    ledger_table = app.Table(
+        "delivery-ledger", default=None, partitions=s.partitions,
+        use_partitioner=True,  # written after take_events; key = message_id, same partitioner
+    )
     sender = Sender(rt)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     signalled: dict[str, int] = {}  # message_id -> attempt already signalled (timer dedupe)

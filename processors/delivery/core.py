@@ -132,12 +132,13 @@ def finish(
     session_error: str = "",
     interrupted: bool = False,
     smtp_message_id: str = "",
-    next_server: str = "",
+    next_decision: RoutingDecided | None = None,
 ) -> tuple[Ledger, DeliveryAttempted]:
     """Fold one attempt's per-recipient outcomes. Deferred recipients get a
     next attempt time (exponential back-off) or, past the give-up time, fail.
-    ``next_server``: a different matching server to move the mail to (after
-    a session-level failure); the retry then goes there at once."""
+    ``next_decision``: a routing decision for a different matching server to
+    move the mail to (after a session-level failure); the retry then goes
+    there at once."""
     by_rcpt = {o["recipient"]: o for o in outcomes}
     accepted = list(ledger.accepted)
     failed = dict(ledger.failed)
@@ -161,9 +162,11 @@ def finish(
             deferred.append(o)
     next_at = 0.0
     server = ledger.server
+    decision = ledger.decision
     if pending:
-        if next_server and next_server != ledger.server:
-            next_at, server = now, next_server
+        if next_decision is not None and next_decision.server != ledger.server:
+            next_at, server = now, next_decision.server
+            decision = next_decision.to_representation()
         else:
             at = next_attempt_at(ledger.attempt, ledger.first_at, now, settings)
             if at is None:
@@ -177,7 +180,7 @@ def finish(
                 next_at = at
     new = replace(
         ledger, accepted=accepted, failed=failed, pending=pending, inflight=False,
-        next_at=next_at, done=not pending, server=server,
+        next_at=next_at, done=not pending, server=server, decision=decision,
     )
     event = DeliveryAttempted(
         message_id=ledger.message_id, attempt=ledger.attempt, server=ledger.server,

@@ -190,7 +190,8 @@ def explain(kind: str, facts: Facts) -> str:
     }
     if template is None:
         return f"{where}: {kind} ({values['answer']})."
-    return template.format(**values)
+    sentence = template.format(**values)
+    return sentence if sentence.endswith(".") else sentence + "."
 
 
 @dataclass(frozen=True)

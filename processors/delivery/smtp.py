@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -271,11 +272,13 @@ def _looks_plaintext(err: ssl.SSLError) -> bool:
     return any(r in reason or r in text for r in _PLAINTEXT_TLS_REASONS)
 
 
+@functools.lru_cache(maxsize=32)
 def tls_context(
     allow_self_signed: bool = False, ca_file: str | None = None
 ) -> ssl.SSLContext:
     """Client TLS context: the system's CAs (plus ``ca_file``) with host
-    name checking; no verification at all when ``allow_self_signed``."""
+    name checking; no verification at all when ``allow_self_signed``.
+    Cached: a context serves any number of connections."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     if ca_file:
         ctx.load_verify_locations(cafile=ca_file)
@@ -494,6 +497,11 @@ class SmtpSession:
                 await self._hello(smtp)
             if s.username:
                 self._step = "login"
+                if s.security == "none":
+                    log.warning(
+                        "%s: logging in over an unencrypted connection to %s:%s",
+                        s.name, s.host, s.port,
+                    )
                 await self._login(smtp)
                 self.progress.append(("login", f"logged in as {s.username!r}"))
             ok = True
@@ -899,7 +907,7 @@ class SmtpPool:
                     session.server = server
                     self._busy.add(session)
                     return session
-                await session.close()
+                session.abort()  # stale or reconfigured: no QUIT to a possibly dead peer
             session = SmtpSession(
                 server,
                 command_timeout=self.command_timeout,

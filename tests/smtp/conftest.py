@@ -55,7 +55,8 @@ class Recorder:
     ``rcpt_replies[address]``: replies given to the next RCPTs for that
     address (then it is accepted); ``mail_replies[address]``: reply to
     every MAIL FROM that address; ``drop_in_data``: how many DATA to answer
-    by closing the connection; ``rset_replies``: replies to the next RSETs."""
+    by closing the connection; ``rset_replies``: replies to the next RSETs;
+    ``data_delay``: seconds to wait before answering DATA."""
 
     def __init__(self) -> None:
         self.messages: list[Received] = []
@@ -65,6 +66,7 @@ class Recorder:
         self.drop_in_data = 0
         self.rsets = 0
         self.rset_replies: list[str] = []
+        self.data_delay = 0.0
 
     @property
     def connections(self) -> int:
@@ -99,6 +101,8 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         if self.drop_in_data > 0:
             self.drop_in_data -= 1
             server.transport.close()  # the client never sees a reply

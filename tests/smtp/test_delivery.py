@@ -52,12 +52,20 @@ async def test_built_message_goes_through(smtp_server, pki):
     srv = smtp_server(tls="starttls", auth=True)
     server = srv.config(archive_bcc="archive@example.com")
     request = SendRequested(
-        message_id="m-42", from_="App <app@example.com>", to=[A], bcc=[B],
-        subject="Invoice", text="Hi ü", html="<p>Hi ü</p>",
+        message_id="m-42",
+        from_="App <app@example.com>",
+        to=[A],
+        bcc=[B],
+        subject="Invoice",
+        text="Hi ü",
+        html="<p>Hi ü</p>",
     )
     decision = RoutingDecided(
-        message_id="m-42", outcome="routed", server="test",
-        header_from="App <app@example.com>", envelope_from="bounce@example.com",
+        message_id="m-42",
+        outcome="routed",
+        server="test",
+        header_from="App <app@example.com>",
+        envelope_from="bounce@example.com",
     )
     msg = build_message(request, decision, server, make_smtp_message_id("m-42", "example.com"))
     s = session(server, pki)
@@ -132,7 +140,10 @@ async def test_4xx_defers_then_next_attempt_delivers(smtp_server, pki):
     finally:
         await s.close()
     assert (first.status, first.code, first.enhanced, first.stage) == (
-        "deferred", 451, "4.7.1", "rcpt",
+        "deferred",
+        451,
+        "4.7.1",
+        "rcpt",
     )
     assert "Greylisted" in first.text
     assert second.status == "accepted"
@@ -208,6 +219,29 @@ async def test_server_that_never_answers_is_deferred_quickly(silent_server, pki)
     assert [r.status for r in delivery.outcomes] == ["deferred", "deferred"]
     assert delivery.error_kind == "no_greeting" and "firewall" in delivery.error
     assert delivery.duration < 2.0
+
+
+@pytest.mark.parametrize(
+    ("command_timeout", "deadline", "wording"),
+    [(0.3, 5.0, "no answer to DATA within 0.3 s"), (5.0, 0.4, "attempt deadline of 0.4 s")],
+)
+async def test_slow_answer_to_data_is_deferred(
+    smtp_server, pki, command_timeout, deadline, wording
+):
+    srv = smtp_server()
+    srv.handler.rcpt_replies[B] = ["550 5.1.1 no such user"]
+    srv.handler.data_delay = 3.0
+    s = session(srv.config(), pki, command_timeout=command_timeout, deadline=deadline)
+    start = time.monotonic()
+    try:
+        results = by_rcpt(await s.send("b@example.com", [A, B], MAIL))
+    finally:
+        await s.close()
+    assert time.monotonic() - start < 1.5
+    assert (results[A].status, results[A].stage, results[A].code) == ("deferred", "data", 0)
+    assert wording in results[A].text
+    assert results[B].status == "failed"
+    assert not s.connected
 
 
 async def test_connection_is_reused(smtp_server, pki):
@@ -308,7 +342,8 @@ async def test_deliver_turns_session_errors_into_deferrals(closed_port):
     finally:
         await pool.close_all()
     assert [(r.recipient, r.status) for r in delivery.outcomes] == [
-        (A, "deferred"), (B, "deferred"),
+        (A, "deferred"),
+        (B, "deferred"),
     ]
     assert delivery.error_kind == "refused" and delivery.needs_operator
     assert delivery.outcomes[0].as_outcome()["status"] == "deferred"

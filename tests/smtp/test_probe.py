@@ -33,12 +33,15 @@ def assert_one_sentence(report) -> None:
 
 async def test_everything_works(smtp_server, pki):
     srv = smtp_server(tls="starttls", auth=True)
-    report = await run(
-        srv.config(), pki, send_to="ops@example.org", on_behalf="sales@example.com"
-    )
+    report = await run(srv.config(), pki, send_to="ops@example.org", on_behalf="sales@example.com")
     assert report.ok, report.to_dict()
     assert [s.name for s in report.steps] == [
-        "connect", "greeting", "tls", "login", "on_behalf", "send",
+        "connect",
+        "greeting",
+        "tls",
+        "login",
+        "on_behalf",
+        "send",
     ]
     assert "works" in report.sentence and "may send as sales@example.com" in report.sentence
     assert "certificate verified" in report.steps[2].detail
@@ -165,7 +168,9 @@ async def test_sender_refused_at_rcpt(smtp_server, pki):
 
 async def test_recipient_refused(smtp_server, pki):
     srv = smtp_server(tls="starttls", auth=True)
-    srv.handler.rcpt_replies["nobody@example.org"] = ["550 5.1.1 <nobody@example.org>: no such user"]
+    srv.handler.rcpt_replies["nobody@example.org"] = [
+        "550 5.1.1 <nobody@example.org>: no such user"
+    ]
     report = await run(srv.config(), pki, send_to="nobody@example.org")
     assert_one_sentence(report)
     assert report.kind == "recipient_refused"

@@ -1,0 +1,87 @@
+"""Glue between the delivery agent and the SMTP edge: resolve the server
+from the live config, build the MIME message, run one attempt through the
+connection pool, and fold the outcome with the pure core."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+from schemas import DeliveryAttempted, OutgoingServerConfigured, RoutingDecided, SendRequested
+from schemas.addresses import domain_of, split_address
+
+from ..router.core import decide
+from ..runtime import Runtime
+from . import core
+from .message import build_message, envelope_recipients, make_smtp_message_id, message_bytes
+from .smtp import SmtpPool, deliver
+
+log = logging.getLogger("postlane.delivery")
+
+
+class Sender:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.pool = SmtpPool.from_settings(rt.settings, max_per_server=4)
+        self.interrupted = 0  # attempts retried after a crash (possible duplicates)
+
+    def recipients(self, decision: RoutingDecided, request: SendRequested) -> list[str]:
+        server = self.rt.config.view.servers.get(decision.server)
+        if server is None:
+            return request.recipients()
+        return envelope_recipients(request, server)
+
+    def alternative(self, ledger: core.Ledger, request: SendRequested) -> RoutingDecided | None:
+        """The next matching server, skipping those already tried."""
+        view = self.rt.config.view
+        rest = {k: v for k, v in view.servers.items() if k not in ledger.tried_servers}
+        if not rest:
+            return None
+        d = decide(replace(view, servers=rest), request)
+        return d if d.outcome == "routed" else None
+
+    async def attempt(
+        self, ledger: core.Ledger, action: core.Action, request: SendRequested
+    ) -> tuple[core.Ledger, DeliveryAttempted]:
+        s = self.rt.settings
+        if action.interrupted:
+            self.interrupted += 1
+            log.warning("%s: attempt %d follows one a crash interrupted (may duplicate)",
+                        ledger.message_id, ledger.attempt)
+        decision = RoutingDecided.from_data(ledger.decision)
+        server = self.rt.config.view.servers.get(ledger.server)
+        smtp_id = make_smtp_message_id(ledger.message_id, _domain(decision.header_from))
+        if server is None or not server.active:
+            error = (f"server {ledger.server!r} is no longer configured or active: "
+                     "add it back or let the mail move to another server")
+            return self._finish(ledger, [], 0.0, error, action, smtp_id, request)
+        try:
+            data = message_bytes(build_message(request, decision, server, smtp_id))
+        except ValueError as exc:
+            outcomes = [{"recipient": r, "status": "failed", "code": 0, "enhanced": "5.6.0",
+                         "text": f"the mail could not be built: {exc}"} for r in ledger.pending]
+            return self._finish(ledger, outcomes, 0.0, "", action, smtp_id, request)
+        result = await deliver(self.pool, server, decision.envelope_from, ledger.pending, data)
+        outcomes = [r.as_outcome() for r in result.outcomes]
+        return self._finish(ledger, outcomes, result.duration, result.error, action, smtp_id,
+                            request, server)
+
+    def _finish(
+        self, ledger: core.Ledger, outcomes: list[dict[str, object]], duration: float,
+        error: str, action: core.Action, smtp_id: str, request: SendRequested,
+        server: OutgoingServerConfigured | None = None,
+    ) -> tuple[core.Ledger, DeliveryAttempted]:
+        nxt = self.alternative(ledger, request) if error else None
+        return core.finish(
+            ledger, outcomes, now=time.time(), duration=duration, settings=self.rt.settings,
+            session_error=error, interrupted=action.interrupted, smtp_message_id=smtp_id,
+            next_decision=nxt,
+        )
+
+
+def _domain(header_from: str) -> str:
+    try:
+        return domain_of(split_address(header_from)[1])
+    except ValueError:
+        return "postlane.invalid"
