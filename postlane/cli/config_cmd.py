@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import orjson
 import click
+import orjson
 
 from postlane.configops import current_view, publish_config
 from schemas import InvalidEvent, OutgoingServerRemoved
@@ -109,14 +109,10 @@ def _upsert(name: str, fields: dict[str, object], must_exist: bool) -> None:
         fail(f"no server named {name!r}; `postlane servers list` shows them")
     if not must_exist and existing is not None:
         fail(f"server {name!r} exists; use `postlane servers update {name}`")
-    base = existing.to_representation() if existing else {}
-    for k in ("type", "schema", "event_id", "occurred_at", "name"):
-        base.pop(k, None)
-    base.update({k: v for k, v in fields.items() if v is not None})
-    if not base.get("host"):
+    if existing is None and not fields.get("host"):
         fail("--host is required")
     try:
-        event = server_event_from_options(name, **base)
+        event = server_event_from_options(name, existing, **fields)
     except (InvalidEvent, ValueError) as exc:
         fail(str(exc))
     publish_config(s, [(event.key, event)])

@@ -63,7 +63,7 @@ class Action:
 def new_ledger(decision: RoutingDecided, recipients: list[str], now: float) -> Ledger:
     return Ledger(
         message_id=decision.message_id,
-        decision=decision.to_representation(),
+        decision=dict(decision.to_representation()),
         server=decision.server,
         pending=list(recipients),
         first_at=now,
@@ -166,7 +166,7 @@ def finish(
     if pending:
         if next_decision is not None and next_decision.server != ledger.server:
             next_at, server = now, next_decision.server
-            decision = next_decision.to_representation()
+            decision = dict(next_decision.to_representation())
         else:
             at = next_attempt_at(ledger.attempt, ledger.first_at, now, settings)
             if at is None:

@@ -44,7 +44,6 @@ class Sender:
     async def attempt(
         self, ledger: core.Ledger, action: core.Action, request: SendRequested
     ) -> tuple[core.Ledger, DeliveryAttempted]:
-        s = self.rt.settings
         if action.interrupted:
             self.interrupted += 1
             log.warning("%s: attempt %d follows one a crash interrupted (may duplicate)",

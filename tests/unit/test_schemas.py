@@ -22,6 +22,7 @@ from schemas import (
     MessageStatusChanged,
     OutgoingServerConfigured,
     OutgoingServerRemoved,
+    RetryTimeReached,
     RoutingDecided,
     SendRequested,
     SettingsChanged,
@@ -111,6 +112,7 @@ SAMPLES: dict[type[Event], dict[str, Any]] = {
         "next_attempt_at": 1_700_000_300.0,
         "smtp_message_id": "<abc@example.com>",
     },
+    RetryTimeReached: {"message_id": "m-1", "attempt": 2},
     MessageStatusChanged: {
         "message_id": "m-1",
         "state": "deferred",
