@@ -168,3 +168,44 @@ def servers_list(as_json: bool) -> None:
 
 
 COMMANDS = [config, servers]
+
+
+@servers.command("test")
+@click.argument("name")
+@click.option("--send-to", help="also send a test mail to this address")
+@click.option("--on-behalf", help="check the login may send as this address (same domain)")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="take the server from this file instead of the live configuration")
+@click.option("--timeout", default=10.0, show_default=True, help="seconds per step")
+@click.option("--json", "as_json", is_flag=True)
+def servers_test(name: str, send_to: str | None, on_behalf: str | None,
+                 config_file: str | None, timeout: float, as_json: bool) -> None:
+    """Test connection: connect, negotiate TLS, log in, optionally check
+    sending on behalf of another address and send a test mail."""
+    import asyncio
+
+    from processors.delivery.probe import test_connection
+
+    if config_file:
+        from postlane.configfile import ConfigFileError, load
+
+        try:
+            found = {srv.name: srv for srv in load(config_file).servers}
+        except ConfigFileError as exc:
+            fail(str(exc))
+    else:
+        try:
+            found = current_view(settings()).servers
+        except BrokerUnavailable as exc:
+            fail(str(exc), 3)
+    server = found.get(name)
+    if server is None:
+        fail(f"no server named {name!r}; known: {', '.join(sorted(found)) or 'none'}")
+    report = asyncio.run(test_connection(server, send_to, on_behalf, timeout=timeout))
+    if as_json:
+        click.echo(orjson.dumps(report.to_dict()).decode())
+    else:
+        for step in report.steps:
+            click.echo(f"  [{'ok' if step.ok else 'FAILED'}] {step.name}: {step.detail}")
+        click.echo(report.sentence or ("connection works" if report.ok else "failed"))
+    raise SystemExit(0 if report.ok else 1)
