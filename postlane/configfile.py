@@ -1,10 +1,10 @@
 """The TOML config file: parse it into config events, and plan what to publish.
 
 ``[settings]`` becomes one SettingsChanged, each ``[[servers]]`` one
-OutgoingServerConfigured. Other top-level tables (``[[incoming]]``,
-``[[aliases]]``, ...) are left to the code that reads them. A password is
-never accepted in the file: name where to find it (``password_env`` or
-``password_file``).
+OutgoingServerConfigured, each ``[[incoming]]`` one IncomingServerConfigured
+and each ``[[aliases]]`` one AliasConfigured. Other top-level tables are
+left to the code that reads them. A password is never accepted in the file:
+name where to find it (``password_env`` or ``password_file``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from typing import Any
 
 from processors.config.view import ConfigView
 from schemas import (
+    AliasConfigured,
+    AliasRemoved,
     Event,
+    IncomingServerConfigured,
+    IncomingServerRemoved,
     InvalidEvent,
     OutgoingServerConfigured,
     OutgoingServerRemoved,
@@ -36,6 +40,8 @@ class ConfigFileError(ValueError):
 class DesiredConfig:
     settings: SettingsChanged = field(default_factory=SettingsChanged)
     servers: list[OutgoingServerConfigured] = field(default_factory=list)
+    incoming: list[IncomingServerConfigured] = field(default_factory=list)
+    aliases: list[AliasConfigured] = field(default_factory=list)
 
 
 def _fields(cls: type[Event]) -> list[str]:
@@ -44,6 +50,8 @@ def _fields(cls: type[Event]) -> list[str]:
 
 SETTINGS_KEYS = _fields(SettingsChanged)
 SERVER_KEYS = _fields(OutgoingServerConfigured)
+INCOMING_KEYS = _fields(IncomingServerConfigured)
+ALIAS_KEYS = _fields(AliasConfigured)
 
 
 def values(event: Event) -> dict[str, Any]:
@@ -90,7 +98,7 @@ def parse(text: str, source: str = "<config>") -> DesiredConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError(f"{source}: not valid TOML: {exc}") from None
     for key, value in doc.items():
-        if key not in ("settings", "servers") and not isinstance(value, dict | list):
+        if key not in _TABLES and not isinstance(value, dict | list):
             raise ConfigFileError(f"{source}: unknown top-level key {key!r}")
     raw_settings = doc.get("settings", {})
     if not isinstance(raw_settings, dict):
@@ -106,7 +114,32 @@ def parse(text: str, source: str = "<config>") -> DesiredConfig:
         if any(s.name == server.name for s in servers):
             raise ConfigFileError(f"{where}: duplicate server name {server.name!r}")
         servers.append(server)
-    return DesiredConfig(settings=settings, servers=servers)
+    incoming: list[IncomingServerConfigured] = _array(
+        doc, "incoming", IncomingServerConfigured, INCOMING_KEYS, source, "name")
+    aliases: list[AliasConfigured] = _array(
+        doc, "aliases", AliasConfigured, ALIAS_KEYS, source, "alias")
+    return DesiredConfig(settings=settings, servers=servers, incoming=incoming, aliases=aliases)
+
+
+_TABLES = ("settings", "servers", "incoming", "aliases")
+
+
+def _array(doc: dict[str, Any], table: str, cls: type[Event], keys: list[str], source: str,
+           id_field: str) -> list[Any]:
+    raw_items = doc.get(table, [])
+    if not isinstance(raw_items, list) or not all(isinstance(r, dict) for r in raw_items):
+        raise ConfigFileError(f"{source}: {table} must be an array of tables: [[{table}]]")
+    out: list[Any] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_items):
+        where = f"{source} [[{table}]] #{i + 1} ({raw.get(id_field, f'no {id_field}')!r})"
+        event = _build(cls, raw, where, keys)
+        ident = str(getattr(event, id_field)).lower()
+        if ident in seen:
+            raise ConfigFileError(f"{where}: duplicate {id_field} {getattr(event, id_field)!r}")
+        seen.add(ident)
+        out.append(event)
+    return out
 
 
 def load(path: str | Path) -> DesiredConfig:
@@ -120,7 +153,7 @@ def load(path: str | Path) -> DesiredConfig:
 
 def events(desired: DesiredConfig) -> list[Event]:
     """All events of the file, settings first (to fold or publish in full)."""
-    return [desired.settings, *desired.servers]
+    return [desired.settings, *desired.servers, *desired.incoming, *desired.aliases]
 
 
 def plan(current: ConfigView, desired: DesiredConfig) -> list[tuple[str, Event]]:
@@ -136,13 +169,35 @@ def plan(current: ConfigView, desired: DesiredConfig) -> list[tuple[str, Event]]
     for name in sorted(set(current.servers) - wanted):
         removed = OutgoingServerRemoved(name=name)
         out.append((removed.key, removed))
+    for incoming in desired.incoming:
+        old_in = current.incoming.get(incoming.name)
+        if old_in is None or values(old_in) != values(incoming):
+            out.append((incoming.key, incoming))
+    for name in sorted(set(current.incoming) - {i.name for i in desired.incoming}):
+        gone = IncomingServerRemoved(name=name)
+        out.append((gone.key, gone))
+    for alias in desired.aliases:
+        old_alias = current.aliases.get(alias.alias.lower())
+        if old_alias is None or values(old_alias) != values(alias):
+            out.append((alias.key, alias))
+    for name in sorted(set(current.aliases) - {a.alias.lower() for a in desired.aliases}):
+        dropped = AliasRemoved(alias=current.aliases[name].alias)
+        out.append((dropped.key, dropped))
     return out
 
 
 def view_to_dict(view: ConfigView) -> dict[str, Any]:
-    """The live view in the file's shape: ``{"settings": {...}, "servers": [...]}``."""
+    """The live view in the file's shape: ``{"settings": {...}, "servers": [...]}``
+    plus ``incoming`` and ``aliases`` when there are some."""
     servers = sorted(view.servers.values(), key=lambda s: (s.priority, s.name))
-    return {"settings": values(view.settings), "servers": [values(s) for s in servers]}
+    out: dict[str, Any] = {
+        "settings": values(view.settings), "servers": [values(s) for s in servers],
+    }
+    if view.incoming:
+        out["incoming"] = [values(view.incoming[k]) for k in sorted(view.incoming)]
+    if view.aliases:
+        out["aliases"] = [values(view.aliases[k]) for k in sorted(view.aliases)]
+    return out
 
 
 def _toml_value(value: Any) -> str:

@@ -3,12 +3,25 @@
 from .base import Event, InvalidEvent, decode, decode_any, encode
 from .config import (
     CONFIG_EVENTS,
+    AliasConfigured,
+    AliasRemoved,
+    IncomingServerConfigured,
+    IncomingServerRemoved,
     OutgoingServerConfigured,
     OutgoingServerRemoved,
     SettingsChanged,
 )
 from .deadletter import EventDeadLettered
 from .delivery import DeliveryAttempted, DeliveryStarted, RetryTimeReached
+from .inbound import (
+    InboundAliasMatched,
+    InboundMailReceived,
+    InboundMailRejected,
+    InboundMailRouted,
+    InboundReplyLookupRequested,
+    IncomingServerChecked,
+    SentMessageRecorded,
+)
 from .routing import RoutingDecided
 from .send import SendRequested
 from .status import MessageStatusChanged
@@ -24,11 +37,33 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     RetryTimeReached,
     MessageStatusChanged,
     EventDeadLettered,
+    IncomingServerConfigured,
+    IncomingServerRemoved,
+    AliasConfigured,
+    AliasRemoved,
+    InboundMailReceived,
+    InboundMailRejected,
+    InboundMailRouted,
+    SentMessageRecorded,
+    InboundReplyLookupRequested,
+    InboundAliasMatched,
+    IncomingServerChecked,
 )
 
 __all__ = [
     "ALL_EVENTS",
     "CONFIG_EVENTS",
+    "AliasConfigured",
+    "AliasRemoved",
+    "InboundAliasMatched",
+    "InboundMailReceived",
+    "InboundMailRejected",
+    "InboundMailRouted",
+    "InboundReplyLookupRequested",
+    "IncomingServerChecked",
+    "IncomingServerConfigured",
+    "IncomingServerRemoved",
+    "SentMessageRecorded",
     "DeliveryAttempted",
     "DeliveryStarted",
     "Event",

@@ -1,18 +1,23 @@
 """Configuration events: the compacted config topic holds the latest per key.
 
-Keys: ``server:<name>`` for outgoing servers, ``settings`` for the global
-settings. A password is never carried: only where to find it
+Keys: ``server:<name>`` for outgoing servers, ``incoming:<name>`` for
+incoming (IMAP) servers, ``alias:<alias>`` for aliases, ``settings`` for the
+global settings. A password is never carried: only where to find it
 (``password_env`` names an environment variable, ``password_file`` a file),
-resolved by the delivery processor's secrets edge.
+resolved by the secrets edge of the processor that logs in.
 """
 
 from __future__ import annotations
 
-from .addresses import AddressError, check_address, has_crlf
+import re
+
+from .addresses import AddressError, check_address, has_crlf, idna_domain
 from .base import Event
 
 SECURITY = ("none", "starttls", "ssl")
 KINDS = ("transactional", "mass", "any")
+POLICIES = ("everyone", "contacts", "followers")
+_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+$")
 
 
 class OutgoingServerConfigured(Event):
@@ -76,10 +81,20 @@ class OutgoingServerRemoved(Event):
 
 
 class SettingsChanged(Event):
+    """The global settings. Inbound routing: ``allowed_domains`` (comma
+    separated; empty: any domain) restricts which domains an alias's local
+    part matches; an alias may create at most ``loop_threshold`` records from
+    one sender within ``loop_minutes``, except for ``loop_allowed_senders``
+    (comma-separated addresses)."""
+
     default_from: str = "notifications"
     catchall_domain: str = ""
     bounce_alias: str = "bounce"
     catchall_alias: str = "catchall"
+    allowed_domains: str = ""
+    loop_minutes: int = 120
+    loop_threshold: int = 20
+    loop_allowed_senders: str = ""
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -95,6 +110,20 @@ class SettingsChanged(Event):
         for fname in ("bounce_alias", "catchall_alias"):
             if "@" in getattr(self, fname):
                 out.append(f"{fname} must be a local part (no @)")
+        for domain in split_list(self.allowed_domains):
+            try:
+                idna_domain(domain)
+            except AddressError as exc:
+                out.append(f"allowed_domains: {exc}")
+        if self.loop_minutes < 1:
+            out.append(f"loop_minutes must be >= 1, got {self.loop_minutes}")
+        if self.loop_threshold < 1:
+            out.append(f"loop_threshold must be >= 1, got {self.loop_threshold}")
+        for sender in split_list(self.loop_allowed_senders):
+            try:
+                check_address(sender)
+            except AddressError as exc:
+                out.append(f"loop_allowed_senders: {exc}")
         return out
 
     @property
@@ -102,6 +131,133 @@ class SettingsChanged(Event):
         return "settings"
 
 
+def split_list(value: str) -> list[str]:
+    """``"a.com, b.com"`` -> ``["a.com", "b.com"]`` (commas or spaces)."""
+    return [p for p in re.split(r"[,\s]+", value) if p]
+
+
+class IncomingServerConfigured(Event):
+    """An incoming (IMAP) server the fetcher polls. ``folder`` is read;
+    each new mail is published to the inbound topic and then marked seen
+    (or moved to ``move_to`` when set). ``poll_interval`` seconds between
+    polls; with ``use_idle`` and a server that offers IDLE, new mail is
+    fetched as soon as the server announces it. A mail over
+    ``max_message_bytes`` (0: the fetcher's ``inbound_max_bytes``) is not
+    fetched whole but recorded as rejected. ``tenant`` travels with every
+    mail fetched."""
+
+    name: str
+    host: str
+    port: int = 993
+    security: str = "ssl"
+    username: str = ""
+    password_env: str = ""
+    password_file: str = ""
+    folder: str = "INBOX"
+    poll_interval: float = 300.0
+    use_idle: bool = True
+    tenant: str = ""
+    active: bool = True
+    move_to: str = ""
+    allow_self_signed: bool = False
+    max_message_bytes: int = 0
+    timeout: float = 0.0  # 0: the fetcher's imap_timeout
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if not self.name or has_crlf(self.name) or ":" in self.name or " " in self.name:
+            out.append(f"name {self.name!r} must be non-empty, without ':', spaces or line breaks")
+        if not self.host or has_crlf(self.host) or " " in self.host:
+            out.append(f"host {self.host!r} is not a host name")
+        if not 0 < self.port < 65536:
+            out.append(f"port {self.port} is outside 1-65535")
+        if self.security not in SECURITY:
+            out.append(f"security {self.security!r} must be one of {', '.join(SECURITY)}")
+        if self.password_env and self.password_file:
+            out.append("give password_env or password_file, not both")
+        for fname in ("username", "folder", "move_to", "tenant"):
+            if has_crlf(getattr(self, fname)):
+                out.append(f"{fname} contains a line break")
+        if not self.folder.strip():
+            out.append("folder must not be empty (INBOX is the usual one)")
+        if self.move_to and self.move_to == self.folder:
+            out.append("move_to must be another folder than folder")
+        if self.poll_interval < 1:
+            out.append(f"poll_interval must be >= 1 second, got {self.poll_interval:g}")
+        if self.max_message_bytes < 0:
+            out.append("max_message_bytes must be >= 0")
+        if self.timeout < 0:
+            out.append("timeout must be >= 0")
+        return out
+
+    @property
+    def key(self) -> str:
+        return f"incoming:{self.name}"
+
+
+class IncomingServerRemoved(Event):
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"incoming:{self.name}"
+
+
+class AliasConfigured(Event):
+    """Mail to ``alias`` (a local part matched in our domains, or a full
+    address) creates a record of ``target`` (what the consuming service
+    creates or where it routes), for ``tenant``. ``policy`` says who may
+    write: everyone, contacts (known contacts of the tenant) or followers
+    (followers of the target record); the consuming service enforces it,
+    the routing decision carries it."""
+
+    alias: str
+    target: str
+    tenant: str = ""
+    policy: str = "everyone"
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        alias = self.alias.strip()
+        if not alias or alias != self.alias or has_crlf(alias):
+            out.append(f"alias {self.alias!r} must be a local part or an address, no spaces")
+        elif "@" in alias:
+            try:
+                check_address(alias)
+            except AddressError as exc:
+                out.append(f"alias: {exc}")
+        elif not _LOCAL_PART.match(alias) or alias.startswith(".") or alias.endswith("."):
+            out.append(f"alias {alias!r} is not a valid local part")
+        if not self.target.strip() or has_crlf(self.target):
+            out.append("target must be a non-empty single line")
+        if has_crlf(self.tenant):
+            out.append("tenant contains a line break")
+        if self.policy not in POLICIES:
+            out.append(f"policy {self.policy!r} must be one of {', '.join(POLICIES)}")
+        return out
+
+    @property
+    def key(self) -> str:
+        return f"alias:{self.alias.lower()}"
+
+
+class AliasRemoved(Event):
+    alias: str
+
+    @property
+    def key(self) -> str:
+        return f"alias:{self.alias.lower()}"
+
+
 CONFIG_EVENTS: dict[str, type[Event]] = {
-    c.__name__: c for c in (OutgoingServerConfigured, OutgoingServerRemoved, SettingsChanged)
+    c.__name__: c
+    for c in (
+        OutgoingServerConfigured,
+        OutgoingServerRemoved,
+        SettingsChanged,
+        IncomingServerConfigured,
+        IncomingServerRemoved,
+        AliasConfigured,
+        AliasRemoved,
+    )
 }

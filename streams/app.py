@@ -56,6 +56,7 @@ def create_app(name: str, settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval,
         broker_request_timeout=max(40.0, settings.session_timeout + 5),
         producer_max_batch_size=settings.producer_max_batch_size,
+        producer_max_request_size=settings.max_request_bytes,
         producer_linger=0.0,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",

@@ -72,6 +72,7 @@ def producer(settings: Settings) -> KafkaProducer:
             retries=5,
             client_id="postlane-client",
             max_in_flight_requests_per_connection=1,
+            max_request_size=settings.max_request_bytes,
         )
     except KafkaError as exc:
         raise _unavailable(settings, exc) from exc

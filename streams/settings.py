@@ -49,6 +49,15 @@ class Settings:
     retry_give_up: float = 5 * 86400.0  # Postfix maximal_queue_lifetime
     delivery_batch: int = 32  # mails a delivery worker has in flight at once
     max_message_bytes: int = 25 * 1024 * 1024
+    # --- inbound ------------------------------------------------------------------
+    inbound_max_bytes: int = 10 * 1024 * 1024  # larger mail is rejected, not fetched whole
+    max_request_bytes: int = 16 * 1024 * 1024  # producer limit (Kafka message.max.bytes too)
+    imap_timeout: float = 30.0  # per IMAP command
+    fetch_batch: int = 20  # mails published per checkpoint
+    fetch_retry: float = 30.0  # first wait after a failed poll (doubles, capped at the interval)
+    idle_max: float = 1740.0  # re-issue IDLE after this (RFC 2177: before 29 minutes)
+    ingress_host: str = "127.0.0.1"  # the SMTP ingress (``postlane worker ingress``)
+    ingress_port: int = 2526
     # --- dev --------------------------------------------------------------------
     config_file: str = ""  # applied by `postlane dev` at start when set
     capture_smtp_port: int = 2525  # the dev capture server (stand-in outgoing)

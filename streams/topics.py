@@ -8,6 +8,17 @@ Partition keys (why):
   delivery ledger and status tables are co-partitioned with their input
   (one writer, no cross-partition reads).
 - dead-letter: key = the source key; one partition is plenty.
+- inbound, inbound-routed: key = the mail's normalized Message-ID
+  (``left@right-lowercased``, no brackets; ``inbound:<inbound_id>`` when it
+  has none), so every copy of one mail is on one partition with the
+  router's duplicate table.
+- sent-ids, inbound-threads: key = a normalized RFC Message-ID. sent-ids
+  says "Postlane sent this Message-ID" (built from routing/delivery events
+  by re-keying); a reply lookup is re-keyed to the Message-ID it looks up,
+  so it meets the reply table's partition (see processors/inbound).
+- inbound-aliases: key = ``alias|sender``, the loop counter's key.
+- incoming-status: key = the incoming server's name; it also decides which
+  fetcher worker polls which server (the partition owner does).
 """
 
 from __future__ import annotations
@@ -41,6 +52,17 @@ STATUS = TopicSpec("status", doc="MessageStatusChanged from the status projectio
 DEAD_LETTER = TopicSpec("dead-letter", single_partition=True,
                         doc="EventDeadLettered: inputs a processor refused")
 
+INBOUND = TopicSpec("inbound", doc="InboundMailReceived / InboundMailRejected (raw mail)")
+INBOUND_ROUTED = TopicSpec("inbound-routed", doc="InboundMailRouted from the inbound router")
+SENT_IDS = TopicSpec("sent-ids", doc="SentMessageRecorded: Message-IDs Postlane sent")
+INBOUND_THREADS = TopicSpec("inbound-threads",
+                            doc="InboundReplyLookupRequested (router-internal, re-keyed)")
+INBOUND_ALIASES = TopicSpec("inbound-aliases",
+                            doc="InboundAliasMatched (router-internal, keyed alias|sender)")
+INCOMING_STATUS = TopicSpec("incoming-status",
+                            doc="IncomingServerChecked from the fetcher, keyed by server")
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CONFIG, SEND_REQUESTED, ROUTING_DECIDED, DELIVERY, DELIVERY_DUE, STATUS, DEAD_LETTER,
+    INBOUND, INBOUND_ROUTED, SENT_IDS, INBOUND_THREADS, INBOUND_ALIASES, INCOMING_STATUS,
 )

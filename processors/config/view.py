@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from schemas import Event, OutgoingServerConfigured, OutgoingServerRemoved, SettingsChanged
+from schemas import (
+    AliasConfigured,
+    AliasRemoved,
+    Event,
+    IncomingServerConfigured,
+    IncomingServerRemoved,
+    OutgoingServerConfigured,
+    OutgoingServerRemoved,
+    SettingsChanged,
+)
 
 
 @dataclass(frozen=True)
@@ -16,6 +25,8 @@ class ConfigView:
     settings: SettingsChanged = field(default_factory=SettingsChanged)
     servers: dict[str, OutgoingServerConfigured] = field(default_factory=dict)
     version: int = 0  # how many events were folded
+    incoming: dict[str, IncomingServerConfigured] = field(default_factory=dict)
+    aliases: dict[str, AliasConfigured] = field(default_factory=dict)  # key: alias lower-cased
 
     def active_servers(self) -> list[OutgoingServerConfigured]:
         """Active servers, lowest priority number first, then by name."""
@@ -36,6 +47,18 @@ def evolve(view: ConfigView, event: Event) -> ConfigView:
         return replace(view, servers=servers, version=view.version + 1)
     if isinstance(event, SettingsChanged):
         return replace(view, settings=event, version=view.version + 1)
+    if isinstance(event, IncomingServerConfigured):
+        return replace(view, incoming={**view.incoming, event.name: event},
+                       version=view.version + 1)
+    if isinstance(event, IncomingServerRemoved):
+        incoming = {k: v for k, v in view.incoming.items() if k != event.name}
+        return replace(view, incoming=incoming, version=view.version + 1)
+    if isinstance(event, AliasConfigured):
+        return replace(view, aliases={**view.aliases, event.alias.lower(): event},
+                       version=view.version + 1)
+    if isinstance(event, AliasRemoved):
+        aliases = {k: v for k, v in view.aliases.items() if k != event.alias.lower()}
+        return replace(view, aliases=aliases, version=view.version + 1)
     return view
 
 

@@ -55,9 +55,6 @@ priority = 20
 kind = "mass"
 daily_limit = 200
 timeout = 30
-
-[[incoming]]
-name = "later-issue"
 """
 
 

@@ -18,7 +18,8 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 EXAMPLE_CONFIG = ROOT / "deploy" / "postlane.toml"
 PROCESSORS = ("router", "delivery", "status")
 
-SETTINGS_KEYS = {"default_from", "catchall_domain", "bounce_alias", "catchall_alias"}
+SETTINGS_KEYS = {"default_from", "catchall_domain", "bounce_alias", "catchall_alias",
+                 "allowed_domains", "loop_minutes", "loop_threshold", "loop_allowed_senders"}
 SERVER_KEYS = {
     "name", "host", "port", "security", "username", "password_env", "password_file",
     "sender", "from_filter", "priority", "active", "kind", "tenant", "allow_self_signed",

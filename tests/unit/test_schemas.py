@@ -14,6 +14,17 @@ from click.testing import CliRunner
 from postlane.cli.schemas_cmd import schemas as schemas_group
 from schemas import (
     ALL_EVENTS,
+    AliasConfigured,
+    AliasRemoved,
+    InboundAliasMatched,
+    InboundMailReceived,
+    InboundMailRejected,
+    InboundMailRouted,
+    InboundReplyLookupRequested,
+    IncomingServerChecked,
+    IncomingServerConfigured,
+    IncomingServerRemoved,
+    SentMessageRecorded,
     DeliveryAttempted,
     DeliveryStarted,
     Event,
@@ -132,6 +143,85 @@ SAMPLES: dict[type[Event], dict[str, Any]] = {
         "value": '{"message_id": "m-9"}',
     },
 }
+
+RAW_MAIL = base64.b64encode(
+    b"From: a@example.org\r\nTo: sales@mycompany.com\r\nMessage-ID: <x1@example.org>\r\n"
+    b"Subject: Hi\r\n\r\nHello\r\n"
+).decode()
+INBOUND: dict[str, Any] = {
+    "inbound_id": "5f1c0d9e2b",
+    "source": "imap",
+    "mail": RAW_MAIL,
+    "size": 99,
+    "server": "inbox",
+    "tenant": "acme",
+    "folder": "INBOX",
+    "uidvalidity": 1700000000,
+    "uid": 42,
+    "message_id": "<x1@example.org>",
+    "envelope_from": "",
+    "envelope_to": [],
+    "received_at": 1_700_000_000.25,
+}
+PARSED = {"message_id": "x1@example.org", "sender": "a@example.org"}
+SAMPLES.update({
+    IncomingServerConfigured: {
+        "name": "inbox",
+        "host": "imap.example.com",
+        "port": 993,
+        "security": "ssl",
+        "username": "gateway@example.com",
+        "password_file": "/run/secrets/imap",
+        "folder": "INBOX",
+        "poll_interval": 60.0,
+        "use_idle": False,
+        "tenant": "acme",
+        "active": True,
+        "move_to": "Processed",
+        "allow_self_signed": True,
+        "max_message_bytes": 5_000_000,
+        "timeout": 20.0,
+    },
+    IncomingServerRemoved: {"name": "inbox"},
+    AliasConfigured: {"alias": "sales", "target": "crm.lead", "tenant": "acme",
+                      "policy": "contacts"},
+    AliasRemoved: {"alias": "sales"},
+    InboundMailReceived: INBOUND,
+    InboundMailRejected: {
+        "inbound_id": "5f1c0d9e2c", "source": "imap", "reason": "too large",
+        "size": 40_000_000, "server": "inbox", "tenant": "acme", "folder": "INBOX",
+        "uidvalidity": 1700000000, "uid": 43, "message_id": "<x2@example.org>",
+        "headers": "From: a@example.org\r\n", "received_at": 1_700_000_001.0,
+    },
+    InboundMailRouted: {
+        "inbound_id": "5f1c0d9e2b", "route": "alias", "reason": "sales is an alias",
+        "rule": "alias_local_part", "target": "crm.lead", "alias": "sales",
+        "policy": "contacts", "tenant": "acme", "thread_ref": "", "original_message_id": "",
+        "bounce_to": "", "bounce_message_id": "", "sender": "a@example.org",
+        "recipients": ["sales@mycompany.com"], "message_id": "<x1@example.org>",
+        "subject": "Hi", "source": "imap", "server": "inbox", "received_at": 1_700_000_000.25,
+        "mail": RAW_MAIL,
+    },
+    SentMessageRecorded: {
+        "smtp_message_id": "<m-1@mycompany.com>", "message_id": "m-1",
+        "thread_ref": "crm.lead/7", "tenant": "acme",
+        "header_from": "sales@mycompany.com",
+    },
+    InboundReplyLookupRequested: {
+        "inbound_key": "x1@example.org", "candidates": ["m-1@mycompany.com"],
+        "pending": [0], "inbound": INBOUND, "parsed": PARSED, "found_index": -1,
+        "found": {}, "hops": 0,
+    },
+    InboundAliasMatched: {
+        "inbound_key": "x1@example.org", "alias": "sales", "target": "crm.lead",
+        "sender": "a@example.org", "recipient": "sales@mycompany.com", "inbound": INBOUND,
+        "parsed": PARSED, "tenant": "acme", "policy": "everyone", "rule": "alias_address",
+    },
+    IncomingServerChecked: {
+        "server": "inbox", "ok": False, "sentence": "The login was refused.", "step": "login",
+        "kind": "auth_failed", "idle": False, "uidvalidity": 1700000000, "last_uid": 41,
+    },
+})
 
 
 def test_every_event_has_a_sample() -> None:
