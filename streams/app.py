@@ -41,9 +41,34 @@ def _patch_fetch_wait() -> None:
     cls._postlane_patched = True  # type: ignore[attr-defined]
 
 
+def _patch_leave_group() -> None:
+    """Tansu numbers a new group's first generation 0, and aiokafka sends
+    LeaveGroup only when the generation is above 0: the first worker of a
+    group stopped with SIGTERM stayed a member until its session expired,
+    delaying the takeover. Leave whenever we hold a member id."""
+    from aiokafka.consumer import group_coordinator as gc
+
+    cls = gc.GroupCoordinator
+    if getattr(cls, "_postlane_patched", False):
+        return
+
+    async def maybe_leave_group(self: Any) -> None:
+        if self.generation >= 0 and self.member_id and self._group_instance_id is None:
+            try:
+                await self._send_req(gc.LeaveGroupRequest(self.group_id, self.member_id))
+            except gc.Errors.KafkaError as err:
+                gc.log.error("LeaveGroup request failed: %s", err)
+        self.reset_generation()
+
+    cls._maybe_leave_group = maybe_leave_group  # type: ignore[method-assign]
+    cls._postlane_patched = True  # type: ignore[attr-defined]
+
+
 def create_app(name: str, settings: Settings) -> faust.App:
     _FETCH_WAIT_MS["value"] = settings.fetch_max_wait_ms
     _patch_fetch_wait()
+    if settings.embedded:
+        _patch_leave_group()
     Path(settings.data_dir, name).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.app_prefix}-{name}",

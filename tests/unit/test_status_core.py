@@ -406,3 +406,34 @@ def test_fold_and_progress() -> None:
 def test_answer_text() -> None:
     assert answer_text({"code": 0, "enhanced": "", "text": "", "server": ""}) == "no answer"
     assert answer_text({"code": 421, "text": "busy", "server": "s"}) == "421 busy (server s)"
+
+
+# --- the CLI's read side (pure parts) ---------------------------------------------------------
+
+
+def test_partition_for_matches_the_producers_partitioners() -> None:
+    from aiokafka.partitioner import DefaultPartitioner as AioPartitioner
+
+    from postlane.statusview import partition_for
+
+    for i in range(200):
+        key = f"msg-{i}".encode()
+        for n in (1, 3, 4, 12):
+            parts = list(range(n))
+            assert partition_for(key, set(parts)) == AioPartitioner()(key, parts, parts)
+
+
+def test_fold_change_keeps_the_latest_and_drops_repeats() -> None:
+    from postlane.statusview import fold_change
+
+    _, changes = run(request(), routed(), started(), attempted(OK))
+    view: dict[str, Any] | None = None
+    for ch in changes:
+        assert ch is not None
+        view = fold_change(view, ch)
+        view = fold_change(view, ch)  # a redelivered change counts once
+    assert view is not None
+    assert (view["state"], view["server"], view["attempt"]) == ("sent", "primary", 1)
+    assert view["recipients"]["bob@dest.test"]["code"] == 250
+    assert [h["state"] for h in view["history"]] == ["queued", "queued", "sending", "sent"]
+    assert view["history"][-1]["previous"] == "sending"
