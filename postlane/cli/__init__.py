@@ -7,7 +7,10 @@ import importlib
 
 import click
 
-_MODULES = ("route", "schemas_cmd", "config_cmd", "run_cmd", "send_cmd", "status_cmd", "smtp_cmd")
+_MODULES = (
+    "route", "schemas_cmd", "config_cmd", "run_cmd", "send_cmd", "status_cmd", "smtp_cmd",
+    "inbound_cmd", "incoming_cmd",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
