@@ -12,6 +12,9 @@ PROCESSORS: dict[str, str] = {
     "router": "processors.router.agent",
     "delivery": "processors.delivery.agent",
     "status": "processors.status.agent",
+    "inbound": "processors.inbound.agent",
+    "fetcher": "processors.fetcher.agent",
+    "ingress": "processors.ingress.agent",
 }
 
 

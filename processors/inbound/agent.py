@@ -1,0 +1,335 @@
+"""Inbound router (consumer group ``postlane-inbound``): InboundMailReceived
+-> one InboundMailRouted per mail, in the order of core.py. Thin glue; the
+decisions are core.py's.
+
+Partitioning: each table lives with the key it is looked up by, so every
+read and write is local to the partition being processed:
+
+- ``inbound`` is keyed by the normalized Message-ID. Stage 1 (``classify``)
+  owns the ``inbound-seen`` table (Message-ID -> first inbound mail):
+  duplicate, bounce, and the config-only steps.
+- ``sent-ids`` and ``inbound-threads`` are keyed by a normalized RFC
+  Message-ID. Stage 2 (``threads``) owns ``sent-index`` (Message-ID
+  Postlane sent -> message id, thread_ref, tenant), written from
+  SentMessageRecorded. A mail with In-Reply-To/References is re-keyed to
+  its first candidate id; the hop looks up every candidate that lives on
+  that partition, then re-keys to the next candidate that could still win,
+  so a lookup takes at most one hop per partition, not one per id.
+- ``inbound-aliases`` is keyed ``alias|sender``. Stage 3 (``aliases``) owns
+  ``alias-loops`` (the loop counter).
+- ``sent-ids`` itself is written by ``index``, which reads routing decisions
+  and delivery attempts (keyed by message id, with the ``sent-threads``
+  table for the thread of a mail whose Message-ID changed on a retry).
+
+At-least-once: a redelivered input gives the same decision again with the
+same ``event_id`` (derived from the inbound id), and a loop counter never
+counts one inbound mail twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from schemas import (
+    AliasConfigured,
+    DeliveryAttempted,
+    Event,
+    InboundAliasMatched,
+    InboundMailReceived,
+    InboundMailRejected,
+    InboundMailRouted,
+    InboundReplyLookupRequested,
+    InvalidEvent,
+    RoutingDecided,
+    SentMessageRecorded,
+    decode,
+    decode_any,
+    encode,
+)
+from schemas.addresses import AddressError, domain_of, split_address
+from streams.partitioning import partition_for
+from streams.topics import (
+    DEAD_LETTER,
+    DELIVERY,
+    INBOUND,
+    INBOUND_ALIASES,
+    INBOUND_ROUTED,
+    INBOUND_THREADS,
+    ROUTING_DECIDED,
+    SEND_REQUESTED,
+    SENT_IDS,
+)
+
+from ..deadletter import send_dead_letter
+from ..delivery.message import make_smtp_message_id
+from ..runtime import Runtime
+from . import core
+from .mail import MalformedMail, ParsedMail, normalize_message_id, parse_mail
+
+NAME = "inbound"
+log = logging.getLogger("postlane.inbound")
+_NS = uuid.UUID("0f7d0a47-61c3-4f57-8a8b-3b9e6d1c2a90")
+_INBOUND: dict[str, type[Event]] = {
+    "InboundMailReceived": InboundMailReceived, "InboundMailRejected": InboundMailRejected,
+}
+_THREADS: dict[str, type[Event]] = {
+    "SentMessageRecorded": SentMessageRecorded,
+    "InboundReplyLookupRequested": InboundReplyLookupRequested,
+}
+_INDEX: dict[str, type[Event]] = {
+    "RoutingDecided": RoutingDecided, "DeliveryAttempted": DeliveryAttempted,
+}
+_CARRY_MAIL = ("bounce", "reply", "alias")
+
+
+def decision_event_id(inbound_id: str) -> str:
+    return uuid.uuid5(_NS, f"{inbound_id}/routed").hex
+
+
+def alias_key(alias: str, sender: str) -> str:
+    return f"{alias.lower()}|{sender.lower()}"
+
+
+def _header_domain(header_from: str) -> str:
+    try:
+        return domain_of(split_address(header_from)[1])
+    except (AddressError, ValueError):
+        return "postlane.invalid"
+
+
+def register(rt: Runtime) -> None:
+    s = rt.settings
+    app = rt.app
+    n = s.partitions
+    routed = rt.topic(INBOUND_ROUTED)
+    threads_out = rt.topic(INBOUND_THREADS)
+    aliases_out = rt.topic(INBOUND_ALIASES)
+    sent_out = rt.topic(SENT_IDS)
+    inbound_out = rt.topic(INBOUND)
+    send_out = rt.topic(SEND_REQUESTED)
+    dlq = rt.topic(DEAD_LETTER)
+
+    def raw_topic(*specs: Any) -> Any:
+        return app.topic(*(spec.full(s) for spec in specs), key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw")
+
+    seen = app.Table("inbound-seen", default=None, partitions=n,
+                     help="normalized Message-ID -> the first inbound mail with it")
+    sent_index = app.Table("sent-index", default=None, partitions=n,
+                           help="normalized Message-ID Postlane sent -> message id, thread")
+    loops = app.Table("alias-loops", default=None, partitions=n,
+                      help="alias|sender -> mails counted in the loop window")
+    sent_threads = app.Table("sent-threads", default=None, partitions=n,
+                             help="message id -> thread_ref, tenant, Message-IDs indexed")
+
+    async def emit(route: core.Route, inbound: InboundMailReceived | InboundMailRejected,
+                   key: str, mail: ParsedMail | None) -> None:
+        """Publish the decision (and the bounce back it asks for)."""
+        bounce_id = ""
+        if route.bounce_to and mail is not None:
+            request = core.bounce_request(route, mail, inbound.inbound_id, rt.config.view.settings,
+                                          inbound.tenant)
+            if request is not None:
+                await send_out.send(key=request.message_id.encode(), value=encode(request))
+                bounce_id = request.message_id
+        carried = isinstance(inbound, InboundMailReceived) and route.route in _CARRY_MAIL
+        event = InboundMailRouted(
+            event_id=decision_event_id(inbound.inbound_id),
+            inbound_id=inbound.inbound_id,
+            route=route.route, rule=route.rule, reason=route.reason, target=route.target,
+            alias=route.alias, policy=route.policy,
+            tenant=route.tenant or inbound.tenant, thread_ref=route.thread_ref,
+            original_message_id=route.original_message_id,
+            bounce_to=route.bounce_to if bounce_id else "", bounce_message_id=bounce_id,
+            sender=mail.sender if mail else "", recipients=mail.recipients if mail else [],
+            message_id=inbound.message_id, subject=mail.subject[:500] if mail else "",
+            source=inbound.source, server=inbound.server, received_at=inbound.received_at,
+            mail=inbound.mail if carried else "",  # type: ignore[union-attr]
+        )
+        log.info("inbound %s: %s %s (%s)", inbound.inbound_id, route.route, route.target,
+                 route.rule)
+        await routed.send(key=key.encode(), value=encode(event))
+
+    async def dispatch(step: core.Route | core.AliasMatch | list[str],
+                       inbound: InboundMailReceived, key: str, mail: ParsedMail) -> None:
+        if isinstance(step, core.Route):
+            await emit(step, inbound, key, mail)
+        elif isinstance(step, core.AliasMatch):
+            a = step.alias
+            matched = InboundAliasMatched(
+                inbound_key=key, alias=a.alias, target=a.target, tenant=a.tenant,
+                policy=a.policy, rule=step.rule, sender=mail.sender, recipient=step.recipient,
+                inbound=inbound.to_representation(), parsed=mail.to_dict(),
+            )
+            await aliases_out.send(key=alias_key(a.alias, mail.sender).encode(),
+                                   value=encode(matched))
+        else:
+            lookup = InboundReplyLookupRequested(
+                inbound_key=key, candidates=step, pending=list(range(len(step))),
+                inbound=inbound.to_representation(), parsed=mail.to_dict(),
+            )
+            await threads_out.send(key=step[0].encode(), value=encode(lookup))
+
+    # --- stage 1: duplicate, bounce, config-only steps -----------------------------------
+
+    @app.agent(raw_topic(INBOUND), name="postlane.inbound")
+    async def classify(stream: Any) -> None:
+        await rt.config.wait_ready()
+        async for event in stream.events():
+            message = event.message
+            try:
+                ev = decode_any(_INBOUND, message.value)
+            except InvalidEvent as exc:
+                await send_dead_letter(dlq, NAME, message, str(exc))
+                continue
+            if isinstance(ev, InboundMailRejected):
+                reason = f"not taken in: {ev.reason}"
+                key = (message.key or b"").decode("utf-8", "replace") or ev.inbound_id
+                await emit(core.Route("reject", "intake", reason), ev, key, None)
+                continue
+            assert isinstance(ev, InboundMailReceived)
+            try:
+                mail = parse_mail(ev.raw(), ev.envelope_to)
+            except MalformedMail as exc:
+                key = (message.key or b"").decode("utf-8", "replace") or ev.inbound_id
+                await emit(core.malformed(exc), ev, key, None)
+                continue
+            key = mail.message_id or f"inbound:{ev.inbound_id}"
+            if message.key != key.encode():
+                # keyed by something else (another publisher): re-key it, so
+                # the duplicate table sees every copy on one partition
+                await inbound_out.send(key=key.encode(), value=message.value)
+                continue
+            if mail.message_id:
+                entry = seen.get(key.encode())
+                dup = core.duplicate(entry, ev.inbound_id, mail.message_id)
+                if dup is not None:
+                    await emit(dup, ev, key, mail)
+                    continue
+                if entry is None:
+                    seen[key.encode()] = {"inbound_id": ev.inbound_id, "server": ev.server,
+                                          "source": ev.source, "received_at": ev.received_at}
+            await dispatch(core.classify(mail, rt.config.view, ev.tenant), ev, key, mail)
+
+    # --- stage 2: the reply table ----------------------------------------------------------
+
+    @app.agent(raw_topic(SENT_IDS, INBOUND_THREADS), name="postlane.inbound-threads")
+    async def threads(stream: Any) -> None:
+        await rt.config.wait_ready()
+        async for event in stream.events():
+            message = event.message
+            try:
+                ev = decode_any(_THREADS, message.value)
+            except InvalidEvent as exc:
+                await send_dead_letter(dlq, NAME, message, str(exc))
+                continue
+            if isinstance(ev, SentMessageRecorded):
+                key = normalize_message_id(ev.smtp_message_id).encode()
+                if message.key != key:
+                    await sent_out.send(key=key, value=message.value)
+                    continue
+                sent_index[key] = {"message_id": ev.message_id, "thread_ref": ev.thread_ref,
+                                   "tenant": ev.tenant}
+                continue
+            assert isinstance(ev, InboundReplyLookupRequested)
+            await lookup(ev, message)
+
+    async def lookup(ev: InboundReplyLookupRequested, message: Any) -> None:
+        keyed = (message.key or b"").decode("utf-8", "replace")
+        here = int(message.partition)
+
+        def local(candidate: str) -> int:
+            # the keyed candidate is local whatever partitioner its producer used
+            return here if candidate == keyed else partition_for(candidate, n)
+
+        def get(candidate: str) -> dict[str, Any] | None:
+            value = sent_index.get(candidate.encode())
+            return value if isinstance(value, dict) else None
+
+        pending, idx, found = core.lookup_here(
+            ev.candidates, ev.pending, ev.found_index, ev.found, here, local, get)
+        nxt = core.next_candidate(ev.candidates, pending, idx)
+        if nxt is not None and nxt != keyed and ev.hops <= n + 1:
+            forward = InboundReplyLookupRequested(
+                inbound_key=ev.inbound_key, candidates=ev.candidates, pending=pending,
+                inbound=ev.inbound, parsed=ev.parsed, found_index=idx, found=found,
+                hops=ev.hops + 1,
+            )
+            await threads_out.send(key=nxt.encode(), value=encode(forward))
+            return
+        inbound = InboundMailReceived.from_data(ev.inbound)
+        mail = ParsedMail.from_dict(ev.parsed)
+        if idx >= 0:
+            route = core.reply(mail, ev.candidates[idx], core.SentInfo.from_dict(found))
+            await emit(route, inbound, ev.inbound_key, mail)
+            return
+        step = core.recipients(mail, rt.config.view, inbound.tenant)
+        await dispatch(step, inbound, ev.inbound_key, mail)
+
+    # --- stage 3: loop prevention ----------------------------------------------------------
+
+    @app.agent(raw_topic(INBOUND_ALIASES), name="postlane.inbound-aliases")
+    async def aliases(stream: Any) -> None:
+        await rt.config.wait_ready()
+        async for event in stream.events():
+            message = event.message
+            try:
+                ev = decode(InboundAliasMatched, message.value)
+                inbound = InboundMailReceived.from_data(ev.inbound)
+                mail = ParsedMail.from_dict(ev.parsed)
+                alias = AliasConfigured(alias=ev.alias, target=ev.target, tenant=ev.tenant,
+                                        policy=ev.policy)
+            except (InvalidEvent, TypeError, ValueError) as exc:
+                await send_dead_letter(dlq, NAME, message, str(exc))
+                continue
+            key = message.key or alias_key(ev.alias, ev.sender).encode()
+            view = rt.config.view
+            state = core.LoopState.from_dict(loops.get(key))
+            bounce_to, _ = core.bounce_target(mail, view)
+            now = inbound.received_at or ev.occurred_at
+            match = core.AliasMatch(alias, ev.recipient, ev.rule)
+            new, route = core.loop(state, match, ev.sender, inbound.inbound_id, now,
+                                   view.settings, bounce_to)
+            await emit(route, inbound, ev.inbound_key, mail)
+            if new != state:
+                loops[key] = new.to_dict()
+
+    # --- the Message-IDs Postlane sent -----------------------------------------------------
+
+    async def record(message_id: str, smtp_id: str, info: dict[str, Any]) -> None:
+        ev = SentMessageRecorded(
+            smtp_message_id=smtp_id, message_id=message_id,
+            thread_ref=str(info.get("thread_ref", "")), tenant=str(info.get("tenant", "")),
+            header_from=str(info.get("header_from", "")),
+        )
+        await sent_out.send(key=normalize_message_id(smtp_id).encode(), value=encode(ev))
+
+    @app.agent(raw_topic(ROUTING_DECIDED, DELIVERY), name="postlane.inbound-index")
+    async def index(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                ev = decode_any(_INDEX, event.message.value)
+            except InvalidEvent:
+                continue  # other events of these topics, or garbage their owners dead-letter
+            key = ev.message_id.encode()  # type: ignore[attr-defined]
+            if isinstance(ev, RoutingDecided):
+                if ev.outcome != "routed":
+                    continue
+                request = ev.request or {}
+                smtp_id = make_smtp_message_id(ev.message_id, _header_domain(ev.header_from))
+                info = {"thread_ref": str(request.get("thread_ref", "")),
+                        "tenant": str(request.get("tenant", "")),
+                        "header_from": ev.header_from}
+                old = sent_threads.get(key) or {}
+                ids = list(old.get("ids", []))
+                if smtp_id not in ids:
+                    await record(ev.message_id, smtp_id, info)
+                    sent_threads[key] = {**info, "ids": [*ids, smtp_id]}
+            elif isinstance(ev, DeliveryAttempted) and ev.smtp_message_id:
+                old = sent_threads.get(key) or {}
+                ids = list(old.get("ids", []))
+                if ev.smtp_message_id not in ids:
+                    await record(ev.message_id, ev.smtp_message_id, old)
+                    sent_threads[key] = {**old, "ids": [*ids, ev.smtp_message_id]}
