@@ -1,6 +1,16 @@
 """Postlane's events. See schemas/base.py for the rules every event follows."""
 
 from .base import Event, InvalidEvent, decode, decode_any, encode
+from .bounces import (
+    BlacklistChanged,
+    BlacklistEdited,
+    BounceDiscounted,
+    BounceMailReceived,
+    BounceRecorded,
+    MailReceivedFrom,
+    RecipientBounced,
+    RecipientsMailed,
+)
 from .config import (
     CONFIG_EVENTS,
     AliasConfigured,
@@ -48,6 +58,14 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     InboundReplyLookupRequested,
     InboundAliasMatched,
     IncomingServerChecked,
+    BounceMailReceived,
+    RecipientBounced,
+    RecipientsMailed,
+    BounceRecorded,
+    BounceDiscounted,
+    MailReceivedFrom,
+    BlacklistEdited,
+    BlacklistChanged,
 )
 
 __all__ = [
@@ -55,6 +73,14 @@ __all__ = [
     "CONFIG_EVENTS",
     "AliasConfigured",
     "AliasRemoved",
+    "BlacklistChanged",
+    "BlacklistEdited",
+    "BounceDiscounted",
+    "BounceMailReceived",
+    "BounceRecorded",
+    "MailReceivedFrom",
+    "RecipientBounced",
+    "RecipientsMailed",
     "InboundAliasMatched",
     "InboundMailReceived",
     "InboundMailRejected",

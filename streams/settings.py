@@ -58,6 +58,15 @@ class Settings:
     idle_max: float = 1740.0  # re-issue IDLE after this (RFC 2177: before 29 minutes)
     ingress_host: str = "127.0.0.1"  # the SMTP ingress (``postlane worker ingress``)
     ingress_port: int = 2526
+    # --- bounces and blacklist ------------------------------------------------------
+    blacklist_threshold: float = 5.0  # counted bounce weight that blacklists
+    blacklist_window_days: float = 91.0  # 13 weeks (Odoo); "a month" is 30
+    blacklist_min_spread_days: float = 7.0  # first and last counted bounce further apart
+    bounce_weight_hard: float = 1.0  # a hard bounce (user unknown, no such domain)
+    bounce_weight_soft: float = 1.0  # a soft one (mailbox full, expired)
+    bounce_burst_min: int = 10  # distinct addresses with one error from one server ...
+    bounce_burst_seconds: float = 3600.0  # ... within this long ...
+    bounce_burst_share: float = 0.5  # ... and this share of the domain's mail: an outage
     # --- dev --------------------------------------------------------------------
     config_file: str = ""  # applied by `postlane dev` at start when set
     capture_smtp_port: int = 2525  # the dev capture server (stand-in outgoing)

@@ -19,6 +19,14 @@ Partition keys (why):
 - inbound-aliases: key = ``alias|sender``, the loop counter's key.
 - incoming-status: key = the incoming server's name; it also decides which
   fetcher worker polls which server (the partition owner does).
+- bounce-mail: key = the bounce mail's id (inbound id, or a hash of the
+  bytes); stateless parsing, any spread will do.
+- bounce-domains: key = the bounced recipient's domain (lower-cased), so
+  the outage check of one domain (bursts of one error, mail sent there)
+  lives on one partition with its table.
+- bounces, blacklist: key = the address (lower-cased), so every event of
+  one address is on one partition, in order, with the counting table;
+  ``blacklist`` is compacted (latest per address is the blacklist).
 """
 
 from __future__ import annotations
@@ -62,7 +70,16 @@ INBOUND_ALIASES = TopicSpec("inbound-aliases",
 INCOMING_STATUS = TopicSpec("incoming-status",
                             doc="IncomingServerChecked from the fetcher, keyed by server")
 
+BOUNCE_MAIL = TopicSpec("bounce-mail", doc="BounceMailReceived: raw bounce mails to parse")
+BOUNCE_DOMAINS = TopicSpec("bounce-domains",
+                           doc="RecipientBounced / RecipientsMailed (internal, keyed by domain)")
+BOUNCES = TopicSpec("bounces", doc="BounceRecorded, BounceDiscounted, MailReceivedFrom, "
+                    "BlacklistEdited, keyed by address: the blacklist's log")
+BLACKLIST = TopicSpec("blacklist", compacted=True,
+                      doc="BlacklistChanged from the counting processor, keyed by address")
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CONFIG, SEND_REQUESTED, ROUTING_DECIDED, DELIVERY, DELIVERY_DUE, STATUS, DEAD_LETTER,
     INBOUND, INBOUND_ROUTED, SENT_IDS, INBOUND_THREADS, INBOUND_ALIASES, INCOMING_STATUS,
+    BOUNCE_MAIL, BOUNCE_DOMAINS, BOUNCES, BLACKLIST,
 )

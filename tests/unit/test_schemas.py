@@ -16,6 +16,11 @@ from schemas import (
     ALL_EVENTS,
     AliasConfigured,
     AliasRemoved,
+    BlacklistChanged,
+    BlacklistEdited,
+    BounceDiscounted,
+    BounceMailReceived,
+    BounceRecorded,
     DeliveryAttempted,
     DeliveryStarted,
     Event,
@@ -29,9 +34,12 @@ from schemas import (
     IncomingServerConfigured,
     IncomingServerRemoved,
     InvalidEvent,
+    MailReceivedFrom,
     MessageStatusChanged,
     OutgoingServerConfigured,
     OutgoingServerRemoved,
+    RecipientBounced,
+    RecipientsMailed,
     RetryTimeReached,
     RoutingDecided,
     SendRequested,
@@ -221,6 +229,32 @@ SAMPLES.update({
         "server": "inbox", "ok": False, "sentence": "The login was refused.", "step": "login",
         "kind": "auth_failed", "idle": False, "uidvalidity": 1700000000, "last_uid": 41,
     },
+})
+
+
+BOUNCE: dict[str, Any] = {
+    "bounce_id": "b-1", "address": "bob@example.org", "bounced_at": 1_700_000_000.0,
+    "reason": "unknown_user", "hard": True, "status": "5.1.1", "replycode": 550,
+    "diagnostic": "550 5.1.1 <bob@example.org>: user unknown", "message_id": "m-1",
+    "server": "mx.example.org", "source": "mail", "format": "rfc3464", "kind": "failed",
+}
+SAMPLES.update({
+    BounceMailReceived: {"bounce_mail_id": "5f1c0d9e2b", "mail": RAW_MAIL,
+                         "received_at": 1_700_000_000.25, "original_message_id": "m-1",
+                         "source": "inbound"},
+    RecipientBounced: BOUNCE,
+    RecipientsMailed: {"domain": "example.org", "count": 3, "at": 1_700_000_000.0,
+                       "message_id": "m-1"},
+    BounceRecorded: {**BOUNCE, "outage": "burst of 12 x 421 4.4.2 from mx.example.org"},
+    BounceDiscounted: {"address": "bob@example.org", "bounce_id": "b-1",
+                       "outage": "burst of 12 x 550 5.1.1 from mx.example.org"},
+    MailReceivedFrom: {"address": "bob@example.org", "received_at": 1_700_000_000.0,
+                       "inbound_id": "5f1c0d9e2b", "source": "reply"},
+    BlacklistEdited: {"address": "bob@example.org", "action": "add", "reason": "asked us",
+                      "by": "ops"},
+    BlacklistChanged: {"address": "bob@example.org", "blacklisted": True,
+                       "reason": "5 bounces in 9 days", "since": 1_700_000_000.0,
+                       "manual": False, "bounces": [{"bounce_id": "b-1", "at": 1.0}]},
 })
 
 
