@@ -1,4 +1,5 @@
-"""The secrets edge: the ONLY place an outgoing server's password is read.
+"""The secrets edge: the ONLY place a server's password is read (outgoing
+SMTP servers in the delivery processor, incoming IMAP servers in the fetcher).
 
 Events never carry a password, only where to find it: ``password_env``
 names one environment variable, ``password_file`` a file (a Docker or
@@ -11,7 +12,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from schemas import OutgoingServerConfigured
+from schemas import IncomingServerConfigured, OutgoingServerConfigured
+
+Server = OutgoingServerConfigured | IncomingServerConfigured
 
 
 class SecretUnavailable(RuntimeError):
@@ -23,8 +26,12 @@ class SecretUnavailable(RuntimeError):
         super().__init__(message)
 
 
+def _worker(server: Server) -> str:
+    return "fetcher" if isinstance(server, IncomingServerConfigured) else "delivery"
+
+
 def resolve_password(
-    server: OutgoingServerConfigured, environ: Mapping[str, str] | None = None
+    server: Server, environ: Mapping[str, str] | None = None
 ) -> str | None:
     """The server's password, or None when it names no source
     (``password_env`` and ``password_file`` both empty).
@@ -41,7 +48,7 @@ def resolve_password(
                 server.name,
                 f"The password of server {server.name!r} is read from the environment "
                 f"variable {server.password_env} which {state}: set {server.password_env} "
-                f"in the delivery worker's environment (or give password_file instead).",
+                f"in the {_worker(server)} worker's environment (or give password_file instead).",
             )
         return value
     if server.password_file:
@@ -59,7 +66,7 @@ def resolve_password(
             raise SecretUnavailable(
                 server.name,
                 f"The password file {path} of server {server.name!r} is not readable by the "
-                f"delivery worker: give its user read permission.",
+                f"{_worker(server)} worker: give its user read permission.",
             ) from None
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
@@ -80,7 +87,7 @@ def resolve_password(
 
 
 def require_password(
-    server: OutgoingServerConfigured, environ: Mapping[str, str] | None = None
+    server: Server, environ: Mapping[str, str] | None = None
 ) -> str:
     """The password for a server that logs in (has a username); raises
     SecretUnavailable when it names no source or the source is unusable."""
