@@ -146,10 +146,10 @@ def register(rt: Runtime) -> None:
     app = rt.app
     n = INCOMING_STATUS.partitions(s)
     status_topic = INCOMING_STATUS.full(s)
-    checkpoints = app.Table("incoming-checkpoints", default=None, partitions=n,
+    checkpoints = app.Table("incoming-checkpoints", default=None, key_type=bytes, partitions=n,
                             use_partitioner=True,
                             help="incoming server -> UIDVALIDITY, last UID, pending batch")
-    states = app.Table("incoming-status", default=None, partitions=n,
+    states = app.Table("incoming-status", default=None, key_type=bytes, partitions=n,
                        help="incoming server -> its last IncomingServerChecked")
     store = TableStore(rt, checkpoints)
     bus = KafkaBus(rt)

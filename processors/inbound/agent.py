@@ -115,13 +115,13 @@ def register(rt: Runtime) -> None:
         return app.topic(*(spec.full(s) for spec in specs), key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw")
 
-    seen = app.Table("inbound-seen", default=None, partitions=n,
+    seen = app.Table("inbound-seen", default=None, key_type=bytes, partitions=n,
                      help="normalized Message-ID -> the first inbound mail with it")
-    sent_index = app.Table("sent-index", default=None, partitions=n,
+    sent_index = app.Table("sent-index", default=None, key_type=bytes, partitions=n,
                            help="normalized Message-ID Postlane sent -> message id, thread")
-    loops = app.Table("alias-loops", default=None, partitions=n,
+    loops = app.Table("alias-loops", default=None, key_type=bytes, partitions=n,
                       help="alias|sender -> mails counted in the loop window")
-    sent_threads = app.Table("sent-threads", default=None, partitions=n,
+    sent_threads = app.Table("sent-threads", default=None, key_type=bytes, partitions=n,
                              help="message id -> thread_ref, tenant, Message-IDs indexed")
 
     async def emit(route: core.Route, inbound: InboundMailReceived | InboundMailRejected,

@@ -170,6 +170,20 @@ service anvil {{
         finally:
             c.logout()
 
+    def append_many(self, user: str, raws: list[bytes], folder: str = "INBOX") -> list[int]:
+        """Append several mails over one connection; returns their UIDs."""
+        c = self.client(user)
+        uids = []
+        try:
+            for raw in raws:
+                typ, data = c.append(folder, None, None, raw)
+                assert typ == "OK", data
+                text = data[0].decode() if data and data[0] else ""
+                uids.append(int(text.split("APPENDUID", 1)[1].split("]")[0].split()[1]))
+            return uids
+        finally:
+            c.logout()
+
     def flags(self, user: str, folder: str = "INBOX") -> dict[int, str]:
         """UID -> FLAGS of every mail in the folder."""
         c = self.client(user)
