@@ -1,0 +1,300 @@
+"""Counting bounces and the blacklist: a pure fold per address.
+
+``evolve(state, event, rules)`` applies one event of the ``bounces`` topic
+(all keyed by the address) and says when the address's blacklisting
+changed. The processor and ``postlane replay blacklist`` use the same
+function, so a replay from offset 0 gives the live table again.
+
+The rule: an address is blacklisted when its counted bounces within the
+window (``blacklist_window_days``, 13 weeks) weigh at least
+``blacklist_threshold`` (5) and the first and last of them are more than
+``blacklist_min_spread_days`` (7) apart; or at once when one counted bounce
+alone weighs the threshold (``bounce_weight_hard`` = 5: one hard "user
+unknown" is enough). Time is the bounces' own time, never the clock, so a
+replay decides alike.
+
+What counts: failures that say something about the address (unknown user,
+no such domain, full mailbox, expired in a queue, unclassified). What does
+not: network failures and sending-side refusals (blocked, spam, rejected,
+authentication), which are about us or the path, not the address; bounces
+of an outage burst (``outage`` set by the outage check, or withdrawn later
+by ``BounceDiscounted``); complaints (kept for ``why``, never counted).
+
+A mail received from the address (``MailReceivedFrom``) ends the count:
+earlier bounces stop counting and an automatic blacklisting is lifted (the
+address works). Ops' ``BlacklistEdited`` add blacklists at once (manual,
+kept through resets); remove lifts it and clears the count.
+
+A blacklisting stays until removed or reset: bounces leaving the window do
+not lift it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from schemas import (
+    BlacklistChanged,
+    BlacklistEdited,
+    BounceDiscounted,
+    BounceRecorded,
+    Event,
+    MailReceivedFrom,
+)
+from streams.settings import Settings
+
+COUNTED_REASONS = frozenset({"unknown_user", "host_unknown", "mailbox_full", "expired", "other"})
+NOT_COUNTED_WHY = {
+    "network_error": "a network failure, not the address's",
+    "blocked": "a refusal of the sender (policy, block list, relay): the sending side",
+    "spam": "the content was refused as spam: the sending side",
+    "rejected": "the message was refused (size, content, protocol): the sending side",
+    "auth_failure": "an authentication failure: the sending side",
+}
+FOLDED_EVENTS: tuple[type[Event], ...] = (
+    BounceRecorded, BounceDiscounted, MailReceivedFrom, BlacklistEdited,
+)
+MAX_KEPT = 100  # bounces kept per address (for why), newest first out
+DAY = 86400.0
+_NS = uuid.UUID("a4d1c9e2-5b7f-4e38-9c0a-6f2e1d3b8a57")
+
+
+@dataclass(frozen=True)
+class Rules:
+    threshold: float = 5.0
+    window: float = 91 * DAY
+    min_spread: float = 7 * DAY
+    weight_hard: float = 1.0
+    weight_soft: float = 1.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Rules:
+        return cls(
+            threshold=s.blacklist_threshold,
+            window=s.blacklist_window_days * DAY,
+            min_spread=s.blacklist_min_spread_days * DAY,
+            weight_hard=s.bounce_weight_hard,
+            weight_soft=s.bounce_weight_soft,
+        )
+
+
+@dataclass
+class AddressState:
+    """One address. ``bounces``: the recent ones, each ``{"bounce_id", "at",
+    "message_id", "status", "replycode", "hard", "reason", "diagnostic",
+    "server", "source", "kind", "counted", "weight", "why"}`` (``why``: why
+    it does not count). ``seen``: event ids applied (recent), for
+    redeliveries."""
+
+    address: str
+    blacklisted: bool = False
+    manual: bool = False
+    since: float = 0.0
+    reason: str = ""
+    bounces: list[dict[str, Any]] = field(default_factory=list)
+    reset_at: float = 0.0
+    last_at: float = 0.0
+    seen: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AddressState:
+        known = {f.name for f in fields(cls)}
+        return cls(**copy.deepcopy({k: v for k, v in data.items() if k in known}))
+
+    def counted(self, rules: Rules) -> list[dict[str, Any]]:
+        """The bounces that count now, oldest first."""
+        edge = self.last_at - rules.window
+        return sorted((b for b in self.bounces if b["counted"] and b["at"] > edge),
+                      key=lambda b: b["at"])
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / DAY:.1f}".rstrip("0").rstrip(".")
+
+
+def rule_met(counted: list[dict[str, Any]], rules: Rules) -> tuple[bool, str]:
+    """(blacklist?, the sentence why or why not yet)."""
+    if not counted:
+        return False, "no counted bounce"
+    total = sum(float(b["weight"]) for b in counted)
+    decisive = [b for b in counted if float(b["weight"]) >= rules.threshold]
+    reasons = Counter(str(b["reason"]).replace("_", " ") for b in counted)
+    what = ", ".join(f"{r} x{n}" if n > 1 else r for r, n in reasons.most_common())
+    last = counted[-1]
+    answer = " ".join(str(x) for x in (last.get("status"), last.get("diagnostic")) if x)[:160]
+    if decisive:
+        b = decisive[-1]
+        return True, (
+            f"one {'hard' if b['hard'] else 'soft'} {str(b['reason']).replace('_', ' ')} bounce "
+            f"weighs {float(b['weight']):g} (threshold {rules.threshold:g}) on {_when(b['at'])}: "
+            f"{answer}"
+        )
+    spread = counted[-1]["at"] - counted[0]["at"]
+    n = len(counted)
+    head = (f"{n} counted bounce{'s' if n != 1 else ''} (weight {total:g}) between "
+            f"{_when(counted[0]['at'])} and {_when(counted[-1]['at'])}, "
+            f"{_days(spread)} days apart, within {_days(rules.window)} days: {what}")
+    if total < rules.threshold:
+        return False, f"{head}; {rules.threshold:g} needed"
+    if spread <= rules.min_spread:
+        return False, (f"{head}; not blacklisted yet: they must be more than "
+                       f"{_days(rules.min_spread)} days apart (an outage lasts days, a dead "
+                       "address stays)")
+    return True, f"{head}; last: {answer}"
+
+
+def _summary(b: dict[str, Any]) -> dict[str, Any]:
+    return {k: b.get(k) for k in ("bounce_id", "at", "reason", "status", "hard", "weight",
+                                  "message_id", "diagnostic")}
+
+
+def _not_counted(ev: BounceRecorded, st: AddressState) -> str:
+    if ev.kind == "complaint":
+        return "a complaint (feedback report), not a delivery failure"
+    if ev.outage:
+        return f"outage: {ev.outage}"
+    if ev.reason not in COUNTED_REASONS:
+        return f"{ev.reason.replace('_', ' ')}: {NOT_COUNTED_WHY.get(ev.reason, 'not counted')}"
+    if st.reset_at and ev.bounced_at <= st.reset_at:
+        return f"before mail was received from the address ({_when(st.reset_at)})"
+    return ""
+
+
+def evolve(
+    state: AddressState | None, event: Event, rules: Rules
+) -> tuple[AddressState, BlacklistChanged | None]:
+    """Apply one event of the address; returns the new state (``state`` is
+    not modified) and the change of its blacklisting, if any."""
+    address: str = event.address  # type: ignore[attr-defined]
+    st = AddressState(address=address) if state is None else AddressState.from_dict(
+        state.to_dict())
+    if event.event_id in st.seen:
+        return st, None
+    st.seen = [*st.seen[-199:], event.event_id]
+    before = (st.blacklisted, st.manual)
+    if isinstance(event, BounceRecorded):
+        if any(b["bounce_id"] == event.bounce_id for b in st.bounces):
+            return st, None
+        why = _not_counted(event, st)
+        weight = rules.weight_hard if event.hard else rules.weight_soft
+        st.bounces.append({
+            "bounce_id": event.bounce_id, "at": event.bounced_at,
+            "message_id": event.message_id, "status": event.status,
+            "replycode": event.replycode, "hard": event.hard, "reason": event.reason,
+            "diagnostic": event.diagnostic[:300], "server": event.server,
+            "source": event.source, "kind": event.kind, "counted": not why,
+            "weight": weight if not why else 0.0, "why": why,
+        })
+        st.last_at = max(st.last_at, event.bounced_at)
+        edge = st.last_at - rules.window
+        st.bounces = sorted((b for b in st.bounces if b["at"] > edge),
+                            key=lambda b: b["at"])[-MAX_KEPT:]
+        if not st.blacklisted and not why:
+            met, sentence = rule_met(st.counted(rules), rules)
+            if met:
+                st.blacklisted, st.manual = True, False
+                st.since, st.reason = event.bounced_at, sentence
+    elif isinstance(event, BounceDiscounted):
+        for b in st.bounces:
+            if b["bounce_id"] == event.bounce_id and b["counted"]:
+                b["counted"], b["weight"], b["why"] = False, 0.0, f"outage: {event.outage}"
+        if st.blacklisted and not st.manual and not rule_met(st.counted(rules), rules)[0]:
+            st.blacklisted = False
+            st.reason = f"lifted: a bounce that led there was part of an outage ({event.outage})"
+    elif isinstance(event, MailReceivedFrom):
+        st.reset_at = max(st.reset_at, event.received_at)
+        for b in st.bounces:
+            if b["counted"] and b["at"] <= event.received_at:
+                b["counted"], b["weight"] = False, 0.0
+                b["why"] = ("reset: mail was received from the address on "
+                            f"{_when(event.received_at)}")
+        if st.blacklisted and not st.manual:
+            st.blacklisted = False
+            st.reason = (f"lifted: mail was received from {address} on "
+                         f"{_when(event.received_at)} ({event.source or 'inbound'})")
+    elif isinstance(event, BlacklistEdited):
+        by = event.by or "ops"
+        if event.action == "add":
+            st.blacklisted, st.manual, st.since = True, True, event.occurred_at
+            st.reason = f"added by {by}" + (f": {event.reason}" if event.reason else "")
+        else:
+            for b in st.bounces:
+                if b["counted"]:
+                    b["counted"], b["weight"] = False, 0.0
+                    b["why"] = f"cleared when {by} removed the address from the blacklist"
+            st.blacklisted, st.manual = False, False
+            st.reason = f"removed by {by}" + (f": {event.reason}" if event.reason else "")
+    else:
+        raise TypeError(f"the blacklist does not fold {type(event).__name__}")
+    if (st.blacklisted, st.manual) == before:
+        return st, None
+    return st, changed(st, event, rules)
+
+
+def changed(st: AddressState, cause: Event, rules: Rules) -> BlacklistChanged:
+    """The public event; its id is derived from the cause's, so a
+    redelivered cause gives the same id."""
+    return BlacklistChanged(
+        event_id=uuid.uuid5(_NS, f"{cause.event_id}/{st.address}").hex,
+        occurred_at=cause.occurred_at,
+        address=st.address,
+        blacklisted=st.blacklisted,
+        reason=st.reason,
+        since=st.since if st.blacklisted else 0.0,
+        manual=st.manual,
+        bounces=[_summary(b) for b in st.counted(rules)] if st.blacklisted else [],
+    )
+
+
+def fold(events: list[Event], rules: Rules,
+         states: dict[str, AddressState] | None = None) -> dict[str, AddressState]:
+    """Apply events in order (replay, tests): address -> state."""
+    out = dict(states or {})
+    for event in events:
+        addr: str = event.address  # type: ignore[attr-defined]
+        out[addr], _ = evolve(out.get(addr), event, rules)
+    return out
+
+
+def comparable(st: AddressState, rules: Rules) -> dict[str, Any]:
+    """What replay compares with the live table: the blacklisting and the
+    bounces that count."""
+    return {
+        "blacklisted": st.blacklisted,
+        "manual": st.manual,
+        "counted": sorted(b["bounce_id"] for b in st.counted(rules)),
+        "bounces": len(st.bounces),
+    }
+
+
+def explain(st: AddressState, rules: Rules) -> list[str]:
+    """``postlane blacklist why``: the state and every bounce kept."""
+    head = (f"{st.address}: blacklisted since {_when(st.since)}" if st.blacklisted
+            else f"{st.address}: not blacklisted")
+    lines = [head + (" (by ops)" if st.manual else "")]
+    if st.reason:
+        lines.append(f"  {st.reason}")
+    if not st.blacklisted:
+        lines.append(f"  now: {rule_met(st.counted(rules), rules)[1]}")
+    if st.reset_at:
+        lines.append(f"  last mail received from it: {_when(st.reset_at)}")
+    for b in st.bounces:
+        mark = f"counts {float(b['weight']):g}" if b["counted"] else f"not counted: {b['why']}"
+        answer = " ".join(str(x) for x in (b.get("status"), b.get("diagnostic")) if x)
+        mid = f" (message {b['message_id']})" if b.get("message_id") else ""
+        lines.append(f"  {_when(b['at'])}  {'hard' if b['hard'] else 'soft'} "
+                     f"{b['reason']}{mid}: {answer[:120]}")
+        lines.append(f"      {mark}")
+    return lines
