@@ -6,7 +6,7 @@ from typing import Any
 
 from .base import Event
 
-OUTCOMES = ("routed", "no_server", "rejected")
+OUTCOMES = ("routed", "no_server", "rejected", "suppressed")
 RULES = (
     "from_filter_address",
     "from_filter_domain",
@@ -23,7 +23,9 @@ class RoutingDecided(Event):
     ``header_from`` (rewritten when ``rule`` is a default_from rule) and
     envelope sender ``envelope_from``. no_server / rejected: ``reason``
     says why. ``request`` carries the SendRequested (event-carried state,
-    so delivery needs no join)."""
+    so delivery needs no join). ``suppressed``: blacklisted recipients
+    (address -> why), left out of ``request``; outcome ``suppressed`` when
+    every recipient is."""
 
     message_id: str
     outcome: str
@@ -33,6 +35,7 @@ class RoutingDecided(Event):
     rule: str = "none"
     reason: str = ""
     request: dict[str, Any] = {}
+    suppressed: dict[str, str] = {}
 
     def problems(self) -> list[str]:
         out = super().problems()

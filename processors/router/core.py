@@ -13,6 +13,7 @@ refused or look spoofed.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from processors.config.view import ConfigView
@@ -175,11 +176,57 @@ def _cascade(servers: list[Server], addr: str, notif: str | None) -> tuple[Serve
     return s, "first_server", notif is not None, reason
 
 
-def decide(view: ConfigView, request: SendRequested) -> RoutingDecided:
-    """The routing decision for one request; never raises on bad addresses."""
+def suppress(
+    request: SendRequested, blacklist: Mapping[str, str]
+) -> tuple[SendRequested, dict[str, str]]:
+    """The request without its blacklisted recipients (To, Cc and Bcc), and
+    those recipients (lower-cased bare address -> why). ``blacklist`` is keyed by the
+    lower-cased address. The suppressed addresses leave the headers too: a
+    To naming someone who never gets the mail invites replies to a dead
+    address."""
+    suppressed: dict[str, str] = {}
+    kept: dict[str, list[str]] = {}
+    for fname in ("to", "cc", "bcc"):
+        kept[fname] = []
+        for value in getattr(request, fname):
+            try:
+                bare = split_address(value)[1]
+            except AddressError:
+                kept[fname].append(value)
+                continue
+            why = blacklist.get(bare.strip().lower())
+            if why is None:
+                kept[fname].append(value)
+            else:
+                suppressed.setdefault(bare.lower(), why)
+    if not suppressed:
+        return request, {}
+    if not any(kept.values()):
+        return request, suppressed
+    data = dict(request.to_representation())
+    data.update(kept)
+    return SendRequested.from_data(data), suppressed
+
+
+def decide(
+    view: ConfigView, request: SendRequested, blacklist: Mapping[str, str] | None = None
+) -> RoutingDecided:
+    """The routing decision for one request; never raises on bad addresses.
+    Recipients in ``blacklist`` are suppressed (see ``suppress``)."""
+    suppressed: dict[str, str] = {}
+    if blacklist:
+        request, suppressed = suppress(request, blacklist)
+        if suppressed and set(suppressed) >= {a.lower() for a in request.recipients()}:
+            who = "; ".join(f"{a}: {why}" for a, why in suppressed.items())
+            return RoutingDecided(
+                message_id=request.message_id, outcome="suppressed",
+                reason=f"every recipient is blacklisted, nothing is sent ({who})",
+                request=request.to_representation(), suppressed=suppressed,
+            )
     base: dict[str, Any] = {
         "message_id": request.message_id,
         "request": request.to_representation(),
+        "suppressed": suppressed,
     }
     servers, skipped = eligible(view, request)
     if not servers:

@@ -249,10 +249,15 @@ def _apply_request(st: MessageStatus, ev: SendRequested, advance: bool) -> None:
 def _apply_routing(st: MessageStatus, ev: RoutingDecided, advance: bool) -> None:
     if isinstance(ev.request, dict):
         _summarize(st, ev.request)
+    for addr, why in (ev.suppressed or {}).items():  # blacklisted: never sent, whatever comes
+        st.recipients[_key(st.recipients, addr)] = _rcpt("suppressed", text=why)
     if not advance:
         return
     st.next_attempt_at = 0.0
-    if ev.outcome == "routed":
+    if ev.outcome == "suppressed":
+        st.state = "suppressed"
+        st.reason = ev.reason or "every recipient is blacklisted"
+    elif ev.outcome == "routed":
         st.state, st.server, st.reason = "queued", ev.server, f"routed to {ev.server}"
     elif ev.outcome == "no_server":
         st.state = "failed"
