@@ -15,6 +15,8 @@ PROCESSORS: dict[str, str] = {
     "inbound": "processors.inbound.agent",
     "fetcher": "processors.fetcher.agent",
     "ingress": "processors.ingress.agent",
+    "bounces": "processors.bounces.agent",
+    "blacklist": "processors.blacklist.agent",
 }
 
 

@@ -1,0 +1,205 @@
+"""The read side of the blacklist for tools, without a Faust worker.
+
+- ``published``: the blacklist as the ``blacklist`` topic has it (the
+  latest ``BlacklistChanged`` per address): what the routers see.
+- ``replay``: the ``bounces`` topic folded from offset 0 (up to a time) with
+  ``processors.blacklist.core.evolve``, the function the processor uses.
+- ``live_table``: the processor's table, read back from its changelog topic
+  (``<app id>-blacklist-changelog``).
+- ``history``: one address's events (its partition of ``bounces``), folded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+
+from processors.blacklist.core import FOLDED_EVENTS, AddressState, Rules, comparable, evolve
+from schemas import BlacklistChanged, BlacklistEdited, Event, InvalidEvent, decode, decode_any
+from streams.client import BrokerUnavailable, Record, publish, read_topic
+from streams.partitioning import partition_for
+from streams.settings import Settings
+from streams.topics import BLACKLIST, BOUNCES
+
+REGISTRY: dict[str, type[Event]] = {cls.__name__: cls for cls in FOLDED_EVENTS}
+TABLE = "blacklist"
+
+
+def _unavailable(s: Settings, exc: Exception) -> BrokerUnavailable:
+    return BrokerUnavailable(
+        f"no Kafka broker at {s.bootstrap} ({exc}): start it with `postlane broker` (or "
+        "`postlane dev`), or check POSTLANE_BROKER"
+    )
+
+
+def published(s: Settings) -> dict[str, BlacklistChanged]:
+    """address -> its latest change (blacklisted or lifted)."""
+    out: dict[str, BlacklistChanged] = {}
+    for rec in read_topic(s, BLACKLIST.full(s), idle=0.3):
+        try:
+            ev = decode(BlacklistChanged, rec.value)
+        except InvalidEvent:
+            continue
+        out[ev.address] = ev
+    return out
+
+
+@dataclass
+class Replay:
+    states: dict[str, AddressState] = field(default_factory=dict)
+    records: int = 0
+    skipped: int = 0  # not an event of the fold, or wrongly keyed (the processor refuses them)
+    after: int = 0  # records after --as-of, not folded
+    last_ts: float = 0.0
+
+
+def fold_records(records: Iterator[Record], rules: Rules, as_of: float | None = None) -> Replay:
+    """Fold records of the bounces topic, in their order per partition;
+    with ``as_of`` only records whose timestamp is at or before it (the
+    embedded broker's offsets_for_times is approximate: the records'
+    own timestamps decide)."""
+    r = Replay()
+    for rec in records:
+        r.records += 1
+        if as_of is not None and rec.timestamp_ms / 1000.0 > as_of:
+            r.after += 1
+            continue
+        try:
+            ev = decode_any(REGISTRY, rec.value)
+        except InvalidEvent:
+            r.skipped += 1
+            continue
+        address: str = ev.address  # type: ignore[attr-defined]
+        if rec.key != address.encode():
+            r.skipped += 1
+            continue
+        try:
+            r.states[address], _ = evolve(r.states.get(address), ev, rules)
+        except Exception:  # noqa: BLE001 - the processor dead-letters what fails to fold
+            r.skipped += 1
+            continue
+        r.last_ts = max(r.last_ts, rec.timestamp_ms / 1000.0)
+    return r
+
+
+def replay(s: Settings, rules: Rules, as_of: float | None = None) -> Replay:
+    return fold_records(read_topic(s, BOUNCES.full(s), idle=0.5), rules, as_of)
+
+
+def changelog_topics(s: Settings) -> list[str]:
+    """Changelog topics of blacklist tables (``<prefix>-<app>-blacklist-changelog``)."""
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=s.bootstrap, client_id="postlane-admin",
+                                 request_timeout_ms=10000)
+    except KafkaError as exc:
+        raise _unavailable(s, exc) from exc
+    try:
+        names = admin.list_topics()
+    finally:
+        admin.close()
+    suffix = f"-{TABLE}-changelog"
+    return sorted(t for t in names if t.startswith(f"{s.app_prefix}-") and t.endswith(suffix))
+
+
+def pick_changelog(s: Settings, topics: list[str]) -> str | None:
+    """The processor's own group first (``postlane worker blacklist``),
+    else the one and only, else the dev stack's."""
+    if not topics:
+        return None
+    for name in (f"{s.app_prefix}-blacklist-{TABLE}-changelog",
+                 f"{s.app_prefix}-dev-{TABLE}-changelog"):
+        if name in topics:
+            return name
+    return topics[0]
+
+
+def _table_value(raw: bytes | None) -> dict[str, Any] | None:
+    """A changelog value: the table's JSON bytes (Faust may have wrapped
+    them as a JSON string)."""
+    if raw is None:
+        return None
+    value: Any = orjson.loads(raw)
+    if isinstance(value, str):
+        value = orjson.loads(value)
+    return value if isinstance(value, dict) else None
+
+
+def live_table(s: Settings, topic: str) -> dict[str, AddressState]:
+    out: dict[str, AddressState] = {}
+    for rec in read_topic(s, topic, idle=0.5):
+        key = (rec.key or b"").decode("utf-8", "replace")
+        key = key.strip('"') if key.startswith('"') else key
+        try:
+            value = _table_value(rec.value)
+        except orjson.JSONDecodeError:
+            continue
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = AddressState.from_dict(value)
+    return out
+
+
+def differences(replayed: dict[str, AddressState], live: dict[str, AddressState],
+                rules: Rules) -> list[str]:
+    """One line per address where the two disagree (blacklisting, manual,
+    counted bounces, bounces kept)."""
+    out = []
+    for addr in sorted(set(replayed) | set(live)):
+        a = comparable(replayed[addr], rules) if addr in replayed else None
+        b = comparable(live[addr], rules) if addr in live else None
+        if a != b:
+            out.append(f"{addr}: replay {a} / live {b}")
+    return out
+
+
+def history(s: Settings, address: str, rules: Rules) -> AddressState | None:
+    """Fold the one partition of ``bounces`` that holds ``address``."""
+    topic = BOUNCES.full(s)
+    key = address.encode()
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None,
+                                 enable_auto_commit=False, client_id="postlane-blacklist-why",
+                                 fetch_max_wait_ms=100)
+    except KafkaError as exc:
+        raise _unavailable(s, exc) from exc
+    state: AddressState | None = None
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            return None
+        tp = TopicPartition(topic, partition_for(key, len(parts)))
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        end = consumer.end_offsets([tp])[tp]
+        idle_since = time.monotonic()
+        while True:
+            batch = consumer.poll(timeout_ms=200, max_records=2000)
+            for records in batch.values():
+                for rec in records:
+                    idle_since = time.monotonic()
+                    if rec.key != key:
+                        continue
+                    try:
+                        ev = decode_any(REGISTRY, rec.value)
+                    except InvalidEvent:
+                        continue
+                    state, _ = evolve(state, ev, rules)
+            if consumer.position(tp) >= end and time.monotonic() - idle_since > 0.3:
+                break
+            if time.monotonic() - idle_since > 10:
+                break
+    finally:
+        consumer.close()
+    return state
+
+
+def edit(s: Settings, address: str, action: str, reason: str = "", by: str = "") -> None:
+    event = BlacklistEdited(address=address, action=action, reason=reason, by=by)
+    publish(s, BOUNCES, [(address, event)])

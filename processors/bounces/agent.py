@@ -1,0 +1,125 @@
+"""Bounce processor (consumer group ``postlane-bounces``): bounce mails and
+delivery answers -> ``BounceRecorded`` & co. on the ``bounces`` topic, keyed
+by address, for the counting processor. Thin glue; see core.py.
+
+- ``intake`` reads ``inbound-routed`` (the inbound router's decisions: route
+  ``bounce`` carries the mail; replies and alias mail name a sender whose
+  count restarts), ``bounce-mail`` (raw bounce mails from anywhere else,
+  ``postlane bounces submit``) and ``delivery`` (5xx at delivery time, and
+  how many recipients each domain was sent). Stateless: failures go to
+  ``bounce-domains`` keyed by the recipient's domain.
+- ``outage`` reads ``bounce-domains`` and owns the ``bounce-domains`` table
+  (domain -> recent errors and mail sent): the outage check.
+
+At-least-once: event ids are derived from the input, so a redelivered input
+gives the same events and the counting fold drops the repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from schemas import (
+    BounceMailReceived,
+    DeliveryAttempted,
+    DeliveryStarted,
+    Event,
+    InboundMailRouted,
+    InvalidEvent,
+    RecipientBounced,
+    RecipientsMailed,
+    decode_any,
+    encode,
+)
+from streams.topics import BOUNCE_DOMAINS, BOUNCE_MAIL, DEAD_LETTER, DELIVERY, INBOUND_ROUTED
+
+from ..deadletter import send_dead_letter
+from ..runtime import Runtime
+from . import core
+
+NAME = "bounces"
+TABLE = "bounce-domains"
+log = logging.getLogger("postlane.bounces")
+_INTAKE: dict[str, type[Event]] = {
+    c.__name__: c for c in (InboundMailRouted, BounceMailReceived, DeliveryAttempted,
+                            DeliveryStarted)
+}
+_OUTAGE: dict[str, type[Event]] = {c.__name__: c for c in (RecipientBounced, RecipientsMailed)}
+
+
+def register(rt: Runtime) -> None:
+    s = rt.settings
+    app = rt.app
+    dlq = rt.topic(DEAD_LETTER)
+    rules = core.BurstRules.from_settings(s)
+    source = app.topic(*(spec.full(s) for spec in (INBOUND_ROUTED, BOUNCE_MAIL, DELIVERY)),
+                       key_type=bytes, value_type=bytes, key_serializer="raw",
+                       value_serializer="raw")
+    domains_in = app.topic(BOUNCE_DOMAINS.full(s), key_type=bytes, value_type=bytes,
+                           key_serializer="raw", value_serializer="raw")
+    table = app.Table(TABLE, default=None, key_type=bytes, value_type=bytes,
+                      partitions=s.partitions,
+                      help="recipient domain -> recent errors and mail sent (outage check)")
+    bounce_mail_topic = BOUNCE_MAIL.full(s)
+
+    async def send_all(out: core.Out) -> None:
+        for spec, key, event in out:
+            await rt.topic(spec).send(key=key.encode(), value=encode(event))
+
+    @app.agent(source, name="postlane.bounces")
+    async def intake(stream: Any) -> None:
+        await rt.config.wait_ready()
+        async for event in stream.events():
+            message = event.message
+            try:
+                ev = decode_any(_INTAKE, message.value)
+            except InvalidEvent as exc:
+                if str(message.topic) == bounce_mail_topic:  # ours; the others' owners judge
+                    await send_dead_letter(dlq, NAME, message, str(exc))
+                continue
+            try:
+                if isinstance(ev, InboundMailRouted):
+                    out, words = core.intake_routed(rt.config.view, ev)
+                elif isinstance(ev, BounceMailReceived):
+                    out, words = core.intake_bounce_mail(rt.config.view, ev)
+                elif isinstance(ev, DeliveryAttempted):
+                    out, words = core.intake_delivery(ev), ""
+                else:
+                    continue
+            except Exception as exc:  # noqa: BLE001 - a bad mail must not stop the processor
+                log.exception("bounce intake failed on %s", ev.event_id)
+                await send_dead_letter(dlq, NAME, message, f"bounce intake failed: {exc!r}")
+                continue
+            if words:
+                log.info("%s", words)
+            await send_all(out)
+
+    @app.agent(domains_in, name="postlane.bounce-outage", concurrency=1)
+    async def outage(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                ev = decode_any(_OUTAGE, message.value)
+            except InvalidEvent as exc:
+                await send_dead_letter(dlq, NAME, message, str(exc))
+                continue
+            domain = ev.domain if isinstance(ev, RecipientsMailed) else core.domain_of(
+                ev.address)  # type: ignore[attr-defined]
+            key = domain.encode()
+            if message.key != key:
+                await send_dead_letter(dlq, NAME, message,
+                                       f"key {message.key!r} is not the domain {domain!r}")
+                continue
+            try:
+                raw = table.get(key)
+                state = core.DomainState.from_dict(orjson.loads(raw)) if raw else None
+                new, out = core.check_outage(state, ev, rules)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("outage check failed on %s", ev.event_id)
+                await send_dead_letter(dlq, NAME, message, f"outage check failed: {exc!r}")
+                continue
+            await send_all(out)
+            table[key] = orjson.dumps(new.to_dict())
