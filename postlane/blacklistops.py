@@ -11,12 +11,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as AIOTopicPartition
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -130,9 +133,48 @@ def _table_value(raw: bytes | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+async def _read_raw(s: Settings, topic: str, idle: float) -> list[tuple[bytes | None,
+                                                                       bytes | None]]:
+    """Every record of ``topic`` with aiokafka: a worker running several
+    processors names its changelogs ``<prefix>-a+b-<table>-changelog``,
+    which kafka-python refuses to read ("+" is outside Kafka's legal topic
+    characters; Tansu accepts it)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None,
+                                enable_auto_commit=False, fetch_max_wait_ms=100)
+    try:
+        await consumer.start()
+    except KafkaError as exc:  # aiokafka's errors derive from kafka-python's name only
+        raise _unavailable(s, exc) from exc
+    except Exception as exc:  # noqa: BLE001
+        raise _unavailable(s, exc) from exc
+    out: list[tuple[bytes | None, bytes | None]] = []
+    try:
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [AIOTopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return out
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        last = time.monotonic()
+        while True:
+            batch = await consumer.getmany(*tps, timeout_ms=100)
+            for records in batch.values():
+                for r in records:
+                    out.append((r.key, r.value))
+                last = time.monotonic()
+            done = all([await consumer.position(tp) >= ends[tp] for tp in tps])
+            if (done and time.monotonic() - last >= idle) or time.monotonic() - last > 10:
+                return out
+    finally:
+        await consumer.stop()
+
+
 def live_table(s: Settings, topic: str) -> dict[str, AddressState]:
     out: dict[str, AddressState] = {}
-    for rec in read_topic(s, topic, idle=0.5):
+    for raw_key, raw_value in asyncio.run(_read_raw(s, topic, 0.5)):
+        rec = Record(topic, 0, 0, 0, raw_key, raw_value)
         key = (rec.key or b"").decode("utf-8", "replace")
         key = key.strip('"') if key.startswith('"') else key
         try:

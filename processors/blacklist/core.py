@@ -124,6 +124,12 @@ def _days(seconds: float) -> str:
     return f"{seconds / DAY:.1f}".rstrip("0").rstrip(".")
 
 
+def _answer(b: dict[str, Any]) -> str:
+    """``5.1.1 user unknown``, without repeating a status the text has."""
+    status, text = str(b.get("status") or ""), str(b.get("diagnostic") or "")
+    return text if status and status in text else " ".join(x for x in (status, text) if x)
+
+
 def rule_met(counted: list[dict[str, Any]], rules: Rules) -> tuple[bool, str]:
     """(blacklist?, the sentence why or why not yet)."""
     if not counted:
@@ -133,7 +139,7 @@ def rule_met(counted: list[dict[str, Any]], rules: Rules) -> tuple[bool, str]:
     reasons = Counter(str(b["reason"]).replace("_", " ") for b in counted)
     what = ", ".join(f"{r} x{n}" if n > 1 else r for r, n in reasons.most_common())
     last = counted[-1]
-    answer = " ".join(str(x) for x in (last.get("status"), last.get("diagnostic")) if x)[:160]
+    answer = _answer(last)[:160]
     if decisive:
         b = decisive[-1]
         return True, (
@@ -292,7 +298,7 @@ def explain(st: AddressState, rules: Rules) -> list[str]:
         lines.append(f"  last mail received from it: {_when(st.reset_at)}")
     for b in st.bounces:
         mark = f"counts {float(b['weight']):g}" if b["counted"] else f"not counted: {b['why']}"
-        answer = " ".join(str(x) for x in (b.get("status"), b.get("diagnostic")) if x)
+        answer = _answer(b)
         mid = f" (message {b['message_id']})" if b.get("message_id") else ""
         lines.append(f"  {_when(b['at'])}  {'hard' if b['hard'] else 'soft'} "
                      f"{b['reason']}{mid}: {answer[:120]}")

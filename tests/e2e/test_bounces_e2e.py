@@ -1,0 +1,206 @@
+"""Bounces to blacklist to suppression, end to end through the embedded
+broker: one `postlane worker` process running the inbound router, the
+bounce and blacklist processors, the router, delivery and the status
+projection, with a real SMTP server on loopback as the outgoing server.
+
+Five bounce mails for one address, received over eight days (four handed
+to the bounce-mail topic, one through the inbound router as a mail to the
+bounce address), blacklist it; a mail to it is then suppressed (status
+``suppressed``, nothing at the SMTP server) while the other recipient of a
+second mail gets it; a 5xx at delivery time becomes a bounce; ``postlane
+replay blacklist`` agrees with the live table; ``postlane blacklist
+why/list/remove`` work and a removed address is mailed again.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiosmtpd.controller import Controller
+from click.testing import CliRunner
+
+from postlane.cli import main
+from postlane.configfile import load, plan
+from postlane.configops import publish_config
+from postlane.publisher import Publisher
+from postlane.statusview import wait_final
+from processors.config.view import ConfigView
+from processors.inbound.mail import inbound_key
+from schemas import (
+    BlacklistChanged,
+    BounceMailReceived,
+    BounceRecorded,
+    InboundMailReceived,
+    decode,
+)
+from streams.client import ensure_topics, publish, read_topic
+from streams.embedded import free_port
+from streams.topics import BLACKLIST, BOUNCE_MAIL, BOUNCES, INBOUND
+
+from .harness import Worker, isolated_settings, settings_env, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "bounces"
+DAY = 86400.0
+DEAD, ALIVE, GONE = "dead@example.org", "ok@example.org", "gone@example.org"
+
+
+class Sink:
+    """Accepts every mail but GONE's (550 5.1.1 at RCPT); keeps what it got."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[list[str], bytes]] = []
+        self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802
+                          options: list[str]) -> str:
+        if address.lower() == GONE:
+            return f"550 5.1.1 <{GONE}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        with self.lock:
+            self.got.append((list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+    def recipients(self) -> list[str]:
+        with self.lock:
+            return [r.lower() for rcpts, _ in self.got for r in rcpts]
+
+
+def bounce_mail(i: int) -> bytes:
+    """A real Exim bounce (from the corpus) re-addressed to DEAD."""
+    raw = (CORPUS / "exim-user-unknown.eml").read_bytes()
+    return (raw.replace(b"nobody1@dest.test", DEAD.encode())
+            .replace(b"ex-unknown-0101", f"old-{i}".encode())
+            .replace(b"mycompany.test", b"mycompany.com"))
+
+
+def cli(s, *args: str) -> Any:
+    return CliRunner().invoke(main, list(args), env=settings_env(s), catch_exceptions=False)
+
+
+def blacklisted(s) -> dict[str, BlacklistChanged]:
+    out: dict[str, BlacklistChanged] = {}
+    for rec in read_topic(s, BLACKLIST.full(s), idle=0.2):
+        ev = decode(BlacklistChanged, rec.value)
+        out[ev.address] = ev
+    return {a: e for a, e in out.items() if e.blacklisted}
+
+
+def test_bounces_blacklist_suppression_and_replay(broker, tmp_path: Path) -> None:
+    s = isolated_settings(broker.port, tmp_path)
+    ensure_topics(s)
+    sink = Sink()
+    port = free_port()
+    smtp = Controller(sink, hostname="127.0.0.1", port=port)
+    smtp.start()
+    cfg = tmp_path / "postlane.toml"
+    cfg.write_text(f"""
+[settings]
+catchall_domain = "mycompany.com"
+[[servers]]
+name = "primary"
+host = "127.0.0.1"
+port = {port}
+security = "none"
+from_filter = "mycompany.com"
+""")
+    publish_config(s, plan(ConfigView(), load(cfg)))
+    worker = Worker(s, "inbound", "bounces", "blacklist", "router", "delivery", "status",
+                    log=tmp_path / "worker.log").start()
+    try:
+        t0 = time.time() - 10 * DAY
+        for i, day in enumerate((0, 2, 4, 6)):
+            raw = bounce_mail(i)
+            publish(s, BOUNCE_MAIL, [(f"bm-{i}", BounceMailReceived(
+                bounce_mail_id=f"bm-{i}", mail=base64.b64encode(raw).decode(),
+                received_at=t0 + day * DAY, source="test"))])
+        time.sleep(1)
+        assert DEAD not in blacklisted(s)
+        # the fifth, eight days after the first, through the inbound router
+        raw = bounce_mail(4)
+        inbound = InboundMailReceived(
+            inbound_id="in-bounce-5", source="smtp", mail=base64.b64encode(raw).decode(),
+            size=len(raw), message_id="<E1xV5gL-0007tE-2f@exim-relay.mycompany.com>",
+            envelope_to=["bounce+old-4@mycompany.com"], received_at=t0 + 8 * DAY)
+        publish(s, INBOUND, [(inbound_key(inbound.message_id, inbound.inbound_id), inbound)])
+        got = wait_for(lambda: blacklisted(s).get(DEAD), timeout=120,
+                       what=f"{DEAD} blacklisted")
+        assert len(got.bounces) == 5 and not got.manual
+        assert {b["message_id"] for b in got.bounces} == {f"old-{i}" for i in range(5)}
+        assert "8 days apart" in got.reason
+        time.sleep(2)  # the router's view follows the blacklist topic
+
+        with Publisher(settings=s) as pub:
+            m1 = pub.send(from_="sales@mycompany.com", to=[DEAD], subject="one", text="x")
+            m2 = pub.send(from_="sales@mycompany.com", to=[f"Dead <{DEAD}>", ALIVE],
+                          subject="two", text="x")
+            m3 = pub.send(from_="sales@mycompany.com", to=[GONE], subject="three", text="x")
+        st1 = wait_final(s, m1, 60)
+        assert st1 is not None and st1["state"] == "suppressed", st1
+        assert "blacklisted" in st1["reason"]
+        assert st1["recipients"][DEAD]["state"] == "suppressed"
+        st2 = wait_final(s, m2, 60)
+        assert st2 is not None and st2["state"] == "sent", st2
+        assert {a.lower(): r["state"] for a, r in st2["recipients"].items()} == {
+            DEAD: "suppressed", ALIVE: "sent"}
+        st3 = wait_final(s, m3, 60)
+        assert st3 is not None and st3["state"] == "failed"
+        assert sink.recipients() == [ALIVE]  # nothing for the blacklisted address
+
+        # the 5xx at delivery time is a bounce of GONE
+        def delivery_bounce() -> BounceRecorded | None:
+            for rec in read_topic(s, BOUNCES.full(s), idle=0.2):
+                data = orjson.loads(rec.value)
+                if data.get("type") == "BounceRecorded" and data["address"] == GONE:
+                    return decode(BounceRecorded, rec.value)
+            return None
+        b = wait_for(delivery_bounce, timeout=60, what="the delivery-time bounce")
+        assert (b.source, b.message_id, b.status, b.reason, b.hard) == (
+            "delivery", m3, "5.1.1", "unknown_user", True)
+
+        # replay from offset 0 agrees with the live table
+        res = wait_for(lambda: (r := cli(s, "replay", "blacklist", "--json")).exit_code == 0
+                       and r, timeout=30, what="replay agreeing with the live table")
+        out = orjson.loads(res.output)
+        assert out["agree"] and out["live_table"]
+        assert [e["address"] for e in out["blacklist"]] == [DEAD]
+        assert len(out["blacklist"][0]["counted"]) == 5
+        res = cli(s, "blacklist", "why", DEAD)
+        assert res.exit_code == 0 and res.output.count("counts 1") == 5, res.output
+        res = cli(s, "blacklist", "list")
+        assert DEAD in res.output and "bounces" in res.output
+        before_removal = time.time()
+        time.sleep(1.5)
+
+        res = cli(s, "blacklist", "remove", DEAD, "--reason", "new mailbox", "--wait", "30")
+        assert res.exit_code == 0 and "not blacklisted" in res.output, res.output
+        time.sleep(2)
+        with Publisher(settings=s) as pub:
+            m4 = pub.send(from_="sales@mycompany.com", to=[DEAD], subject="four", text="x")
+        st4 = wait_final(s, m4, 60)
+        assert st4 is not None and st4["state"] == "sent"
+        assert DEAD in sink.recipients()
+
+        res = wait_for(lambda: (r := cli(s, "replay", "blacklist")).exit_code == 0 and r,
+                       timeout=30, what="replay agreeing after the removal")
+        assert "agrees with the live table" in res.output
+        # as of before the removal: the address was blacklisted then
+        res = cli(s, "replay", "blacklist", "--as-of", f"{before_removal:.3f}", "--json")
+        out = orjson.loads(res.output)
+        assert [e["address"] for e in out["blacklist"]] == [DEAD] and out["after"] >= 1
+        assert res.exit_code == 1 and not out["agree"]  # the live table is now
+    finally:
+        worker.stop()
+        smtp.stop()
+    log = worker.log_text()
+    assert "Traceback" not in log, log[-3000:]
