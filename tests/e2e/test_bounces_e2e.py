@@ -50,6 +50,7 @@ pytestmark = pytest.mark.e2e
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "bounces"
 DAY = 86400.0
 DEAD, ALIVE, GONE = "dead@example.org", "ok@example.org", "gone@example.org"
+AGAIN = "again@example.org"  # bounces, then writes to us: its count restarts
 
 
 class Sink:
@@ -76,10 +77,10 @@ class Sink:
             return [r.lower() for rcpts, _ in self.got for r in rcpts]
 
 
-def bounce_mail(i: int) -> bytes:
-    """A real Exim bounce (from the corpus) re-addressed to DEAD."""
+def bounce_mail(i: int, rcpt: str = DEAD) -> bytes:
+    """A real Exim bounce (from the corpus) re-addressed to ``rcpt``."""
     raw = (CORPUS / "exim-user-unknown.eml").read_bytes()
-    return (raw.replace(b"nobody1@dest.test", DEAD.encode())
+    return (raw.replace(b"nobody1@dest.test", rcpt.encode())
             .replace(b"ex-unknown-0101", f"old-{i}".encode())
             .replace(b"mycompany.test", b"mycompany.com"))
 
@@ -113,6 +114,9 @@ host = "127.0.0.1"
 port = {port}
 security = "none"
 from_filter = "mycompany.com"
+[[aliases]]
+alias = "sales"
+target = "crm.lead"
 """)
     publish_config(s, plan(ConfigView(), load(cfg)))
     worker = Worker(s, "inbound", "bounces", "blacklist", "router", "delivery", "status",
@@ -124,6 +128,22 @@ from_filter = "mycompany.com"
             publish(s, BOUNCE_MAIL, [(f"bm-{i}", BounceMailReceived(
                 bounce_mail_id=f"bm-{i}", mail=base64.b64encode(raw).decode(),
                 received_at=t0 + day * DAY, source="test"))])
+        for i, day in enumerate((0, 2, 4, 6)):
+            raw = bounce_mail(10 + i, AGAIN)
+            publish(s, BOUNCE_MAIL, [(f"ag-{i}", BounceMailReceived(
+                bounce_mail_id=f"ag-{i}", mail=base64.b64encode(raw).decode(),
+                received_at=t0 + day * DAY, source="test"))])
+        reply = (f"From: Again <{AGAIN}>\r\nTo: sales@mycompany.com\r\nSubject: order\r\n"
+                 "Message-ID: <again-1@example.org>\r\n\r\nI am still here.\r\n").encode()
+        inbound = InboundMailReceived(
+            inbound_id="in-again", source="smtp", mail=base64.b64encode(reply).decode(),
+            size=len(reply), message_id="<again-1@example.org>",
+            envelope_to=["sales@mycompany.com"], received_at=t0 + 7 * DAY)
+        publish(s, INBOUND, [(inbound_key(inbound.message_id, inbound.inbound_id), inbound)])
+        raw = bounce_mail(14, AGAIN)
+        publish(s, BOUNCE_MAIL, [("ag-4", BounceMailReceived(
+            bounce_mail_id="ag-4", mail=base64.b64encode(raw).decode(),
+            received_at=t0 + 9 * DAY, source="test"))])
         time.sleep(1)
         assert DEAD not in blacklisted(s)
         # the fifth, eight days after the first, through the inbound router
@@ -168,13 +188,25 @@ from_filter = "mycompany.com"
         assert (b.source, b.message_id, b.status, b.reason, b.hard) == (
             "delivery", m3, "5.1.1", "unknown_user", True)
 
+        # mail from AGAIN (to an alias, through the inbound router) restarted its count
+        def again() -> dict | None:
+            r = cli(s, "blacklist", "why", AGAIN, "--json")
+            st = orjson.loads(r.output) if r.exit_code == 0 else None
+            return st if st and len(st["bounces"]) == 5 and st["reset_at"] else None
+        st = wait_for(again, timeout=60, what=f"{AGAIN}'s bounces and reset")
+        assert not st["blacklisted"]
+        # (the fifth bounce may overtake the reply and blacklist it for a moment)
+        wait_for(lambda: AGAIN not in blacklisted(s), timeout=30, what=f"{AGAIN} not listed")
+        assert [b["counted"] for b in st["bounces"]] == [False] * 4 + [True]
+        assert all("reset" in b["why"] for b in st["bounces"][:4])
+
         # replay from offset 0 agrees with the live table
         res = wait_for(lambda: (r := cli(s, "replay", "blacklist", "--json")).exit_code == 0
                        and r, timeout=30, what="replay agreeing with the live table")
         out = orjson.loads(res.output)
         assert out["agree"] and out["live_table"]
         assert [e["address"] for e in out["blacklist"]] == [DEAD]
-        assert len(out["blacklist"][0]["counted"]) == 5
+        assert len(out["blacklist"][0]["counted"]) == 5 and out["addresses"] == 3
         res = cli(s, "blacklist", "why", DEAD)
         assert res.exit_code == 0 and res.output.count("counts 1") == 5, res.output
         res = cli(s, "blacklist", "list")
