@@ -24,6 +24,7 @@ import orjson
 import pytest
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
+from kafka import KafkaProducer
 
 from postlane.cli import main
 from postlane.configfile import load, plan
@@ -36,12 +37,13 @@ from schemas import (
     BlacklistChanged,
     BounceMailReceived,
     BounceRecorded,
+    EventDeadLettered,
     InboundMailReceived,
     decode,
 )
 from streams.client import ensure_topics, publish, read_topic
 from streams.embedded import free_port
-from streams.topics import BLACKLIST, BOUNCE_MAIL, BOUNCES, INBOUND
+from streams.topics import BLACKLIST, BOUNCE_MAIL, BOUNCES, DEAD_LETTER, INBOUND
 
 from .harness import Worker, isolated_settings, settings_env, wait_for
 
@@ -140,6 +142,9 @@ target = "crm.lead"
             size=len(reply), message_id="<again-1@example.org>",
             envelope_to=["sales@mycompany.com"], received_at=t0 + 7 * DAY)
         publish(s, INBOUND, [(inbound_key(inbound.message_id, inbound.inbound_id), inbound)])
+        producer_ = KafkaProducer(bootstrap_servers=s.bootstrap)
+        producer_.send(BOUNCE_MAIL.full(s), key=b"junk", value=b"{not json").get(10)
+        producer_.close()
         raw = bounce_mail(14, AGAIN)
         publish(s, BOUNCE_MAIL, [("ag-4", BounceMailReceived(
             bounce_mail_id="ag-4", mail=base64.b64encode(raw).decode(),
@@ -199,6 +204,10 @@ target = "crm.lead"
         wait_for(lambda: AGAIN not in blacklisted(s), timeout=30, what=f"{AGAIN} not listed")
         assert [b["counted"] for b in st["bounces"]] == [False] * 4 + [True]
         assert all("reset" in b["why"] for b in st["bounces"][:4])
+
+        dead = [decode(EventDeadLettered, r.value) for r in read_topic(s, DEAD_LETTER.full(s),
+                                                                        idle=0.2)]
+        assert [(d.processor, d.key) for d in dead] == [("bounces", "junk")]
 
         # replay from offset 0 agrees with the live table
         res = wait_for(lambda: (r := cli(s, "replay", "blacklist", "--json")).exit_code == 0
