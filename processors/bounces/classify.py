@@ -72,7 +72,7 @@ _SPECIFIC: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"user not found", r"couldn't be found", r"wasn't found at",
         r"no longer (active|available|valid|in use)", r"is not a valid (mailbox|user|recipient)",
         r"recipient name is not recognized", r"address (couldn't|could not) be found",
-        r"AS\(201806281\)",
+        r"AS\(201806281\)", r"ディレクトリのリストにありません",
     )),
     ("spam", _words(
         r"\bspam\b", r"junk mail", r"unsolicited", r"bulk mail", r"\bUCE\b",
@@ -126,7 +126,7 @@ _BY_STATUS: dict[str, str] = {
     "5.4": "rejected", "5.5": "rejected", "5.6": "rejected",
     "6.0": "rejected", "6.1": "rejected", "6.2": "rejected", "6.3": "rejected",
     "6.4": "rejected", "6.5": "rejected",
-    "7.0": "auth_failure", "7.1": "blocked", "7.2": "blocked", "7.3": "blocked",
+    "7.0": "blocked", "7.1": "blocked", "7.2": "blocked", "7.3": "blocked",
     "7.4": "blocked", "7.5": "blocked", "7.6": "blocked", "7.7": "blocked",
     "7.8": "auth_failure", "7.9": "auth_failure", "7.10": "auth_failure",
     "7.11": "auth_failure", "7.12": "auth_failure", "7.13": "blocked", "7.14": "blocked",

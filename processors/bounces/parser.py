@@ -402,11 +402,13 @@ _SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
                             r"non-fatal) errors|Transcript of session follows|The original "
                             r"message was received at", re.I)),
     ("courier", re.compile(r"running the Courier mail server", re.I)),
+    ("opensmtpd", re.compile(r"This is the MAILER-DAEMON, please DO NOT REPLY|\(OpenSMTPD\)",
+                             re.I)),
     ("qmail", re.compile(r"This is the qmail-send program", re.I)),
     ("yahoo", re.compile(r"Sorry, we were unable to deliver your message|"
                          r"MAILER-DAEMON@yahoo\.com", re.I)),
-    ("domino", re.compile(r"Domino Directory|Lotus (Domino|SMTP|Notes)|was not delivered to:",
-                          re.I)),
+    ("domino", re.compile(r"Domino Directory|Lotus (Domino|SMTP|Notes)|was not delivered to:|"
+                          r"-+\s*Failure Reasons\s*-+", re.I)),
 )
 
 
@@ -478,17 +480,54 @@ def _sendmail(text: str) -> Found:
 
 
 def _exim_text(text: str) -> Found:
-    m = re.search(r"(following address\(es\) failed:|address to which the message has not "
-                  r"yet been delivered is:|addresses to which the message has not yet been "
-                  r"delivered are:)\s*\n(.*)", text, re.I | re.S)
+    """Exim (and GMX/web.de, which run it): the failed addresses, each
+    followed by its indented reason; GMX quotes them (``"a@b":``) unindented."""
+    m = re.search(r"(following\s+address(?:\(es\))?\s+failed:|address to which the message "
+                  r"has not yet been delivered is:|addresses to which the message has not yet "
+                  r"been delivered are:)\s*\n(.*)", text, re.I | re.S)
     if not m:
         return []
     body = _cut(m.group(2), "------ This is a copy", "------ The body of the message",
-                "No action is required", "--")
+                "No action is required", "--- The header of the original", "\n--")
     out: Found = []
     for bm in re.finditer(rf"(?m)^\s{{1,4}}<?({_ADDR})>?[^\n]*\n((?:^\s{{4,}}\S[^\n]*\n?)*)",
                           body):
         out.append((bm.group(1).lower(), " ".join(bm.group(2).split())))
+    if not out:
+        for bm in re.finditer(rf"(?ms)^\"?<?({_ADDR})>?\"?:[ \t]*\n(.*?)(?=^\"?<?{_ADDR}>?\"?:|\Z)",
+                              body):
+            out.append((bm.group(1).lower(), " ".join(bm.group(2).split())))
+    return out
+
+
+def _opensmtpd(text: str) -> Found:
+    """OpenSMTPD: ``addr: reason`` lines after the list header."""
+    m = re.search(r"(?:following list of recipients|following recipients?):\s*\n(.*)", text,
+                  re.I | re.S)
+    if not m or not re.search(r"This is the MAILER-DAEMON|OpenSMTPD|An error has occurred "
+                              r"while attempting to deliver", text, re.I):
+        return []
+    body = _cut(m.group(1), "Below is a copy of the original message", "Below is a copy")
+    return [(bm.group(1).lower(), bm.group(2).strip())
+            for bm in re.finditer(rf"(?m)^\s*<?({_ADDR})>?:\s+(\S.*)$", body)]
+
+
+def _notes(text: str) -> Found:
+    """Lotus Notes' older report: ``------- Failure Reasons --------``, then
+    the reason and the address."""
+    m = re.search(r"-+\s*Failure Reasons\s*-+\s*\n(.*?)(?:-+\s*Returned Message\s*-+|\Z)",
+                  text, re.I | re.S)
+    if not m:
+        return []
+    out: Found = []
+    reason: list[str] = []
+    for line in m.group(1).split("\n"):
+        am = _ADDR_RE.fullmatch(line.strip().strip("<>"))
+        if am:
+            out.append((am.group(0).lower(), " ".join(reason)))
+            reason = []
+        elif line.strip():
+            reason.append(line.strip())
     return out
 
 
@@ -537,7 +576,7 @@ def _domino(text: str) -> Found:
 _TEXT_FORMATS: tuple[tuple[str, Any], ...] = (
     ("qmail", _qmail), ("postfix", _postfix_text), ("sendmail", _sendmail),
     ("exim", _exim_text), ("gmail", _gmail_text), ("exchange", _exchange_text),
-    ("domino", _domino),
+    ("domino", _domino), ("opensmtpd", _opensmtpd), ("domino", _notes),
 )
 
 
