@@ -16,7 +16,7 @@ def build(names: list[str], settings: Settings, app_name: str | None = None) -> 
         raise SystemExit(
             f"unknown processor(s): {', '.join(unknown)}; known: {', '.join(PROCESSORS)}"
         )
-    app = create_app(app_name or "+".join(sorted(names)), settings)
+    app = create_app(app_name or "-".join(sorted(names)), settings)
     rt = make_runtime(app, settings)
     for name in names:
         registrar(name)(rt)
