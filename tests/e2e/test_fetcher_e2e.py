@@ -107,6 +107,7 @@ def test_exactly_once_across_restarts(broker, dovecot: Dovecot, tmp_path: Path) 
         # a graceful restart with mail arriving while it is down
         worker.stop()
         later = [dovecot.append("gateway", mail(i, tag), folder) for i in range(7, 9)]
+        time.sleep(s.session_timeout)  # the old member's session expires (see test_status_e2e)
         worker = Worker(s, "fetcher", log=tmp_path / "fetcher2.log", extra_env=env).start()
         wait_for(lambda: sum(received_uids(s, "box").values()) >= 7, timeout=60,
                  what="mail appended while stopped")
@@ -117,6 +118,7 @@ def test_exactly_once_across_restarts(broker, dovecot: Dovecot, tmp_path: Path) 
         watcher.wait_for_any(set(burst))
         worker.kill()
         at_kill = sum(received_uids(s, "box").values())
+        time.sleep(s.session_timeout)
         assert at_kill < 7 + len(burst), "the kill should land in the middle of the burst"
         worker = Worker(s, "fetcher", log=tmp_path / "fetcher3.log", extra_env=env).start()
         expected = [*first, *more, *later, *burst]
