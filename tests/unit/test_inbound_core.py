@@ -331,3 +331,18 @@ def test_no_alias_is_rejected_with_the_recipients() -> None:
 def test_ingress_domains_are_never_any() -> None:
     assert core.accepted_domains(view()) == {"mycompany.com", "careers.example.net"}
     assert core.accepted_domains(ConfigView()) == set()
+
+
+# --- SMTP ingress ----------------------------------------------------------------------------
+
+
+def test_ingress_refuses_foreign_domains() -> None:
+    from processors.ingress.core import refuse_recipient
+
+    v = view(allowed="mycompany.com, mycompany.eu")
+    assert refuse_recipient("anyone@mycompany.eu", v) is None
+    assert refuse_recipient("jobs@careers.example.net", v) is None
+    assert refuse_recipient("x@gmail.com", v) == (
+        "550 5.7.1 gmail.com is not a domain of this gateway: relaying denied")
+    assert (refuse_recipient("not an address", v) or "").startswith("553")
+    assert "no alias domain" in (refuse_recipient("a@b.com", ConfigView()) or "")
