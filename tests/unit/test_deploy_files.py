@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 EXAMPLE_CONFIG = ROOT / "deploy" / "postlane.toml"
-PROCESSORS = ("router", "delivery", "status")
+PROCESSORS = ("router", "delivery", "status", "inbound", "fetcher", "ingress")
 
 SETTINGS_KEYS = {"default_from", "catchall_domain", "bounce_alias", "catchall_alias",
                  "allowed_domains", "loop_minutes", "loop_threshold", "loop_allowed_senders"}
