@@ -67,4 +67,36 @@ def inbound_route(mail_file: str, config_path: str, sent_ids_path: str | None, t
     sys.exit(0 if d.route in ("bounce", "reply", "alias") else 1)
 
 
+@inbound.command("show")
+@click.option("--limit", default=20, show_default=True, help="the latest N decisions")
+@click.option("--json", "as_json", is_flag=True)
+def inbound_show(limit: int, as_json: bool) -> None:
+    """The latest routing decisions of inbound mail (from inbound-routed)."""
+    from schemas import InboundMailRouted, InvalidEvent, decode
+    from streams.client import BrokerUnavailable, read_all
+    from streams.topics import INBOUND_ROUTED
+
+    from .common import fail, settings
+
+    rows = []
+    try:
+        for rec in read_all(settings(), INBOUND_ROUTED, idle=0.3):
+            try:
+                rows.append(decode(InboundMailRouted, rec.value))
+            except InvalidEvent:
+                continue
+    except BrokerUnavailable as exc:
+        fail(str(exc), 3)
+    rows.sort(key=lambda e: e.occurred_at)
+    rows = rows[-limit:] if limit > 0 else rows
+    if as_json:
+        out = [{k: v for k, v in e.to_representation().items() if k != "mail"} for e in rows]
+        click.echo(orjson.dumps(out).decode())
+        return
+    for e in rows:
+        target = f" -> {e.target}" if e.target else ""
+        click.echo(f"{e.route}{target}  from {e.sender or '?'}  {e.subject[:60]!r}  "
+                   f"[{e.server or e.source}]\n    {e.reason}")
+
+
 COMMANDS = [inbound]

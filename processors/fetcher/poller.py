@@ -58,9 +58,15 @@ class Poller:
                 await self._report(True, "", "", works_sentence(s, session, idle), idle, sel)
                 failures = 0
                 while True:
+                    before = sel.uidnext
                     await self.poll(session)
                     if not idle:
                         break
+                    # mail that arrived while polling was announced during the
+                    # poll's commands, not in IDLE: look before waiting
+                    sel = await session.select()
+                    if sel.uidnext != before:
+                        continue
                     await session.idle(min(s.poll_interval, self.settings.idle_max))
                     sel = await session.select()
             except ImapError as exc:

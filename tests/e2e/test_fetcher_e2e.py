@@ -61,9 +61,9 @@ def new_folder(dovecot: Dovecot) -> str:
     return folder
 
 
-def mail(n: int, tag: str, size: int = 0) -> bytes:
+def mail(n: int, tag: str, size: int = 0, sender: str = "ann@client.org") -> bytes:
     body = "x" * size if size else f"mail {n}"
-    return (f"From: Ann <ann@client.org>\r\nTo: sales@mycompany.com\r\nSubject: {tag} {n}\r\n"
+    return (f"From: Ann <{sender}>\r\nTo: sales@mycompany.com\r\nSubject: {tag} {n}\r\n"
             f"Message-ID: <{tag}.{n}@client.org>\r\n\r\n{body}\r\n").encode()
 
 
@@ -206,10 +206,19 @@ def test_idle_delivers_without_waiting_for_the_poll(broker, dovecot: Dovecot,
         print(f"\nfetch latency, append -> inbound topic: IDLE {[f'{x:.2f}' for x in idle]} s; "
               f"polling every 4 s {[f'{x:.2f}' for x in polled]} s")
         assert max(idle) < 5.0, idle  # the poll interval is 300 s
+        # a burst: mail arriving while the fetcher is busy must not wait for the poll
+        t0 = time.monotonic()
+        burst = dovecot.append_many("gateway", [mail(100 + i, tag, sender=f"p{i}@client.org") for i in range(300)],
+                                    idle_folder)
+        wait_for(lambda: set(burst) <= set(received_uids(s, "idlebox")), timeout=60,
+                 what="a burst over IDLE")
+        print(f"300 mails appended one by one over IDLE: all on the topic after "
+              f"{time.monotonic() - t0:.1f} s")
         # and the fetched mail is routed: alias, with the server's tenant
-        got = wait_for(lambda: [e for _, e in read_events(
+        got = wait_for(lambda: len(r := [e for _, e in read_events(
             s, INBOUND_ROUTED, {"InboundMailRouted": InboundMailRouted}, idle=0.2)
-            if e.server == "idlebox"], timeout=30, what="routing decisions")
+            if e.server == "idlebox"]) >= 303 and r, timeout=60, what="routing decisions")
         assert {(e.route, e.target, e.tenant) for e in got} == {("alias", "crm.lead", "acme")}
+        assert len(got) == 3 + 300
     finally:
         worker.stop()
