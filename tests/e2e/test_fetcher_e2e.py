@@ -208,8 +208,8 @@ def test_idle_delivers_without_waiting_for_the_poll(broker, dovecot: Dovecot,
         assert max(idle) < 5.0, idle  # the poll interval is 300 s
         # a burst: mail arriving while the fetcher is busy must not wait for the poll
         t0 = time.monotonic()
-        burst = dovecot.append_many("gateway", [mail(100 + i, tag, sender=f"p{i}@client.org") for i in range(300)],
-                                    idle_folder)
+        many = [mail(100 + i, tag, sender=f"p{i}@client.org") for i in range(300)]
+        burst = dovecot.append_many("gateway", many, idle_folder)
         wait_for(lambda: set(burst) <= set(received_uids(s, "idlebox")), timeout=60,
                  what="a burst over IDLE")
         print(f"300 mails appended one by one over IDLE: all on the topic after "
