@@ -186,3 +186,26 @@ def test_nothing_new_publishes_nothing() -> None:
     box.mails[4] = b"From: a@b.org\r\n\r\nnew\r\n"
     assert asyncio.run(p.poll(box)) == 1  # type: ignore[arg-type]
     assert published(log) == [1, 2, 3, 4]
+
+
+def test_connection_failures_are_reported_in_words_once() -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = IncomingServerConfigured(name="down", host="127.0.0.1", port=port,
+                                      security="none", username="u", password_env="X")
+    log, store = FakeLog(), FakeStore()
+    p = Poller(server, Settings(fetch_retry=0.05), store, log)
+
+    async def run_a_while() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(p.run(), 0.6)
+
+    asyncio.run(run_a_while())
+    assert len(log.reports) == 1  # reported when the state changes, not at every retry
+    report = log.reports[0]
+    assert (report.server, report.ok, report.step, report.kind) == ("down", False, "connect",
+                                                                     "refused")
+    assert "connection refused" in report.sentence and "993" in report.sentence
