@@ -10,10 +10,14 @@ runs their SMTP sessions concurrently. Per batch:
    publish DeliveryStarted, then flush the producer: the attempt is on the
    log before any SMTP command;
 2. deliver concurrently (connections reused per server);
-3. record the outcomes in the ledger and publish DeliveryAttempted.
+3. publish DeliveryAttempted, flush, then record the outcomes in the
+   ledger (so a ledger never says done for an outcome not on the log).
 
 A timer (a ledger reader) publishes RetryTimeReached for deferred mail
-whose time has come; the agent decides on it like on any other input.
+whose time has come, and for attempts left in flight that no batch here
+is running (an agent crash or a cancel on rebalance after the input was
+committed: nothing would redeliver it); the agent decides on it like on
+any other input (an in-flight ledger is retried as interrupted).
 """
 
 from __future__ import annotations
@@ -61,43 +65,76 @@ def register(rt: Runtime) -> None:
     )
     ledger_table = app.Table(
         "delivery-ledger", default=None, partitions=s.partitions,
+        # keys are raw bytes (message_id): without key_type the changelog is
+        # read back as JSON and a restarted worker never finishes recovery
+        key_type=bytes,
         use_partitioner=True,  # written after take_events; key = message_id, same partitioner
     )
     sender = Sender(rt)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     signalled: dict[str, int] = {}  # message_id -> attempt already signalled (timer dedupe)
+    running: set[str] = set()  # message_ids of the batch in progress here (not orphaned)
 
     @app.agent(source, name="postlane.delivery")
     async def deliver(stream: Any) -> None:
         await rt.config.wait_ready()
         async for batch in stream.take_events(s.delivery_batch, within=0.005):
-            started: list[tuple[core.Ledger, core.Action, SendRequested]] = []
             in_batch: set[str] = set()
-            for event in batch:
+            try:
+                await _run_batch(batch, in_batch)
+            finally:
+                # an attempt this batch left in flight (agent crash, cancel on
+                # rebalance) is orphaned now: the retry timer signals it
+                running.difference_update(in_batch)
+
+    async def _run_batch(batch: list[Any], in_batch: set[str]) -> None:
+        started: list[tuple[core.Ledger, core.Action, SendRequested]] = []
+        for event in batch:
+            try:
                 item = _decide(event.message)
-                if isinstance(item, str):
-                    await send_dead_letter(dlq, NAME, event.message, item)
-                    continue
-                if item is None:
-                    continue
-                ledger, action, request = item
-                if ledger.message_id in in_batch:  # a duplicate input in the same batch
-                    continue
-                in_batch.add(ledger.message_id)
-                ledger, started_event = core.start(ledger, action, worker_id)
-                ledger_table[ledger.message_id.encode()] = ledger.to_dict()
-                await out.send(key=ledger.message_id.encode(), value=encode(started_event))
-                started.append((ledger, action, request))
-            if not started:
+            except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
+                log.exception("delivery could not decide on %r", event.message.key)
+                item = f"delivery could not decide on this event: {exc!r}"
+            if isinstance(item, str):
+                await send_dead_letter(dlq, NAME, event.message, item)
                 continue
-            await app.producer.flush()  # the attempts are on the log before SMTP
-            results = await asyncio.gather(
-                *(sender.attempt(ledger, action, request) for ledger, action, request in started)
-            )
-            for ledger, attempted in results:
-                ledger_table[ledger.message_id.encode()] = ledger.to_dict()
-                await out.send(key=ledger.message_id.encode(), value=encode(attempted))
-                signalled.pop(ledger.message_id, None)
+            if item is None:
+                continue
+            ledger, action, request = item
+            if ledger.message_id in in_batch:  # a duplicate input in the same batch
+                continue
+            in_batch.add(ledger.message_id)
+            running.add(ledger.message_id)
+            ledger, started_event = core.start(ledger, action, worker_id)
+            ledger_table[ledger.message_id.encode()] = ledger.to_dict()
+            await out.send(key=ledger.message_id.encode(), value=encode(started_event))
+            started.append((ledger, action, request))
+        if not started:
+            return
+        await app.producer.flush()  # the attempts are on the log before SMTP
+        results = await asyncio.gather(
+            *(sender.attempt(ledger, action, request) for ledger, action, request in started),
+            return_exceptions=True,  # one mail's failure must not lose the batch's outcomes
+        )
+        finished: list[core.Ledger] = []
+        for (ledger, _, _), result in zip(started, results, strict=True):
+            if isinstance(result, BaseException):
+                # outcome unknown (the server may have the mail): left in
+                # flight, retried as interrupted once the batch is over
+                log.error("%s: attempt %d failed with %r; it will be retried as interrupted",
+                          ledger.message_id, ledger.attempt, result, exc_info=result)
+                continue
+            done, attempted = result
+            await out.send(key=done.message_id.encode(), value=encode(attempted))
+            finished.append(done)
+        # The outcomes are on the log before the ledger records them: a
+        # crash in between retries the attempt as interrupted (a duplicate
+        # the log shows), never a ledger that says done for an outcome
+        # nobody will ever see (the mail's status would stay "sending").
+        await app.producer.flush()
+        for done in finished:
+            ledger_table[done.message_id.encode()] = done.to_dict()
+            signalled.pop(done.message_id, None)
 
     def _decide(
         message: Any,
@@ -132,7 +169,9 @@ def register(rt: Runtime) -> None:
         now = time.time()
         for key, value in list(ledger_table.items()):
             ledger = core.Ledger.from_dict(value)
-            if ledger is None or not core.due(ledger, now):
+            if ledger is None or not (
+                core.due(ledger, now) or core.orphaned(ledger, ledger.message_id in running)
+            ):
                 continue
             if signalled.get(ledger.message_id) == ledger.attempt:
                 continue

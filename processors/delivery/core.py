@@ -104,6 +104,15 @@ def due(ledger: Ledger, now: float) -> bool:
     return not ledger.done and not ledger.inflight and 0 < ledger.next_at <= now
 
 
+def orphaned(ledger: Ledger, running: bool) -> bool:
+    """An attempt recorded as started that no local batch is ``running``:
+    its worker crashed, or the agent was restarted or lost the partition
+    after its input was committed. Nothing will redeliver that input, so
+    the retry timer signals it (``on_retry_due`` then retries it as
+    interrupted)."""
+    return ledger.inflight and not ledger.done and not running
+
+
 def start(ledger: Ledger, action: Action, worker: str) -> tuple[Ledger, DeliveryStarted]:
     """Record that an attempt begins (before any SMTP command)."""
     attempt = ledger.attempt + 1

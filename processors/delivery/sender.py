@@ -48,19 +48,28 @@ class Sender:
             self.interrupted += 1
             log.warning("%s: attempt %d follows one a crash interrupted (may duplicate)",
                         ledger.message_id, ledger.attempt)
-        decision = RoutingDecided.from_data(ledger.decision)
-        server = self.rt.config.view.servers.get(ledger.server)
-        smtp_id = make_smtp_message_id(ledger.message_id, _domain(decision.header_from))
-        if server is None or not server.active:
-            error = (f"server {ledger.server!r} is no longer configured or active: "
-                     "add it back or let the mail move to another server")
-            return self._finish(ledger, [], 0.0, error, action, smtp_id, request)
+        smtp_id = ""
         try:
-            data = message_bytes(build_message(request, decision, server, smtp_id))
-        except ValueError as exc:
-            outcomes = [{"recipient": r, "status": "failed", "code": 0, "enhanced": "5.6.0",
-                         "text": f"the mail could not be built: {exc}"} for r in ledger.pending]
-            return self._finish(ledger, outcomes, 0.0, "", action, smtp_id, request)
+            decision = RoutingDecided.from_data(ledger.decision)
+            server = self.rt.config.view.servers.get(ledger.server)
+            smtp_id = make_smtp_message_id(ledger.message_id, _domain(decision.header_from))
+            if server is None or not server.active:
+                error = (f"server {ledger.server!r} is no longer configured or active: "
+                         "add it back or let the mail move to another server")
+                return self._finish(ledger, [], 0.0, error, action, smtp_id, request)
+            try:
+                data = message_bytes(build_message(request, decision, server, smtp_id))
+            except ValueError as exc:
+                outcomes = [{"recipient": r, "status": "failed", "code": 0, "enhanced": "5.6.0",
+                             "text": f"the mail could not be built: {exc}"}
+                            for r in ledger.pending]
+                return self._finish(ledger, outcomes, 0.0, "", action, smtp_id, request)
+        except Exception as exc:  # noqa: BLE001 - nothing was sent: defer, back-off applies
+            log.exception("%s: attempt %d failed before SMTP", ledger.message_id, ledger.attempt)
+            return self._finish(ledger, [], 0.0, f"internal error before sending: {exc!r}",
+                                action, smtp_id, request, failover=False)
+        # An unexpected exception from here on leaves the outcome unknown: it
+        # propagates, the ledger stays in flight and is retried as interrupted.
         result = await deliver(self.pool, server, decision.envelope_from, ledger.pending, data)
         outcomes = [r.as_outcome() for r in result.outcomes]
         return self._finish(ledger, outcomes, result.duration, result.error, action, smtp_id,
@@ -69,9 +78,9 @@ class Sender:
     def _finish(
         self, ledger: core.Ledger, outcomes: list[dict[str, object]], duration: float,
         error: str, action: core.Action, smtp_id: str, request: SendRequested,
-        server: OutgoingServerConfigured | None = None,
+        server: OutgoingServerConfigured | None = None, *, failover: bool = True,
     ) -> tuple[core.Ledger, DeliveryAttempted]:
-        nxt = self.alternative(ledger, request) if error else None
+        nxt = self.alternative(ledger, request) if error and failover else None
         return core.finish(
             ledger, outcomes, now=time.time(), duration=duration, settings=self.rt.settings,
             session_error=error, interrupted=action.interrupted, smtp_message_id=smtp_id,
