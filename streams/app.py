@@ -64,9 +64,34 @@ def _patch_leave_group() -> None:
     cls._postlane_patched = True  # type: ignore[attr-defined]
 
 
+def _patch_seek_to_committed() -> None:
+    """Faust drops records fetched while tables recover, then seeks back
+    only partitions with a committed offset above 0 (aiokafka skips 0 and
+    None): a partition never committed stayed past the dropped records, and
+    a worker killed before its group's first commit lost that input. Our
+    apps reset to earliest, so seek those partitions to the beginning."""
+    cls = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(cls, "_postlane_seek_patched", False):
+        return
+
+    async def _seek(consumer: Any) -> Any:
+        offsets = await consumer.seek_to_committed()
+        for tp, offset in offsets.items():
+            if not offset or offset <= 0:
+                consumer._fetcher.seek_to(tp, 0)
+        return offsets
+
+    async def seek_to_committed(self: Any) -> Any:
+        return await self.call_thread(_seek, self._ensure_consumer())
+
+    cls.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+    cls._postlane_seek_patched = True  # type: ignore[attr-defined]
+
+
 def create_app(name: str, settings: Settings) -> faust.App:
     _FETCH_WAIT_MS["value"] = settings.fetch_max_wait_ms
     _patch_fetch_wait()
+    _patch_seek_to_committed()
     if settings.embedded:
         _patch_leave_group()
     Path(settings.data_dir, name).mkdir(parents=True, exist_ok=True)
