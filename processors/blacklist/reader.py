@@ -16,16 +16,14 @@ are needed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from schemas import BlacklistChanged, InvalidEvent, decode
-from streams.settings import Settings
 from streams.topics import BLACKLIST
+
+from ..follower import TopicFollower
 
 log = logging.getLogger("postlane.blacklist")
 
@@ -53,73 +51,26 @@ def apply(view: BlacklistView, event: BlacklistChanged) -> None:
         view.entries.pop(event.address, None)
 
 
-class BlacklistReader:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+class BlacklistReader(TopicFollower):
+    what = "blacklist"
+
+    def topic_name(self) -> str:
+        return BLACKLIST.full(self.settings)
+
+    def reset(self) -> None:
         self.view = BlacklistView()
-        self._ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
-            self._task = None
+    def summary(self) -> str:
+        return f"{len(self.view.entries)} addresses"
 
     async def wait_ready(self) -> BlacklistView:
-        try:
-            await asyncio.wait_for(self._ready.wait(), self.settings.config_ready_timeout)
-        except TimeoutError:
-            log.warning("blacklist topic not caught up after %.0fs; going on with %d entries",
-                        self.settings.config_ready_timeout, len(self.view.entries))
-            self._ready.set()
+        await self.caught_up()
         return self.view
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._follow()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - keep following, say why
-                log.exception("blacklist reader failed; reading the topic again in 2 s")
-                self.view = BlacklistView()
-                await asyncio.sleep(2)
-
-    async def _follow(self) -> None:
-        topic = BLACKLIST.full(self.settings)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap, group_id=None,
-            enable_auto_commit=False, fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
-        )
-        await consumer.start()
+    def apply(self, value: bytes | None, offset: int) -> None:
         try:
-            while not consumer.partitions_for_topic(topic):
-                await consumer._client.force_metadata_update()
-                await asyncio.sleep(0.5)
-            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            while True:
-                batch = await consumer.getmany(*tps, timeout_ms=500)
-                for records in batch.values():
-                    for rec in records:
-                        try:
-                            apply(self.view, decode(BlacklistChanged, rec.value))
-                        except InvalidEvent as exc:
-                            log.error("blacklist offset %d skipped: %s", rec.offset, exc)
-                if not self._ready.is_set():
-                    positions = [await consumer.position(tp) for tp in tps]
-                    if all(p >= ends[tp] for p, tp in zip(positions, tps, strict=True)):
-                        log.info("blacklist view ready: %d addresses", len(self.view.entries))
-                        self._ready.set()
-        finally:
-            await consumer.stop()
+            event = decode(BlacklistChanged, value)
+        except InvalidEvent as exc:
+            log.error("blacklist offset %d skipped: %s", offset, exc)
+            return
+        apply(self.view, event)
