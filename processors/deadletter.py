@@ -6,7 +6,7 @@ import base64
 import logging
 from typing import Any
 
-from schemas import EventDeadLettered, encode
+from schemas import Event, EventDeadLettered, InvalidEvent, decode_any, encode
 
 log = logging.getLogger("postlane.deadletter")
 
@@ -37,3 +37,15 @@ async def send_dead_letter(dlq: Any, processor: str, message: Any, error: str) -
     log.warning("%s dead-lettered %s[%d]@%d: %s", processor, event.source_topic,
                 event.partition, event.offset, error)
     await dlq.send(key=event.key.encode(), value=encode(event))
+
+
+async def decode_or_dead_letter(
+    dlq: Any, processor: str, message: Any, registry: dict[str, type[Event]]
+) -> Event | None:
+    """Decode a message of a topic carrying several event types; an invalid
+    one is dead-lettered with the reason and None returned."""
+    try:
+        return decode_any(registry, message.value)
+    except InvalidEvent as exc:
+        await send_dead_letter(dlq, processor, message, str(exc))
+        return None

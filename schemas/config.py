@@ -16,6 +16,18 @@ from .base import Event
 
 SECURITY = ("none", "starttls", "ssl")
 KINDS = ("transactional", "mass", "any")
+
+
+def _connection_problems(host: str, port: int, security: str) -> list[str]:
+    """What outgoing and incoming servers share: host, port, TLS mode."""
+    out = []
+    if not host or has_crlf(host) or " " in host:
+        out.append(f"host {host!r} is not a host name")
+    if not 0 < port < 65536:
+        out.append(f"port {port} is outside 1-65535")
+    if security not in SECURITY:
+        out.append(f"security {security!r} must be one of {', '.join(SECURITY)}")
+    return out
 POLICIES = ("everyone", "contacts", "followers")
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+$")
 
@@ -44,12 +56,7 @@ class OutgoingServerConfigured(Event):
         out = super().problems()
         if not self.name or has_crlf(self.name) or ":" in self.name:
             out.append(f"name {self.name!r} must be non-empty, without ':' or line breaks")
-        if not self.host or has_crlf(self.host) or " " in self.host:
-            out.append(f"host {self.host!r} is not a host name")
-        if not 0 < self.port < 65536:
-            out.append(f"port {self.port} is outside 1-65535")
-        if self.security not in SECURITY:
-            out.append(f"security {self.security!r} must be one of {', '.join(SECURITY)}")
+        out += _connection_problems(self.host, self.port, self.security)
         if self.kind not in KINDS:
             out.append(f"kind {self.kind!r} must be one of {', '.join(KINDS)}")
         if self.password_env and self.password_file:
@@ -167,12 +174,7 @@ class IncomingServerConfigured(Event):
         out = super().problems()
         if not self.name or has_crlf(self.name) or ":" in self.name or " " in self.name:
             out.append(f"name {self.name!r} must be non-empty, without ':', spaces or line breaks")
-        if not self.host or has_crlf(self.host) or " " in self.host:
-            out.append(f"host {self.host!r} is not a host name")
-        if not 0 < self.port < 65536:
-            out.append(f"port {self.port} is outside 1-65535")
-        if self.security not in SECURITY:
-            out.append(f"security {self.security!r} must be one of {', '.join(SECURITY)}")
+        out += _connection_problems(self.host, self.port, self.security)
         if self.password_env and self.password_file:
             out.append("give password_env or password_file, not both")
         for fname in ("username", "folder", "move_to", "tenant"):

@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
-from schemas import Event, InvalidEvent, decode_any, encode
+from schemas import Event, encode
 from streams.topics import BLACKLIST, BOUNCES, DEAD_LETTER
 
-from ..deadletter import send_dead_letter
+from ..deadletter import decode_or_dead_letter, send_dead_letter
 from ..runtime import Runtime
 from .core import FOLDED_EVENTS, AddressState, Rules, evolve
 
@@ -52,10 +52,8 @@ def register(rt: Runtime) -> None:
     async def count(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
-            try:
-                ev = decode_any(REGISTRY, message.value)
-            except InvalidEvent as exc:
-                await send_dead_letter(dlq, NAME, message, str(exc))
+            ev = await decode_or_dead_letter(dlq, NAME, message, REGISTRY)
+            if ev is None:
                 continue
             key = ev.address.encode()  # type: ignore[attr-defined]
             if message.key != key:

@@ -36,7 +36,7 @@ from schemas import (
 )
 from streams.topics import BOUNCE_DOMAINS, BOUNCE_MAIL, DEAD_LETTER, DELIVERY, INBOUND_ROUTED
 
-from ..deadletter import send_dead_letter
+from ..deadletter import decode_or_dead_letter, send_dead_letter
 from ..runtime import Runtime
 from . import core
 
@@ -101,10 +101,8 @@ def register(rt: Runtime) -> None:
     async def outage(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
-            try:
-                ev = decode_any(_OUTAGE, message.value)
-            except InvalidEvent as exc:
-                await send_dead_letter(dlq, NAME, message, str(exc))
+            ev = await decode_or_dead_letter(dlq, NAME, message, _OUTAGE)
+            if ev is None:
                 continue
             domain = ev.domain if isinstance(ev, RecipientsMailed) else core.domain_of(
                 ev.address)  # type: ignore[attr-defined]

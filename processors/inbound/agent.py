@@ -62,7 +62,7 @@ from streams.topics import (
     SENT_IDS,
 )
 
-from ..deadletter import send_dead_letter
+from ..deadletter import decode_or_dead_letter, send_dead_letter
 from ..delivery.message import make_smtp_message_id
 from ..runtime import Runtime
 from . import core
@@ -179,10 +179,8 @@ def register(rt: Runtime) -> None:
         await rt.config.wait_ready()
         async for event in stream.events():
             message = event.message
-            try:
-                ev = decode_any(_INBOUND, message.value)
-            except InvalidEvent as exc:
-                await send_dead_letter(dlq, NAME, message, str(exc))
+            ev = await decode_or_dead_letter(dlq, NAME, message, _INBOUND)
+            if ev is None:
                 continue
             if isinstance(ev, InboundMailRejected):
                 reason = f"not taken in: {ev.reason}"
@@ -220,10 +218,8 @@ def register(rt: Runtime) -> None:
         await rt.config.wait_ready()
         async for event in stream.events():
             message = event.message
-            try:
-                ev = decode_any(_THREADS, message.value)
-            except InvalidEvent as exc:
-                await send_dead_letter(dlq, NAME, message, str(exc))
+            ev = await decode_or_dead_letter(dlq, NAME, message, _THREADS)
+            if ev is None:
                 continue
             if isinstance(ev, SentMessageRecorded):
                 key = normalize_message_id(ev.smtp_message_id).encode()
