@@ -2,7 +2,9 @@
 
 ``[settings]`` becomes one SettingsChanged, each ``[[servers]]`` one
 OutgoingServerConfigured, each ``[[incoming]]`` one IncomingServerConfigured
-and each ``[[aliases]]`` one AliasConfigured. Other top-level tables are
+each ``[[aliases]]`` one AliasConfigured, each ``[[tenants]]`` one
+TenantConfigured (a tenant's daily limit) and each ``[[domains]]`` one
+DomainPaceConfigured (a recipient domain's rate; ``domain = "*"`` for all others). Other top-level tables are
 left to the code that reads them. A password is never accepted in the file:
 name where to find it (``password_env`` or ``password_file``).
 """
@@ -18,6 +20,8 @@ from processors.config.view import ConfigView
 from schemas import (
     AliasConfigured,
     AliasRemoved,
+    DomainPaceConfigured,
+    DomainPaceRemoved,
     Event,
     IncomingServerConfigured,
     IncomingServerRemoved,
@@ -25,6 +29,8 @@ from schemas import (
     OutgoingServerConfigured,
     OutgoingServerRemoved,
     SettingsChanged,
+    TenantConfigured,
+    TenantRemoved,
     decode,
 )
 
@@ -42,6 +48,8 @@ class DesiredConfig:
     servers: list[OutgoingServerConfigured] = field(default_factory=list)
     incoming: list[IncomingServerConfigured] = field(default_factory=list)
     aliases: list[AliasConfigured] = field(default_factory=list)
+    tenants: list[TenantConfigured] = field(default_factory=list)
+    domains: list[DomainPaceConfigured] = field(default_factory=list)
 
 
 def _fields(cls: type[Event]) -> list[str]:
@@ -52,6 +60,8 @@ SETTINGS_KEYS = _fields(SettingsChanged)
 SERVER_KEYS = _fields(OutgoingServerConfigured)
 INCOMING_KEYS = _fields(IncomingServerConfigured)
 ALIAS_KEYS = _fields(AliasConfigured)
+TENANT_KEYS = _fields(TenantConfigured)
+DOMAIN_KEYS = _fields(DomainPaceConfigured)
 
 
 def values(event: Event) -> dict[str, Any]:
@@ -118,10 +128,15 @@ def parse(text: str, source: str = "<config>") -> DesiredConfig:
         doc, "incoming", IncomingServerConfigured, INCOMING_KEYS, source, "name")
     aliases: list[AliasConfigured] = _array(
         doc, "aliases", AliasConfigured, ALIAS_KEYS, source, "alias")
-    return DesiredConfig(settings=settings, servers=servers, incoming=incoming, aliases=aliases)
+    tenants: list[TenantConfigured] = _array(
+        doc, "tenants", TenantConfigured, TENANT_KEYS, source, "name")
+    domains: list[DomainPaceConfigured] = _array(
+        doc, "domains", DomainPaceConfigured, DOMAIN_KEYS, source, "domain")
+    return DesiredConfig(settings=settings, servers=servers, incoming=incoming, aliases=aliases,
+                         tenants=tenants, domains=domains)
 
 
-_TABLES = ("settings", "servers", "incoming", "aliases")
+_TABLES = ("settings", "servers", "incoming", "aliases", "tenants", "domains")
 
 
 def _array(doc: dict[str, Any], table: str, cls: type[Event], keys: list[str], source: str,
@@ -153,7 +168,8 @@ def load(path: str | Path) -> DesiredConfig:
 
 def events(desired: DesiredConfig) -> list[Event]:
     """All events of the file, settings first (to fold or publish in full)."""
-    return [desired.settings, *desired.servers, *desired.incoming, *desired.aliases]
+    return [desired.settings, *desired.servers, *desired.incoming, *desired.aliases,
+            *desired.tenants, *desired.domains]
 
 
 def plan(current: ConfigView, desired: DesiredConfig) -> list[tuple[str, Event]]:
@@ -183,6 +199,20 @@ def plan(current: ConfigView, desired: DesiredConfig) -> list[tuple[str, Event]]
     for name in sorted(set(current.aliases) - {a.alias.lower() for a in desired.aliases}):
         dropped = AliasRemoved(alias=current.aliases[name].alias)
         out.append((dropped.key, dropped))
+    for tenant in desired.tenants:
+        old_tenant = current.tenants.get(tenant.name)
+        if old_tenant is None or values(old_tenant) != values(tenant):
+            out.append((tenant.key, tenant))
+    for name in sorted(set(current.tenants) - {t.name for t in desired.tenants}):
+        no_tenant = TenantRemoved(name=name)
+        out.append((no_tenant.key, no_tenant))
+    for pace in desired.domains:
+        old_pace = current.domains.get(pace.domain.lower())
+        if old_pace is None or values(old_pace) != values(pace):
+            out.append((pace.key, pace))
+    for name in sorted(set(current.domains) - {d.domain.lower() for d in desired.domains}):
+        no_pace = DomainPaceRemoved(domain=current.domains[name].domain)
+        out.append((no_pace.key, no_pace))
     return out
 
 
@@ -197,6 +227,10 @@ def view_to_dict(view: ConfigView) -> dict[str, Any]:
         out["incoming"] = [values(view.incoming[k]) for k in sorted(view.incoming)]
     if view.aliases:
         out["aliases"] = [values(view.aliases[k]) for k in sorted(view.aliases)]
+    if view.tenants:
+        out["tenants"] = [values(view.tenants[k]) for k in sorted(view.tenants)]
+    if view.domains:
+        out["domains"] = [values(view.domains[k]) for k in sorted(view.domains)]
     return out
 
 

@@ -23,7 +23,7 @@ from kafka.errors import KafkaError
 from schemas import InvalidEvent, SendRequested, encode
 from schemas.send import MAX_MESSAGE_BYTES
 from streams.settings import Settings
-from streams.topics import SEND_REQUESTED
+from streams.topics import SEND_REQUESTED, SEND_REQUESTED_MASS
 
 _NS = uuid.UUID("5b1d1c38-3d4e-4f43-9d53-6f1f5a0c2b17")
 
@@ -55,7 +55,8 @@ class Publisher:
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.bootstrap = bootstrap or self.settings.bootstrap
-        self.topic = SEND_REQUESTED.full(self.settings)
+        self.topic = SEND_REQUESTED.full(self.settings)  # transactional lane
+        self.mass_topic = SEND_REQUESTED_MASS.full(self.settings)  # mass lane
         self.max_message_bytes = max_message_bytes
         try:
             self._producer = KafkaProducer(
@@ -83,8 +84,9 @@ class Publisher:
 
     def publish(self, event: SendRequested, timeout: float = 30.0) -> str:
         try:
+            topic = self.mass_topic if event.kind == "mass" else self.topic
             self._producer.send(
-                self.topic, key=event.message_id.encode(), value=encode(event)
+                topic, key=event.message_id.encode(), value=encode(event)
             ).get(timeout)
         except KafkaError as exc:
             raise PublishError(f"publishing {event.message_id} failed: {exc}") from exc

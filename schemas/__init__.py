@@ -23,6 +23,22 @@ from .config import (
 )
 from .deadletter import EventDeadLettered
 from .delivery import DeliveryAttempted, DeliveryStarted, RetryTimeReached
+from .limits import (
+    DomainPaceConfigured,
+    DomainPaceRemoved,
+    RateError,
+    TenantConfigured,
+    TenantRemoved,
+    parse_rate,
+)
+from .queue import (
+    MailHeld,
+    MailReleased,
+    MessageCancelled,
+    QueueCommandApplied,
+    QueueCommandIssued,
+    QueueCommandRefused,
+)
 from .inbound import (
     InboundAliasMatched,
     InboundMailReceived,
@@ -66,6 +82,16 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     MailReceivedFrom,
     BlacklistEdited,
     BlacklistChanged,
+    TenantConfigured,
+    TenantRemoved,
+    DomainPaceConfigured,
+    DomainPaceRemoved,
+    MailHeld,
+    MailReleased,
+    MessageCancelled,
+    QueueCommandIssued,
+    QueueCommandApplied,
+    QueueCommandRefused,
 )
 
 __all__ = [
@@ -91,6 +117,18 @@ __all__ = [
     "IncomingServerRemoved",
     "SentMessageRecorded",
     "DeliveryAttempted",
+    "DomainPaceConfigured",
+    "DomainPaceRemoved",
+    "MailHeld",
+    "MailReleased",
+    "MessageCancelled",
+    "QueueCommandApplied",
+    "QueueCommandIssued",
+    "QueueCommandRefused",
+    "RateError",
+    "TenantConfigured",
+    "TenantRemoved",
+    "parse_rate",
     "DeliveryStarted",
     "Event",
     "EventDeadLettered",

@@ -13,6 +13,13 @@ import re
 
 from .addresses import AddressError, check_address, has_crlf, idna_domain
 from .base import Event
+from .limits import (
+    DomainPaceConfigured,
+    DomainPaceRemoved,
+    TenantConfigured,
+    TenantRemoved,
+    rate_problems,
+)
 
 SECURITY = ("none", "starttls", "ssl")
 KINDS = ("transactional", "mass", "any")
@@ -49,8 +56,9 @@ class OutgoingServerConfigured(Event):
     allow_self_signed: bool = False
     archive_bcc: str = ""
     reply_to: str = ""
-    daily_limit: int = 0  # 0: unlimited
+    daily_limit: int = 0  # 0: unlimited (mails per window, see the limiter)
     timeout: float = 0.0  # 0: the delivery processor's default
+    rate: str = ""  # pacing, e.g. "10/s" or "600/min"; empty: none
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -63,6 +71,7 @@ class OutgoingServerConfigured(Event):
             out.append("give password_env or password_file, not both")
         if self.daily_limit < 0:
             out.append("daily_limit must be >= 0")
+        out += rate_problems("rate", self.rate)
         for fname in ("sender", "archive_bcc", "reply_to"):
             value = getattr(self, fname)
             if value:
@@ -261,5 +270,9 @@ CONFIG_EVENTS: dict[str, type[Event]] = {
         IncomingServerRemoved,
         AliasConfigured,
         AliasRemoved,
+        TenantConfigured,
+        TenantRemoved,
+        DomainPaceConfigured,
+        DomainPaceRemoved,
     )
 }

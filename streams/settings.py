@@ -49,6 +49,13 @@ class Settings:
     retry_give_up: float = 5 * 86400.0  # Postfix maximal_queue_lifetime
     delivery_batch: int = 32  # mails a delivery worker has in flight at once
     max_message_bytes: int = 25 * 1024 * 1024
+    # --- limiter (rate limits, lanes, schedule) -----------------------------------
+    limit_timezone: str = "UTC"  # IANA name; daily windows follow its calendar
+    limit_day_start: str = "00:00"  # when a daily window opens, local time HH:MM
+    limiter_tick: float = 0.2  # how often held mail is looked at (pacing precision)
+    mass_window: int = 32  # mass mails per partition released and not yet attempted
+    mass_inflight_timeout: float = 300.0  # a released mass mail stops counting after this
+    mass_lookahead: int = 512  # mass mails looked past a paced head, per partition
     # --- inbound ------------------------------------------------------------------
     inbound_max_bytes: int = 10 * 1024 * 1024  # larger mail is rejected, not fetched whole
     max_request_bytes: int = 16 * 1024 * 1024  # producer limit (Kafka message.max.bytes too)

@@ -7,6 +7,17 @@ Partition keys (why):
   every event of one mail lands on one partition in order, and the
   delivery ledger and status tables are co-partitioned with their input
   (one writer, no cross-partition reads).
+- send-requested-mass, routing-decided-mass: the mass lane, keyed by
+  message_id like the transactional topics above. Lanes start at the topic
+  (the publisher picks by ``kind``) so a campaign of 100,000 queued mails is
+  never in the same partition queue as an invoice, in any processor.
+- released: MailReleased from the limiter (and ops commands it forwards),
+  keyed by message_id: delivery's input, co-partitioned with its ledger.
+  held: MailHeld from the limiter, keyed by message_id (status reads it;
+  kept off delivery's input so 100,000 deferrals never sit before an invoice).
+- commands, command-results: QueueCommandIssued and its answer, keyed by
+  message_id, so a command meets the mail's state in the same partition of
+  the limiter, delivery and status tables.
 - dead-letter: key = the source key; one partition is plenty.
 - inbound, inbound-routed: key = the mail's normalized Message-ID
   (``left@right-lowercased``, no brackets; ``inbound:<inbound_id>`` when it
@@ -57,6 +68,16 @@ ROUTING_DECIDED = TopicSpec("routing-decided", doc="RoutingDecided from the rout
 DELIVERY = TopicSpec("delivery", doc="DeliveryStarted / DeliveryAttempted")
 DELIVERY_DUE = TopicSpec("delivery-due", doc="RetryTimeReached from the retry timer")
 STATUS = TopicSpec("status", doc="MessageStatusChanged from the status projection")
+SEND_REQUESTED_MASS = TopicSpec("send-requested-mass",
+                                doc="SendRequested of kind mass (the mass lane)")
+ROUTING_DECIDED_MASS = TopicSpec("routing-decided-mass",
+                                 doc="RoutingDecided for mass mail (the mass lane)")
+RELEASED = TopicSpec("released", doc="MailReleased from the limiter, and the ops commands "
+                     "it forwards to delivery")
+HELD = TopicSpec("held", doc="MailHeld from the limiter: scheduled, deferred, paced")
+COMMANDS = TopicSpec("commands", doc="QueueCommandIssued: retry, send-now, cancel, ack")
+COMMAND_RESULTS = TopicSpec("command-results",
+                            doc="QueueCommandApplied / QueueCommandRefused, MessageCancelled")
 DEAD_LETTER = TopicSpec("dead-letter", single_partition=True,
                         doc="EventDeadLettered: inputs a processor refused")
 
@@ -80,6 +101,7 @@ BLACKLIST = TopicSpec("blacklist", compacted=True,
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CONFIG, SEND_REQUESTED, ROUTING_DECIDED, DELIVERY, DELIVERY_DUE, STATUS, DEAD_LETTER,
+    SEND_REQUESTED_MASS, ROUTING_DECIDED_MASS, RELEASED, HELD, COMMANDS, COMMAND_RESULTS,
     INBOUND, INBOUND_ROUTED, SENT_IDS, INBOUND_THREADS, INBOUND_ALIASES, INCOMING_STATUS,
     BOUNCE_MAIL, BOUNCE_DOMAINS, BOUNCES, BLACKLIST,
 )

@@ -11,12 +11,16 @@ from dataclasses import dataclass, field, replace
 from schemas import (
     AliasConfigured,
     AliasRemoved,
+    DomainPaceConfigured,
+    DomainPaceRemoved,
     Event,
     IncomingServerConfigured,
     IncomingServerRemoved,
     OutgoingServerConfigured,
     OutgoingServerRemoved,
     SettingsChanged,
+    TenantConfigured,
+    TenantRemoved,
 )
 
 
@@ -27,6 +31,8 @@ class ConfigView:
     version: int = 0  # how many events were folded
     incoming: dict[str, IncomingServerConfigured] = field(default_factory=dict)
     aliases: dict[str, AliasConfigured] = field(default_factory=dict)  # key: alias lower-cased
+    tenants: dict[str, TenantConfigured] = field(default_factory=dict)
+    domains: dict[str, DomainPaceConfigured] = field(default_factory=dict)  # key: lower-cased
 
     def active_servers(self) -> list[OutgoingServerConfigured]:
         """Active servers, lowest priority number first, then by name."""
@@ -59,6 +65,18 @@ def evolve(view: ConfigView, event: Event) -> ConfigView:
     if isinstance(event, AliasRemoved):
         aliases = {k: v for k, v in view.aliases.items() if k != event.alias.lower()}
         return replace(view, aliases=aliases, version=view.version + 1)
+    if isinstance(event, TenantConfigured):
+        return replace(view, tenants={**view.tenants, event.name: event},
+                       version=view.version + 1)
+    if isinstance(event, TenantRemoved):
+        tenants = {k: v for k, v in view.tenants.items() if k != event.name}
+        return replace(view, tenants=tenants, version=view.version + 1)
+    if isinstance(event, DomainPaceConfigured):
+        return replace(view, domains={**view.domains, event.domain.lower(): event},
+                       version=view.version + 1)
+    if isinstance(event, DomainPaceRemoved):
+        domains = {k: v for k, v in view.domains.items() if k != event.domain.lower()}
+        return replace(view, domains=domains, version=view.version + 1)
     return view
 
 

@@ -1,7 +1,8 @@
 """Delivery agent (consumer group ``postlane-delivery``; scale by running
 more workers, up to the partition count).
 
-Input: routing decisions and retry signals, both keyed by message_id and
+Input: the limiter's releases (MailReleased, carrying the routing decision)
+and retry signals, both keyed by message_id and
 co-partitioned with the ``ledger`` table. The agent (concurrency 1) is the
 ledger's only writer; it takes up to ``delivery_batch`` events at a time and
 runs their SMTP sessions concurrently. Per batch:
@@ -32,13 +33,15 @@ from typing import Any
 from schemas import (
     Event,
     InvalidEvent,
+    MailReleased,
     RetryTimeReached,
     RoutingDecided,
     SendRequested,
+    decode,
     decode_any,
     encode,
 )
-from streams.topics import DEAD_LETTER, DELIVERY, DELIVERY_DUE, ROUTING_DECIDED
+from streams.topics import DEAD_LETTER, DELIVERY, DELIVERY_DUE, RELEASED
 
 from ..deadletter import send_dead_letter
 from ..runtime import Runtime
@@ -48,7 +51,7 @@ from .sender import Sender
 NAME = "delivery"
 log = logging.getLogger("postlane.delivery")
 _INPUTS: dict[str, type[Event]] = {
-    "RoutingDecided": RoutingDecided,
+    "MailReleased": MailReleased,
     "RetryTimeReached": RetryTimeReached,
 }
 
@@ -60,7 +63,7 @@ def register(rt: Runtime) -> None:
     due_topic = rt.topic(DELIVERY_DUE)
     dlq = rt.topic(DEAD_LETTER)
     source = app.topic(
-        ROUTING_DECIDED.full(s), DELIVERY_DUE.full(s), key_type=bytes, value_type=bytes,
+        RELEASED.full(s), DELIVERY_DUE.full(s), key_type=bytes, value_type=bytes,
         key_serializer="raw", value_serializer="raw",
     )
     ledger_table = app.Table(
@@ -141,6 +144,8 @@ def register(rt: Runtime) -> None:
     ) -> tuple[core.Ledger, core.Action, SendRequested] | str | None:
         try:
             event = decode_any(_INPUTS, message.value)
+            if isinstance(event, MailReleased):
+                event = decode(RoutingDecided, event.decision)
             if isinstance(event, RoutingDecided) and event.outcome == "routed":
                 request = SendRequested.from_data(event.request)
                 request.__post_init__()  # validate the carried request

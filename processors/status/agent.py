@@ -22,7 +22,15 @@ from typing import Any
 import orjson
 
 from schemas import Event, encode
-from streams.topics import DEAD_LETTER, DELIVERY, ROUTING_DECIDED, SEND_REQUESTED, STATUS
+from streams.topics import (
+    DEAD_LETTER,
+    DELIVERY,
+    ROUTING_DECIDED,
+    ROUTING_DECIDED_MASS,
+    SEND_REQUESTED,
+    SEND_REQUESTED_MASS,
+    STATUS,
+)
 
 from ..deadletter import decode_or_dead_letter, send_dead_letter
 from ..runtime import Runtime
@@ -31,7 +39,7 @@ from .core import FOLDED_EVENTS, MessageStatus, evolve
 NAME = "status"
 TABLE = "status"
 REGISTRY: dict[str, type[Event]] = {cls.__name__: cls for cls in FOLDED_EVENTS}
-SOURCES = (SEND_REQUESTED, ROUTING_DECIDED, DELIVERY)
+SOURCES = (SEND_REQUESTED, SEND_REQUESTED_MASS, ROUTING_DECIDED, ROUTING_DECIDED_MASS, DELIVERY)
 
 log = logging.getLogger("postlane.status")
 

@@ -45,9 +45,21 @@ from schemas import (
     SendRequested,
     SentMessageRecorded,
     SettingsChanged,
+    DomainPaceConfigured,
+    DomainPaceRemoved,
+    MailHeld,
+    MailReleased,
+    MessageCancelled,
+    QueueCommandApplied,
+    QueueCommandIssued,
+    QueueCommandRefused,
+    RateError,
+    TenantConfigured,
+    TenantRemoved,
     decode,
     decode_any,
     encode,
+    parse_rate,
 )
 from schemas.export import export_all, json_schema
 
@@ -256,6 +268,39 @@ SAMPLES.update({
                        "reason": "5 bounces in 9 days", "since": 1_700_000_000.0,
                        "manual": False, "bounces": [{"bounce_id": "b-1", "at": 1.0}]},
 })
+
+DECISION = {"message_id": "m-1", "outcome": "routed", "server": "primary",
+            "header_from": "a@example.com", "envelope_from": "bounce+m-1@example.com",
+            "rule": "first_server", "request": {}}
+SAMPLES.update({
+    TenantConfigured: {"name": "acme", "daily_limit": 200},
+    TenantRemoved: {"name": "acme"},
+    DomainPaceConfigured: {"domain": "gmail.com", "rate": "60/min"},
+    DomainPaceRemoved: {"domain": "gmail.com"},
+    MailHeld: {"message_id": "m-1", "lane": "mass", "why": "daily_limit",
+               "reason": "deferred: server primary reached its daily limit of 200",
+               "until": 1_700_000_000.0, "step": 1},
+    MailReleased: {"message_id": "m-1", "lane": "transactional", "decision": DECISION,
+                   "held_for": 1.5, "step": 2},
+    MessageCancelled: {"message_id": "m-1", "command_id": "c-1", "by": "limiter",
+                       "reason": "cancelled by ops@host"},
+    QueueCommandIssued: {"message_id": "m-1", "command": "cancel", "operator": "ops@host"},
+    QueueCommandApplied: {"message_id": "m-1", "command_id": "c-1", "command": "cancel",
+                          "by": "limiter", "detail": "cancelled while deferred"},
+    QueueCommandRefused: {"message_id": "m-1", "command_id": "c-1", "command": "cancel",
+                          "by": "delivery", "reason": "m-1 is sent: nothing to cancel"},
+})
+
+
+def test_rates_parse_and_bad_ones_are_refused() -> None:
+    assert parse_rate("600/min") == 10.0
+    assert parse_rate("2/s") == 2.0
+    assert parse_rate("") == 0.0
+    for bad in ("10", "10/day", "x/s", "0/s"):
+        with pytest.raises(RateError):
+            parse_rate(bad)
+    with pytest.raises(InvalidEvent, match="rate"):
+        OutgoingServerConfigured(**{**SAMPLES[OutgoingServerConfigured], "rate": "fast"})
 
 
 def test_every_event_has_a_sample() -> None:

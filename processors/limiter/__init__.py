@@ -1,0 +1,1 @@
+"""The rate limiter: daily limits, pacing, lanes and schedule (see agent.py)."""

@@ -1,0 +1,320 @@
+"""The limiter's pure core: which held mail may go now, and why the rest waits.
+
+No Faust, no I/O: the agent passes the partition's meters, the mail it holds
+(in order) and the clock; replay tools and tests call the same functions.
+
+Shares. The limiter runs once per partition of its input (keyed by
+message_id), and each partition meters on its own: a server's or tenant's
+daily limit L is split over the N partitions (``L // N``, the remainder to
+the lowest partitions; together exactly L), and a rate R gives each
+partition R / N. No partition ever asks another, so a busy server's quota
+scales with the partition count; the price is that one partition may defer
+mail while another still has share left (with N = 4 and L = 200, each has
+50). Choose N small when limits are small; see the README.
+
+Order. Transactional mail goes first, in arrival order; mass mail after, in
+creation order, only while the partition has fewer than ``mass_window``
+mass mails released and not yet attempted by delivery (so delivery's input
+never holds more than that much mass ahead of an invoice), and never with a
+rate bucket a waiting transactional mail needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from schemas.addresses import AddressError, split_address
+
+from .windows import next_window, window_start, words
+
+VerdictKind = Literal["release", "scheduled", "daily_limit", "paced", "busy"]
+# holds a person sees (MailHeld); "busy" (mass window full) is not one
+VISIBLE = ("scheduled", "daily_limit", "paced")
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    daily: int = 0  # mails per window, whole server; 0: none
+    rate: float = 0.0  # mails per second, whole server; 0: none
+    rate_text: str = ""  # as configured, for the words
+
+
+@dataclass(frozen=True)
+class Limits:
+    partitions: int = 1
+    servers: Mapping[str, ServerLimits] = field(default_factory=dict)
+    tenants: Mapping[str, int] = field(default_factory=dict)  # tenant -> daily limit
+    domains: Mapping[str, tuple[float, str]] = field(default_factory=dict)  # "*": default
+    timezone: str = "UTC"
+    day_start: str = "00:00"
+    mass_window: int = 32
+    inflight_timeout: float = 300.0
+
+
+def daily_share(limit: int, partitions: int, partition: int) -> int:
+    """Partition ``partition``'s share of a daily ``limit`` (sum = limit)."""
+    base, extra = divmod(limit, partitions)
+    return base + (1 if partition < extra else 0)
+
+
+@dataclass
+class Meters:
+    """One partition's counters: mails released in the current window per
+    ``server:<name>`` / ``tenant:<name>``, rate buckets per ``server:<name>``
+    / ``domain:<domain>`` (``[tokens, at]``), mass mail released and not yet
+    attempted (message_id -> released at), and the mass intake cursor (every
+    mass seq below it has left the intake queue)."""
+
+    partition: int
+    window: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    buckets: dict[str, list[float]] = field(default_factory=dict)
+    inflight: dict[str, float] = field(default_factory=dict)
+    cursor: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, partition: int) -> Meters:
+        if not data:
+            return cls(partition=partition)
+        return cls(
+            partition=int(data.get("partition", partition)),
+            window=float(data.get("window", 0.0)),
+            counts=dict(data.get("counts", {})),
+            buckets={k: list(v) for k, v in dict(data.get("buckets", {})).items()},
+            inflight=dict(data.get("inflight", {})),
+            cursor=int(data.get("cursor", 0)),
+        )
+
+    def copy(self) -> Meters:
+        return Meters.from_dict(self.to_dict(), self.partition)
+
+
+@dataclass(frozen=True)
+class Mail:
+    """A routed mail the limiter holds. ``why``/``until``: its current visible
+    hold ("" when none was announced); ``step``: limiter events so far."""
+
+    message_id: str
+    lane: str
+    seq: int
+    decision: dict[str, Any]
+    received_at: float
+    why: str = ""
+    until: float = 0.0
+    step: int = 0
+
+    @property
+    def server(self) -> str:
+        return str(self.decision.get("server", ""))
+
+    @property
+    def request(self) -> dict[str, Any]:
+        req = self.decision.get("request")
+        return req if isinstance(req, dict) else {}
+
+    @property
+    def tenant(self) -> str:
+        return str(self.request.get("tenant", ""))
+
+    @property
+    def send_at(self) -> float:
+        value = self.request.get("send_at", 0.0)
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    def domains(self) -> list[str]:
+        out: list[str] = []
+        for fname in ("to", "cc", "bcc"):
+            values = self.request.get(fname)
+            for value in values if isinstance(values, list) else []:
+                try:
+                    domain = split_address(str(value))[1].rpartition("@")[2].lower()
+                except AddressError:
+                    continue
+                if domain and domain not in out:
+                    out.append(domain)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Mail:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: VerdictKind
+    until: float = 0.0
+    reason: str = ""
+    scopes: tuple[str, ...] = ()  # the rate buckets a paced mail waits for
+
+
+@dataclass
+class Pass:
+    """What one scheduling pass decided."""
+
+    meters: Meters
+    released: list[Mail] = field(default_factory=list)
+    holds: list[tuple[Mail, Verdict]] = field(default_factory=list)  # announce and record
+    resolved: list[int] = field(default_factory=list)  # mass seqs that left the intake queue
+    wake_at: float = math.inf  # the earliest a held mail may go (inf: on an event)
+
+
+# --- meters ------------------------------------------------------------------------------
+
+
+def roll(meters: Meters, now: float, limits: Limits) -> Meters:
+    """A new window resets the counts; mass mail released too long ago stops
+    counting against the mass window (its attempt was lost or skipped)."""
+    out = meters.copy()
+    opened = window_start(now, limits.timezone, limits.day_start)
+    if out.window != opened:
+        out.window, out.counts = opened, {}
+    cutoff = now - limits.inflight_timeout
+    out.inflight = {k: v for k, v in out.inflight.items() if v > cutoff}
+    return out
+
+
+def attempted(meters: Meters, message_id: str) -> Meters:
+    """Delivery attempted a mail: it no longer counts against the mass window."""
+    if message_id not in meters.inflight:
+        return meters
+    out = meters.copy()
+    del out.inflight[message_id]
+    return out
+
+
+def _bucket(meters: Meters, scope: str, rate: float, now: float) -> float:
+    """Tokens in ``scope``'s bucket now (capacity: one second's worth, >= 1)."""
+    cap = max(1.0, rate)
+    tokens, at = meters.buckets.get(scope, [cap, now])
+    return min(cap, tokens + max(0.0, now - at) * rate)
+
+
+def _rates(mail: Mail, limits: Limits) -> list[tuple[str, float, str, str]]:
+    """(scope, per-partition rate, configured text, who) for each bucket."""
+    out: list[tuple[str, float, str, str]] = []
+    server = limits.servers.get(mail.server)
+    if server and server.rate > 0:
+        out.append((f"server:{mail.server}", server.rate / limits.partitions, server.rate_text,
+                    f"server {mail.server} sends at most {server.rate_text}"))
+    for domain in mail.domains():
+        rate, text = limits.domains.get(domain) or limits.domains.get("*") or (0.0, "")
+        if rate > 0:
+            out.append((f"domain:{domain}", rate / limits.partitions, text,
+                        f"mail to {domain} goes at most {text}"))
+    return out
+
+
+def _dailies(mail: Mail, limits: Limits) -> list[tuple[str, int, str]]:
+    """(scope, whole limit, who) for each daily limit that applies."""
+    out: list[tuple[str, int, str]] = []
+    server = limits.servers.get(mail.server)
+    if server and server.daily > 0:
+        out.append((f"server:{mail.server}", server.daily, f"server {mail.server}"))
+    tenant_limit = limits.tenants.get(mail.tenant, 0) if mail.tenant else 0
+    if tenant_limit > 0:
+        out.append((f"tenant:{mail.tenant}", tenant_limit, f"tenant {mail.tenant}"))
+    return out
+
+
+def check(meters: Meters, mail: Mail, now: float, limits: Limits,
+          reserved: Iterable[str] = ()) -> Verdict:
+    """May ``mail`` go now? ``meters`` must be rolled to ``now``."""
+    if mail.send_at > now:
+        return Verdict("scheduled", mail.send_at,
+                       f"scheduled for {words(mail.send_at, limits.timezone)}")
+    if mail.lane == "mass" and len(meters.inflight) >= limits.mass_window:
+        return Verdict("busy", reason="the mass window is full")
+    for scope, limit, who in _dailies(mail, limits):
+        share = daily_share(limit, limits.partitions, meters.partition)
+        if meters.counts.get(scope, 0) >= share:
+            until = next_window(now, limits.timezone, limits.day_start)
+            part = (f" (this partition's share is {share})" if limits.partitions > 1 else "")
+            return Verdict("daily_limit", until,
+                           f"deferred: {who} reached its daily limit of {limit}{part}; "
+                           f"next window {words(until, limits.timezone)}")
+    blocked = set(reserved)
+    waits: list[tuple[float, str, str]] = []
+    for scope, rate, _, who in _rates(mail, limits):
+        tokens = _bucket(meters, scope, rate, now)
+        if tokens < 1.0 or scope in blocked:
+            wait = max(0.0, (1.0 - tokens) / rate) if tokens < 1.0 else 1.0 / rate
+            waits.append((now + wait, scope, who))
+    if waits:
+        until = max(w[0] for w in waits)
+        return Verdict("paced", until, "paced: " + "; ".join(w[2] for w in waits),
+                       scopes=tuple(w[1] for w in waits))
+    return Verdict("release")
+
+
+def take(meters: Meters, mail: Mail, now: float, limits: Limits) -> Meters:
+    """Count ``mail`` as released now: daily counts, rate tokens, mass window."""
+    out = meters.copy()
+    for scope, _, _ in _dailies(mail, limits):
+        out.counts[scope] = out.counts.get(scope, 0) + 1
+    for scope, rate, _, _ in _rates(mail, limits):
+        out.buckets[scope] = [_bucket(out, scope, rate, now) - 1.0, now]
+    if mail.lane == "mass":
+        out.inflight[mail.message_id] = now
+    return out
+
+
+# --- a scheduling pass -------------------------------------------------------------------
+
+
+def _announce(mail: Mail, verdict: Verdict) -> bool:
+    """Is this hold news to a person (a MailHeld worth sending)?"""
+    if verdict.kind not in VISIBLE:
+        return False
+    if verdict.kind == "paced":  # mass pacing is the normal pace: no event per mail
+        return mail.lane == "transactional" and mail.why != "paced"
+    return mail.why != verdict.kind or abs(mail.until - verdict.until) > 1.0
+
+
+def schedule(meters: Meters, transactional: Iterable[Mail], mass: Iterable[Mail], now: float,
+             limits: Limits) -> Pass:
+    """One pass over a partition's held mail: transactional first (arrival
+    order), then mass (creation order). Pure."""
+    p = Pass(meters=roll(meters, now, limits))
+    reserved: set[str] = set()
+    for mail in sorted(transactional, key=lambda m: m.seq):
+        v = check(p.meters, mail, now, limits)
+        if v.kind == "release":
+            p.meters = take(p.meters, mail, now, limits)
+            p.released.append(mail)
+            continue
+        if v.kind == "paced":
+            reserved.update(v.scopes)
+        p.wake_at = min(p.wake_at, v.until)
+        if _announce(mail, v):
+            p.holds.append((mail, v))
+    for mail in sorted(mass, key=lambda m: m.seq):
+        v = check(p.meters, mail, now, limits, reserved)
+        if v.kind == "busy":
+            break  # woken again when delivery attempts a released one
+        if v.kind == "release":
+            p.meters = take(p.meters, mail, now, limits)
+            p.released.append(mail)
+            p.resolved.append(mail.seq)
+            continue
+        p.wake_at = min(p.wake_at, v.until)
+        if v.kind in ("scheduled", "daily_limit"):
+            p.resolved.append(mail.seq)  # leaves the intake queue for the held table
+            if _announce(mail, v):
+                p.holds.append((mail, v))
+            else:
+                p.holds.append((mail, replace(v, reason="")))  # recorded, not announced
+    return p
+
+
+def force(meters: Meters, mail: Mail, now: float, limits: Limits) -> Meters:
+    """An operator's send-now: released whatever the limits say, and counted."""
+    return take(roll(meters, now, limits), mail, now, limits)

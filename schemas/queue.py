@@ -1,0 +1,109 @@
+"""The limiter's facts (held, released, cancelled) and the ops queue commands.
+
+A command is a fact too: an operator issued it (``QueueCommandIssued`` on the
+commands topic, keyed by message_id; its ``event_id`` is the command id). The
+processor that owns the mail's state at that moment applies or refuses it,
+once, and says so with ``QueueCommandApplied`` / ``QueueCommandRefused`` on the
+command-results topic (their event_id is derived from the command id, so a
+redelivered command gives the same answer and readers drop the repeat).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Event
+
+LANES = ("transactional", "mass")
+HOLDS = ("scheduled", "daily_limit", "paced")
+COMMANDS = ("retry", "send_now", "cancel", "ack")
+
+
+class MailHeld(Event):
+    """The limiter holds a mail. ``why``: scheduled (its send_at), daily_limit
+    (a server's or tenant's limit is reached; ``until`` is the next window),
+    or paced (a rate; ``until`` is the earliest it may go). ``reason`` is the
+    sentence a person reads. ``step`` orders the limiter's events of a mail."""
+
+    message_id: str
+    lane: str
+    why: str
+    reason: str
+    until: float = 0.0
+    step: int = 1
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.lane not in LANES:
+            out.append(f"lane {self.lane!r} must be one of {', '.join(LANES)}")
+        if self.why not in HOLDS:
+            out.append(f"why {self.why!r} must be one of {', '.join(HOLDS)}")
+        return out
+
+
+class MailReleased(Event):
+    """The limiter lets a routed mail go to delivery. ``decision`` is the
+    RoutingDecided (with the request). ``forced``: an operator's send-now
+    (``command_id``) skipped the hold. ``held_for``: seconds it waited."""
+
+    message_id: str
+    lane: str
+    decision: dict[str, Any]
+    forced: bool = False
+    command_id: str = ""
+    held_for: float = 0.0
+    step: int = 1
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.lane not in LANES:
+            out.append(f"lane {self.lane!r} must be one of {', '.join(LANES)}")
+        if self.decision.get("message_id") != self.message_id:
+            out.append("decision must be this mail's RoutingDecided")
+        return out
+
+
+class MessageCancelled(Event):
+    """An operator cancelled a queued or deferred mail (``by`` the processor
+    that held it); it will not be sent."""
+
+    message_id: str
+    command_id: str
+    by: str
+    reason: str = ""
+
+
+class QueueCommandIssued(Event):
+    """An operator asked for ``command`` on one mail (``postlane retry|send-now|
+    cancel|ack``). ``operator``: who (user@host)."""
+
+    message_id: str
+    command: str
+    operator: str = ""
+    note: str = ""
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.command not in COMMANDS:
+            out.append(f"command {self.command!r} must be one of {', '.join(COMMANDS)}")
+        if not self.message_id:
+            out.append("message_id is required")
+        return out
+
+
+class QueueCommandApplied(Event):
+    message_id: str
+    command_id: str
+    command: str
+    by: str
+    detail: str = ""
+
+
+class QueueCommandRefused(Event):
+    """The command did not apply; ``reason`` says why, in words."""
+
+    message_id: str
+    command_id: str
+    command: str
+    by: str
+    reason: str
