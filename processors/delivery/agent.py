@@ -1,8 +1,9 @@
 """Delivery agent (consumer group ``postlane-delivery``; scale by running
 more workers, up to the partition count).
 
-Input: the limiter's releases (MailReleased, carrying the routing decision)
-and retry signals, both keyed by message_id and
+Input: the limiter's releases (MailReleased, carrying the routing decision),
+the operators' commands it forwards (QueueCommandIssued: retry, send_now,
+cancel) and retry signals, all keyed by message_id and
 co-partitioned with the ``ledger`` table. The agent (concurrency 1) is the
 ledger's only writer; it takes up to ``delivery_batch`` events at a time and
 runs their SMTP sessions concurrently. Per batch:
@@ -13,6 +14,13 @@ runs their SMTP sessions concurrently. Per batch:
 2. deliver concurrently (connections reused per server);
 3. publish DeliveryAttempted, flush, then record the outcomes in the
    ledger (so a ledger never says done for an outcome not on the log).
+
+A command is decided by the pure core (``core.on_command``): its answer
+(QueueCommandApplied / QueueCommandRefused, and MessageCancelled for an
+applied cancel) goes to the command-results topic, keyed by message_id, and
+is flushed before the ledger records the command (a crash in between
+answers the redelivered command again, with the same event ids). A retry
+or send-now then starts an attempt in the same batch, like a release.
 
 A timer (a ledger reader) publishes RetryTimeReached for deferred mail
 whose time has come, and for attempts left in flight that no batch here
@@ -34,6 +42,7 @@ from schemas import (
     Event,
     InvalidEvent,
     MailReleased,
+    QueueCommandIssued,
     RetryTimeReached,
     RoutingDecided,
     SendRequested,
@@ -41,7 +50,7 @@ from schemas import (
     decode_any,
     encode,
 )
-from streams.topics import DEAD_LETTER, DELIVERY, DELIVERY_DUE, RELEASED
+from streams.topics import COMMAND_RESULTS, DEAD_LETTER, DELIVERY, DELIVERY_DUE, RELEASED
 
 from ..deadletter import send_dead_letter
 from ..runtime import Runtime
@@ -52,6 +61,7 @@ NAME = "delivery"
 log = logging.getLogger("postlane.delivery")
 _INPUTS: dict[str, type[Event]] = {
     "MailReleased": MailReleased,
+    "QueueCommandIssued": QueueCommandIssued,
     "RetryTimeReached": RetryTimeReached,
 }
 
@@ -60,6 +70,7 @@ def register(rt: Runtime) -> None:
     s = rt.settings
     app = rt.app
     out = rt.topic(DELIVERY)
+    results_topic = rt.topic(COMMAND_RESULTS)
     due_topic = rt.topic(DELIVERY_DUE)
     dlq = rt.topic(DEAD_LETTER)
     source = app.topic(
@@ -94,7 +105,7 @@ def register(rt: Runtime) -> None:
         started: list[tuple[core.Ledger, core.Action, SendRequested]] = []
         for event in batch:
             try:
-                item = _decide(event.message)
+                item = await _decide(event.message)
             except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
                 log.exception("delivery could not decide on %r", event.message.key)
                 item = f"delivery could not decide on this event: {exc!r}"
@@ -139,9 +150,12 @@ def register(rt: Runtime) -> None:
             ledger_table[done.message_id.encode()] = done.to_dict()
             signalled.pop(done.message_id, None)
 
-    def _decide(
+    async def _decide(
         message: Any,
     ) -> tuple[core.Ledger, core.Action, SendRequested] | str | None:
+        """What to do with one input: an attempt to start (the ledger and
+        action for ``core.start``), nothing (None), or a reason to
+        dead-letter it (str). A command's answers are published here."""
         try:
             event = decode_any(_INPUTS, message.value)
             if isinstance(event, MailReleased):
@@ -154,7 +168,20 @@ def register(rt: Runtime) -> None:
         now = time.time()
         key = event.message_id.encode()  # type: ignore[attr-defined]
         ledger = core.Ledger.from_dict(ledger_table.get(key))
-        if isinstance(event, RoutingDecided):
+        if isinstance(event, QueueCommandIssued):
+            new, action, answers = core.on_command(ledger, event, now)
+            for answer in answers:
+                await results_topic.send(key=key, value=encode(answer))
+                log.info("%s: %s %s: %s", event.message_id, event.command,
+                         type(answer).__name__, getattr(answer, "detail", "")
+                         or getattr(answer, "reason", ""))
+            if answers:
+                # answers on the log before the ledger records the command
+                await app.producer.flush()
+            if new is not None and new is not ledger and action.kind != "deliver":
+                ledger_table[key] = new.to_dict()
+            ledger = new  # with deliver: written by core.start in the batch
+        elif isinstance(event, RoutingDecided):
             if event.outcome != "routed":
                 return None
             recipients = sender.recipients(event, request)

@@ -12,19 +12,42 @@ delivery agent) is what makes "never twice" hold:
   ``interrupted`` on the DeliveryAttempted event, and counted in
   ``interrupted_attempts`` so it shows in the status history and metrics.
 
+Operators' commands (``on_command``: retry, send_now, cancel, forwarded by
+the limiter for mail it no longer holds) are applied to the ledger once:
+the ledger keeps the ids of the commands it applied or refused, so a
+redelivered command does nothing. Each answer is a QueueCommandApplied or
+QueueCommandRefused whose event_id is ``result_id(command_id)``; an applied
+cancel also gives a MessageCancelled (event_id ``cancelled_id(command_id)``).
+
 Everything here is pure: state and an event in, new state and events out.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
-from schemas import DeliveryAttempted, DeliveryStarted, RoutingDecided
+from schemas import (
+    DeliveryAttempted,
+    DeliveryStarted,
+    Event,
+    MessageCancelled,
+    QueueCommandApplied,
+    QueueCommandIssued,
+    QueueCommandRefused,
+    RoutingDecided,
+)
 
 from .backoff import RetrySettings, next_attempt_at
 
 ActionKind = Literal["deliver", "skip"]
+BY = "delivery"  # the ``by`` of the command answers and MessageCancelled
+# event ids of the answers, derived from the command id (a redelivered
+# command gives the same ids, and readers drop the repeat)
+_RESULT_NS = uuid.UUID("e09b1fcd-6648-4783-9b07-4e2b0c49256d")
+_CANCELLED_NS = uuid.UUID("4cb3df32-a1c2-4ec8-8e84-021d52ec3553")
 
 
 @dataclass(frozen=True)
@@ -42,15 +65,20 @@ class Ledger:
     done: bool = False
     tried_servers: list[str] = field(default_factory=list)
     interrupted_attempts: int = 0
+    commands: list[str] = field(default_factory=list)  # ids of commands applied or refused
+    cancelled: bool = False  # an operator cancelled it (done; ``pending`` never sent)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Ledger | None:
+        """The table value; ledgers written before a field existed get its
+        default, fields this version does not know are ignored."""
         if not data:
             return None
-        return cls(**data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -80,9 +108,13 @@ def on_routed(
         if not recipients:
             return None, Action("skip", "no recipient left (all suppressed)")
         return new_ledger(decision, recipients, now), Action("deliver")
+    if ledger.cancelled:
+        return ledger, Action("skip", "cancelled by an operator: duplicate decision")
     if ledger.done:
         return ledger, Action("skip", "already delivered: duplicate decision")
     if ledger.inflight:
+        # a restart (nothing runs it any more); within a batch the agent
+        # never starts one mail twice
         return ledger, Action("deliver", "attempt interrupted by a restart", interrupted=True)
     if ledger.next_at > now:
         return ledger, Action("skip", "waiting for its retry time")
@@ -91,7 +123,7 @@ def on_routed(
 
 def on_retry_due(ledger: Ledger | None, attempt: int, now: float) -> Action:
     """The retry timer says attempt ``attempt``'s deferral has ended."""
-    if ledger is None or ledger.done:
+    if ledger is None or ledger.done or ledger.cancelled:
         return Action("skip", "nothing to retry")
     if ledger.inflight:
         return Action("deliver", "attempt interrupted by a restart", interrupted=True)
@@ -101,7 +133,8 @@ def on_retry_due(ledger: Ledger | None, attempt: int, now: float) -> Action:
 
 
 def due(ledger: Ledger, now: float) -> bool:
-    return not ledger.done and not ledger.inflight and 0 < ledger.next_at <= now
+    return (not ledger.done and not ledger.cancelled and not ledger.inflight
+            and 0 < ledger.next_at <= now)
 
 
 def orphaned(ledger: Ledger, running: bool) -> bool:
@@ -110,7 +143,7 @@ def orphaned(ledger: Ledger, running: bool) -> bool:
     after its input was committed. Nothing will redeliver that input, so
     the retry timer signals it (``on_retry_due`` then retries it as
     interrupted)."""
-    return ledger.inflight and not ledger.done and not running
+    return ledger.inflight and not ledger.done and not ledger.cancelled and not running
 
 
 def start(ledger: Ledger, action: Action, worker: str) -> tuple[Ledger, DeliveryStarted]:
@@ -198,6 +231,140 @@ def finish(
         smtp_message_id=smtp_message_id, error=session_error, interrupted=interrupted,
     )
     return new, event
+
+
+# --- operators' commands ----------------------------------------------------------------------
+
+
+def result_id(command_id: str) -> str:
+    """The event_id of the QueueCommandApplied/Refused answering a command."""
+    return uuid.uuid5(_RESULT_NS, command_id).hex
+
+
+def cancelled_id(command_id: str) -> str:
+    """The event_id of the MessageCancelled an applied cancel gives."""
+    return uuid.uuid5(_CANCELLED_NS, command_id).hex
+
+
+def on_command(
+    ledger: Ledger | None, command: QueueCommandIssued, now: float
+) -> tuple[Ledger | None, Action, list[Event]]:
+    """Apply an operator's command (forwarded by the limiter) once.
+
+    - ``retry``: a mail done with failed recipients: they become pending
+      again, the back-off/give-up clock restarts (``first_at`` = now), and
+      it is delivered now (a normal attempt, the next number);
+    - ``send_now``: a deferred mail (waiting for its retry time) is
+      delivered now;
+    - ``cancel``: a deferred mail is marked done and cancelled (``pending``
+      kept for the record, never sent); gives a MessageCancelled.
+
+    Every other state is refused, in words. The answers (QueueCommandApplied
+    / QueueCommandRefused, event_id ``result_id(command id)``) are returned
+    with the new ledger, which records the command id: the same command
+    again (its id known) does nothing and answers nothing. ``ack`` (the
+    status processor's) and unknown commands are ignored. A returned
+    ledger that is not ``ledger`` must be written; with a ``deliver``
+    action it is written through ``start``. It has ``next_at`` = now, so
+    even written without ``start`` the retry timer would pick it up."""
+    cid, what, mid = command.event_id, command.command, command.message_id
+    if what not in ("retry", "send_now", "cancel"):
+        return ledger, Action("skip", f"{what!r} is not delivery's command"), []
+    if ledger is None:
+        return None, Action("skip", "no delivery record"), [_refused(
+            command, now,
+            f"{mid} has no delivery record: it failed before delivery (no server / "
+            f"rejected) or has not been released yet; see `postlane status {mid}`",
+        )]
+    if cid in ledger.commands:
+        return ledger, Action("skip", f"command {cid} already answered"), []
+    seen = replace(ledger, commands=[*ledger.commands, cid])
+    refusal = _refusal(ledger, what, now)
+    if refusal:
+        return seen, Action("skip", refusal), [_refused(command, now, refusal)]
+    if what == "retry":
+        again = [r for r in ledger.failed if r not in ledger.pending]
+        new = replace(
+            seen, pending=[*ledger.pending, *again], failed={}, done=False, first_at=now,
+            next_at=now, tried_servers=[],
+        )
+        detail = (f"{mid}: retrying {_count(again, 'failed recipient')} now "
+                  f"({', '.join(again)}), attempt {ledger.attempt + 1} via {ledger.server}")
+        return new, Action("deliver", "retry by an operator"), [_applied(command, now, detail)]
+    if what == "send_now":
+        detail = (f"{mid}: sending now instead of {_next_words(ledger, now)}, "
+                  f"attempt {ledger.attempt + 1} via {ledger.server}")
+        return (replace(seen, next_at=now), Action("deliver", "send-now by an operator"),
+                [_applied(command, now, detail)])
+    # cancel
+    new = replace(seen, done=True, cancelled=True, next_at=0.0)
+    who = command.operator or "an operator"
+    reason = f"cancelled by {who} while deferred; not sent to {', '.join(ledger.pending)}"
+    if ledger.accepted:
+        reason += f" (already sent to {', '.join(ledger.accepted)})"
+    if command.note:
+        reason += f": {command.note}"
+    cancelled = MessageCancelled(
+        message_id=mid, command_id=cid, by=BY, reason=reason,
+        event_id=cancelled_id(cid), occurred_at=now,
+    )
+    detail = f"{mid} cancelled: {_count(ledger.pending, 'recipient')} will not be sent"
+    return new, Action("skip", "cancelled by an operator"), [
+        _applied(command, now, detail), cancelled]
+
+
+def _refusal(ledger: Ledger, what: str, now: float) -> str:
+    """Why ``what`` does not apply to ``ledger`` (empty: it applies)."""
+    mid = ledger.message_id
+    if ledger.cancelled:
+        return (f"{mid} is already cancelled" if what == "cancel" else
+                f"{mid} was cancelled: it is not sent again (send it anew)")
+    if ledger.inflight:
+        if what == "cancel":
+            return f"{mid} is being sent now (attempt {ledger.attempt}): it cannot be stopped"
+        return f"{mid} is being sent now (attempt {ledger.attempt}): wait for its outcome"
+    if ledger.done and not ledger.failed:
+        return {
+            "retry": f"{mid} was sent to every recipient: nothing to retry",
+            "send_now": f"{mid} was sent to every recipient: nothing to send",
+            "cancel": f"{mid} is sent: nothing to cancel",
+        }[what]
+    if ledger.done:
+        failed = _count(list(ledger.failed), "recipient")
+        return {
+            "retry": "",
+            "send_now": f"{mid} has failed ({failed}): use retry to try again",
+            "cancel": f"{mid} has failed ({failed}): use ack to acknowledge it",
+        }[what]
+    # waiting for its retry time (or due now: the timer is about to start it)
+    if what == "retry":
+        return f"{mid} is deferred, {_next_words(ledger, now)}: use send-now"
+    return ""
+
+
+def _next_words(ledger: Ledger, now: float) -> str:
+    if ledger.next_at > now:
+        return "next attempt " + time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                               time.gmtime(ledger.next_at))
+    return "next attempt due now"
+
+
+def _count(items: list[str], noun: str) -> str:
+    return f"{len(items)} {noun}" + ("" if len(items) == 1 else "s")
+
+
+def _applied(command: QueueCommandIssued, now: float, detail: str) -> QueueCommandApplied:
+    return QueueCommandApplied(
+        message_id=command.message_id, command_id=command.event_id, command=command.command,
+        by=BY, detail=detail, event_id=result_id(command.event_id), occurred_at=now,
+    )
+
+
+def _refused(command: QueueCommandIssued, now: float, reason: str) -> QueueCommandRefused:
+    return QueueCommandRefused(
+        message_id=command.message_id, command_id=command.event_id, command=command.command,
+        by=BY, reason=reason, event_id=result_id(command.event_id), occurred_at=now,
+    )
 
 
 def _add(items: list[str], item: str) -> list[str]:
