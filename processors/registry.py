@@ -10,6 +10,7 @@ from .runtime import Runtime
 # name -> module holding ``register(rt: Runtime) -> None``
 PROCESSORS: dict[str, str] = {
     "router": "processors.router.agent",
+    "limiter": "processors.limiter.agent",
     "delivery": "processors.delivery.agent",
     "status": "processors.status.agent",
     "inbound": "processors.inbound.agent",

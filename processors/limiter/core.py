@@ -153,7 +153,7 @@ class Verdict:
     kind: VerdictKind
     until: float = 0.0
     reason: str = ""
-    scopes: tuple[str, ...] = ()  # the rate buckets a paced mail waits for
+    scopes: tuple[str, ...] = ()  # the rate buckets a paced mail needs (reserved for it)
 
 
 @dataclass
@@ -243,15 +243,17 @@ def check(meters: Meters, mail: Mail, now: float, limits: Limits,
                            f"next window {words(until, limits.timezone)}")
     blocked = set(reserved)
     waits: list[tuple[float, str, str]] = []
-    for scope, rate, _, who in _rates(mail, limits):
+    rates = _rates(mail, limits)
+    for scope, rate, _, who in rates:
         tokens = _bucket(meters, scope, rate, now)
         if tokens < 1.0 or scope in blocked:
             wait = max(0.0, (1.0 - tokens) / rate) if tokens < 1.0 else 1.0 / rate
             waits.append((now + wait, scope, who))
     if waits:
         until = max(w[0] for w in waits)
+        # every bucket it needs is reserved for it (mass must not take them meanwhile)
         return Verdict("paced", until, "paced: " + "; ".join(w[2] for w in waits),
-                       scopes=tuple(w[1] for w in waits))
+                       scopes=tuple(r[0] for r in rates))
     return Verdict("release")
 
 

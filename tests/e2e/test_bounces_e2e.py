@@ -121,7 +121,7 @@ alias = "sales"
 target = "crm.lead"
 """)
     publish_config(s, plan(ConfigView(), load(cfg)))
-    worker = Worker(s, "inbound", "bounces", "blacklist", "router", "delivery", "status",
+    worker = Worker(s, "inbound", "bounces", "blacklist", "router", "limiter", "delivery", "status",
                     log=tmp_path / "worker.log").start()
     try:
         t0 = time.time() - 10 * DAY

@@ -52,7 +52,7 @@ pytestmark = pytest.mark.e2e
 
 CATCHALL = "mycompany.test"
 RETRY = dict(retry_first=1, retry_max=2, retry_give_up=30, attempt_deadline=5, smtp_timeout=3)
-PROCESSORS = ("router", "delivery", "status")  # one worker, one consumer group
+PROCESSORS = ("router", "limiter", "delivery", "status")  # one worker, one consumer group
 DELIVERY_EVENTS = {"DeliveryStarted": DeliveryStarted, "DeliveryAttempted": DeliveryAttempted}
 _POSTLANE_ID = re.compile(rb"^X-Postlane-Id:\s*(\S+)", re.MULTILINE | re.IGNORECASE)
 

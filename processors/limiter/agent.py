@@ -1,0 +1,366 @@
+"""Limiter agents (consumer group of the app, e.g. ``postlane-limiter``):
+between the router and delivery. Daily limits, pacing, lanes, send_at, and
+the ops commands for mail it holds.
+
+- ``postlane.limiter.mass`` takes in the mass lane (``routing-decided-mass``)
+  and only appends each routed mail to the ``limiter-mass`` table (its only
+  writer): cheap, so a campaign of 100,000 is taken in at the broker's pace
+  in its own stream, never in front of transactional mail.
+- ``postlane.limiter`` reads transactional decisions, ops commands and
+  delivery's attempts (which free the mass window); with the scheduler tick
+  it is the only writer of ``limiter-held`` (message_id -> held / released /
+  cancelled) and ``limiter-meters`` (one row per partition, see core.py). The
+  agent and the tick run in one process and take one lock.
+
+Each scheduling pass: decide with the pure core, publish MailReleased /
+MailHeld / command results, flush, then write the tables. A crash after the
+flush and before the write releases the mail again after the restart (the
+delivery ledger drops the duplicate) and counts it once; a crash before the
+flush published nothing. So a restarted limiter resumes with the counts of
+what it released: it neither re-sends nor over-sends.
+
+Keys: every input is keyed by message_id; the meters row of partition p has
+a key the partitioner puts on p (index.meters_key), so it is recovered by
+whichever worker owns p. Quotas are shared per partition (core.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from schemas import (
+    Event,
+    InvalidEvent,
+    MailHeld,
+    MailReleased,
+    MessageCancelled,
+    QueueCommandApplied,
+    QueueCommandIssued,
+    QueueCommandRefused,
+    RoutingDecided,
+    decode,
+    encode,
+)
+from streams.topics import (
+    COMMAND_RESULTS,
+    COMMANDS,
+    DEAD_LETTER,
+    DELIVERY,
+    HELD,
+    RELEASED,
+    ROUTING_DECIDED,
+    ROUTING_DECIDED_MASS,
+    TopicSpec,
+)
+
+from ..deadletter import send_dead_letter
+from ..runtime import Runtime
+from . import core
+from .index import Index, meters_key
+from .limits import limits_from
+
+NAME = "limiter"
+log = logging.getLogger("postlane.limiter")
+RESULT_NS = uuid.UUID("3b8f6a52-9c1e-4d7a-b0e4-5a2c9d1f7e63")
+
+
+def result_id(command_id: str, what: str = "result") -> str:
+    """The event_id of a command's answer: a redelivered command answers the same."""
+    return uuid.uuid5(RESULT_NS, f"{what}:{command_id}").hex
+
+
+class _Out:
+    """What a pass publishes, and the table rows it writes after the flush."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, bytes, bytes]] = []
+        self.rows: dict[bytes, Any] = {}
+        self.meters: set[int] = set()
+
+    def send(self, topic: Any, message_id: str, event: Event | bytes) -> None:
+        value = event if isinstance(event, bytes) else encode(event)
+        self.events.append((topic, message_id.encode(), value))
+
+
+def register(rt: Runtime) -> None:
+    s = rt.settings
+    app = rt.app
+    n = s.partitions
+    clock: Callable[[], float] = rt.extras.get("clock", time.time)
+    released_topic, held_topic = rt.topic(RELEASED), rt.topic(HELD)
+    results_topic, dlq = rt.topic(COMMAND_RESULTS), rt.topic(DEAD_LETTER)
+
+    def table(name: str, help_: str) -> Any:
+        return app.Table(name, default=None, key_type=bytes, partitions=n,
+                         use_partitioner=True, help=help_)
+
+    mass_table = table("limiter-mass", "message_id -> mass Mail taken in (intake agent only)")
+    held_table = table("limiter-held", "message_id -> held/released/cancelled (scheduler only)")
+    meters_table = table("limiter-meters", "one row per partition: counts, buckets, window")
+    index = Index(partitions=n)
+    lock = asyncio.Lock()
+    wake = asyncio.Event()
+    limits_cache: dict[str, Any] = {"version": -1, "limits": None}
+    rt.extras["limiter_index"] = index
+
+    def raw(*specs: TopicSpec) -> Any:
+        return app.topic(*(spec.full(s) for spec in specs), key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw")
+
+    def limits() -> core.Limits:
+        view = rt.config.view
+        if limits_cache["version"] != view.version:
+            limits_cache["limits"] = limits_from(view, s)
+            limits_cache["version"] = view.version
+        out: core.Limits = limits_cache["limits"]
+        return out
+
+    def assigned() -> frozenset[int]:
+        name = ROUTING_DECIDED.full(s)
+        return frozenset(tp.partition for tp in app.assignor.assigned_actives()
+                         if tp.topic == name)
+
+    def ready() -> bool:
+        recovery: Any = getattr(app.tables, "recovery")  # noqa: B009 - not in the stubs
+        return not app.rebalancing and not recovery.in_recovery and recovery.completed.is_set()
+
+    def ensure_index() -> bool:
+        if not ready():
+            index.built = False
+            return False
+        now_assigned = assigned()
+        if not index.built or index.assigned != now_assigned:
+            index.rebuild(now_assigned, list(mass_table.items()), dict(held_table.items()),
+                          dict(meters_table.items()))
+            log.info("limiter index rebuilt: partitions %s, %d pending mass, %d held",
+                     sorted(now_assigned), sum(map(len, index.pending.values())),
+                     sum(map(len, index.held.values())))
+        return True
+
+    # --- the mass lane: intake only -------------------------------------------------------
+
+    @app.agent(raw(ROUTING_DECIDED_MASS), name="postlane.limiter.mass")
+    async def intake(stream: Any) -> None:
+        await rt.config.wait_ready()
+        async for event in stream.events():
+            message = event.message
+            decision = await _decision(message)
+            if decision is None:
+                continue
+            key = message.key
+            if mass_table.get(key) is not None:
+                continue  # redelivered: taken in already
+            mail = core.Mail(message_id=decision.message_id, lane="mass", seq=message.offset,
+                             decision=dict(decision.to_representation()),
+                             received_at=clock())
+            mass_table[key] = mail.to_dict()
+            p = message.partition
+            if index.built and p in index.assigned and held_table.get(key) is None:
+                index.pending[p][mail.seq] = mail
+            wake.set()
+
+    async def _decision(message: Any) -> RoutingDecided | None:
+        try:
+            decision = decode(RoutingDecided, message.value)
+        except InvalidEvent as exc:
+            await send_dead_letter(dlq, NAME, message, str(exc))
+            return None
+        if message.key != decision.message_id.encode():
+            await send_dead_letter(dlq, NAME, message, f"key {message.key!r} is not the "
+                                   f"message_id {decision.message_id!r}")
+            return None
+        return decision if decision.outcome == "routed" else None
+
+    # --- transactional lane, commands, delivery's attempts ----------------------------------
+
+    @app.agent(raw(ROUTING_DECIDED, COMMANDS, DELIVERY), name="postlane.limiter")
+    async def limit(stream: Any) -> None:
+        await rt.config.wait_ready()
+        async for batch in stream.take_events(64, within=0.005):
+            async with lock:
+                while not ensure_index():
+                    await asyncio.sleep(0.05)
+                out = _Out()
+                touched: set[int] = set()
+                for event in batch:
+                    try:
+                        await _take(event.message, out, touched)
+                    except Exception as exc:  # noqa: BLE001 - one bad input must not stop us
+                        log.exception("limiter failed on %r", event.message.key)
+                        await send_dead_letter(dlq, NAME, event.message,
+                                               f"limiter failed on this event: {exc!r}")
+                for p in sorted(touched):
+                    _pass(p, out)
+                await _commit(out)
+
+    async def _take(message: Any, out: _Out, touched: set[int]) -> None:
+        topic = message.topic
+        p = message.partition
+        if p not in index.assigned:
+            return
+        if topic == DELIVERY.full(s):
+            data = orjson.loads(message.value) if message.value else None
+            if isinstance(data, dict) and data.get("type") == "DeliveryAttempted":
+                mid = str(data.get("message_id", ""))
+                meters = index.meters[p]
+                if mid in meters.inflight:
+                    index.meters[p] = core.attempted(meters, mid)
+                    out.meters.add(p)
+                    touched.add(p)
+            return
+        if topic == COMMANDS.full(s):
+            try:
+                command = decode(QueueCommandIssued, message.value)
+            except InvalidEvent as exc:
+                await send_dead_letter(dlq, NAME, message, str(exc))
+                return
+            _command(p, command, out)
+            return
+        decision = await _decision(message)
+        if decision is None:
+            return
+        mid = decision.message_id
+        if held_table.get(message.key) is not None or mid in index.held[p]:
+            return  # redelivered: held, released or cancelled already
+        index.held[p][mid] = core.Mail(
+            message_id=mid, lane="transactional", seq=message.offset,
+            decision=dict(decision.to_representation()), received_at=clock(),
+        )
+        touched.add(p)
+
+    def _command(p: int, command: QueueCommandIssued, out: _Out) -> None:
+        mid, cid, what = command.message_id, command.event_id, command.command
+        if what == "ack":
+            return  # the status processor owns acknowledgements
+        key = mid.encode()
+        row = held_table.get(key) or out.rows.get(key)
+        if isinstance(row, dict) and cid in row.get("commands", []):
+            return  # redelivered: applied already
+        mail = index.held[p].get(mid)
+        if mail is None:
+            mail = next((m for m in index.pending[p].values() if m.message_id == mid), None)
+        if mail is None:
+            if isinstance(row, dict) and row.get("state") == "cancelled":
+                out.send(results_topic, mid, QueueCommandRefused(
+                    message_id=mid, command_id=cid, command=what, by=NAME,
+                    reason=f"{mid} was cancelled: it will not be sent",
+                    event_id=result_id(cid)))
+                return
+            out.send(released_topic, mid, command)  # delivery owns it now (or nobody: it says)
+            return
+        now = clock()
+        where = mail.why or "queued"
+        if what == "retry":
+            out.send(results_topic, mid, QueueCommandRefused(
+                message_id=mid, command_id=cid, command=what, by=NAME,
+                reason=f"{mid} is {where}, not failed: nothing to retry "
+                       "(use send-now to skip the wait)", event_id=result_id(cid)))
+            return
+        _forget(p, mail)
+        if what == "cancel":
+            out.send(results_topic, mid, MessageCancelled(
+                message_id=mid, command_id=cid, by=NAME,
+                reason=f"cancelled by {command.operator or 'an operator'} while {where}",
+                event_id=result_id(cid, "cancelled")))
+            out.send(results_topic, mid, QueueCommandApplied(
+                message_id=mid, command_id=cid, command=what, by=NAME,
+                detail=f"cancelled while {where}", event_id=result_id(cid)))
+            out.rows[key] = {"state": "cancelled", "at": now, "commands": [cid]}
+            return
+        # send_now: released whatever the limits say, and counted
+        index.meters[p] = core.force(index.meters[p], mail, now, limits())
+        out.meters.add(p)
+        out.send(released_topic, mid, MailReleased(
+            message_id=mid, lane=mail.lane, decision=mail.decision, forced=True,
+            command_id=cid, held_for=round(now - mail.received_at, 3), step=mail.step + 1))
+        out.send(results_topic, mid, QueueCommandApplied(
+            message_id=mid, command_id=cid, command=what, by=NAME,
+            detail=f"released now (was {where})", event_id=result_id(cid)))
+        out.rows[key] = {"state": "released", "at": now, "commands": [cid]}
+
+    def _forget(p: int, mail: core.Mail) -> None:
+        index.held[p].pop(mail.message_id, None)
+        index.pending[p].pop(mail.seq, None) if mail.lane == "mass" else None
+
+    # --- a scheduling pass over one partition --------------------------------------------------
+
+    def _pass(p: int, out: _Out) -> None:
+        now = clock()
+        lim = limits()
+        held = index.held[p]
+        due = [m for m in held.values() if m.until <= now or not m.why]
+        trans = [m for m in due if m.lane == "transactional"]
+        due_mass = sorted((m for m in due if m.lane == "mass"), key=lambda m: m.seq)
+        pending = itertools.islice(index.pending[p].values(), s.mass_lookahead)
+        mass = list(heapq.merge(due_mass, pending, key=lambda m: m.seq))
+        result = core.schedule(index.meters[p], trans, mass, now, lim)
+        if result.meters.to_dict() != index.meters[p].to_dict():
+            index.meters[p] = result.meters
+            out.meters.add(p)
+        for mail in result.released:
+            _forget(p, mail)
+            out.send(released_topic, mail.message_id, MailReleased(
+                message_id=mail.message_id, lane=mail.lane, decision=mail.decision,
+                held_for=round(now - mail.received_at, 3), step=mail.step + 1))
+            out.rows[mail.message_id.encode()] = {"state": "released", "at": now}
+        for mail, verdict in result.holds:
+            step = mail.step + 1 if verdict.reason else mail.step
+            new = replace(mail, why=verdict.kind, until=verdict.until, step=step)
+            if new == held.get(mail.message_id):
+                continue
+            if verdict.reason:
+                out.send(held_topic, mail.message_id, MailHeld(
+                    message_id=mail.message_id, lane=mail.lane, why=verdict.kind,
+                    reason=verdict.reason, until=verdict.until, step=step))
+            index.pending[p].pop(mail.seq, None) if mail.lane == "mass" else None
+            held[mail.message_id] = new
+            out.rows[mail.message_id.encode()] = {"state": "held", "mail": new.to_dict()}
+        index.refresh_due(p)
+
+    async def _commit(out: _Out) -> None:
+        """Publish, flush, then write the tables (see the module docstring)."""
+        if not out.events and not out.rows and not out.meters:
+            return
+        for topic, key, value in out.events:
+            await topic.send(key=key, value=value)
+        if out.events:
+            await app.producer.flush()
+        for key, row in out.rows.items():
+            held_table[key] = row
+        for p in out.meters:
+            meters_table[meters_key(p, n)] = index.meters[p].to_dict()
+
+    # --- the tick: held mail whose time has come, mass mail as the window frees ----------------
+
+    @app.task
+    async def scheduler() -> None:
+        await rt.config.wait_ready()
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=s.limiter_tick)
+            wake.clear()
+            try:
+                async with lock:
+                    if not ensure_index():
+                        continue
+                    now = clock()
+                    out = _Out()
+                    for p in sorted(index.assigned):
+                        if index.pending.get(p) or index.next_due.get(p, float("inf")) <= now:
+                            _pass(p, out)
+                    await _commit(out)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the tick must keep running
+                log.exception("limiter tick failed; retrying next tick")

@@ -1,0 +1,69 @@
+"""The scheduler's in-memory index of one worker's partitions, rebuilt from
+the limiter's tables after every rebalance (the tables are the truth)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.partitioning import partition_for
+
+from .core import Mail, Meters
+
+
+def meters_key(partition: int, partitions: int) -> bytes:
+    """A key the default partitioner puts on ``partition``: the meters row of
+    that partition lives (and is recovered) with the mail it meters."""
+    i = 0
+    while True:
+        key = f"meters:{partition}:{i}".encode()
+        if partition_for(key, partitions) == partition:
+            return key
+        i += 1
+
+
+@dataclass
+class Index:
+    """``pending``: mass mail taken in and not yet released, held or
+    cancelled, by seq (= its offset: creation order). ``held``: mail waiting
+    in the held table. ``meters``: each partition's counters."""
+
+    partitions: int
+    assigned: frozenset[int] = frozenset()
+    pending: dict[int, dict[int, Mail]] = field(default_factory=dict)
+    held: dict[int, dict[str, Mail]] = field(default_factory=dict)
+    meters: dict[int, Meters] = field(default_factory=dict)
+    next_due: dict[int, float] = field(default_factory=dict)
+    built: bool = False
+
+    def partition(self, message_id: str) -> int:
+        return partition_for(message_id, self.partitions)
+
+    def rebuild(self, assigned: frozenset[int], mass_rows: Iterable[tuple[bytes, Any]],
+                held_rows: Mapping[bytes, Any], meters_rows: Mapping[bytes, Any]) -> None:
+        self.assigned = assigned
+        self.pending = {p: {} for p in assigned}
+        self.held = {p: {} for p in assigned}
+        self.meters = {
+            p: Meters.from_dict(meters_rows.get(meters_key(p, self.partitions)), p)
+            for p in assigned
+        }
+        for key, row in held_rows.items():
+            p = partition_for(key, self.partitions)
+            if p in assigned and isinstance(row, dict) and row.get("state") == "held":
+                self.held[p][key.decode()] = Mail.from_dict(row["mail"])
+        mails: list[Mail] = []
+        for key, row in mass_rows:
+            p = partition_for(key, self.partitions)
+            if p in assigned and isinstance(row, dict) and held_rows.get(key) is None:
+                mails.append(Mail.from_dict(row))
+        for mail in sorted(mails, key=lambda m: m.seq):
+            self.pending[self.partition(mail.message_id)][mail.seq] = mail
+        for p in assigned:
+            self.refresh_due(p)
+        self.built = True
+
+    def refresh_due(self, p: int) -> None:
+        held = self.held.get(p, {})
+        self.next_due[p] = min((m.until for m in held.values()), default=float("inf"))
