@@ -16,7 +16,9 @@ class MessageStatusChanged(Event):
     """One message moved from ``previous`` to ``state``. ``recipients``
     maps each address to its latest outcome ``{"state", "code",
     "enhanced", "text", "server", "attempt"}``; ``reason`` is the error
-    text a person reads."""
+    text a person reads. ``acknowledged``: an operator acknowledged this
+    failure (``postlane ack``), so ``postlane queue`` hides it unless
+    ``--all``."""
 
     message_id: str
     state: str
@@ -25,6 +27,7 @@ class MessageStatusChanged(Event):
     server: str = ""
     attempt: int = 0
     recipients: dict[str, Any] = {}
+    acknowledged: bool = False
 
     def problems(self) -> list[str]:
         out = super().problems()

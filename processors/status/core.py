@@ -1,18 +1,27 @@
 """The status of one mail, folded from its events. Pure: no Faust, no I/O.
 
 ``evolve(status, event)`` applies one SendRequested, RoutingDecided,
-DeliveryStarted or DeliveryAttempted and says what a person would see
-change (a MessageStatusChanged), or None when nothing visible changed.
+MailHeld, MailReleased, DeliveryStarted, DeliveryAttempted or
+MessageCancelled and says what a person would see change (a
+MessageStatusChanged), or None when nothing visible changed.
 
-The events of one mail come from three topics, so they can arrive in any
+The events of one mail come from several topics, so they can arrive in any
 order. Each event has a place in the mail's life (request < routing <
-attempt 1 started < attempt 1 outcome < attempt 2 started ...); the
-status remembers the furthest place it has applied, and an event from
-before it only fills in details (subject, recipients it did not know),
-never the state. A final state is never left because of such an older
-event; ``failed`` alone may be left by a newer one (a retry or re-route).
+the limiter's holds and release, by their ``step`` < attempt 1 started <
+attempt 1 outcome < attempt 2 started ... < cancelled); the status
+remembers the furthest place it has applied, and an event from before it
+only fills in details (subject, recipients it did not know), never the
+state. A final state is never left because of such an older event;
+``failed`` alone may be left by a newer one (a retry or re-route).
 An event whose ``event_id`` is already in the history is a duplicate and
 changes nothing.
+
+Ops commands (QueueCommandIssued) and their answers (QueueCommandApplied,
+QueueCommandRefused) are history only: they have no place in the mail's
+life and never change the state; the owner's following events do (a
+MailReleased for send-now, a MessageCancelled, a DeliveryStarted for a
+retry). ``ack`` is the exception: this projection owns it, and
+``acknowledge`` applies it.
 """
 
 from __future__ import annotations
@@ -27,7 +36,13 @@ from schemas import (
     DeliveryAttempted,
     DeliveryStarted,
     Event,
+    MailHeld,
+    MailReleased,
+    MessageCancelled,
     MessageStatusChanged,
+    QueueCommandApplied,
+    QueueCommandIssued,
+    QueueCommandRefused,
     RoutingDecided,
     SendRequested,
 )
@@ -39,9 +54,16 @@ RETRYABLE_STATES = frozenset({"failed"})
 # delivery's per-recipient status -> the recipient's state
 RCPT_STATE = {"accepted": "sent", "deferred": "deferred", "failed": "failed"}
 OUTCOME_STATES = ("sent", "deferred", "failed")
-FOLDED_EVENTS: tuple[type[Event], ...] = (
-    SendRequested, RoutingDecided, DeliveryStarted, DeliveryAttempted,
+# events with a place in the mail's life (see progress_of)
+LIFE_EVENTS: tuple[type[Event], ...] = (
+    SendRequested, RoutingDecided, MailHeld, MailReleased, DeliveryStarted, DeliveryAttempted,
+    MessageCancelled,
 )
+# ops commands and their answers: history only
+COMMAND_EVENTS: tuple[type[Event], ...] = (
+    QueueCommandIssued, QueueCommandApplied, QueueCommandRefused,
+)
+FOLDED_EVENTS: tuple[type[Event], ...] = LIFE_EVENTS + COMMAND_EVENTS
 _STATUS_NS = uuid.UUID("6f0c3d7e-2b1a-4c6e-9a51-7d0f3b9e2c44")
 
 
@@ -49,9 +71,13 @@ _STATUS_NS = uuid.UUID("6f0c3d7e-2b1a-4c6e-9a51-7d0f3b9e2c44")
 class MessageStatus:
     """One mail's status. ``recipients``: address -> ``{"state", "code",
     "enhanced", "text", "server", "attempt"}``. ``history``: one entry per
-    event applied, ``{"at", "state", "reason", "event", "event_id"}``.
+    event applied, ``{"at", "state", "reason", "event", "event_id"}`` (an
+    ops command's entry adds ``command_id``, ``command`` and ``operator``).
     ``progress`` is the furthest place in the mail's life applied so far
-    (see ``progress_of``). ``to_dict``/``from_dict`` give the table value."""
+    (see ``progress_of``; ``[-1, 0, 0]``: none yet, the mail is unknown).
+    ``acknowledged``: an operator acknowledged this failure (``postlane
+    ack``); cleared when the mail leaves ``failed``. ``to_dict``/
+    ``from_dict`` give the table value."""
 
     message_id: str
     state: str = "queued"
@@ -67,10 +93,16 @@ class MessageStatus:
     updated_at: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
     progress: list[int] = field(default_factory=lambda: [-1, 0, 0])
+    acknowledged: bool = False
 
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
+
+    @property
+    def known(self) -> bool:
+        """Some event of the mail's life (not only ops commands) was applied."""
+        return self.progress[0] >= 0
 
     def seen(self, event_id: str) -> bool:
         return any(h.get("event_id") == event_id for h in self.history)
@@ -92,8 +124,12 @@ def progress_of(event: Event) -> tuple[int, int, int]:
         return (1, 0, 0)
     if isinstance(event, DeliveryStarted):
         return (2, event.attempt, 0)
+    if isinstance(event, MailHeld | MailReleased):
+        return (1, event.step, 0)
     if isinstance(event, DeliveryAttempted):
         return (2, event.attempt, 1)
+    if isinstance(event, MessageCancelled):
+        return (3, 0, 0)
     raise TypeError(f"the status projection does not fold {type(event).__name__}")
 
 
@@ -102,7 +138,6 @@ def evolve(
 ) -> tuple[MessageStatus, MessageStatusChanged | None]:
     """Apply one event; returns the new status (``status`` itself is not
     modified) and the visible change, or None when there is none."""
-    rank = progress_of(event)
     message_id: str = event.message_id  # type: ignore[attr-defined]
     if status is not None and status.seen(event.event_id):
         return status, None
@@ -110,6 +145,10 @@ def evolve(
         st = MessageStatus(message_id=message_id, created_at=event.occurred_at)
     else:
         st = MessageStatus.from_dict(status.to_dict())
+    if isinstance(event, COMMAND_EVENTS):
+        record_command(st, event)
+        return st, None
+    rank = progress_of(event)
     before = st.state
     advance = rank >= tuple(st.progress) and (
         st.state not in FINAL_STATES or st.state in RETRYABLE_STATES
@@ -122,6 +161,14 @@ def evolve(
         _apply_started(st, event, advance)
     elif isinstance(event, DeliveryAttempted):
         _apply_attempted(st, event, advance)
+    elif isinstance(event, MailHeld):
+        _apply_held(st, event, advance)
+    elif isinstance(event, MailReleased):
+        _apply_released(st, event, advance)
+    elif isinstance(event, MessageCancelled):
+        _apply_cancelled(st, event, advance)
+    if st.state != "failed":
+        st.acknowledged = False  # an acknowledgement is of one failure
     if advance:
         st.progress = list(rank)
         entry_reason = st.reason
@@ -138,9 +185,9 @@ def evolve(
         "event": type(event).__name__,
         "event_id": event.event_id,
     })
-    if status is not None and _visible(status) == _visible(st):
+    if status is not None and status.known and _visible(status) == _visible(st):
         return st, None
-    return st, status_changed(st, before if status is not None else "", event)
+    return st, status_changed(st, before if status is not None and status.known else "", event)
 
 
 def fold(events: list[Event], status: MessageStatus | None = None) -> MessageStatus | None:
@@ -161,9 +208,135 @@ def status_changed(st: MessageStatus, previous: str, cause: Event) -> MessageSta
         server=st.server,
         attempt=st.attempt,
         recipients=copy.deepcopy(st.recipients),
+        acknowledged=st.acknowledged,
         event_id=uuid.uuid5(_STATUS_NS, cause.event_id).hex,
         occurred_at=cause.occurred_at,
     )
+
+
+# --- ops commands -----------------------------------------------------------------------------
+
+ACK_BY = "status"  # QueueCommandApplied/Refused.by for ack
+_RESULT_NS = uuid.UUID("9d2e4c71-5a3b-4f08-b6c1-2e8f0a7d3c95")  # answers to ack
+
+
+def result_id(command_id: str) -> str:
+    """The event_id of the answer to a command: derived from the command's
+    id, so a redelivered command gives the same answer (readers drop it)."""
+    return uuid.uuid5(_RESULT_NS, command_id).hex
+
+
+def command_words(command: str) -> str:
+    """``send_now`` -> ``send-now`` (as the CLI spells it)."""
+    return command.replace("_", "-")
+
+
+def command_entry_reason(event: Event) -> str:
+    """The history words for a command or its answer."""
+    if isinstance(event, QueueCommandIssued):
+        words = f"{command_words(event.command)} requested by {event.operator or 'an operator'}"
+        return words + (f": {event.note}" if event.note else "")
+    if isinstance(event, QueueCommandApplied):
+        words = f"{command_words(event.command)} applied by {event.by}"
+        return words + (f": {event.detail}" if event.detail else "")
+    if isinstance(event, QueueCommandRefused):
+        return f"{command_words(event.command)} refused by {event.by}: {event.reason}"
+    raise TypeError(f"{type(event).__name__} is not an ops command or answer")
+
+
+def record_command(st: MessageStatus, event: Event) -> None:
+    """Append a command's (or an answer's) history entry; the state stays."""
+    if isinstance(event, QueueCommandIssued):
+        command_id, command, operator = event.event_id, event.command, event.operator
+    elif isinstance(event, QueueCommandApplied | QueueCommandRefused):
+        command_id, command, operator = event.command_id, event.command, ""
+    else:
+        raise TypeError(f"{type(event).__name__} is not an ops command or answer")
+    st.history.append({
+        "at": event.occurred_at,
+        "state": st.state,
+        "reason": command_entry_reason(event),
+        "event": type(event).__name__,
+        "event_id": event.event_id,
+        "command_id": command_id,
+        "command": command,
+        "operator": operator,
+    })
+
+
+def operator_of(st: MessageStatus, command_id: str) -> str:
+    """Who issued ``command_id``, when its QueueCommandIssued was folded."""
+    for h in st.history:
+        if h.get("event") == "QueueCommandIssued" and h.get("event_id") == command_id:
+            return str(h.get("operator") or "")
+    return ""
+
+
+AckResult = QueueCommandApplied | QueueCommandRefused
+
+
+def acknowledge(
+    status: MessageStatus | None, command: QueueCommandIssued
+) -> tuple[MessageStatus | None, AckResult | None, MessageStatusChanged | None]:
+    """Apply an ``ack`` command: a failed mail not yet acknowledged becomes
+    acknowledged (it stays failed; ``postlane queue`` hides it unless
+    ``--all``). Returns the new status (``status`` itself is not modified),
+    the answer (QueueCommandApplied or QueueCommandRefused, event_id derived
+    from the command's) and the visible change (only when applied).
+
+    The command and the answer both go into the history. A command already
+    in the history is a redelivery: its answer was sent before the table was
+    written, so ``(status, None, None)``."""
+    if command.command != "ack":
+        raise ValueError(f"acknowledge applies ack, not {command.command!r}")
+    if status is not None and status.seen(command.event_id):
+        return status, None, None
+    mid = command.message_id
+    if status is None:
+        st = MessageStatus(message_id=mid, created_at=command.occurred_at)
+    else:
+        st = MessageStatus.from_dict(status.to_dict())
+    record_command(st, command)
+    refusal = ""
+    if not st.known:
+        refusal = f"{mid} is unknown to the status projection"
+    elif st.state != "failed":
+        refusal = f"{mid} is {st.state}: only failed mail can be acknowledged"
+    elif st.acknowledged:
+        refusal = f"{mid} was already acknowledged"
+    common: dict[str, Any] = dict(
+        message_id=mid, command_id=command.event_id, command="ack", by=ACK_BY,
+        event_id=result_id(command.event_id), occurred_at=command.occurred_at,
+    )
+    result: AckResult
+    if refusal:
+        result = QueueCommandRefused(reason=refusal, **common)
+        record_command(st, result)
+        return st, result, None
+    st.acknowledged = True
+    who = command.operator or "an operator"
+    result = QueueCommandApplied(
+        detail=f"failure acknowledged by {who}; `postlane queue` lists it only with --all",
+        **common,
+    )
+    record_command(st, result)
+    st.updated_at = max(st.updated_at, command.occurred_at)
+    return st, result, status_changed(st, st.state, command)
+
+
+def duration_words(seconds: float) -> str:
+    """``3 h 2 min``, ``12 min``, ``45 s``, ``2 d 3 h``."""
+    total = max(int(round(seconds)), 0)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min"
+    return f"{secs} s"
 
 
 def utc_words(ts: float) -> str:
@@ -185,7 +358,7 @@ def answer_text(rcpt: dict[str, Any]) -> str:
 
 
 def _visible(st: MessageStatus) -> tuple[Any, ...]:
-    return (st.state, st.reason, st.server, st.attempt, st.recipients)
+    return (st.state, st.reason, st.server, st.attempt, st.recipients, st.acknowledged)
 
 
 def _rcpt(state: str, *, code: int = 0, enhanced: str = "", text: str = "", server: str = "",
@@ -278,6 +451,50 @@ def _apply_started(st: MessageStatus, ev: DeliveryStarted, advance: bool) -> Non
         if st.recipients.get(key, {}).get("state") == "sent":
             continue
         st.recipients[key] = _rcpt("sending", server=ev.server, attempt=ev.attempt)
+
+
+def _apply_held(st: MessageStatus, ev: MailHeld, advance: bool) -> None:
+    if not advance:
+        return
+    st.next_attempt_at = ev.until
+    st.state = "deferred" if ev.why == "daily_limit" else "queued"
+    st.reason = ev.reason or f"held by the limiter ({ev.why})"
+
+
+def _apply_released(st: MessageStatus, ev: MailReleased, advance: bool) -> None:
+    request = ev.decision.get("request")
+    if isinstance(request, dict):
+        _summarize(st, request)
+    if not advance:
+        return
+    server = ev.decision.get("server")
+    if not st.server and isinstance(server, str):
+        st.server = server
+    st.state, st.next_attempt_at = "queued", 0.0
+    if ev.forced:
+        st.reason = f"sent now by {operator_of(st, ev.command_id) or 'an operator'}"
+    elif ev.held_for >= 1:
+        st.reason = f"released to delivery after {duration_words(ev.held_for)}"
+    else:
+        st.reason = "released to delivery"
+
+
+def _apply_cancelled(st: MessageStatus, ev: MessageCancelled, advance: bool) -> None:
+    if not advance:
+        return
+    was = st.state
+    if st.reason:
+        was = st.reason if st.reason.startswith(f"{st.state}:") else f"{st.state}: {st.reason}"
+    who = f"cancelled by {operator_of(st, ev.command_id) or 'an operator'}"
+    if ev.reason.startswith("cancelled"):
+        who = ev.reason  # the owner said who (it had the command)
+    elif ev.reason:
+        who += f": {ev.reason}"
+    st.state, st.next_attempt_at = "cancelled", 0.0
+    st.reason = f"{who} (was {was})"
+    for r in st.recipients.values():
+        if r.get("state") not in ("sent", "failed", "suppressed"):
+            r["state"] = "cancelled"
 
 
 def _outcome_rcpt(ev: DeliveryAttempted, o: dict[str, Any]) -> dict[str, Any]:
