@@ -37,8 +37,9 @@ def partition_for(key: bytes, partitions: set[int] | list[int]) -> int:
 
 def fold_change(status: dict[str, Any] | None, change: MessageStatusChanged) -> dict[str, Any]:
     """Apply one MessageStatusChanged to the reader's status dict:
-    ``{message_id, state, reason, server, attempt, recipients, updated_at,
-    history: [{at, state, previous, reason, server, attempt, event_id}]}``."""
+    ``{message_id, state, reason, server, attempt, recipients, acknowledged,
+    updated_at, history: [{at, state, previous, reason, server, attempt,
+    event_id}]}``."""
     out: dict[str, Any] = (
         copy.deepcopy(status) if status else {"message_id": change.message_id, "history": []}
     )
@@ -51,6 +52,7 @@ def fold_change(status: dict[str, Any] | None, change: MessageStatusChanged) -> 
         server=change.server,
         attempt=change.attempt,
         recipients=copy.deepcopy(change.recipients),
+        acknowledged=change.acknowledged,
         updated_at=change.occurred_at,
     )
     history.append({
