@@ -75,6 +75,9 @@ log = logging.getLogger("postlane.limiter")
 RESULT_NS = uuid.UUID("3b8f6a52-9c1e-4d7a-b0e4-5a2c9d1f7e63")
 
 
+_WHERE = {"daily_limit": "deferred (daily limit)", "scheduled": "scheduled", "paced": "paced"}
+
+
 def result_id(command_id: str, what: str = "result") -> str:
     """The event_id of a command's answer: a redelivered command answers the same."""
     return uuid.uuid5(RESULT_NS, f"{what}:{command_id}").hex
@@ -260,7 +263,7 @@ def register(rt: Runtime) -> None:
             out.send(released_topic, mid, command)  # delivery owns it now (or nobody: it says)
             return
         now = clock()
-        where = mail.why or "queued"
+        where = _WHERE.get(mail.why, "queued")
         if what == "retry":
             out.send(results_topic, mid, QueueCommandRefused(
                 message_id=mid, command_id=cid, command=what, by=NAME,
