@@ -186,3 +186,53 @@ def test_view_to_dict_round_trips_through_toml() -> None:
     assert "event_id" not in shown["settings"] and "type" not in shown["servers"][0]
     assert tomllib.loads(to_toml(shown)) == shown
     assert plan(view, parse(to_toml(shown))) == []
+
+
+LIMITS = """
+[[servers]]
+name = "primary"
+host = "smtp.example.com"
+daily_limit = 200
+rate = "10/s"
+
+[[tenants]]
+name = "acme"
+daily_limit = 500
+
+[[domains]]
+domain = "gmail.com"
+rate = "60/min"
+
+[[domains]]
+domain = "*"
+rate = "5/s"
+"""
+
+
+def test_limits_in_the_file_reach_the_view_and_the_limiter() -> None:
+    from processors.limiter.limits import limits_from
+    from streams.settings import Settings
+
+    desired = parse(LIMITS)
+    view = fold(events(desired))
+    assert view.tenants["acme"].daily_limit == 500
+    assert set(view.domains) == {"gmail.com", "*"}
+    lim = limits_from(view, Settings(partitions=2))
+    assert lim.servers["primary"].daily == 200 and lim.servers["primary"].rate == 10.0
+    assert lim.tenants == {"acme": 500}
+    assert lim.domains["gmail.com"] == (1.0, "60/min")
+    assert plan(view, desired) == []
+    # removing a tenant and a domain publishes their removal
+    smaller = parse(LIMITS.split("[[tenants]]")[0])
+    keys = [key for key, _ in plan(view, smaller)]
+    assert keys == ["tenant:acme", "domain:*", "domain:gmail.com"]
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ('[[domains]]\ndomain = "gmail.com"\nrate = "fast"\n', "must look like 10/s"),
+    ('[[tenants]]\nname = "acme"\ndaily_limit = -1\n', "daily_limit must be >= 0"),
+    ('[[servers]]\nname = "s"\nhost = "h"\nrate = "0/s"\n', "must be above 0"),
+])
+def test_bad_limits_are_refused_with_where(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigFileError, match=fragment):
+        parse(text)

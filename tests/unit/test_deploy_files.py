@@ -16,14 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 EXAMPLE_CONFIG = ROOT / "deploy" / "postlane.toml"
-PROCESSORS = ("router", "delivery", "status", "inbound", "fetcher", "ingress")
+PROCESSORS = ("router", "limiter", "delivery", "status", "inbound", "fetcher", "ingress")
 
 SETTINGS_KEYS = {"default_from", "catchall_domain", "bounce_alias", "catchall_alias",
                  "allowed_domains", "loop_minutes", "loop_threshold", "loop_allowed_senders"}
 SERVER_KEYS = {
     "name", "host", "port", "security", "username", "password_env", "password_file",
     "sender", "from_filter", "priority", "active", "kind", "tenant", "allow_self_signed",
-    "archive_bcc", "reply_to", "daily_limit", "timeout",
+    "archive_bcc", "reply_to", "daily_limit", "timeout", "rate",
 }
 
 
@@ -145,7 +145,7 @@ def test_mail_catcher(services: dict[str, Any], example: dict[str, Any]) -> None
 
 
 def test_example_config_has_the_contract_keys(example: dict[str, Any]) -> None:
-    assert set(example) == {"settings", "servers"}
+    assert set(example) == {"settings", "servers", "tenants", "domains"}
     settings = example["settings"]
     assert set(settings) == SETTINGS_KEYS
     assert settings["default_from"] == "notifications"
