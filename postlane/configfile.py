@@ -4,9 +4,10 @@
 OutgoingServerConfigured, each ``[[incoming]]`` one IncomingServerConfigured
 each ``[[aliases]]`` one AliasConfigured, each ``[[tenants]]`` one
 TenantConfigured (a tenant's daily limit) and each ``[[domains]]`` one
-DomainPaceConfigured (a recipient domain's rate; ``domain = "*"`` for all others). Other top-level tables are
-left to the code that reads them. A password is never accepted in the file:
-name where to find it (``password_env`` or ``password_file``).
+DomainPaceConfigured (a recipient domain's rate; ``domain = "*"`` for all
+others). Other top-level tables are left to the code that reads them. A
+password is never accepted in the file: name where to find it
+(``password_env`` or ``password_file``).
 """
 
 from __future__ import annotations

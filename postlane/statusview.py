@@ -46,6 +46,13 @@ def fold_change(status: dict[str, Any] | None, change: MessageStatusChanged) -> 
     history: list[dict[str, Any]] = out["history"]
     if any(h.get("event_id") == change.event_id for h in history):
         return out
+    if change.note:  # an ops command or its answer: history only
+        history.append({"at": change.occurred_at, "state": change.state,
+                        "previous": change.previous, "reason": change.note,
+                        "server": change.server, "attempt": change.attempt,
+                        "event_id": change.event_id, "note": True})
+        out["acknowledged"] = change.acknowledged
+        return out
     out.update(
         state=change.state,
         reason=change.reason,

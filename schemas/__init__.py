@@ -23,6 +23,15 @@ from .config import (
 )
 from .deadletter import EventDeadLettered
 from .delivery import DeliveryAttempted, DeliveryStarted, RetryTimeReached
+from .inbound import (
+    InboundAliasMatched,
+    InboundMailReceived,
+    InboundMailRejected,
+    InboundMailRouted,
+    InboundReplyLookupRequested,
+    IncomingServerChecked,
+    SentMessageRecorded,
+)
 from .limits import (
     DomainPaceConfigured,
     DomainPaceRemoved,
@@ -38,15 +47,6 @@ from .queue import (
     QueueCommandApplied,
     QueueCommandIssued,
     QueueCommandRefused,
-)
-from .inbound import (
-    InboundAliasMatched,
-    InboundMailReceived,
-    InboundMailRejected,
-    InboundMailRouted,
-    InboundReplyLookupRequested,
-    IncomingServerChecked,
-    SentMessageRecorded,
 )
 from .routing import RoutingDecided
 from .send import SendRequested

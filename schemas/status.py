@@ -28,6 +28,7 @@ class MessageStatusChanged(Event):
     attempt: int = 0
     recipients: dict[str, Any] = {}
     acknowledged: bool = False
+    note: str = ""  # a history-only entry (an ops command or its answer); state unchanged
 
     def problems(self) -> list[str]:
         out = super().problems()

@@ -303,7 +303,8 @@ def register(rt: Runtime) -> None:
         )
         await sent_out.send(key=normalize_message_id(smtp_id).encode(), value=encode(ev))
 
-    @app.agent(raw_topic(ROUTING_DECIDED, ROUTING_DECIDED_MASS, DELIVERY), name="postlane.inbound-index")
+    @app.agent(raw_topic(ROUTING_DECIDED, ROUTING_DECIDED_MASS, DELIVERY),
+               name="postlane.inbound-index")
     async def index(stream: Any) -> None:
         async for event in stream.events():
             try:

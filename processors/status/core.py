@@ -147,7 +147,10 @@ def evolve(
         st = MessageStatus.from_dict(status.to_dict())
     if isinstance(event, COMMAND_EVENTS):
         record_command(st, event)
-        return st, None
+        if not st.known:
+            return st, None
+        # visible in the history `postlane status` shows; the state stays
+        return st, status_changed(st, st.state, event, note=st.history[-1]["reason"])
     rank = progress_of(event)
     before = st.state
     advance = rank >= tuple(st.progress) and (
@@ -197,7 +200,8 @@ def fold(events: list[Event], status: MessageStatus | None = None) -> MessageSta
     return status
 
 
-def status_changed(st: MessageStatus, previous: str, cause: Event) -> MessageStatusChanged:
+def status_changed(st: MessageStatus, previous: str, cause: Event,
+                   note: str = "") -> MessageStatusChanged:
     """The public event for ``st``. Its event_id is derived from the cause's,
     so a redelivered cause gives the same id and readers can drop it."""
     return MessageStatusChanged(
@@ -209,6 +213,7 @@ def status_changed(st: MessageStatus, previous: str, cause: Event) -> MessageSta
         attempt=st.attempt,
         recipients=copy.deepcopy(st.recipients),
         acknowledged=st.acknowledged,
+        note=note,
         event_id=uuid.uuid5(_STATUS_NS, cause.event_id).hex,
         occurred_at=cause.occurred_at,
     )
