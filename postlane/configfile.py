@@ -253,3 +253,20 @@ def to_toml(data: dict[str, Any]) -> str:
             lines.extend(f"{k} = {_toml_value(v)}" for k, v in row.items())
             lines.append("")
     return "\n".join(lines)
+
+
+def limit_warnings(desired: DesiredConfig, partitions: int) -> list[str]:
+    """Daily limits the per-partition shares make surprising (see the
+    limiter's core): a limit below the partition count leaves some
+    partitions a share of 0, so their mail waits for ever."""
+    out: list[str] = []
+    limited: list[tuple[str, int]] = [(f"server {s.name!r}", s.daily_limit)
+                                      for s in desired.servers]
+    limited += [(f"tenant {t.name!r}", t.daily_limit) for t in desired.tenants]
+    for who, limit in limited:
+        if 0 < limit < partitions:
+            out.append(
+                f"{who}: daily_limit {limit} is split over {partitions} partitions, so "
+                f"{partitions - limit} of them get a share of 0 and defer all their mail; "
+                "raise the limit or run with POSTLANE_PARTITIONS=1")
+    return out

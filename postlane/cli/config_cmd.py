@@ -22,11 +22,13 @@ def config() -> None:
 @click.option("--dry-run", is_flag=True, help="print what would change, publish nothing")
 def config_apply(path: str, dry_run: bool) -> None:
     """Publish what changed between PATH and the live configuration."""
-    from postlane.configfile import ConfigFileError, load, plan
+    from postlane.configfile import ConfigFileError, limit_warnings, load, plan
 
     s = settings()
     try:
         desired = load(path)
+        for warning in limit_warnings(desired, s.partitions):
+            click.echo(f"warning: {warning}", err=True)
         items = plan(current_view(s), desired)
         if not dry_run:
             publish_config(s, items)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 
 from postlane.configops import publish_config
 from postlane.publisher import Publisher
@@ -23,6 +24,7 @@ from schemas import (
     DeliveryAttempted,
     DeliveryStarted,
     Event,
+    EventDeadLettered,
     MailHeld,
     MailReleased,
     MessageCancelled,
@@ -35,7 +37,16 @@ from schemas import (
 from streams.client import ensure_topics, publish
 from streams.embedded import EmbeddedBroker, free_port
 from streams.settings import Settings
-from streams.topics import COMMAND_RESULTS, COMMANDS, DELIVERY, HELD, RELEASED
+from streams.topics import (
+    COMMAND_RESULTS,
+    COMMANDS,
+    DEAD_LETTER,
+    DELIVERY,
+    HELD,
+    RELEASED,
+    ROUTING_DECIDED,
+    ROUTING_DECIDED_MASS,
+)
 from tests.smtp.conftest import HOST
 
 from .harness import Worker, isolated_settings, read_events, wait_for
@@ -97,10 +108,24 @@ def test_daily_limit_defers_restart_keeps_counts_and_ops_commands(
     configure(s, sinks(sink), daily_limit=3)
     worker = start(s, tmp_path, 1)
     try:
+        # bad input on each limiter input is dead-lettered; nothing else is lost
+        raw = KafkaProducer(bootstrap_servers=s.bootstrap)
+        for spec, key in ((ROUTING_DECIDED, b"bad1"), (ROUTING_DECIDED_MASS, b"bad2"),
+                          (COMMANDS, b"bad3")):
+            raw.send(spec.full(s), key=key, value=b"{not json").get(10)
+        raw.send(COMMANDS.full(s), key=b"bad4",
+                 value=b'{"type":"QueueCommandIssued","message_id":"x","command":"explode"}'
+                 ).get(10)
+        raw.close()
         with Publisher(settings=s) as pub:
             mids = [pub.send(from_="app@a.test", to=[f"u{i}@dest.test"], subject=f"n{i}",
                              text="hello") for i in range(5)]
         wait_for(lambda: len(holds(s)) == 2, what="two mails deferred")
+        dead = read_events(s, DEAD_LETTER, {"EventDeadLettered": EventDeadLettered})
+        by_limiter = {e.key: e.error for _, e in dead
+                      if isinstance(e, EventDeadLettered) and e.processor == "limiter"}
+        assert set(by_limiter) == {"bad1", "bad2", "bad3", "bad4"}, by_limiter
+        assert "command 'explode' must be one of" in by_limiter["bad4"]
         wait_for(lambda: len(sink.messages) == 3, what="three mails sent")
         held = holds(s)
         assert set(held) == set(mids[3:])
