@@ -15,7 +15,13 @@ from postlane.publisher import Publisher
 from processors.config.view import ConfigView
 from schemas import EventDeadLettered, RoutingDecided
 from streams.client import ensure_topics, read_topic
-from streams.topics import ALL_TOPICS, DEAD_LETTER, ROUTING_DECIDED, SEND_REQUESTED
+from streams.topics import (
+    ALL_TOPICS,
+    DEAD_LETTER,
+    ROUTING_DECIDED,
+    ROUTING_DECIDED_MASS,
+    SEND_REQUESTED,
+)
 
 from .harness import Worker, isolated_settings, read_events, wait_for
 
@@ -49,8 +55,10 @@ kind = "mass"
 
 
 def decisions(s) -> dict[str, RoutingDecided]:
-    return {e.message_id: e for _, e in read_events(s, ROUTING_DECIDED,
-                                                     {"RoutingDecided": RoutingDecided})}
+    """Both lanes: mass mail is routed onto routing-decided-mass."""
+    registry = {"RoutingDecided": RoutingDecided}
+    return {e.message_id: e for spec in (ROUTING_DECIDED, ROUTING_DECIDED_MASS)
+            for _, e in read_events(s, spec, registry)}
 
 
 def test_router_end_to_end_restart_deadletter_and_no_secret(broker, tmp_path: Path,
