@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 
 import click
 
@@ -28,12 +29,16 @@ from .common import fail, settings
 @click.option("--kind", type=click.Choice(["transactional", "mass"]), default="transactional")
 @click.option("--idempotency-key", default="")
 @click.option("--thread-ref", default="")
+@click.option("--send-at", default="", metavar="WHEN",
+              help="hold until then: ISO 8601 (2026-11-23T09:00+01:00; no zone: UTC) "
+                   "or unix seconds")
 @click.option("--wait", is_flag=True, help="wait for a final status and print it")
 @click.option("--timeout", default=60.0, show_default=True, help="seconds --wait waits")
 def send(
     from_: str, to: tuple[str, ...], cc: tuple[str, ...], bcc: tuple[str, ...], reply_to: str,
     subject: str, text: str, html: str, attach: tuple[str, ...], header: tuple[str, ...],
-    tenant: str, kind: str, idempotency_key: str, thread_ref: str, wait: bool, timeout: float,
+    tenant: str, kind: str, idempotency_key: str, thread_ref: str, send_at: str, wait: bool,
+    timeout: float,
 ) -> None:
     """Publish a mail to send; prints its message id."""
     s = settings()
@@ -46,7 +51,7 @@ def send(
     fields = dict(
         cc=list(cc), bcc=list(bcc), reply_to=reply_to, subject=subject, text=text, html=html,
         attachments=[attachment(p) for p in attach], headers=headers, tenant=tenant, kind=kind,
-        idempotency_key=idempotency_key, thread_ref=thread_ref,
+        idempotency_key=idempotency_key, thread_ref=thread_ref, send_at=parse_when(send_at),
     )
     try:
         ensure_topics(s)
@@ -69,6 +74,23 @@ def send(
                                               else ""))
     if status["state"] != "sent":
         sys.exit(1)
+
+
+def parse_when(text: str) -> float:
+    """``--send-at``: ISO 8601 (no zone: UTC) or unix seconds; "" is now (0)."""
+    if not text:
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--send-at {text!r} is neither ISO 8601 (2026-11-23T09:00) nor unix seconds")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 COMMANDS = [send]

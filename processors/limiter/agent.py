@@ -274,7 +274,7 @@ def register(rt: Runtime) -> None:
         if what == "cancel":
             out.send(results_topic, mid, MessageCancelled(
                 message_id=mid, command_id=cid, by=NAME,
-                reason=f"cancelled by {command.operator or 'an operator'} while {where}",
+                reason=f"cancelled by {command.operator or 'an operator'}",
                 event_id=result_id(cid, "cancelled")))
             out.send(results_topic, mid, QueueCommandApplied(
                 message_id=mid, command_id=cid, command=what, by=NAME,
