@@ -54,7 +54,7 @@ class Settings:
     limit_day_start: str = "00:00"  # when a daily window opens, local time HH:MM
     limiter_tick: float = 0.2  # how often held mail is looked at (pacing precision)
     mass_window: int = 32  # mass mails per partition released and not yet attempted
-    mass_inflight_timeout: float = 300.0  # a released mass mail stops counting after this
+    mass_inflight_timeout: float = 60.0  # a released mass mail not started stops counting
     mass_lookahead: int = 512  # mass mails looked past a paced head, per partition
     # --- inbound ------------------------------------------------------------------
     inbound_max_bytes: int = 10 * 1024 * 1024  # larger mail is rejected, not fetched whole

@@ -171,7 +171,8 @@ def register(rt: Runtime) -> None:
             p = message.partition
             if index.built and p in index.assigned and held_table.get(key) is None:
                 index.pending[p][mail.seq] = mail
-            wake.set()
+                if len(index.meters[p].inflight) < s.mass_window:
+                    wake.set()  # room in the mass window: release without waiting a tick
 
     async def _decision(message: Any) -> RoutingDecided | None:
         try:
@@ -196,6 +197,10 @@ def register(rt: Runtime) -> None:
                     await asyncio.sleep(0.05)
                 out = _Out()
                 touched: set[int] = set()
+                # commands last: a cancel must not overtake the release of its
+                # own mail taken from another topic in this batch
+                commands = COMMANDS.full(s)
+                batch = sorted(batch, key=lambda e: e.message.topic == commands)
                 for event in batch:
                     try:
                         await _take(event.message, out, touched)
@@ -214,7 +219,9 @@ def register(rt: Runtime) -> None:
             return
         if topic == DELIVERY.full(s):
             data = orjson.loads(message.value) if message.value else None
-            if isinstance(data, dict) and data.get("type") == "DeliveryAttempted":
+            # delivery started (or finished) it: it has left delivery's input
+            if isinstance(data, dict) and data.get("type") in ("DeliveryStarted",
+                                                               "DeliveryAttempted"):
                 mid = str(data.get("message_id", ""))
                 meters = index.meters[p]
                 if mid in meters.inflight:
@@ -332,17 +339,35 @@ def register(rt: Runtime) -> None:
         index.refresh_due(p)
 
     async def _commit(out: _Out) -> None:
-        """Publish, flush, then write the tables (see the module docstring)."""
+        """Publish, flush, then write the tables (see the module docstring).
+        The index already reflects ``out``, so it must land: a failed publish
+        is retried (the lock is held: nothing else moves meanwhile); a send
+        that did reach the broker before the failure is a duplicate delivery
+        drops."""
         if not out.events and not out.rows and not out.meters:
             return
-        for topic, key, value in out.events:
-            await topic.send(key=key, value=value)
-        if out.events:
-            await app.producer.flush()
-        for key, row in out.rows.items():
-            held_table[key] = row
+        delay = 0.5
+        while True:
+            try:
+                for topic, key, value in out.events:
+                    await topic.send(key=key, value=value)
+                if out.events:
+                    await app.producer.flush()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - e.g. the broker is away: try again
+                log.exception("limiter could not publish %d events; retrying in %.1f s",
+                              len(out.events), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        # the meters first: a crash between the writes then counts a mail
+        # that is released again after the restart (sends less), never the
+        # other way round (a released row without its count sends more)
         for p in out.meters:
             meters_table[meters_key(p, n)] = index.meters[p].to_dict()
+        for key, row in out.rows.items():
+            held_table[key] = row
 
     # --- the tick: held mail whose time has come, mass mail as the window frees ----------------
 

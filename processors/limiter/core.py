@@ -54,26 +54,28 @@ class Limits:
     inflight_timeout: float = 300.0
 
 
-def daily_share(limit: int, partitions: int, partition: int) -> int:
-    """Partition ``partition``'s share of a daily ``limit`` (sum = limit)."""
+def daily_share(limit: int, partitions: int, partition: int, day: int = 0) -> int:
+    """Partition ``partition``'s share of a daily ``limit`` on window ``day``
+    (the shares add up to the limit). The remainder goes to different
+    partitions each day, so with a limit below the partition count no
+    partition has a share of 0 for ever."""
     base, extra = divmod(limit, partitions)
-    return base + (1 if partition < extra else 0)
+    return base + (1 if (partition - day) % partitions < extra else 0)
 
 
 @dataclass
 class Meters:
     """One partition's counters: mails released in the current window per
     ``server:<name>`` / ``tenant:<name>``, rate buckets per ``server:<name>``
-    / ``domain:<domain>`` (``[tokens, at]``), mass mail released and not yet
-    attempted (message_id -> released at), and the mass intake cursor (every
-    mass seq below it has left the intake queue)."""
+    / ``domain:<domain>`` (``[tokens, at]``; a bucket that has refilled is
+    dropped), and mass mail released and not yet started by delivery
+    (message_id -> released at)."""
 
     partition: int
     window: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
     buckets: dict[str, list[float]] = field(default_factory=dict)
     inflight: dict[str, float] = field(default_factory=dict)
-    cursor: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,7 +90,6 @@ class Meters:
             counts=dict(data.get("counts", {})),
             buckets={k: list(v) for k, v in dict(data.get("buckets", {})).items()},
             inflight=dict(data.get("inflight", {})),
-            cursor=int(data.get("cursor", 0)),
         )
 
     def copy(self) -> Meters:
@@ -179,11 +180,29 @@ def roll(meters: Meters, now: float, limits: Limits) -> Meters:
         out.window, out.counts = opened, {}
     cutoff = now - limits.inflight_timeout
     out.inflight = {k: v for k, v in out.inflight.items() if v > cutoff}
+    # a bucket that has refilled is the same as no bucket: drop it, so one
+    # per recipient domain ever seen does not pile up in the meters row
+    kept: dict[str, list[float]] = {}
+    for scope, bucket in out.buckets.items():
+        rate = _scope_rate(scope, limits)
+        if rate > 0 and _bucket(out, scope, rate, now) < max(1.0, rate):
+            kept[scope] = bucket
+    out.buckets = kept
     return out
 
 
+def _scope_rate(scope: str, limits: Limits) -> float:
+    """The per-partition rate of a bucket's scope now (0: no longer paced)."""
+    kind, _, name = scope.partition(":")
+    if kind == "server":
+        server = limits.servers.get(name)
+        return server.rate / limits.partitions if server else 0.0
+    rate, _ = limits.domains.get(name) or limits.domains.get("*") or (0.0, "")
+    return rate / limits.partitions
+
+
 def attempted(meters: Meters, message_id: str) -> Meters:
-    """Delivery attempted a mail: it no longer counts against the mass window."""
+    """Delivery started a mail: it no longer counts against the mass window."""
     if message_id not in meters.inflight:
         return meters
     out = meters.copy()
@@ -234,13 +253,17 @@ def check(meters: Meters, mail: Mail, now: float, limits: Limits,
     if mail.lane == "mass" and len(meters.inflight) >= limits.mass_window:
         return Verdict("busy", reason="the mass window is full")
     for scope, limit, who in _dailies(mail, limits):
-        share = daily_share(limit, limits.partitions, meters.partition)
+        day = int(meters.window // 86400)
+        share = daily_share(limit, limits.partitions, meters.partition, day)
         if meters.counts.get(scope, 0) >= share:
             until = next_window(now, limits.timezone, limits.day_start)
-            part = (f" (this partition's share is {share})" if limits.partitions > 1 else "")
+            if limits.partitions > 1:
+                reached = (f"this partition used its share ({share}) of {who}'s daily limit "
+                           f"of {limit}")
+            else:
+                reached = f"{who} reached its daily limit of {limit}"
             return Verdict("daily_limit", until,
-                           f"deferred: {who} reached its daily limit of {limit}{part}; "
-                           f"next window {words(until, limits.timezone)}")
+                           f"deferred: {reached}; next window {words(until, limits.timezone)}")
     blocked = set(reserved)
     waits: list[tuple[float, str, str]] = []
     rates = _rates(mail, limits)
@@ -260,13 +283,18 @@ def check(meters: Meters, mail: Mail, now: float, limits: Limits,
 def take(meters: Meters, mail: Mail, now: float, limits: Limits) -> Meters:
     """Count ``mail`` as released now: daily counts, rate tokens, mass window."""
     out = meters.copy()
-    for scope, _, _ in _dailies(mail, limits):
-        out.counts[scope] = out.counts.get(scope, 0) + 1
-    for scope, rate, _, _ in _rates(mail, limits):
-        out.buckets[scope] = [_bucket(out, scope, rate, now) - 1.0, now]
-    if mail.lane == "mass":
-        out.inflight[mail.message_id] = now
+    _take(out, mail, now, limits)
     return out
+
+
+def _take(meters: Meters, mail: Mail, now: float, limits: Limits) -> None:
+    """``take`` in place, on a pass's own copy (no copy per mail)."""
+    for scope, _, _ in _dailies(mail, limits):
+        meters.counts[scope] = meters.counts.get(scope, 0) + 1
+    for scope, rate, _, _ in _rates(mail, limits):
+        meters.buckets[scope] = [_bucket(meters, scope, rate, now) - 1.0, now]
+    if mail.lane == "mass":
+        meters.inflight[mail.message_id] = now
 
 
 # --- a scheduling pass -------------------------------------------------------------------
@@ -290,7 +318,7 @@ def schedule(meters: Meters, transactional: Iterable[Mail], mass: Iterable[Mail]
     for mail in sorted(transactional, key=lambda m: m.seq):
         v = check(p.meters, mail, now, limits)
         if v.kind == "release":
-            p.meters = take(p.meters, mail, now, limits)
+            _take(p.meters, mail, now, limits)
             p.released.append(mail)
             continue
         if v.kind == "paced":
@@ -303,7 +331,7 @@ def schedule(meters: Meters, transactional: Iterable[Mail], mass: Iterable[Mail]
         if v.kind == "busy":
             break  # woken again when delivery attempts a released one
         if v.kind == "release":
-            p.meters = take(p.meters, mail, now, limits)
+            _take(p.meters, mail, now, limits)
             p.released.append(mail)
             p.resolved.append(mail.seq)
             continue

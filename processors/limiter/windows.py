@@ -30,7 +30,9 @@ def window_start(now: float, timezone: str = "UTC", day_start: str = "00:00") ->
     tz, start = _parse(timezone, day_start)
     local = datetime.fromtimestamp(now, tz)
     opened = datetime.combine(local.date(), start, tz)
-    if opened > local:
+    # compare instants, not wall clocks: on a repeated hour (DST ends) two
+    # local times compare equal while being an hour apart
+    if opened.timestamp() > now:
         opened = datetime.combine(local.date() - timedelta(days=1), start, tz)
     return opened.timestamp()
 

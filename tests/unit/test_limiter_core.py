@@ -60,10 +60,22 @@ def test_bad_zone_or_start_is_refused_in_words() -> None:
 # --- daily limits -----------------------------------------------------------------------------
 
 
-def test_shares_add_up_to_the_limit() -> None:
+def test_shares_add_up_to_the_limit_and_the_remainder_rotates() -> None:
     assert [daily_share(200, 4, p) for p in range(4)] == [50, 50, 50, 50]
     assert [daily_share(7, 4, p) for p in range(4)] == [2, 2, 2, 1]
-    assert sum(daily_share(13, 5, p) for p in range(5)) == 13
+    assert [daily_share(7, 4, p, day=1) for p in range(4)] == [1, 2, 2, 2]
+    for day in range(10):
+        assert sum(daily_share(13, 5, p, day) for p in range(5)) == 13
+    # a limit below the partition count: no partition has 0 every day
+    assert all(any(daily_share(3, 4, p, day) for day in range(4)) for p in range(4))
+
+
+def test_the_repeated_hour_at_the_end_of_dst_is_one_window() -> None:
+    # America/New_York repeats 01:00-02:00 on 2026-11-01; a window opening at 01:30
+    starts = [window_start(datetime(2026, 11, 1, 4, 0, tzinfo=UTC).timestamp() + m * 60,
+                           "America/New_York", "01:30") for m in range(0, 180, 5)]
+    # the window of Oct 31, then the one opening at the first 01:30, never back
+    assert starts == sorted(starts) and len(set(starts)) == 2
 
 
 def test_server_daily_limit_defers_with_the_next_window_in_words() -> None:
@@ -104,7 +116,8 @@ def test_partition_share_is_said() -> None:
     meters = Meters(2, window=window_start(T0), counts={"server:primary": 50})
     v = core.check(meters, mail("x"), T0, lim)
     assert v.kind == "daily_limit"
-    assert "daily limit of 200 (this partition's share is 50)" in v.reason
+    assert v.reason.startswith("deferred: this partition used its share (50) of server "
+                               "primary's daily limit of 200; next window ")
 
 
 def test_counts_survive_the_table_round_trip() -> None:
@@ -139,6 +152,14 @@ def test_rate_is_split_over_partitions() -> None:
         meters = p.meters
         released += len(p.released)
     assert released == 10  # 1/s in this partition: 4/s over 4 partitions
+
+
+def test_refilled_buckets_are_dropped_from_the_meters() -> None:
+    lim = limits(domains={"*": (1.0, "1/s")})
+    p = schedule(Meters(0), [mail(f"m{i}", seq=i, to=f"x@d{i}.test") for i in range(50)], [],
+                 T0, lim)
+    assert len(p.meters.buckets) == 50
+    assert schedule(p.meters, [], [], T0 + 2, lim).meters.buckets == {}
 
 
 def test_domain_rate_and_default_domain_rate() -> None:
