@@ -10,6 +10,7 @@ one record per producer batch.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,68 @@ def _patch_seek_to_committed() -> None:
     cls._postlane_seek_patched = True  # type: ignore[attr-defined]
 
 
+class _Stall:
+    """What the fetch watchdog last saw of one partition."""
+
+    def __init__(self, read: int | None, position: int) -> None:
+        self.read, self.position, self.seen = read, position, 1
+
+
+def _watch_dropped_fetches(app: faust.App, interval: float = 2.0, patience: int = 3) -> None:
+    """Faust takes a batch of records from aiokafka (moving its position)
+    and drops the rest of the batch when the consumer generation changes
+    or flow stops mid-iteration; nothing seeks back, so a partition can sit
+    with records fetched and never delivered until the next rebalance (seen
+    after a SIGKILL and restart: the new worker never read three topics).
+    Every ``interval`` s, a partition whose position is ahead of what Faust
+    delivered, with the delivered offset unchanged for ``patience`` checks,
+    flow active and its buffers not full (a full buffer stalls legitimately),
+    is sought back to the first undelivered record. (A stall with a full
+    producer buffer is legitimate too: skipped.) Delivered twice at worst,
+    which every processor here tolerates; never lost."""
+    log = logging.getLogger("postlane.fetchwatch")
+    seen: dict[Any, _Stall] = {}
+
+    @app.timer(interval=interval)
+    async def _fetch_watchdog() -> None:
+        consumer: Any = app.consumer
+        buffer: Any = app.producer.buffer  # over max_messages, delivery to agents waits
+        if (app.rebalancing or getattr(app, "in_recovery", False) or not consumer.flow_active
+                or buffer.size > buffer.max_messages):
+            seen.clear()
+            return
+        for tp in list(consumer.assignment()):
+            if tp.topic.endswith("-changelog") or tp in consumer._buffered_partitions:
+                seen.pop(tp, None)
+                continue
+            read = consumer._read_offset.get(tp)
+            committed = consumer._committed_offset.get(tp)
+            position = await consumer.position(tp)
+            # after a seek Faust sets the read offset to the committed one (the
+            # next to read); otherwise it is the last delivered. Equal to the
+            # committed offset, it may be either: re-read that one record
+            if read is None:
+                first = committed or 0
+            elif committed is not None and read <= committed:
+                first = read
+            else:
+                first = read + 1
+            if position is None or position <= first:
+                seen.pop(tp, None)
+                continue
+            stall = seen.get(tp)
+            if stall is None or stall.read != read:
+                seen[tp] = _Stall(read, position)
+                continue
+            stall.seen += 1
+            if stall.seen >= patience:
+                log.warning("%s[%d]: records up to %d fetched but only up to %s delivered "
+                            "for %.0f s: seeking back to %d", tp.topic, tp.partition,
+                            position - 1, read, interval * patience, first)
+                await consumer.seek(tp, first)
+                seen.pop(tp, None)
+
+
 def create_app(name: str, settings: Settings) -> faust.App:
     _FETCH_WAIT_MS["value"] = settings.fetch_max_wait_ms
     _patch_fetch_wait()
@@ -120,6 +183,7 @@ def create_app(name: str, settings: Settings) -> faust.App:
         table_standby_replicas=0,  # timers scan only active partitions
         stream_wait_empty=False,
     )
+    _watch_dropped_fetches(app)
     return app
 
 

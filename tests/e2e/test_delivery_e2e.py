@@ -43,7 +43,14 @@ from schemas import (
 from streams.client import ensure_topics, read_topic
 from streams.embedded import EmbeddedBroker, free_port
 from streams.settings import Settings
-from streams.topics import DELIVERY, ROUTING_DECIDED, SEND_REQUESTED, STATUS, TopicSpec
+from streams.topics import (
+    DELIVERY,
+    RELEASED,
+    ROUTING_DECIDED,
+    SEND_REQUESTED,
+    STATUS,
+    TopicSpec,
+)
 from tests.smtp.conftest import HOST, Recorder
 
 from .harness import Worker, isolated_settings, read_events, wait_for
@@ -240,10 +247,13 @@ def explain_stuck(s: Settings, mids: list[str], sink: Sink) -> str:
     counts = sink.by_postlane_id()
     lines = [f"{len(stuck)} mails not final"]
     events = delivery_events(s)
+    released = {(r.key or b"").decode(): (r.partition, r.offset)
+                for r in read_topic(s, RELEASED.full(s), idle=0.3)}
     for m in sorted(stuck)[:3]:
-        history = [h["state"] for h in st.get(m, {}).get("history", [])]
+        history = [(h["state"], h.get("reason", "")) for h in st.get(m, {}).get("history", [])]
         mine = [(type(e).__name__, e.attempt) for e in events if e.message_id == m]
-        lines.append(f"  {m}: {counts[m]} at the sink, status {history}, delivery events {mine}")
+        lines.append(f"  {m}: {counts[m]} at the sink, status {history}, delivery events {mine}"
+                     f", released at {released.get(m)}")
     group = f"{s.app_prefix}-{'-'.join(sorted(PROCESSORS))}"
     admin = KafkaAdminClient(bootstrap_servers=s.bootstrap)
     try:
@@ -288,7 +298,8 @@ def test_kill_restart_loses_nothing_and_duplicates_only_interrupted(
     try:
         mids = publish(0, first)
         wait_for(lambda: len(sink.messages) >= first, timeout=90, what="the first mails")
-        wait_for(lambda: committed_everywhere(s, (SEND_REQUESTED, ROUTING_DECIDED, DELIVERY)),
+        wait_for(lambda: committed_everywhere(
+                     s, (SEND_REQUESTED, ROUTING_DECIDED, RELEASED, DELIVERY)),
                  timeout=30, what="the group's first commit")
         mids += publish(first, n)
         # SIGKILL once some, not all, of the rest are delivered
