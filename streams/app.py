@@ -135,7 +135,11 @@ def _watch_dropped_fetches(app: faust.App, interval: float = 2.0, patience: int 
                 first = read
             else:
                 first = read + 1
-            if position is None or position <= first:
+            # records beyond the last delivered one sit fetched: had they been
+            # handed over, the read offset would have moved (a slow agent does
+            # not stop delivery into its buffer)
+            beyond = (read + 1) if read is not None else first
+            if position is None or position <= beyond:
                 seen.pop(tp, None)
                 continue
             stall = seen.get(tp)
@@ -183,6 +187,7 @@ def create_app(name: str, settings: Settings) -> faust.App:
         table_standby_replicas=0,  # timers scan only active partitions
         stream_wait_empty=False,
     )
+    app.producer.buffer.max_messages = settings.producer_buffer_max
     _watch_dropped_fetches(app)
     return app
 

@@ -39,6 +39,9 @@ class Settings:
     heartbeat_interval: float = 3.0  # broker_heartbeat_interval (embedded: 1.0)
     fetch_max_wait_ms: int = 1500  # Faust's fixed value; embedded: 100
     producer_max_batch_size: int = 16384  # embedded: 1 (exact table recovery)
+    # table writes Faust may have pending before it stops handing records to
+    # every agent (its default, 100, lets a campaign's table writes stall invoices)
+    producer_buffer_max: int = 100
     # --- router -----------------------------------------------------------------
     config_ready_timeout: float = 30.0
     # --- delivery -----------------------------------------------------------------
@@ -53,7 +56,7 @@ class Settings:
     limit_timezone: str = "UTC"  # IANA name; daily windows follow its calendar
     limit_day_start: str = "00:00"  # when a daily window opens, local time HH:MM
     limiter_tick: float = 0.2  # how often held mail is looked at (pacing precision)
-    mass_window: int = 32  # mass mails per partition released and not yet attempted
+    mass_window: int = 8  # mass mails per partition released and not yet started
     mass_inflight_timeout: float = 60.0  # a released mass mail not started stops counting
     mass_lookahead: int = 512  # mass mails looked past a paced head, per partition
     # --- inbound ------------------------------------------------------------------
