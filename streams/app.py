@@ -239,6 +239,8 @@ def create_app(name: str, settings: Settings) -> faust.App:
         table_cleanup_interval=60.0,
         table_standby_replicas=0,  # timers scan only active partitions
         stream_wait_empty=False,
+        stream_buffer_maxsize=settings.stream_buffer_maxsize,
+        consumer_max_fetch_size=settings.consumer_max_fetch_size,
     )
     app.producer.buffer.max_messages = settings.producer_buffer_max
     _watch_dropped_fetches(app)

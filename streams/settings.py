@@ -42,6 +42,8 @@ class Settings:
     # table writes Faust may have pending before it stops handing records to
     # every agent (its default, 100, lets a campaign's table writes stall invoices)
     producer_buffer_max: int = 100
+    stream_buffer_maxsize: int = 4096  # events an agent's buffer holds (Faust's default)
+    consumer_max_fetch_size: int = 1024 * 1024  # bytes fetched per partition at once
     # --- router -----------------------------------------------------------------
     config_ready_timeout: float = 30.0
     # --- delivery -----------------------------------------------------------------

@@ -312,6 +312,11 @@ def test_kill_restart_loses_nothing_and_duplicates_only_interrupted(
         at_kill = len(sink.messages)
         assert at_kill < n, "every mail went out before the kill: nothing was tested"
 
+        # the new worker joins once the dead one's session has expired, as a
+        # supervisor's restart delay would have it. Joining while the dead
+        # member is still in the group makes two rebalances at start, and
+        # Faust then sometimes loses fetched input (README, known limits)
+        time.sleep(s.tuned().session_timeout + 1)
         w2 = start_worker(s, tmp_path, 2)
 
         def all_final() -> bool:
