@@ -17,21 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from processors.config.view import ConfigView
+from processors.config.view import CONFIG_KINDS, ConfigView
 from schemas import (
     AliasConfigured,
-    AliasRemoved,
     DomainPaceConfigured,
-    DomainPaceRemoved,
     Event,
     IncomingServerConfigured,
-    IncomingServerRemoved,
     InvalidEvent,
     OutgoingServerConfigured,
     OutgoingServerRemoved,
     SettingsChanged,
     TenantConfigured,
-    TenantRemoved,
     decode,
 )
 
@@ -174,64 +170,35 @@ def events(desired: DesiredConfig) -> list[Event]:
 
 
 def plan(current: ConfigView, desired: DesiredConfig) -> list[tuple[str, Event]]:
-    """(key, event) pairs that bring ``current`` to ``desired``: only changes."""
+    """(key, event) pairs that bring ``current`` to ``desired``: only changes,
+    removals included."""
     out: list[tuple[str, Event]] = []
     if values(current.settings) != values(desired.settings):
         out.append((desired.settings.key, desired.settings))
-    for server in desired.servers:
-        old = current.servers.get(server.name)
-        if old is None or values(old) != values(server):
-            out.append((server.key, server))
-    wanted = {s.name for s in desired.servers}
-    for name in sorted(set(current.servers) - wanted):
-        removed = OutgoingServerRemoved(name=name)
-        out.append((removed.key, removed))
-    for incoming in desired.incoming:
-        old_in = current.incoming.get(incoming.name)
-        if old_in is None or values(old_in) != values(incoming):
-            out.append((incoming.key, incoming))
-    for name in sorted(set(current.incoming) - {i.name for i in desired.incoming}):
-        gone = IncomingServerRemoved(name=name)
-        out.append((gone.key, gone))
-    for alias in desired.aliases:
-        old_alias = current.aliases.get(alias.alias.lower())
-        if old_alias is None or values(old_alias) != values(alias):
-            out.append((alias.key, alias))
-    for name in sorted(set(current.aliases) - {a.alias.lower() for a in desired.aliases}):
-        dropped = AliasRemoved(alias=current.aliases[name].alias)
-        out.append((dropped.key, dropped))
-    for tenant in desired.tenants:
-        old_tenant = current.tenants.get(tenant.name)
-        if old_tenant is None or values(old_tenant) != values(tenant):
-            out.append((tenant.key, tenant))
-    for name in sorted(set(current.tenants) - {t.name for t in desired.tenants}):
-        no_tenant = TenantRemoved(name=name)
-        out.append((no_tenant.key, no_tenant))
-    for pace in desired.domains:
-        old_pace = current.domains.get(pace.domain.lower())
-        if old_pace is None or values(old_pace) != values(pace):
-            out.append((pace.key, pace))
-    for name in sorted(set(current.domains) - {d.domain.lower() for d in desired.domains}):
-        no_pace = DomainPaceRemoved(domain=current.domains[name].domain)
-        out.append((no_pace.key, no_pace))
+    for kind in CONFIG_KINDS:
+        live: dict[str, Any] = getattr(current, kind.field)
+        wanted: list[Any] = getattr(desired, kind.field)
+        for item in wanted:
+            old = live.get(kind.key(item))
+            if old is None or values(old) != values(item):
+                out.append((item.key, item))
+        for gone_key in sorted(set(live) - {kind.key(item) for item in wanted}):
+            gone: Any = kind.removed(**{kind.id_field: getattr(live[gone_key], kind.id_field)})
+            out.append((gone.key, gone))
     return out
 
 
 def view_to_dict(view: ConfigView) -> dict[str, Any]:
     """The live view in the file's shape: ``{"settings": {...}, "servers": [...]}``
-    plus ``incoming`` and ``aliases`` when there are some."""
+    plus each other kind (incoming, aliases, tenants, domains) that has entries."""
     servers = sorted(view.servers.values(), key=lambda s: (s.priority, s.name))
     out: dict[str, Any] = {
         "settings": values(view.settings), "servers": [values(s) for s in servers],
     }
-    if view.incoming:
-        out["incoming"] = [values(view.incoming[k]) for k in sorted(view.incoming)]
-    if view.aliases:
-        out["aliases"] = [values(view.aliases[k]) for k in sorted(view.aliases)]
-    if view.tenants:
-        out["tenants"] = [values(view.tenants[k]) for k in sorted(view.tenants)]
-    if view.domains:
-        out["domains"] = [values(view.domains[k]) for k in sorted(view.domains)]
+    for kind in (k for k in CONFIG_KINDS if k.field != "servers"):  # servers: by priority
+        entries: dict[str, Event] = getattr(view, kind.field)
+        if entries:
+            out[kind.field] = [values(entries[k]) for k in sorted(entries)]
     return out
 
 

@@ -23,6 +23,13 @@ class Runtime:
     topics: dict[str, faust.TopicT] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def raw_topic(self, *specs: TopicSpec) -> faust.TopicT:
+        """An agent's input over ``specs`` as raw bytes: the agent decodes (and
+        dead-letters) each event itself, so one bad record never stops it."""
+        return self.app.topic(*(spec.full(self.settings) for spec in specs),
+                              key_type=bytes, value_type=bytes,
+                              key_serializer="raw", value_serializer="raw")
+
     def topic(self, spec: TopicSpec) -> faust.TopicT:
         if spec.name not in self.topics:
             self.topics[spec.name] = topic(self.app, self.settings, spec)

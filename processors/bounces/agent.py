@@ -55,11 +55,8 @@ def register(rt: Runtime) -> None:
     app = rt.app
     dlq = rt.topic(DEAD_LETTER)
     rules = core.BurstRules.from_settings(s)
-    source = app.topic(*(spec.full(s) for spec in (INBOUND_ROUTED, BOUNCE_MAIL, DELIVERY)),
-                       key_type=bytes, value_type=bytes, key_serializer="raw",
-                       value_serializer="raw")
-    domains_in = app.topic(BOUNCE_DOMAINS.full(s), key_type=bytes, value_type=bytes,
-                           key_serializer="raw", value_serializer="raw")
+    source = rt.raw_topic(INBOUND_ROUTED, BOUNCE_MAIL, DELIVERY)
+    domains_in = rt.raw_topic(BOUNCE_DOMAINS)
     table = app.Table(TABLE, default=None, key_type=bytes, value_type=bytes,
                       partitions=s.partitions,
                       help="recipient domain -> recent errors and mail sent (outage check)")

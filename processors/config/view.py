@@ -7,6 +7,7 @@ use the same ``evolve``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from schemas import (
     AliasConfigured,
@@ -42,41 +43,45 @@ class ConfigView:
         )
 
 
+@dataclass(frozen=True)
+class ConfigKind:
+    """One kind of keyed configuration: the view's field holding it, the
+    events that set and remove an entry, and the field naming the entry
+    (compared without case when ``fold_case``)."""
+
+    field: str
+    configured: type[Event]
+    removed: type[Event]
+    id_field: str
+    fold_case: bool = False
+
+    def key(self, event: Event) -> str:
+        ident = str(getattr(event, self.id_field))
+        return ident.lower() if self.fold_case else ident
+
+
+CONFIG_KINDS: tuple[ConfigKind, ...] = (
+    ConfigKind("servers", OutgoingServerConfigured, OutgoingServerRemoved, "name"),
+    ConfigKind("incoming", IncomingServerConfigured, IncomingServerRemoved, "name"),
+    ConfigKind("aliases", AliasConfigured, AliasRemoved, "alias", fold_case=True),
+    ConfigKind("tenants", TenantConfigured, TenantRemoved, "name"),
+    ConfigKind("domains", DomainPaceConfigured, DomainPaceRemoved, "domain", fold_case=True),
+)
+
+
 def evolve(view: ConfigView, event: Event) -> ConfigView:
     """Apply one config event; unknown event types leave the view as it is."""
-    if isinstance(event, OutgoingServerConfigured):
-        servers = dict(view.servers)
-        servers[event.name] = event
-        return replace(view, servers=servers, version=view.version + 1)
-    if isinstance(event, OutgoingServerRemoved):
-        servers = {k: v for k, v in view.servers.items() if k != event.name}
-        return replace(view, servers=servers, version=view.version + 1)
     if isinstance(event, SettingsChanged):
         return replace(view, settings=event, version=view.version + 1)
-    if isinstance(event, IncomingServerConfigured):
-        return replace(view, incoming={**view.incoming, event.name: event},
-                       version=view.version + 1)
-    if isinstance(event, IncomingServerRemoved):
-        incoming = {k: v for k, v in view.incoming.items() if k != event.name}
-        return replace(view, incoming=incoming, version=view.version + 1)
-    if isinstance(event, AliasConfigured):
-        return replace(view, aliases={**view.aliases, event.alias.lower(): event},
-                       version=view.version + 1)
-    if isinstance(event, AliasRemoved):
-        aliases = {k: v for k, v in view.aliases.items() if k != event.alias.lower()}
-        return replace(view, aliases=aliases, version=view.version + 1)
-    if isinstance(event, TenantConfigured):
-        return replace(view, tenants={**view.tenants, event.name: event},
-                       version=view.version + 1)
-    if isinstance(event, TenantRemoved):
-        tenants = {k: v for k, v in view.tenants.items() if k != event.name}
-        return replace(view, tenants=tenants, version=view.version + 1)
-    if isinstance(event, DomainPaceConfigured):
-        return replace(view, domains={**view.domains, event.domain.lower(): event},
-                       version=view.version + 1)
-    if isinstance(event, DomainPaceRemoved):
-        domains = {k: v for k, v in view.domains.items() if k != event.domain.lower()}
-        return replace(view, domains=domains, version=view.version + 1)
+    for kind in CONFIG_KINDS:
+        if isinstance(event, kind.configured | kind.removed):
+            entries = dict(getattr(view, kind.field))
+            if isinstance(event, kind.configured):
+                entries[kind.key(event)] = event
+            else:
+                entries.pop(kind.key(event), None)
+            changes: dict[str, Any] = {kind.field: entries, "version": view.version + 1}
+            return replace(view, **changes)
     return view
 
 

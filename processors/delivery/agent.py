@@ -73,10 +73,7 @@ def register(rt: Runtime) -> None:
     results_topic = rt.topic(COMMAND_RESULTS)
     due_topic = rt.topic(DELIVERY_DUE)
     dlq = rt.topic(DEAD_LETTER)
-    source = app.topic(
-        RELEASED.full(s), DELIVERY_DUE.full(s), key_type=bytes, value_type=bytes,
-        key_serializer="raw", value_serializer="raw",
-    )
+    source = rt.raw_topic(RELEASED, DELIVERY_DUE)
     ledger_table = app.Table(
         "delivery-ledger", default=None, partitions=s.partitions,
         # keys are raw bytes (message_id): without key_type the changelog is

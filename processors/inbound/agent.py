@@ -112,10 +112,6 @@ def register(rt: Runtime) -> None:
     send_out = rt.topic(SEND_REQUESTED)
     dlq = rt.topic(DEAD_LETTER)
 
-    def raw_topic(*specs: Any) -> Any:
-        return app.topic(*(spec.full(s) for spec in specs), key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
-
     seen = app.Table("inbound-seen", default=None, key_type=bytes, partitions=n,
                      help="normalized Message-ID -> the first inbound mail with it")
     sent_index = app.Table("sent-index", default=None, key_type=bytes, partitions=n,
@@ -175,7 +171,7 @@ def register(rt: Runtime) -> None:
 
     # --- stage 1: duplicate, bounce, config-only steps -----------------------------------
 
-    @app.agent(raw_topic(INBOUND), name="postlane.inbound")
+    @app.agent(rt.raw_topic(INBOUND), name="postlane.inbound")
     async def classify(stream: Any) -> None:
         await rt.config.wait_ready()
         async for event in stream.events():
@@ -214,7 +210,7 @@ def register(rt: Runtime) -> None:
 
     # --- stage 2: the reply table ----------------------------------------------------------
 
-    @app.agent(raw_topic(SENT_IDS, INBOUND_THREADS), name="postlane.inbound-threads")
+    @app.agent(rt.raw_topic(SENT_IDS, INBOUND_THREADS), name="postlane.inbound-threads")
     async def threads(stream: Any) -> None:
         await rt.config.wait_ready()
         async for event in stream.events():
@@ -267,7 +263,7 @@ def register(rt: Runtime) -> None:
 
     # --- stage 3: loop prevention ----------------------------------------------------------
 
-    @app.agent(raw_topic(INBOUND_ALIASES), name="postlane.inbound-aliases")
+    @app.agent(rt.raw_topic(INBOUND_ALIASES), name="postlane.inbound-aliases")
     async def aliases(stream: Any) -> None:
         await rt.config.wait_ready()
         async for event in stream.events():
@@ -303,7 +299,7 @@ def register(rt: Runtime) -> None:
         )
         await sent_out.send(key=normalize_message_id(smtp_id).encode(), value=encode(ev))
 
-    @app.agent(raw_topic(ROUTING_DECIDED, ROUTING_DECIDED_MASS, DELIVERY),
+    @app.agent(rt.raw_topic(ROUTING_DECIDED, ROUTING_DECIDED_MASS, DELIVERY),
                name="postlane.inbound-index")
     async def index(stream: Any) -> None:
         async for event in stream.events():

@@ -61,7 +61,6 @@ from streams.topics import (
     RELEASED,
     ROUTING_DECIDED,
     ROUTING_DECIDED_MASS,
-    TopicSpec,
 )
 
 from ..deadletter import send_dead_letter
@@ -117,10 +116,6 @@ def register(rt: Runtime) -> None:
     limits_cache: dict[str, Any] = {"version": -1, "limits": None}
     rt.extras["limiter_index"] = index
 
-    def raw(*specs: TopicSpec) -> Any:
-        return app.topic(*(spec.full(s) for spec in specs), key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
-
     def limits() -> core.Limits:
         view = rt.config.view
         if limits_cache["version"] != view.version:
@@ -153,7 +148,7 @@ def register(rt: Runtime) -> None:
 
     # --- the mass lane: intake only -------------------------------------------------------
 
-    @app.agent(raw(ROUTING_DECIDED_MASS), name="postlane.limiter.mass")
+    @app.agent(rt.raw_topic(ROUTING_DECIDED_MASS), name="postlane.limiter.mass")
     async def intake(stream: Any) -> None:
         await rt.config.wait_ready()
         async for event in stream.events():
@@ -188,7 +183,7 @@ def register(rt: Runtime) -> None:
 
     # --- transactional lane, commands, delivery's attempts ----------------------------------
 
-    @app.agent(raw(ROUTING_DECIDED, COMMANDS, DELIVERY), name="postlane.limiter")
+    @app.agent(rt.raw_topic(ROUTING_DECIDED, COMMANDS, DELIVERY), name="postlane.limiter")
     async def limit(stream: Any) -> None:
         await rt.config.wait_ready()
         async for batch in stream.take_events(64, within=0.005):
@@ -301,7 +296,8 @@ def register(rt: Runtime) -> None:
 
     def _forget(p: int, mail: core.Mail) -> None:
         index.held[p].pop(mail.message_id, None)
-        index.pending[p].pop(mail.seq, None) if mail.lane == "mass" else None
+        if mail.lane == "mass":
+            index.pending[p].pop(mail.seq, None)
 
     # --- a scheduling pass over one partition --------------------------------------------------
 
@@ -315,7 +311,7 @@ def register(rt: Runtime) -> None:
         pending = itertools.islice(index.pending[p].values(), s.mass_lookahead)
         mass = list(heapq.merge(due_mass, pending, key=lambda m: m.seq))
         result = core.schedule(index.meters[p], trans, mass, now, lim)
-        if result.meters.to_dict() != index.meters[p].to_dict():
+        if result.meters != index.meters[p]:
             index.meters[p] = result.meters
             out.meters.add(p)
         for mail in result.released:
@@ -333,7 +329,8 @@ def register(rt: Runtime) -> None:
                 out.send(held_topic, mail.message_id, MailHeld(
                     message_id=mail.message_id, lane=mail.lane, why=verdict.kind,
                     reason=verdict.reason, until=verdict.until, step=step))
-            index.pending[p].pop(mail.seq, None) if mail.lane == "mass" else None
+            if mail.lane == "mass":
+                index.pending[p].pop(mail.seq, None)
             held[mail.message_id] = new
             out.rows[mail.message_id.encode()] = {"state": "held", "mail": new.to_dict()}
         index.refresh_due(p)

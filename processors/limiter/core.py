@@ -21,7 +21,6 @@ rate bucket a waiting transactional mail needs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -164,8 +163,6 @@ class Pass:
     meters: Meters
     released: list[Mail] = field(default_factory=list)
     holds: list[tuple[Mail, Verdict]] = field(default_factory=list)  # announce and record
-    resolved: list[int] = field(default_factory=list)  # mass seqs that left the intake queue
-    wake_at: float = math.inf  # the earliest a held mail may go (inf: on an event)
 
 
 # --- meters ------------------------------------------------------------------------------
@@ -323,7 +320,6 @@ def schedule(meters: Meters, transactional: Iterable[Mail], mass: Iterable[Mail]
             continue
         if v.kind == "paced":
             reserved.update(v.scopes)
-        p.wake_at = min(p.wake_at, v.until)
         if _announce(mail, v):
             p.holds.append((mail, v))
     for mail in sorted(mass, key=lambda m: m.seq):
@@ -333,11 +329,8 @@ def schedule(meters: Meters, transactional: Iterable[Mail], mass: Iterable[Mail]
         if v.kind == "release":
             _take(p.meters, mail, now, limits)
             p.released.append(mail)
-            p.resolved.append(mail.seq)
             continue
-        p.wake_at = min(p.wake_at, v.until)
-        if v.kind in ("scheduled", "daily_limit"):
-            p.resolved.append(mail.seq)  # leaves the intake queue for the held table
+        if v.kind in ("scheduled", "daily_limit"):  # leaves the intake queue for the held table
             if _announce(mail, v):
                 p.holds.append((mail, v))
             else:

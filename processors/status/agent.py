@@ -84,10 +84,7 @@ def apply(
 
 def register(rt: Runtime) -> None:
     s = rt.settings
-    source = rt.app.topic(
-        *(spec.full(s) for spec in SOURCES),
-        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-    )
+    source = rt.raw_topic(*SOURCES)
     out = rt.topic(STATUS)
     results = rt.topic(COMMAND_RESULTS)
     dlq = rt.topic(DEAD_LETTER)
