@@ -222,3 +222,29 @@ def test_lanes_campaign_order_and_send_at(
               f"{invoice_started - t_invoice:.3f} s")
     finally:
         worker.stop()
+
+
+def test_server_rate_paces_delivery_and_says_so(
+    broker: EmbeddedBroker, tmp_path: Path, sinks: Any  # noqa: F811
+) -> None:
+    s = isolated_settings(broker.port, tmp_path / "data", partitions=1, **RETRY)
+    ensure_topics(s)
+    sink = Sink()
+    configure(s, sinks(sink), rate="2/s")
+    worker = start(s, tmp_path, 1)
+    try:
+        with Publisher(settings=s) as pub:
+            pub.send(from_="app@a.test", to=["warm@dest.test"], subject="warm", text="up")
+            wait_for(lambda: len(sink.messages) == 1, what="the warm-up mail")
+            time.sleep(1.5)  # the bucket refills
+            mids = [pub.send(from_="app@a.test", to=[f"r{i}@dest.test"], subject=f"r{i}",
+                             text="paced") for i in range(6)]
+        wait_for(lambda: len(sink.messages) == 7, what="the paced mails delivered")
+        starts = sorted(e.occurred_at for e in started(s) if e.message_id in mids)
+        # a bucket of 2, then one every 0.5 s: the sixth starts >= 2 s after the first
+        assert starts[-1] - starts[0] >= 1.8, starts
+        paced = {m: h for m, h in holds(s).items() if h.why == "paced"}
+        assert paced and set(paced) < set(mids)
+        assert {h.reason for h in paced.values()} == {"paced: server primary sends at most 2/s"}
+    finally:
+        worker.stop()
