@@ -44,6 +44,9 @@ class Settings:
     producer_buffer_max: int = 100
     stream_buffer_maxsize: int = 4096  # events an agent's buffer holds (Faust's default)
     consumer_max_fetch_size: int = 1024 * 1024  # bytes fetched per partition at once
+    # records handed to the agents per fetch call; between calls the mass lane
+    # yields to everything else (streams/app.py); Faust's default: unbounded
+    consumer_max_poll_records: int = 100
     # --- router -----------------------------------------------------------------
     config_ready_timeout: float = 30.0
     # --- delivery -----------------------------------------------------------------
@@ -61,6 +64,10 @@ class Settings:
     mass_window: int = 8  # mass mails per partition released and not yet started
     mass_inflight_timeout: float = 60.0  # a released mass mail not started stops counting
     mass_lookahead: int = 512  # mass mails looked past a paced head, per partition
+    # mass mails per partition the limiter takes in ahead of its releases; past
+    # it, it stops fetching that partition (the campaign waits in its topic)
+    # until half are gone
+    mass_intake_ahead: int = 1024
     # --- inbound ------------------------------------------------------------------
     inbound_max_bytes: int = 10 * 1024 * 1024  # larger mail is rejected, not fetched whole
     max_request_bytes: int = 16 * 1024 * 1024  # producer limit (Kafka message.max.bytes too)

@@ -53,6 +53,10 @@ class TopicSpec:
     compacted: bool = False
     single_partition: bool = False
     doc: str = ""
+    # a lane that yields: a worker hands over records of these topics only
+    # when none of its other partitions has a fetched record waiting
+    # (streams/app.py, the consumer's fetch order)
+    low_priority: bool = False
 
     def full(self, settings: Settings) -> str:
         return settings.topic(self.name)
@@ -68,9 +72,9 @@ ROUTING_DECIDED = TopicSpec("routing-decided", doc="RoutingDecided from the rout
 DELIVERY = TopicSpec("delivery", doc="DeliveryStarted / DeliveryAttempted")
 DELIVERY_DUE = TopicSpec("delivery-due", doc="RetryTimeReached from the retry timer")
 STATUS = TopicSpec("status", doc="MessageStatusChanged from the status projection")
-SEND_REQUESTED_MASS = TopicSpec("send-requested-mass",
+SEND_REQUESTED_MASS = TopicSpec("send-requested-mass", low_priority=True,
                                 doc="SendRequested of kind mass (the mass lane)")
-ROUTING_DECIDED_MASS = TopicSpec("routing-decided-mass",
+ROUTING_DECIDED_MASS = TopicSpec("routing-decided-mass", low_priority=True,
                                  doc="RoutingDecided for mass mail (the mass lane)")
 RELEASED = TopicSpec("released", doc="MailReleased from the limiter, and the ops commands "
                      "it forwards to delivery")

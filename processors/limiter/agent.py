@@ -4,8 +4,11 @@ the ops commands for mail it holds.
 
 - ``postlane.limiter.mass`` takes in the mass lane (``routing-decided-mass``)
   and only appends each routed mail to the ``limiter-mass`` table (its only
-  writer): cheap, so a campaign of 100,000 is taken in at the broker's pace
-  in its own stream, never in front of transactional mail.
+  writer). It is pulled, not pushed: the worker stops fetching a partition's
+  mass lane while ``mass_intake_ahead`` of its mass mails wait here, so a
+  campaign of 100,000 waits in its topic and is taken in as it goes out; and
+  the consumer hands mass records over only when no other record is
+  waiting (``low_priority`` topics, streams/app.py).
 - ``postlane.limiter`` reads transactional decisions, ops commands and
   delivery's attempts (which free the mass window); with the scheduler tick
   it is the only writer of ``limiter-held`` (message_id -> held / released /
@@ -13,10 +16,12 @@ the ops commands for mail it holds.
   agent and the tick run in one process and take one lock.
 
 Each scheduling pass: decide with the pure core, publish MailReleased /
-MailHeld / command results, flush, then write the tables. A crash after the
-flush and before the write releases the mail again after the restart (the
-delivery ledger drops the duplicate) and counts it once; a crash before the
-flush published nothing. So a restarted limiter resumes with the counts of
+MailHeld / command results, wait until the broker acknowledged them (those
+records only, streams/acked.py), then write the tables. A crash after the
+acknowledgement and before the write releases the mail again after the
+restart (the delivery ledger drops the duplicate) and counts it once; a
+crash before it may have published some of them, released again the same
+way. So a restarted limiter resumes with the counts of
 what it released: it neither re-sends nor over-sends.
 
 Keys: every input is keyed by message_id; the meters row of partition p has
@@ -52,6 +57,8 @@ from schemas import (
     decode,
     encode,
 )
+from streams.acked import acked
+from streams.flow import set_fetching
 from streams.topics import (
     COMMAND_RESULTS,
     COMMANDS,
@@ -83,7 +90,7 @@ def result_id(command_id: str, what: str = "result") -> str:
 
 
 class _Out:
-    """What a pass publishes, and the table rows it writes after the flush."""
+    """What a pass publishes, and the table rows it writes once they are acknowledged."""
 
     def __init__(self) -> None:
         self.events: list[tuple[Any, bytes, bytes]] = []
@@ -146,7 +153,24 @@ def register(rt: Runtime) -> None:
                      sum(map(len, index.held.values())))
         return True
 
-    # --- the mass lane: intake only -------------------------------------------------------
+    # --- the mass lane: intake only, pulled at the pace it is released ----------------------
+
+    mass_topic = ROUTING_DECIDED_MASS.full(s)
+
+    def _pace_intake() -> None:
+        """Fetch a partition's mass lane only while fewer than
+        ``mass_intake_ahead`` of its mass mails wait here (taken in, or held
+        by a daily limit or a send_at); resume at half. A campaign of
+        100,000 then waits in its topic, not in this process's memory and
+        tables, and is taken in as fast as it goes out."""
+        ahead = s.mass_intake_ahead
+        for p in index.assigned:
+            waiting = len(index.pending[p]) + sum(
+                1 for m in index.held[p].values() if m.lane == "mass")
+            if waiting >= ahead:
+                set_fetching(app, mass_topic, p, False)
+            elif waiting <= ahead // 2:
+                set_fetching(app, mass_topic, p, True)
 
     @app.agent(rt.raw_topic(ROUTING_DECIDED_MASS), name="postlane.limiter.mass")
     async def intake(stream: Any) -> None:
@@ -166,6 +190,8 @@ def register(rt: Runtime) -> None:
             p = message.partition
             if index.built and p in index.assigned and held_table.get(key) is None:
                 index.pending[p][mail.seq] = mail
+                if len(index.pending[p]) >= s.mass_intake_ahead:
+                    set_fetching(app, mass_topic, p, False)  # enough ahead: see _pace_intake
                 if len(index.meters[p].inflight) < s.mass_window:
                     wake.set()  # room in the mass window: release without waiting a tick
 
@@ -336,7 +362,7 @@ def register(rt: Runtime) -> None:
         index.refresh_due(p)
 
     async def _commit(out: _Out) -> None:
-        """Publish, flush, then write the tables (see the module docstring).
+        """Publish, wait for the acknowledgements, then write the tables (see the module docstring).
         The index already reflects ``out``, so it must land: a failed publish
         is retried (the lock is held: nothing else moves meanwhile); a send
         that did reach the broker before the failure is a duplicate delivery
@@ -346,10 +372,9 @@ def register(rt: Runtime) -> None:
         delay = 0.5
         while True:
             try:
-                for topic, key, value in out.events:
-                    await topic.send(key=key, value=value)
-                if out.events:
-                    await app.producer.flush()
+                sent = [await topic.send(key=key, value=value)
+                        for topic, key, value in out.events]
+                await acked(sent)  # ours on the log, not everything the producer holds
                 break
             except asyncio.CancelledError:
                 raise
@@ -385,6 +410,7 @@ def register(rt: Runtime) -> None:
                         if index.pending.get(p) or index.next_due.get(p, float("inf")) <= now:
                             _pass(p, out)
                     await _commit(out)
+                    _pace_intake()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the tick must keep running
