@@ -129,8 +129,9 @@ def _patch_getmany() -> None:
     partition that is not active; nothing seeks back. The next record of
     that partition then looks like a gap, which Faust counts as acked, and
     the dropped records are committed over: lost (seen after a SIGKILL and
-    restart, 26 of 200 mails). This is Faust's method with one change: every
-    record not handed over is sought back to, so it is fetched again."""
+    restart, 26 of 200 mails). This is Faust's method with two changes:
+    every record not handed over is sought back to, so it is fetched again;
+    and records come from ``_next_records`` (lanes: the mass topics last)."""
     cls = faust_consumer.Consumer
     if getattr(cls, "_postlane_getmany_patched", False):
         return

@@ -4,7 +4,7 @@ status (the layout where the lanes share one consumer and one event loop).
 
 A campaign lands on the mass lane in one burst, then an invoice:
 
-- the invoice is routed before most of the campaign is (the consumer hands
+- the invoice is routed before all but a few of the campaign (the consumer hands
   mass records over only when nothing else waits, a fetch call at a time;
   streams/app.py). Before that, one fetch call handed the whole fetched
   campaign to the agents and the invoice's record came after it;
@@ -111,7 +111,7 @@ def test_campaign_yields_to_an_invoice_and_is_pulled_not_pushed(
 
         wait_for(all_delivered, timeout=240, interval=0.1, what="every mail delivered")
 
-        # the invoice was routed before most of the campaign
+        # the invoice was routed before all but a few of the campaign
         registry: dict[str, type[Event]] = {"RoutingDecided": RoutingDecided}
         routed_at = {e.message_id: e.occurred_at
                      for spec in (ROUTING_DECIDED, ROUTING_DECIDED_MASS)
@@ -120,7 +120,7 @@ def test_campaign_yields_to_an_invoice_and_is_pulled_not_pushed(
                                < routed_at[invoice])
         print(f"{ahead_of_invoice} of {CAMPAIGN} campaign mails routed before the invoice; "
               f"at most {counts.most_waiting} taken in and not released")
-        assert ahead_of_invoice < CAMPAIGN // 2
+        assert ahead_of_invoice < CAMPAIGN // 4  # 1,063 when a fetch call was unbounded
 
         # pulled: what waits in the limiter stays near mass_intake_ahead per
         # partition (plus a fetch call and the intake's buffer), never the campaign
