@@ -3,12 +3,14 @@ between the router and delivery. Daily limits, pacing, lanes, send_at, and
 the ops commands for mail it holds.
 
 - ``postlane.limiter.mass`` takes in the mass lane (``routing-decided-mass``)
-  and only appends each routed mail to the ``limiter-mass`` table (its only
-  writer). It is pulled, not pushed: the worker stops fetching a partition's
-  mass lane while ``mass_intake_ahead`` of its mass mails wait here, so a
-  campaign of 100,000 waits in its topic and is taken in as it goes out; and
-  the consumer hands mass records over only when no other record is
-  waiting (``low_priority`` topics, streams/app.py).
+  and only appends each routed mail to the ``limiter-mass`` table (the mass
+  lane is its only writer: this agent adds, its prune timer drops the rows of
+  mail the scheduler released or cancelled). It is pulled, not pushed: the
+  worker stops fetching a partition's mass lane while ``mass_intake_ahead``
+  of its mass mails wait here, so a campaign of 100,000 waits in its topic
+  and is taken in as it goes out; and the consumer hands mass records over
+  only when no other record is waiting (``low_priority`` topics,
+  streams/app.py).
 - ``postlane.limiter`` reads transactional decisions, ops commands and
   delivery's attempts (which free the mass window); with the scheduler tick
   it is the only writer of ``limiter-held`` (message_id -> held / released /
@@ -96,6 +98,7 @@ class _Out:
         self.events: list[tuple[Any, bytes, bytes]] = []
         self.rows: dict[bytes, Any] = {}
         self.meters: set[int] = set()
+        self.done_mass: list[bytes] = []  # mass mail that left: prunable once rows are written
 
     def send(self, topic: Any, message_id: str, event: Event | bytes) -> None:
         value = event if isinstance(event, bytes) else encode(event)
@@ -181,8 +184,8 @@ def register(rt: Runtime) -> None:
             if decision is None:
                 continue
             key = message.key
-            if mass_table.get(key) is not None:
-                continue  # redelivered: taken in already
+            if mass_table.get(key) is not None or held_table.get(key) is not None:
+                continue  # redelivered: taken in already (maybe released and pruned)
             mail = core.Mail(message_id=decision.message_id, lane="mass", seq=message.offset,
                              decision=dict(decision.to_representation()),
                              received_at=clock())
@@ -194,6 +197,17 @@ def register(rt: Runtime) -> None:
                     set_fetching(app, mass_topic, p, False)  # enough ahead: see _pace_intake
                 if len(index.meters[p].inflight) < s.mass_window:
                     wake.set()  # room in the mass window: release without waiting a tick
+
+    @app.timer(interval=1.0)
+    async def prune_mass() -> None:
+        """The mass lane's other write: drop the limiter-mass row of mass
+        mail the scheduler released or cancelled (its limiter-held row, which
+        answers a redelivery, is written first), so the table holds what
+        waits, not every mass mail ever sent."""
+        while index.done_mass:
+            key = index.done_mass.pop()
+            if key in mass_table:
+                del mass_table[key]
 
     async def _decision(message: Any) -> RoutingDecided | None:
         try:
@@ -298,7 +312,7 @@ def register(rt: Runtime) -> None:
                 reason=f"{mid} is {where}, not failed: nothing to retry "
                        "(use send-now to skip the wait)", event_id=result_id(cid)))
             return
-        _forget(p, mail)
+        _forget(p, mail, out)
         if what == "cancel":
             out.send(results_topic, mid, MessageCancelled(
                 message_id=mid, command_id=cid, by=NAME,
@@ -320,10 +334,11 @@ def register(rt: Runtime) -> None:
             detail=f"released now (was {where})", event_id=result_id(cid)))
         out.rows[key] = {"state": "released", "at": now, "commands": [cid]}
 
-    def _forget(p: int, mail: core.Mail) -> None:
+    def _forget(p: int, mail: core.Mail, out: _Out) -> None:
         index.held[p].pop(mail.message_id, None)
         if mail.lane == "mass":
             index.pending[p].pop(mail.seq, None)
+            out.done_mass.append(mail.message_id.encode())
 
     # --- a scheduling pass over one partition --------------------------------------------------
 
@@ -341,7 +356,7 @@ def register(rt: Runtime) -> None:
             index.meters[p] = result.meters
             out.meters.add(p)
         for mail in result.released:
-            _forget(p, mail)
+            _forget(p, mail, out)
             out.send(released_topic, mail.message_id, MailReleased(
                 message_id=mail.message_id, lane=mail.lane, decision=mail.decision,
                 held_for=round(now - mail.received_at, 3), step=mail.step + 1))
@@ -390,6 +405,7 @@ def register(rt: Runtime) -> None:
             meters_table[meters_key(p, n)] = index.meters[p].to_dict()
         for key, row in out.rows.items():
             held_table[key] = row
+        index.done_mass.extend(out.done_mass)
 
     # --- the tick: held mail whose time has come, mass mail as the window frees ----------------
 

@@ -35,6 +35,9 @@ class Index:
     held: dict[int, dict[str, Mail]] = field(default_factory=dict)
     meters: dict[int, Meters] = field(default_factory=dict)
     next_due: dict[int, float] = field(default_factory=dict)
+    # keys of mass mail released or cancelled (its limiter-held row written):
+    # the mass lane drops their limiter-mass rows
+    done_mass: list[bytes] = field(default_factory=list)
     built: bool = False
 
     def partition(self, message_id: str) -> int:
@@ -54,10 +57,16 @@ class Index:
             if p in assigned and isinstance(row, dict) and row.get("state") == "held":
                 self.held[p][key.decode()] = Mail.from_dict(row["mail"])
         mails: list[Mail] = []
+        self.done_mass = []
         for key, row in mass_rows:
             p = partition_for(key, self.partitions)
-            if p in assigned and isinstance(row, dict) and held_rows.get(key) is None:
+            if p not in assigned or not isinstance(row, dict):
+                continue
+            state = held_rows.get(key)
+            if state is None:
                 mails.append(Mail.from_dict(row))
+            elif isinstance(state, dict) and state.get("state") in ("released", "cancelled"):
+                self.done_mass.append(key)  # left by a crash before the prune
         for mail in sorted(mails, key=lambda m: m.seq):
             self.pending[self.partition(mail.message_id)][mail.seq] = mail
         for p in assigned:

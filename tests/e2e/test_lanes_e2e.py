@@ -10,7 +10,8 @@ A campaign lands on the mass lane in one burst, then an invoice:
   campaign to the agents and the invoice's record came after it;
 - the limiter pulls the mass lane: the mass mails it has taken in and not
   released stay near ``mass_intake_ahead`` per partition, instead of the
-  whole campaign (streams/flow.py);
+  whole campaign (streams/flow.py), and the rows of released ones are
+  dropped from its ``limiter-mass`` table;
 - and still every mail arrives once.
 
 Order and counts, not clocks: speed is in ``python -m bench.lanes``."""
@@ -50,6 +51,7 @@ class Counts:
                                       group_id=None, fetch_max_wait_ms=100)
         self.changelog, self.released_topic = changelog, released
         self.taken: set[bytes] = set()
+        self.live: set[bytes] = set()  # rows of limiter-mass not pruned
         self.released: set[str] = set()
         self.most_waiting = 0
         self.assigned: set[str] = set()
@@ -67,7 +69,11 @@ class Counts:
         for records in self.consumer.poll(timeout_ms=200, max_records=5000).values():
             for r in records:
                 if r.topic == self.changelog:
-                    self.taken.add(r.key)
+                    if r.value is None:  # pruned once released
+                        self.live.discard(r.key)
+                    else:
+                        self.taken.add(r.key)
+                        self.live.add(r.key)
                     continue
                 event = orjson.loads(r.value or b"{}")
                 if event.get("type") == "MailReleased" and event.get("lane") == "mass":
@@ -126,6 +132,13 @@ def test_campaign_yields_to_an_invoice_and_is_pulled_not_pushed(
         # partition (plus a fetch call and the intake's buffer), never the campaign
         assert len(counts.taken) >= CAMPAIGN  # it did take all of it in, in the end
         assert counts.most_waiting <= PARTITIONS * (AHEAD + 250), counts.most_waiting
+
+        # and the rows of released mass mail are pruned from limiter-mass
+        def pruned() -> bool:
+            counts.poll()
+            return not counts.live
+
+        wait_for(pruned, timeout=30, interval=0.2, what="limiter-mass rows pruned")
 
         # every mail once
         ids = sink.by_postlane_id()
