@@ -9,17 +9,16 @@ ledger's only writer; it takes up to ``delivery_batch`` events at a time and
 runs their SMTP sessions concurrently. Per batch:
 
 1. decide with the pure core; record each attempt in the ledger and
-   publish DeliveryStarted and wait for the broker to acknowledge those
-   records (not the whole producer: streams/acked.py): the attempt is on
-   the log before any SMTP command;
+   publish DeliveryStarted, then flush the producer: the attempt is on the
+   log before any SMTP command;
 2. deliver concurrently (connections reused per server);
-3. publish DeliveryAttempted, wait for their acknowledgement, then record the outcomes in the
+3. publish DeliveryAttempted, flush, then record the outcomes in the
    ledger (so a ledger never says done for an outcome not on the log).
 
 A command is decided by the pure core (``core.on_command``): its answer
 (QueueCommandApplied / QueueCommandRefused, and MessageCancelled for an
 applied cancel) goes to the command-results topic, keyed by message_id, and
-is acknowledged before the ledger records the command (a crash in between
+is flushed before the ledger records the command (a crash in between
 answers the redelivered command again, with the same event ids). A retry
 or send-now then starts an attempt in the same batch, like a release.
 
@@ -51,7 +50,6 @@ from schemas import (
     decode_any,
     encode,
 )
-from streams.acked import acked
 from streams.topics import COMMAND_RESULTS, DEAD_LETTER, DELIVERY, DELIVERY_DUE, RELEASED
 
 from ..deadletter import send_dead_letter
@@ -102,7 +100,6 @@ def register(rt: Runtime) -> None:
 
     async def _run_batch(batch: list[Any], in_batch: set[str]) -> None:
         started: list[tuple[core.Ledger, core.Action, SendRequested]] = []
-        sent: list[Any] = []  # our records, acknowledged before the next step
         for event in batch:
             try:
                 item = await _decide(event.message)
@@ -121,13 +118,11 @@ def register(rt: Runtime) -> None:
             running.add(ledger.message_id)
             ledger, started_event = core.start(ledger, action, worker_id)
             ledger_table[ledger.message_id.encode()] = ledger.to_dict()
-            sent.append(await out.send(key=ledger.message_id.encode(),
-                                       value=encode(started_event)))
+            await out.send(key=ledger.message_id.encode(), value=encode(started_event))
             started.append((ledger, action, request))
         if not started:
             return
-        await acked(sent)  # the attempts are on the log before SMTP
-        sent.clear()
+        await app.producer.flush()  # the attempts are on the log before SMTP
         results = await asyncio.gather(
             *(sender.attempt(ledger, action, request) for ledger, action, request in started),
             return_exceptions=True,  # one mail's failure must not lose the batch's outcomes
@@ -141,13 +136,13 @@ def register(rt: Runtime) -> None:
                           ledger.message_id, ledger.attempt, result, exc_info=result)
                 continue
             done, attempted = result
-            sent.append(await out.send(key=done.message_id.encode(), value=encode(attempted)))
+            await out.send(key=done.message_id.encode(), value=encode(attempted))
             finished.append(done)
         # The outcomes are on the log before the ledger records them: a
         # crash in between retries the attempt as interrupted (a duplicate
         # the log shows), never a ledger that says done for an outcome
         # nobody will ever see (the mail's status would stay "sending").
-        await acked(sent)
+        await app.producer.flush()
         for done in finished:
             ledger_table[done.message_id.encode()] = done.to_dict()
             signalled.pop(done.message_id, None)
@@ -172,14 +167,14 @@ def register(rt: Runtime) -> None:
         ledger = core.Ledger.from_dict(ledger_table.get(key))
         if isinstance(event, QueueCommandIssued):
             new, action, answers = core.on_command(ledger, event, now)
-            answered = []
             for answer in answers:
-                answered.append(await results_topic.send(key=key, value=encode(answer)))
+                await results_topic.send(key=key, value=encode(answer))
                 log.info("%s: %s %s: %s", event.message_id, event.command,
                          type(answer).__name__, getattr(answer, "detail", "")
                          or getattr(answer, "reason", ""))
-            # answers on the log before the ledger records the command
-            await acked(answered)
+            if answers:
+                # answers on the log before the ledger records the command
+                await app.producer.flush()
             if new is not None and new is not ledger and action.kind != "deliver":
                 ledger_table[key] = new.to_dict()
             ledger = new  # with deliver: written by core.start in the batch
