@@ -18,6 +18,7 @@ from .limits import (
     DomainPaceRemoved,
     TenantConfigured,
     TenantRemoved,
+    name_problems,
     rate_problems,
 )
 
@@ -61,9 +62,7 @@ class OutgoingServerConfigured(Event):
     rate: str = ""  # pacing, e.g. "10/s" or "600/min"; empty: none
 
     def problems(self) -> list[str]:
-        out = super().problems()
-        if not self.name or has_crlf(self.name) or ":" in self.name:
-            out.append(f"name {self.name!r} must be non-empty, without ':' or line breaks")
+        out = super().problems() + name_problems(self.name)
         out += _connection_problems(self.host, self.port, self.security)
         if self.kind not in KINDS:
             out.append(f"kind {self.kind!r} must be one of {', '.join(KINDS)}")

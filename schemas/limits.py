@@ -35,6 +35,13 @@ def parse_rate(text: str) -> float:
     return n / _UNITS[unit.strip().lower()]
 
 
+def name_problems(name: str) -> list[str]:
+    """A config name that is part of a key (``server:<name>``, ``tenant:<name>``)."""
+    if not name or has_crlf(name) or ":" in name:
+        return [f"name {name!r} must be non-empty, without ':' or line breaks"]
+    return []
+
+
 def rate_problems(field: str, text: str) -> list[str]:
     try:
         parse_rate(text)
@@ -50,9 +57,7 @@ class TenantConfigured(Event):
     daily_limit: int = 0
 
     def problems(self) -> list[str]:
-        out = super().problems()
-        if not self.name or has_crlf(self.name) or ":" in self.name:
-            out.append(f"name {self.name!r} must be non-empty, without ':' or line breaks")
+        out = super().problems() + name_problems(self.name)
         if self.daily_limit < 0:
             out.append("daily_limit must be >= 0")
         return out

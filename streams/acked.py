@@ -5,7 +5,9 @@ agent's sends and every table's changelog writes. On the embedded broker each
 record is its own batch (docs/embedded-broker.md), so a partition moves one
 record per produce round trip and, while a campaign is taken in, that queue
 holds seconds of other agents' work. A pass that must know its events are on
-the log before it writes a table (or talks SMTP) waits for exactly those.
+the log before it writes a table waits for exactly those (the limiter).
+Delivery still flushes: its ledger rows are table writes that must be on the
+log before SMTP, and waiting for its events alone lost them after a crash.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ one record per producer batch.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -173,6 +175,40 @@ def _patch_getmany() -> None:
     cls._postlane_getmany_patched = True  # type: ignore[attr-defined]
 
 
+def _patch_buffer_flush() -> None:
+    """Faust's ``ProducerBuffer.flush`` (table writes waiting to be handed to
+    the producer) gives up as soon as one hand-over takes more than 0.1 s,
+    with writes still in the buffer. Faust calls it right before committing
+    offsets, so under load a commit could get ahead of the table writes of
+    the records it commits, and a crash then lost those writes for good.
+    Flush here means: nothing queued and nothing being handed over."""
+    from faust.transport.producer import ProducerBuffer
+
+    if getattr(ProducerBuffer, "_postlane_patched", False):
+        return
+
+    send_pending = ProducerBuffer._send_pending
+
+    async def _send_pending(self: Any, fut: Any) -> None:
+        self._postlane_handing = True  # taken off the queue, not yet handed over
+        try:
+            await send_pending(self, fut)
+        finally:
+            self._postlane_handing = False
+
+    async def flush(self: Any) -> None:
+        while self.size or getattr(self, "_postlane_handing", False):
+            if self.state != "running":
+                raise RuntimeError("Cannot flush: Producer not Running")
+            self.message_sent.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+
+    ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
+    ProducerBuffer.flush = flush  # type: ignore[method-assign]
+    ProducerBuffer._postlane_patched = True  # type: ignore[attr-defined]
+
+
 class _Stall:
     """What the fetch watchdog last saw of one partition."""
 
@@ -245,6 +281,7 @@ def create_app(name: str, settings: Settings) -> faust.App:
     _patch_fetch_wait()
     _patch_seek_to_committed()
     _patch_getmany()
+    _patch_buffer_flush()
     if settings.embedded:
         _patch_leave_group()
     Path(settings.data_dir, name).mkdir(parents=True, exist_ok=True)
