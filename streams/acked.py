@@ -4,10 +4,17 @@
 agent's sends and every table's changelog writes. On the embedded broker each
 record is its own batch (docs/embedded-broker.md), so a partition moves one
 record per produce round trip and, while a campaign is taken in, that queue
-holds seconds of other agents' work. A pass that must know its events are on
-the log before it writes a table waits for exactly those (the limiter).
-Delivery still flushes: its ledger rows are table writes that must be on the
-log before SMTP, and waiting for its events alone lost them after a crash.
+holds seconds of other agents' work. A pass that must know its records are on
+the log waits for exactly those:
+
+- ``acked`` waits for the acknowledgements of records it sent (the limiter
+  before it writes its tables; delivery before SMTP and before its ledger);
+- ``write_row`` sets a table row with its changelog record sent straight to
+  the producer, not through Faust's shared table-write buffer (a FIFO queue
+  behind every other agent's table writes), and returns the record's ack.
+  Every write of such a table must go this way: a buffered write of the same
+  key could reach the log after a direct one and win on rebuild. Delivery's
+  ledger is written only like this (its rows must be on the log before SMTP).
 """
 
 from __future__ import annotations
@@ -25,3 +32,19 @@ async def acked(futures: Iterable[Awaitable[Any]]) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+async def write_row(table: Any, key: bytes, value: Any) -> Awaitable[Any]:
+    """``table[key] = value`` with the changelog record handed to the
+    producer now (in partition order with the table's other direct writes),
+    not queued in Faust's buffer; returns the record's ack to await. Only
+    for tables that use the default partitioner (``use_partitioner=True``)
+    and are not windowed. The callback keeps the persisted changelog offset
+    of an on-disk store current, as Faust's own writes do."""
+    fut = await table.changelog_topic.send(
+        key=key, value=value,
+        key_serializer=table.key_serializer, value_serializer=table.value_serializer,
+        callback=table._on_changelog_sent,
+    )
+    table.data[key] = value
+    return fut  # type: ignore[no-any-return]

@@ -9,16 +9,24 @@ ledger's only writer; it takes up to ``delivery_batch`` events at a time and
 runs their SMTP sessions concurrently. Per batch:
 
 1. decide with the pure core; record each attempt in the ledger and
-   publish DeliveryStarted, then flush the producer: the attempt is on the
-   log before any SMTP command;
+   publish DeliveryStarted, then wait until the broker acknowledged those
+   records: the attempt is on the log before any SMTP command;
 2. deliver concurrently (connections reused per server);
-3. publish DeliveryAttempted, flush, then record the outcomes in the
-   ledger (so a ledger never says done for an outcome not on the log).
+3. publish DeliveryAttempted and wait for its acks, then record the
+   outcomes in the ledger (so a ledger never says done for an outcome not
+   on the log) and wait for those rows too.
+
+Delivery waits for its own records only (``streams/acked.py``), never for
+``producer.flush()``: that waits for every table write the other agents of
+the process have queued, and while a campaign is taken in, an invoice in
+this batch waited seconds behind them. The ledger's rows therefore bypass
+Faust's table-write buffer (``write_row``); every ledger write goes that
+way, so the rows of a key reach the log in the order they were written.
 
 A command is decided by the pure core (``core.on_command``): its answer
 (QueueCommandApplied / QueueCommandRefused, and MessageCancelled for an
 applied cancel) goes to the command-results topic, keyed by message_id, and
-is flushed before the ledger records the command (a crash in between
+is acknowledged by the broker before the ledger records the command (a crash in between
 answers the redelivered command again, with the same event ids). A retry
 or send-now then starts an attempt in the same batch, like a release.
 
@@ -50,6 +58,7 @@ from schemas import (
     decode_any,
     encode,
 )
+from streams.acked import acked, write_row
 from streams.topics import COMMAND_RESULTS, DEAD_LETTER, DELIVERY, DELIVERY_DUE, RELEASED
 
 from ..deadletter import send_dead_letter
@@ -100,9 +109,10 @@ def register(rt: Runtime) -> None:
 
     async def _run_batch(batch: list[Any], in_batch: set[str]) -> None:
         started: list[tuple[core.Ledger, core.Action, SendRequested]] = []
+        sent: list[Any] = []  # acks of this batch's ledger rows and events
         for event in batch:
             try:
-                item = await _decide(event.message)
+                item = await _decide(event.message, sent)
             except Exception as exc:  # noqa: BLE001 - one bad input must not stop the batch
                 log.exception("delivery could not decide on %r", event.message.key)
                 item = f"delivery could not decide on this event: {exc!r}"
@@ -117,17 +127,19 @@ def register(rt: Runtime) -> None:
             in_batch.add(ledger.message_id)
             running.add(ledger.message_id)
             ledger, started_event = core.start(ledger, action, worker_id)
-            ledger_table[ledger.message_id.encode()] = ledger.to_dict()
-            await out.send(key=ledger.message_id.encode(), value=encode(started_event))
+            key = ledger.message_id.encode()
+            sent.append(await write_row(ledger_table, key, ledger.to_dict()))
+            sent.append(await out.send(key=key, value=encode(started_event)))
             started.append((ledger, action, request))
+        await acked(sent)  # the attempts (and commands' rows) are on the log before SMTP
         if not started:
             return
-        await app.producer.flush()  # the attempts are on the log before SMTP
         results = await asyncio.gather(
             *(sender.attempt(ledger, action, request) for ledger, action, request in started),
             return_exceptions=True,  # one mail's failure must not lose the batch's outcomes
         )
         finished: list[core.Ledger] = []
+        sent = []
         for (ledger, _, _), result in zip(started, results, strict=True):
             if isinstance(result, BaseException):
                 # outcome unknown (the server may have the mail): left in
@@ -136,23 +148,26 @@ def register(rt: Runtime) -> None:
                           ledger.message_id, ledger.attempt, result, exc_info=result)
                 continue
             done, attempted = result
-            await out.send(key=done.message_id.encode(), value=encode(attempted))
+            sent.append(await out.send(key=done.message_id.encode(), value=encode(attempted)))
             finished.append(done)
         # The outcomes are on the log before the ledger records them: a
         # crash in between retries the attempt as interrupted (a duplicate
         # the log shows), never a ledger that says done for an outcome
         # nobody will ever see (the mail's status would stay "sending").
-        await app.producer.flush()
+        await acked(sent)
+        rows = [await write_row(ledger_table, done.message_id.encode(), done.to_dict())
+                for done in finished]
         for done in finished:
-            ledger_table[done.message_id.encode()] = done.to_dict()
             signalled.pop(done.message_id, None)
+        await acked(rows)
 
     async def _decide(
-        message: Any,
+        message: Any, sent: list[Any],
     ) -> tuple[core.Ledger, core.Action, SendRequested] | str | None:
         """What to do with one input: an attempt to start (the ledger and
         action for ``core.start``), nothing (None), or a reason to
-        dead-letter it (str). A command's answers are published here."""
+        dead-letter it (str). A command's answers are published here, its
+        ledger row written; their acks are added to ``sent``."""
         try:
             event = decode_any(_INPUTS, message.value)
             if isinstance(event, MailReleased):
@@ -167,16 +182,16 @@ def register(rt: Runtime) -> None:
         ledger = core.Ledger.from_dict(ledger_table.get(key))
         if isinstance(event, QueueCommandIssued):
             new, action, answers = core.on_command(ledger, event, now)
+            answered = []
             for answer in answers:
-                await results_topic.send(key=key, value=encode(answer))
+                answered.append(await results_topic.send(key=key, value=encode(answer)))
                 log.info("%s: %s %s: %s", event.message_id, event.command,
                          type(answer).__name__, getattr(answer, "detail", "")
                          or getattr(answer, "reason", ""))
-            if answers:
-                # answers on the log before the ledger records the command
-                await app.producer.flush()
+            # answers on the log before the ledger records the command
+            await acked(answered)
             if new is not None and new is not ledger and action.kind != "deliver":
-                ledger_table[key] = new.to_dict()
+                sent.append(await write_row(ledger_table, key, new.to_dict()))
             ledger = new  # with deliver: written by core.start in the batch
         elif isinstance(event, RoutingDecided):
             if event.outcome != "routed":
