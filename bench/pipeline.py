@@ -772,7 +772,7 @@ def hop_report(ph: Phase, sink: Sink, h: dict[str, dict[str, float]]) -> list[st
 
 def batch_report(ph: Phase, sink: Sink, h: dict[str, dict[str, float]]) -> list[str]:
     """The delivery agent's batch cycle, reconstructed: a batch records all
-    its DeliveryStarted before any of its SMTP sessions (flush first) and the
+    its DeliveryStarted before any of its SMTP sessions (acked first) and the
     next batch starts after its sessions, so a DeliveryStarted later than an
     acceptance of the current batch opens the next one (one delivery worker)."""
     starts = sorted((t, m) for m, t in h["started"].items() if m in ph.published)
