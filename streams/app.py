@@ -124,6 +124,10 @@ async def _next_records(consumer: Any, timeout: float) -> tuple[Any, Any]:
         consumer.not_waiting_next_records.set()
 
 
+_HOLE_FETCHES = 3  # times a hole is fetched again before it is taken as gone from the broker
+_getmany_log = logging.getLogger("postlane.getmany")
+
+
 def _skipped_before(consumer: Any, tp: Any, offset: int,
                     contiguous: frozenset[str]) -> int | None:
     """Where to fetch ``tp`` again from, if handing over the record at
@@ -131,9 +135,12 @@ def _skipped_before(consumer: Any, tp: Any, offset: int,
     the last one handed over (its read offset) and the next one as a gap,
     and a gap as acked: meant for compacted topics and transaction markers,
     it commits over records a Faust path fetched and dropped (seen after a
-    SIGKILL and restart: 23 released mails never reached delivery while the
+    SIGKILL and restart: 22 released mails never reached delivery while the
     status projection had them). Our topics are not compacted and not
-    transactional, so their offsets have no holes: a jump is a skip."""
+    transactional, so their offsets have no holes: a jump is a skip. Unless
+    the broker deleted those records (retention, while a group was away):
+    the same hole found ``_HOLE_FETCHES`` times in a row is let through,
+    with an error, rather than fetched forever."""
     if tp.topic not in contiguous:
         return None
     read = consumer._read_offset.get(tp)
@@ -142,7 +149,21 @@ def _skipped_before(consumer: Any, tp: Any, offset: int,
     # after a seek the read offset is the next to read (equal to the
     # committed offset); otherwise the last handed over
     committed = consumer._committed_offset.get(tp)
-    return read if committed is not None and read <= committed else read + 1
+    first = read if committed is not None and read <= committed else read + 1
+    holes: dict[Any, tuple[int, int]] = consumer.__dict__.setdefault("_postlane_holes", {})
+    seen, times = holes.get(tp, (-1, 0))
+    times = times + 1 if seen == first else 1
+    if times > _HOLE_FETCHES:
+        del holes[tp]
+        _getmany_log.error("%s[%d]: records %d-%d are still missing after %d fetches: not on "
+                           "the broker any more (retention?); going on from %d", tp.topic,
+                           tp.partition, first, offset - 1, _HOLE_FETCHES, offset)
+        return None
+    holes[tp] = (first, times)
+    _getmany_log.warning("%s[%d]: record %d handed over after %s, records in between never "
+                         "were: fetching them again from %d", tp.topic, tp.partition, offset,
+                         read, first)
+    return first
 
 
 def _patch_getmany() -> None:
@@ -160,7 +181,7 @@ def _patch_getmany() -> None:
     cls = faust_consumer.Consumer
     if getattr(cls, "_postlane_getmany_patched", False):
         return
-    log = logging.getLogger("postlane.getmany")
+    log = _getmany_log
 
     async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         records, active_partitions = await _next_records(self, timeout)
@@ -186,10 +207,6 @@ def _patch_getmany() -> None:
                         or tp in self._buffered_partitions):
                     first = _skipped_before(self, tp, record.offset, contiguous)
                     if first is not None:
-                        log.warning("%s[%d]: record %d handed over after %s, records in "
-                                    "between never were: fetching them again from %d",
-                                    tp.topic, tp.partition, record.offset,
-                                    self._read_offset.get(tp), first)
                         skipped.add(tp)
                         undelivered[tp] = first
                         continue

@@ -26,8 +26,9 @@ way, so the rows of a key reach the log in the order they were written.
 A command is decided by the pure core (``core.on_command``): its answer
 (QueueCommandApplied / QueueCommandRefused, and MessageCancelled for an
 applied cancel) goes to the command-results topic, keyed by message_id, and
-is acknowledged by the broker before the ledger records the command (a crash in between
-answers the redelivered command again, with the same event ids). A retry
+is acknowledged by the broker before the ledger records the command (a
+crash in between answers the redelivered command again, with the same
+event ids). A retry
 or send-now then starts an attempt in the same batch, like a release.
 
 A timer (a ledger reader) publishes RetryTimeReached for deferred mail

@@ -132,3 +132,17 @@ def test_compacted_topics_may_have_holes() -> None:
     tp = TP(COMPACTED, 0)
     c = Consumer({tp: [40, 41]}, {tp: 10}, {tp: 10})
     assert handed_over(c) == {tp: [40, 41]}
+
+
+def test_a_hole_the_broker_no_longer_has_is_let_through_after_three_fetches() -> None:
+    # retention deleted 10-32 while the group was away: the fetch always
+    # starts at 33, so fetching the hole again cannot fill it
+    tp = TP(INPUT, 0)
+    c = Consumer({tp: []}, {tp: 10}, {tp: 10})
+    for _ in range(3):
+        c.fetched[tp] = [33, 34]
+        assert handed_over(c) == {}
+        c._read_offset[tp] = 10  # the seek back
+    c.fetched[tp] = [33, 34]
+    assert handed_over(c) == {tp: [33, 34]}
+    assert c.sought == [(tp, 10)] * 3
