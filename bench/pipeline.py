@@ -2,9 +2,14 @@
 
     python -m bench.pipeline [--n 2000] [--rate 100] [--duration 10] [--serial 200]
                              [--workers combined|separate] [--partitions 4]
+                             [--no-postfix] [--connections 4]
                              [--set FIELD=VALUE] [--py-spy BIN] [--json FILE] [--keep]
 
-Starts, on loopback and in separate processes: an embedded Tansu broker on a
+First the anchor (``bench/postfix.py``): a private Postfix relay from Debian's
+package on loopback, relaying to its own sink; the same N mails pushed over
+persistent SMTP sessions, then ``--serial`` mails at one in flight; stopped
+before the pipeline starts (``--no-postfix`` skips it, and then no ratio is
+printed). Then, on loopback and in separate processes: an embedded Tansu broker on a
 free port, the SMTP sink (``bench/sink.py``, aiosmtpd, records each mail's
 receive time and X-Postlane-Id) and the processors as ``postlane worker``
 subprocesses (one ``router limiter delivery status`` process, or one per
@@ -17,11 +22,16 @@ reaches the sink and its status is final, then runs three phases:
 2. latency at a fixed rate (``--rate`` per second for ``--duration`` s):
    publish -> accepted-by-SMTP p50/p90/p99/max;
 3. latency at one in flight (``--serial`` mails, the next published only once
-   the previous was accepted), to set against Postfix's 2.9 ms p50.
+   the previous was accepted), to set against Postfix's at one in flight.
 
-Then it checks every message id reached the sink exactly once, reads the
-topics back to split the latency per hop (from the events' ``occurred_at``),
-and prints the report. Not part of CI: pytest only collects ``tests/``.
+Around the throughput phase it reads every topic on the broker back from the
+beginning (records and key + value bytes written per mail) and the broker's
+VmRSS (growth per 1,000 mails); each phase's CPU per mail per process runs
+from the first publish until every mail shows 'sent'. Then it checks every
+message id reached the sink exactly once, reads the topics back to split the
+latency per hop (from the events' ``occurred_at``), and prints the report:
+both sides and their ratios, all measured in this run (``--json`` writes
+every figure of both). Not part of CI: pytest only collects ``tests/``.
 ``bench/lanes.py`` (transactional latency during a mass campaign, the
 limiter's cost) builds on the pieces here.
 """
@@ -59,11 +69,7 @@ from streams.topics import DELIVERY, RELEASED, ROUTING_DECIDED, ROUTING_DECIDED_
 PROCESSORS = ("router", "limiter", "delivery", "status")
 CATCHALL = "bench.test"
 SERVER = "bench-sink"
-MARK = ("Postfix relay on this machine (smtpd -> disk queue -> smtp -> sink): "
-        "~700-775 msg/s with persistent sessions; 2.9 ms p50, ~13 ms p99 at one in flight")
-MARK_RATE = (700.0, 775.0)
-MARK_P50_MS = 2.9
-MARK_P99_MS = 13.0
+BENCH_PROC = "bench (publisher)"  # this process: the publisher (and the sink's reader thread)
 BODY = ("Hello,\n\nthis is a Postlane pipeline benchmark mail. It carries a few lines of "
         "text so the message is about the size of a short notification.\n\n-- \nbench\n")
 
@@ -93,6 +99,55 @@ def machine_cpu_seconds() -> float:
         return math.nan
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in first[1:9])
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def vm_rss_kib(pid: int) -> int:
+    """Resident memory of a process (VmRSS, KiB; 0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def broker_contents(s: Settings, idle: float = 1.0) -> dict[str, tuple[int, int]]:
+    """Records and key + value bytes in every topic on the broker (the bench's
+    own: topics, Faust's changelog and repartition topics), read from the
+    beginning. Tansu's end offsets are too low when a batch holds more than one
+    record (they point just past the start of the last batch), so they are
+    only a lower bound here: reading stops once every partition is past them
+    and ``idle`` s passed with nothing new."""
+    consumer = KafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
+                             group_id=None, client_id="postlane-bench-count",
+                             fetch_max_wait_ms=100)
+    try:
+        topics = sorted(consumer.topics())
+        tps = [TopicPartition(t, p) for t in topics
+               for p in sorted(consumer.partitions_for_topic(t) or ())]
+        counts = {t: [0, 0] for t in topics}
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        last_new = time.monotonic()
+        while True:
+            batch = consumer.poll(timeout_ms=200, max_records=20000)
+            for tp, records in batch.items():
+                c = counts[tp.topic]
+                c[0] += len(records)
+                c[1] += sum(len(r.key or b"") + len(r.value or b"") for r in records)
+                last_new = time.monotonic()
+            quiet = time.monotonic() - last_new
+            if quiet >= idle and all(consumer.position(tp) >= ends[tp] for tp in tps):
+                break
+            if quiet >= max(idle, 10.0):
+                break
+        return {t: (c[0], c[1]) for t, c in counts.items()}
+    finally:
+        consumer.close()
 
 
 def load_average() -> tuple[float, float, float]:
@@ -140,8 +195,9 @@ class Proc:
 class Sink:
     """The SMTP sink subprocess and a thread following its output."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.log = workdir / "sink.log"
+    def __init__(self, workdir: Path, name: str = "sink") -> None:
+        self.name = name
+        self.log = workdir / f"{name}.log"
         self.proc: Proc | None = None
         self.port = 0
         self.received: dict[str, list[float]] = {}
@@ -156,7 +212,7 @@ class Sink:
             [sys.executable, "-m", "bench.sink", "--host", "127.0.0.1", "--port", "0"],
             stdout=subprocess.PIPE, stderr=err,
         )
-        self.proc = Proc("sink", popen, self.log)
+        self.proc = Proc(self.name, popen, self.log)
         assert popen.stdout is not None
         first = popen.stdout.readline().decode().split()
         if len(first) != 2 or first[0] != "READY":
@@ -428,6 +484,10 @@ class Phase:
     missing: set[str] = field(default_factory=set)
     cpu: dict[str, float] = field(default_factory=dict)  # process -> cores used
     notes: list[str] = field(default_factory=list)
+    # process -> CPU seconds from the start until every mail showed 'sent' (the
+    # bench process: until the last acceptance; its status reading is the bench's)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    drained: float = 0.0  # when every mail showed 'sent'
 
     def latencies(self, sink: Sink) -> list[float]:
         out = []
@@ -452,14 +512,20 @@ class CpuMeter:
         self.t0 = 0.0
         self.c0: dict[str, float] = {}
         self.m0 = 0.0
+        self.wall = 0.0
 
     def start(self) -> None:
         self.t0 = time.monotonic()
         self.c0 = {n: cpu_seconds(p) for n, p in self.procs.items()}
         self.m0 = machine_cpu_seconds()
 
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds each process used since start() (a process gone since
+        counts 0)."""
+        return {n: max(0.0, cpu_seconds(p) - self.c0[n]) for n, p in self.procs.items()}
+
     def stop(self) -> dict[str, float]:
-        wall = max(time.monotonic() - self.t0, 1e-9)
+        wall = self.wall = max(time.monotonic() - self.t0, 1e-9)
         out = {n: (cpu_seconds(p) - self.c0[n]) / wall for n, p in self.procs.items()}
         others = (machine_cpu_seconds() - self.m0) / wall - sum(out.values())
         out[OTHERS] = max(0.0, others)
@@ -506,6 +572,7 @@ class Bench:
         self.load_before = load_average()  # before the bench starts anything: other work
         self.load_after = self.load_before
         self.positions: dict[str, dict[str, tuple[int, int]]] = {}  # see hops()
+        self.broker_growth: dict[str, Any] = {}  # see throughput()
 
     # --- set-up and tear-down ------------------------------------------------
 
@@ -556,8 +623,7 @@ class Bench:
             raise BenchError("the Tansu broker exited")
 
     def processes(self) -> dict[str, int]:
-        out = {"bench (publisher)": os.getpid(), "sink": self.sink.proc.pid if self.sink.proc
-               else 0}
+        out = {BENCH_PROC: os.getpid(), "sink": self.sink.proc.pid if self.sink.proc else 0}
         if self.broker is not None and self.broker.proc is not None:
             out["tansu broker"] = self.broker.proc.pid
         for w in self.workers:
@@ -620,9 +686,12 @@ class Bench:
                                            check=self.check_alive)
         phase.done = time.time()
         phase.cpu = meter.stop()
+        publisher_s = meter.seconds().get(BENCH_PROC, math.nan)
         if profile and self.profiler is not None:
             self.profiles = self.profiler.stop()
         not_sent = self.tracker.catch_up(phase.published, timeout=self.args.stall)
+        phase.drained = time.time()
+        phase.cpu_s = {**meter.seconds(), BENCH_PROC: publisher_s}
         lag = time.time() - phase.last_accepted(self.sink)
         if not_sent:
             phase.notes.append(f"{len(not_sent)} mails still without a 'sent' status "
@@ -635,11 +704,39 @@ class Bench:
 
     # --- the three phases --------------------------------------------------------
 
+    def broker_pid(self) -> int:
+        if self.broker is not None and self.broker.proc is not None:
+            return self.broker.proc.pid
+        return 0
+
     def throughput(self) -> Phase:
+        """The throughput phase; around it, the broker's resident memory and
+        everything stored on it (read back), for what one mail costs it."""
         def body(ph: Phase) -> None:
             for _ in range(self.args.n):
                 self.publish_one(ph)
-        return self._run_phase(Phase("throughput"), body, profile=True)
+        rss0 = vm_rss_kib(self.broker_pid())
+        before = broker_contents(self.settings)
+        ph = self._run_phase(Phase("throughput"), body, profile=True)
+        rss1 = vm_rss_kib(self.broker_pid())
+        after = broker_contents(self.settings)
+        n = max(len(ph.published), 1)
+        per_topic = {t: {"records": after[t][0] - before.get(t, (0, 0))[0],
+                         "bytes": after[t][1] - before.get(t, (0, 0))[1]} for t in after}
+        records = sum(v["records"] for v in per_topic.values())
+        size = sum(v["bytes"] for v in per_topic.values())
+        self.broker_growth = {
+            "mails": len(ph.published),
+            "records_per_mail": records / n, "bytes_per_mail": size / n,
+            "records": records, "bytes": size,
+            "per_topic": {t: {**v, "records_per_mail": v["records"] / n,
+                              "bytes_per_mail": v["bytes"] / n}
+                          for t, v in sorted(per_topic.items(), key=lambda kv: -kv[1]["bytes"])
+                          if v["records"]},
+            "rss_kib_before": rss0, "rss_kib_after": rss1,
+            "rss_growth_kib_per_1000_mails": (rss1 - rss0) / n * 1000,
+        }
+        return ph
 
     def publish_at_rate(self, ph: Phase, rate: float, count: int) -> None:
         """``count`` transactional mails, ``rate`` per second, on a fixed schedule."""
@@ -871,8 +968,6 @@ def print_phase(bench: Bench, ph: Phase, h: dict[str, dict[str, float]],
         print(f"  THROUGHPUT  {rate:.0f} msg/s end to end "
               f"(N / (last accepted - first published) = {len(ph.published)} / "
               f"{last - first:.2f} s)")
-        print(f"  vs Postfix  {MARK_RATE[0]:.0f}-{MARK_RATE[1]:.0f} msg/s: "
-              f"{rate / MARK_RATE[1]:.2f}-{rate / MARK_RATE[0]:.2f}x")
         print(dist_line("latency (queueing incl.)", lat))
         print("  per hop (where the backlog waits):")
         for line in hop_report(ph, sink, h):
@@ -891,20 +986,111 @@ def print_phase(bench: Bench, ph: Phase, h: dict[str, dict[str, float]],
         if ph.name.startswith("rate") and offered > 0.7 * capacity:
             print(f"  note: {offered:.0f}/s is over 70% of the measured throughput "
                   f"({capacity:.0f} msg/s): these figures are mostly queueing")
-        if ph.name == "one in flight":
-            print(f"  vs Postfix  p50 {MARK_P50_MS} ms, p99 {MARK_P99_MS} ms at one in "
-                  f"flight: p50 {lat['p50'] * 1000 / MARK_P50_MS:.1f}x, "
-                  f"p99 {lat['p99'] * 1000 / MARK_P99_MS:.1f}x")
         print("  per hop (each mail's events' occurred_at; status: record timestamp, ms):")
         for line in hop_report(ph, sink, h):
             print("  " + line)
     print(cpu_line(ph.cpu, profiled=bench.profiler is not None and ph.name == "throughput"))
+    if ph.cpu_s:
+        per = cpu_per_mail(ph)
+        core = sum(v for k, v in per.items() if is_pipeline_core(k))
+        entry.update({"cpu_ms_per_mail": per, "cpu_ms_per_mail_broker_workers": core,
+                      "cpu_ms_per_mail_total": sum(per.values()),
+                      "drained_s": ph.drained - ph.started})
+        print(f"  CPU ms per mail (first publish -> every mail 'sent', "
+              f"{ph.drained - ph.started:.2f} s): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in per.items())
+              + f"; broker + workers {core:.2f}; total {sum(per.values()):.2f}")
+    if ph.name == "throughput" and bench.broker_growth:
+        g = bench.broker_growth
+        entry["broker"] = g
+        print(f"  broker: {g['records_per_mail']:.1f} records, {g['bytes_per_mail']:,.0f} bytes "
+              f"(key + value) per mail, read back from {len(g['per_topic'])} topics "
+              f"({g['records']} records); resident memory "
+              f"{g['rss_growth_kib_per_1000_mails']:+,.0f} KiB per 1,000 mails "
+              f"({g['rss_kib_before'] / 1024:.0f} -> {g['rss_kib_after'] / 1024:.0f} MiB)")
+        print("  per topic (records / bytes per mail):")
+        width = max((len(t) for t in g["per_topic"]), default=10)
+        for t, v in g["per_topic"].items():
+            print(f"    {t:<{width}} {v['records_per_mail']:5.2f} {v['bytes_per_mail']:8,.0f}")
     for note in ph.notes:
         print(f"  note: {note}")
     if ph.missing:
         print(f"  MISSING after {a.stall:g} s without progress: {len(ph.missing)}")
     result["phases"][ph.name] = entry
     return entry
+
+
+def cpu_per_mail(ph: Phase) -> dict[str, float]:
+    """CPU ms per mail accepted, per process (``Phase.cpu_s``)."""
+    n = max(len(ph.published) - len(ph.missing), 1)
+    return {k: v / n * 1000 for k, v in ph.cpu_s.items()}
+
+
+def is_pipeline_core(process: str) -> bool:
+    """The broker and the workers (not the sink, not the publisher)."""
+    return process == "tansu broker" or process.startswith("worker")
+
+
+def print_comparison(bench: Bench, result: dict[str, Any], pf: dict[str, Any] | None,
+                     why: str = "") -> None:
+    """The pipeline against the Postfix relay measured in this same run."""
+    print("\n--- pipeline vs the anchor, both measured in this run")
+    if pf is None:
+        print(f"  no Postfix anchor in this run ({why}): no ratio available")
+        result["comparison"] = {"anchor": None, "why": why}
+        return
+    phases = result["phases"]
+    thr, one = phases.get("throughput", {}), phases.get("one in flight", {})
+    pthr, pone = pf.get("throughput", {}), pf.get("one in flight", {})
+    print(f"  anchor: {pf['mta']}, {pf['connections']} SMTP client connections with "
+          "persistent sessions -> smtpd -> queue on disk -> smtp -> its own sink")
+    comp: dict[str, Any] = {"anchor": pf["mta"]}
+
+    def row(label: str, key: str, mine: float, theirs: float, unit: str, fmt: str) -> None:
+        ratio = mine / theirs if theirs and not math.isnan(theirs) else math.nan
+        comp[key] = {"pipeline": mine, "postfix": theirs, "ratio": ratio}
+        print(f"  {label:<44} {format(mine, fmt):>9} {unit:<6} {format(theirs, fmt):>9} "
+              f"{unit:<6} {ratio:8.2f}x")
+
+    print(f"  {'':<44} {'pipeline':>16} {'Postfix':>16} {'ratio':>9}")
+    nan = math.nan
+    row(f"throughput ({thr.get('mails', 0)} / {pthr.get('mails', 0)} mails)", "throughput_msg_s",
+        thr.get("throughput_msg_s", nan), pthr.get("msg_s", nan), "msg/s", ".0f")
+    for q in ("p50", "p90", "p99"):
+        row(f"one in flight {q} ({one.get('mails', 0)} / {pone.get('mails', 0)} mails)",
+            f"one_in_flight_{q}_ms", one.get("latency_s", {}).get(q, nan) * 1000,
+            pone.get("latency_s", {}).get(q, nan) * 1000, "ms", ".1f")
+    row("CPU ms per mail: broker + workers / Postfix", "cpu_ms_per_mail_core",
+        thr.get("cpu_ms_per_mail_broker_workers", nan),
+        pthr.get("cpu_ms_per_mail_postfix", nan), "ms", ".2f")
+    mine_cpu, their_cpu = thr.get("cpu_ms_per_mail", {}), pthr.get("cpu_ms_per_mail", {})
+    row("CPU ms per mail: sink", "cpu_ms_per_mail_sink", mine_cpu.get("sink", nan),
+        their_cpu.get("postfix-sink", nan), "ms", ".2f")
+    row("CPU ms per mail: publisher / SMTP client", "cpu_ms_per_mail_client",
+        mine_cpu.get(BENCH_PROC, nan), their_cpu.get("bench client (this process)", nan),
+        "ms", ".2f")
+    row("CPU ms per mail: total", "cpu_ms_per_mail_total", thr.get("cpu_ms_per_mail_total", nan),
+        pthr.get("cpu_ms_per_mail_total", nan), "ms", ".2f")
+    print("  CPU ms per mail per process, throughput phase (until every mail was 'sent' / "
+          "Postfix's queue was empty):")
+    print("    pipeline: " + ", ".join(f"{k} {v:.2f}" for k, v in mine_cpu.items()))
+    print("    Postfix:  " + ", ".join(f"{k.removeprefix('postfix ')} {v:.2f}"
+                                       for k, v in their_cpu.items()))
+    g = bench.broker_growth
+    if g:
+        print(f"  stored per mail: pipeline {g['records_per_mail']:.1f} broker records, "
+              f"{g['bytes_per_mail']:,.0f} bytes, kept (memory only, never freed); Postfix "
+              f"{pthr.get('queue_files_per_mail', nan):.2f} queue file of "
+              f"~{pthr.get('queued_message_bytes_p50', 0)} bytes, deleted once delivered "
+              f"({pthr.get('queue_left', 0)} left)")
+        print(f"  memory: broker resident {g['rss_growth_kib_per_1000_mails']:+,.0f} KiB per "
+              f"1,000 mails, kept; Postfix's processes (summed PSS) "
+              f"{pthr.get('pss_kib_before', 0) / 1024:.1f} -> "
+              f"{pthr.get('pss_kib_after', 0) / 1024:.1f} MiB, nothing kept per mail")
+        comp["broker_records_per_mail"] = g["records_per_mail"]
+        comp["broker_bytes_per_mail"] = g["bytes_per_mail"]
+        comp["broker_rss_growth_kib_per_1000_mails"] = g["rss_growth_kib_per_1000_mails"]
+    result["comparison"] = comp
 
 
 def print_correctness(bench: Bench, correct: dict[str, Any],
@@ -927,13 +1113,18 @@ def print_correctness(bench: Bench, correct: dict[str, Any],
     return {**correct, "ok": ok, "status_sent": sent}
 
 
-def report(bench: Bench, correct: dict[str, Any], h: dict[str, dict[str, float]]) -> dict[str,
-                                                                                          Any]:
+def report(bench: Bench, correct: dict[str, Any], h: dict[str, dict[str, float]],
+           pf: dict[str, Any] | None = None, why: str = "") -> dict[str, Any]:
     result = print_header(bench, "Postlane pipeline benchmark")
     for ph in bench.phases:
         print_phase(bench, ph, h, result)
     result["correctness"] = print_correctness(bench, correct, h)
-    print(f"\ncomparison mark: {MARK}")
+    if pf is not None:
+        from bench.postfix import print_report
+
+        print_report(pf)
+    result["postfix"] = pf
+    print_comparison(bench, result, pf, why)
     return result
 
 
@@ -961,9 +1152,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--py-spy", metavar="BIN",
                    help="py-spy binary: profile each worker during the throughput phase "
                         "(implies --keep)")
+    p.add_argument("--no-postfix", action="store_true",
+                   help="skip the anchor (a private Postfix relay measured in the same run "
+                        "before the pipeline): no ratio is printed")
+    p.add_argument("--connections", type=int, default=4,
+                   help="concurrent SMTP client sessions pushing the Postfix throughput phase")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     p.add_argument("--keep", action="store_true", help="keep the logs and broker data dir")
     return p.parse_args(argv)
+
+
+def run_anchor(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any] | None, str]:
+    """The Postfix side (bench/postfix.py) with the same N and one-in-flight
+    count, before the pipeline starts; (figures, why there are none)."""
+    if args.no_postfix:
+        return None, "--no-postfix"
+    from bench import postfix
+
+    where = workdir / "postfix-side"
+    where.mkdir()
+    workdir.chmod(0o755)  # Postfix's daemons run as the postfix user: they must get in
+    where.chmod(0o755)
+    try:
+        fig = postfix.run(args.n, args.serial, args.connections, where, args.stall)
+    except (BenchError, OSError, subprocess.SubprocessError) as exc:
+        print(f"the Postfix anchor failed: {exc}", file=sys.stderr)
+        return None, f"the Postfix side failed: {str(exc).splitlines()[0]}"
+    return fig, ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -971,6 +1186,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.py_spy:
         args.keep = True  # the profiles are in the work dir
     bench = Bench(args)
+    pf, why = run_anchor(args, bench.workdir)
     print(f"starting: Tansu on {bench.settings.bootstrap}, sink, workers ({args.workers}); "
           f"logs in {bench.workdir}", flush=True)
     try:
@@ -986,10 +1202,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"latency phase at one in flight ({args.serial} mails)", flush=True)
             bench.serial()
         correct = bench.correctness()
-        result = report(bench, correct, bench.hops())
+        result = report(bench, correct, bench.hops(), pf, why)
         if args.json:
-            args.json.write_text(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-        return 0 if result["correctness"]["ok"] else 1
+            args.json.write_text(orjson.dumps(result, option=orjson.OPT_INDENT_2 |
+                                              orjson.OPT_NON_STR_KEYS).decode())
+        if not result["correctness"]["ok"] or (pf is not None and not pf["correctness"]["ok"]):
+            return 1
+        return 2 if why and not args.no_postfix else 0
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         args.keep = True
