@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import faust
 
 from processors.registry import PROCESSORS, registrar
@@ -16,11 +18,23 @@ def build(names: list[str], settings: Settings, app_name: str | None = None) -> 
         raise SystemExit(
             f"unknown processor(s): {', '.join(unknown)}; known: {', '.join(PROCESSORS)}"
         )
+    use_event_loop(settings)  # before the app asks for its loop
     app = create_app(app_name or "-".join(sorted(names)), settings)
     rt = make_runtime(app, settings)
     for name in names:
         registrar(name)(rt)
     return rt
+
+
+def use_event_loop(settings: Settings) -> None:
+    """Run every event loop of the process (the worker's and the consumer
+    thread's) on uvloop when ``settings.uvloop``: the same asyncio API with
+    the loop, its callbacks and its sockets in C. Measured in the pipeline
+    bench (bench/README.md)."""
+    if settings.uvloop:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def run(rt: Runtime, loglevel: str = "info") -> None:

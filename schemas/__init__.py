@@ -1,6 +1,6 @@
 """Postlane's events. See schemas/base.py for the rules every event follows."""
 
-from .base import Event, InvalidEvent, decode, decode_any, encode
+from .base import Event, InvalidEvent, decode, decode_any, encode, plain
 from .bounces import (
     BlacklistChanged,
     BlacklistEdited,
@@ -95,6 +95,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
 )
 
 __all__ = [
+    "plain",
     "ALL_EVENTS",
     "CONFIG_EVENTS",
     "AliasConfigured",

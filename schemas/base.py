@@ -85,6 +85,13 @@ class Event(
 
 
 
+def plain(obj: Any) -> Any:
+    """A deep copy of a dataclass (or of dicts and lists of JSON values) as
+    plain JSON values: what ``dataclasses.asdict`` gives, made by orjson in
+    C (asdict's recursion was a tenth of a worker's time per mail)."""
+    return orjson.loads(orjson.dumps(obj))
+
+
 def encode(event: Event) -> bytes:
     """The wire form of an event: a plain JSON object."""
     return orjson.dumps(event.to_representation())

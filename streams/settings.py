@@ -35,6 +35,7 @@ class Settings:
     store: str = "memory://"  # or rocksdb:// (needs rocksdict)
     web_port: int = 6066
     web_enabled: bool = False
+    uvloop: bool = True  # run the workers' event loops on uvloop (postlane/runner.py)
     session_timeout: float = 60.0  # broker_session_timeout (embedded: 6.0)
     heartbeat_interval: float = 3.0  # broker_heartbeat_interval (embedded: 1.0)
     fetch_max_wait_ms: int = 1500  # Faust's fixed value; embedded: 100
@@ -57,6 +58,11 @@ class Settings:
     retry_give_up: float = 5 * 86400.0  # Postfix maximal_queue_lifetime
     delivery_batch: int = 32  # mails a delivery worker has in flight at once
     max_message_bytes: int = 25 * 1024 * 1024
+    # --- status ------------------------------------------------------------------
+    # events folded per batch: each mail's row written and its state change
+    # published once per batch (processors/status/batch.py)
+    status_batch: int = 2000
+    status_batch_wait: float = 0.25  # s the status agent waits for a batch to fill
     # --- limiter (rate limits, lanes, schedule) -----------------------------------
     limit_timezone: str = "UTC"  # IANA name; daily windows follow its calendar
     limit_day_start: str = "00:00"  # when a daily window opens, local time HH:MM

@@ -35,7 +35,7 @@ import copy
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from schemas import (
@@ -45,6 +45,7 @@ from schemas import (
     BounceRecorded,
     Event,
     MailReceivedFrom,
+    plain,
 )
 from streams.settings import Settings
 
@@ -102,7 +103,7 @@ class AddressState:
     seen: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return plain(self)  # a deep copy, as plain JSON values
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AddressState:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from schemas import (
@@ -38,6 +38,7 @@ from schemas import (
     QueueCommandIssued,
     QueueCommandRefused,
     RoutingDecided,
+    plain,
 )
 
 from .backoff import RetrySettings, next_attempt_at
@@ -69,7 +70,7 @@ class Ledger:
     cancelled: bool = False  # an operator cancelled it (done; ``pending`` never sent)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return plain(self)  # a deep copy, as plain JSON values
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Ledger | None:

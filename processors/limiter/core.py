@@ -22,9 +22,10 @@ rate bucket a waiting transactional mail needs.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from schemas import plain
 from schemas.addresses import AddressError, split_address
 
 from .windows import next_window, window_start, words
@@ -77,7 +78,7 @@ class Meters:
     inflight: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return plain(self)  # a deep copy, as plain JSON values
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, partition: int) -> Meters:
@@ -141,7 +142,7 @@ class Mail:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return plain(self)  # a deep copy, as plain JSON values
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Mail:

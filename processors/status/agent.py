@@ -9,7 +9,10 @@ message_id with the same partition count, so every event of a mail reaches
 the same partition of the table, and this agent is the table's only
 writer. The table value is the ``MessageStatus`` as JSON (see core.py); it
 is rebuilt from its changelog when a worker starts or takes over a
-partition.
+partition. Events come ``status_batch`` at a time (the agent waits at most
+``status_batch_wait`` s for a batch to fill); a mail's events in one batch
+are folded in order and its row is written once, with the last value. The
+batch's offsets are acknowledged only after its rows are written.
 
 Ops commands (``commands`` topic): each goes into the mail's history. This
 processor owns ``ack``: it answers it (QueueCommandApplied / Refused on
@@ -49,7 +52,8 @@ from streams.topics import (
 
 from ..deadletter import decode_or_dead_letter, send_dead_letter
 from ..runtime import Runtime
-from .core import FOLDED_EVENTS, AckResult, MessageStatus, acknowledge, evolve
+from .batch import fold_batch
+from .core import FOLDED_EVENTS, MessageStatus
 
 NAME = "status"
 TABLE = "status"
@@ -64,22 +68,11 @@ log = logging.getLogger("postlane.status")
 
 def load(raw: bytes | None) -> MessageStatus | None:
     """A table value (JSON bytes) as a MessageStatus."""
-    return None if raw is None else MessageStatus.from_dict(orjson.loads(raw))
+    return None if raw is None else MessageStatus.from_dict(orjson.loads(raw), fresh=True)
 
 
 def dump(status: MessageStatus) -> bytes:
-    return orjson.dumps(status.to_dict())
-
-
-def apply(
-    old: MessageStatus | None, ev: Event
-) -> tuple[MessageStatus | None, AckResult | None, MessageStatusChanged | None]:
-    """One event on the table's value: the new value, the answer to publish
-    (for ``ack`` only) and the visible change."""
-    if isinstance(ev, QueueCommandIssued) and ev.command == "ack":
-        return acknowledge(old, ev)
-    new, changed = evolve(old, ev)
-    return new, None, changed
+    return orjson.dumps(status)  # a dataclass: orjson writes its fields as asdict would
 
 
 def register(rt: Runtime) -> None:
@@ -91,38 +84,45 @@ def register(rt: Runtime) -> None:
     released = RELEASED.full(s)
     table = rt.app.Table(
         TABLE, default=None, key_type=bytes, value_type=bytes, partitions=s.partitions,
+        # rows are written after a batch, not under their own event: the
+        # changelog partition comes from the key (message_id), as the inputs'
+        use_partitioner=True,
         help="message_id -> MessageStatus (JSON); written only by the status agent",
     )
     rt.extras["status_table"] = table
 
     @rt.app.agent(source, name="postlane.status", concurrency=1)
     async def project(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            ev = await decode_or_dead_letter(dlq, NAME, message, REGISTRY)
-            if ev is None:
-                continue
-            key = ev.message_id.encode()  # type: ignore[attr-defined]
-            if message.key != key:
-                await send_dead_letter(
-                    dlq, NAME, message,
-                    f"key {message.key!r} is not the message_id {ev.message_id!r}: "  # type: ignore[attr-defined]
-                    "every event of a mail must be keyed by its message_id",
-                )
-                continue
-            if isinstance(ev, QueueCommandIssued) and message.topic == released:
-                continue  # the limiter's forwarded copy; the original came on commands
-            try:
-                old = load(table.get(key))
-                new, result, changed = apply(old, ev)
-            except Exception as exc:  # noqa: BLE001 - a bad event must not stop the projection
-                log.exception("status projection failed on %s", ev.event_id)
-                await send_dead_letter(dlq, NAME, message, f"status projection failed: {exc!r}")
-                continue
-            if new is None or new is old:  # a duplicate: nothing to record
-                continue
-            if result is not None:
-                await results.send(key=key, value=encode(result))
-            if changed is not None:
-                await out.send(key=key, value=encode(changed))
-            table[key] = dump(new)
+        async for batch in stream.take_events(s.status_batch, within=s.status_batch_wait):
+            messages = [event.message for event in batch]
+            events = [await _checked(message) for message in messages]
+            folded = fold_batch(lambda mid: load(table.get(mid.encode())), events)
+            for index, reason in folded.failed:
+                log.error("status projection failed on %r: %s", messages[index].key, reason)
+                await send_dead_letter(dlq, NAME, messages[index], reason)
+            for ev in folded.publish:
+                topic = out if isinstance(ev, MessageStatusChanged) else results
+                await topic.send(key=ev.message_id.encode(),  # type: ignore[attr-defined]
+                                 value=encode(ev))
+            # after the answers and changes, as before: one row per mail
+            for mid, value in folded.rows.items():
+                table[mid.encode()] = dump(value)
+
+    async def _checked(message: Any) -> Event | None:
+        """The event in ``message``, or None when it was dead-lettered
+        (not an event the projection folds, or keyed by something else) or
+        is to be ignored (the limiter's forwarded copy of a command)."""
+        ev = await decode_or_dead_letter(dlq, NAME, message, REGISTRY)
+        if ev is None:
+            return None
+        key = ev.message_id.encode()  # type: ignore[attr-defined]
+        if message.key != key:
+            await send_dead_letter(
+                dlq, NAME, message,
+                f"key {message.key!r} is not the message_id {ev.message_id!r}: "  # type: ignore[attr-defined]
+                "every event of a mail must be keyed by its message_id",
+            )
+            return None
+        if isinstance(ev, QueueCommandIssued) and message.topic == released:
+            return None  # the limiter's forwarded copy; the original came on commands
+        return ev

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from schemas import (
@@ -45,6 +45,7 @@ from schemas import (
     QueueCommandRefused,
     RoutingDecided,
     SendRequested,
+    plain,
 )
 from schemas.addresses import AddressError, split_address
 
@@ -108,12 +109,23 @@ class MessageStatus:
         return any(h.get("event_id") == event_id for h in self.history)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # deep copy
+        return plain(self)  # a deep copy, as plain JSON values
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MessageStatus:
-        known = {f.name for f in fields(cls)}
-        return cls(**copy.deepcopy({k: v for k, v in data.items() if k in known}))
+    def from_dict(cls, data: dict[str, Any], *, fresh: bool = False) -> MessageStatus:
+        """The status a table value describes; unknown keys are ignored.
+        ``fresh``: ``data`` was just parsed and is nobody else's, so it is
+        used as it is instead of deep-copied."""
+        known = _FIELDS
+        values = {k: v for k, v in data.items() if k in known}
+        return cls(**(values if fresh else plain(values)))
+
+    def copy(self) -> MessageStatus:
+        """A deep copy (``evolve`` never modifies the status it is given)."""
+        return MessageStatus.from_dict(plain(self), fresh=True)
+
+
+_FIELDS = frozenset(f.name for f in fields(MessageStatus))
 
 
 def progress_of(event: Event) -> tuple[int, int, int]:
@@ -144,7 +156,7 @@ def evolve(
     if status is None:
         st = MessageStatus(message_id=message_id, created_at=event.occurred_at)
     else:
-        st = MessageStatus.from_dict(status.to_dict())
+        st = status.copy()
     if isinstance(event, COMMAND_EVENTS):
         record_command(st, event)
         if not st.known:
@@ -300,7 +312,7 @@ def acknowledge(
     if status is None:
         st = MessageStatus(message_id=mid, created_at=command.occurred_at)
     else:
-        st = MessageStatus.from_dict(status.to_dict())
+        st = status.copy()
     record_command(st, command)
     refusal = ""
     if not st.known:

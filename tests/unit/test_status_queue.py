@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from processors.status.agent import apply
+from processors.status.batch import apply
 from processors.status.core import (
     MessageStatus,
     acknowledge,
