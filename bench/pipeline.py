@@ -112,42 +112,61 @@ def vm_rss_kib(pid: int) -> int:
     return 0
 
 
-def broker_contents(s: Settings, idle: float = 1.0) -> dict[str, tuple[int, int]]:
+class BrokerCounter:
     """Records and key + value bytes in every topic on the broker (the bench's
-    own: topics, Faust's changelog and repartition topics), read from the
-    beginning. Tansu's end offsets are too low when a batch holds more than one
-    record (they point just past the start of the last batch), so they are
-    only a lower bound here: reading stops once every partition is past them
-    and ``idle`` s passed with nothing new."""
-    consumer = KafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
-                             group_id=None, client_id="postlane-bench-count",
-                             fetch_max_wait_ms=100)
-    try:
-        topics = sorted(consumer.topics())
-        tps = [TopicPartition(t, p) for t in topics
-               for p in sorted(consumer.partitions_for_topic(t) or ())]
-        counts = {t: [0, 0] for t in topics}
-        if not tps:
-            return {}
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        last_new = time.monotonic()
+    own: its topics, Faust's changelog and repartition topics), read from the
+    beginning by one consumer that then reads on from where it stopped.
+    Tansu's end offsets are too low when a batch holds more than one record
+    (they point just past the start of the last batch), so they are only a
+    lower bound: a read ends once every partition is past them and ``idle`` s
+    passed with nothing new."""
+
+    def __init__(self, s: Settings) -> None:
+        self.consumer = KafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
+                                      group_id=None, client_id="postlane-bench-count",
+                                      fetch_max_wait_ms=100)
+        self.tps: set[TopicPartition] = set()
+        self.counts: dict[str, list[int]] = {}
+
+    def read(self, idle: float = 1.0) -> int:
+        """Read on to the end; returns how many records were new."""
+        c = self.consumer
+        new_tps = {TopicPartition(t, p) for t in c.topics()
+                   for p in (c.partitions_for_topic(t) or ())} - self.tps
+        if new_tps:
+            self.tps |= new_tps
+            c.assign(sorted(self.tps))  # keeps the positions of those already assigned
+            c.seek_to_beginning(*new_tps)
+            for tp in new_tps:
+                self.counts.setdefault(tp.topic, [0, 0])
+        if not self.tps:
+            return 0
+        ends = c.end_offsets(sorted(self.tps))
+        last_new, got = time.monotonic(), 0
         while True:
-            batch = consumer.poll(timeout_ms=200, max_records=20000)
+            batch = c.poll(timeout_ms=200, max_records=20000)
             for tp, records in batch.items():
-                c = counts[tp.topic]
-                c[0] += len(records)
-                c[1] += sum(len(r.key or b"") + len(r.value or b"") for r in records)
+                n = self.counts[tp.topic]
+                n[0] += len(records)
+                n[1] += sum(len(r.key or b"") + len(r.value or b"") for r in records)
+                got += len(records)
                 last_new = time.monotonic()
             quiet = time.monotonic() - last_new
-            if quiet >= idle and all(consumer.position(tp) >= ends[tp] for tp in tps):
-                break
+            if quiet >= idle and all(c.position(tp) >= ends[tp] for tp in self.tps):
+                return got
             if quiet >= max(idle, 10.0):
+                return got
+
+    def settled(self, idle: float = 1.0, tries: int = 5) -> dict[str, tuple[int, int]]:
+        """Read on until a read finds nothing new (late changelog writes);
+        the totals per topic."""
+        for _ in range(tries):
+            if not self.read(idle):
                 break
-        return {t: (c[0], c[1]) for t, c in counts.items()}
-    finally:
-        consumer.close()
+        return {t: (n[0], n[1]) for t, n in self.counts.items()}
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 def load_average() -> tuple[float, float, float]:
@@ -715,11 +734,15 @@ class Bench:
         def body(ph: Phase) -> None:
             for _ in range(self.args.n):
                 self.publish_one(ph)
-        rss0 = vm_rss_kib(self.broker_pid())
-        before = broker_contents(self.settings)
-        ph = self._run_phase(Phase("throughput"), body, profile=True)
-        rss1 = vm_rss_kib(self.broker_pid())
-        after = broker_contents(self.settings)
+        counter = BrokerCounter(self.settings)
+        try:
+            before = counter.settled()
+            rss0 = vm_rss_kib(self.broker_pid())  # both after a read of everything
+            ph = self._run_phase(Phase("throughput"), body, profile=True)
+            after = counter.settled()
+            rss1 = vm_rss_kib(self.broker_pid())
+        finally:
+            counter.close()
         n = max(len(ph.published), 1)
         per_topic = {t: {"records": after[t][0] - before.get(t, (0, 0))[0],
                          "bytes": after[t][1] - before.get(t, (0, 0))[1]} for t in after}

@@ -54,7 +54,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -425,19 +425,30 @@ class PostfixRelay:
 # the client
 
 
+_TEMPLATE: list[bytes] = []
+
+
 def message(seq: int, label: str) -> tuple[str, bytes]:
     """A mail shaped like the one delivery sends (From, To, Subject, Date,
-    Message-ID, X-Postlane-Id, the bench's text body)."""
+    Message-ID, X-Postlane-Id, the bench's text body; CRLF). The shape is
+    made once by the email package, then filled in (building each with it
+    took ~0.7 ms of the client's CPU)."""
+    if not _TEMPLATE:
+        msg = EmailMessage()
+        msg["From"] = FROM
+        msg["To"] = "@@TO@@"
+        msg["Subject"] = "@@SUBJECT@@"
+        msg["Date"] = format_datetime(datetime.now(tz=UTC))
+        msg["Message-ID"] = "@@MSGID@@"
+        msg["X-Postlane-Id"] = "@@ID@@"
+        msg.set_content(BODY)
+        _TEMPLATE.append(msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
     mid = uuid.uuid4().hex
-    msg = EmailMessage()
-    msg["From"] = FROM
-    msg["To"] = f"rcpt{seq % 100}@sink.test"
-    msg["Subject"] = f"bench postfix {label} {seq}"
-    msg["Date"] = format_datetime(datetime.now(tz=UTC))
-    msg["Message-ID"] = make_msgid(domain="bench.test")
-    msg["X-Postlane-Id"] = mid
-    msg.set_content(BODY)
-    return mid, msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    data = (_TEMPLATE[0].replace(b"@@TO@@", rcpt(seq).encode())
+            .replace(b"@@SUBJECT@@", f"bench postfix {label} {seq}".encode())
+            .replace(b"@@MSGID@@", f"<{mid}@bench.test>".encode())
+            .replace(b"@@ID@@", mid.encode()))
+    return mid, data
 
 
 def rcpt(seq: int) -> str:
@@ -484,7 +495,7 @@ class PostfixSide:
         self.sink.start()
         self.relay = PostfixRelay(self.workdir / "postfix", self.sink.port).start()
         warm = Run("warm-up")
-        self._push(warm, 40, self.connections)
+        self._push(warm, self.mails(40, warm.name), self.connections)
         missing = self.sink.wait_all(warm.submitted, stall=30, check=self.check_alive)
         if missing or warm.errors:
             raise BenchError(f"Postfix warm-up: {len(missing)} mails did not reach the sink; "
@@ -507,13 +518,16 @@ class PostfixSide:
     def processes(self) -> dict[str, int]:
         return {"postfix-sink": self.sink.proc.pid if self.sink.proc else 0}
 
-    def _push(self, run: Run, n: int, connections: int) -> None:
-        """``n`` mails over ``connections`` persistent SMTP sessions at once."""
-        assert self.relay is not None
-        mails = []
+    def mails(self, n: int, label: str) -> list[tuple[int, str, bytes]]:
+        out = []
         for _ in range(n):
             self.seq += 1
-            mails.append((self.seq, *message(self.seq, run.name)))
+            out.append((self.seq, *message(self.seq, label)))
+        return out
+
+    def _push(self, run: Run, mails: list[tuple[int, str, bytes]], connections: int) -> None:
+        """``mails`` over ``connections`` persistent SMTP sessions at once."""
+        assert self.relay is not None
         lock = threading.Lock()
         it = iter(mails)
 
@@ -585,21 +599,22 @@ class PostfixSide:
     def throughput(self, n: int) -> Run:
         assert self.relay is not None
         pss0 = pss_kib(self.relay.pids())
-        run = self._measure(Run("throughput"), lambda r: self._push(r, n, self.connections))
+        mails = self.mails(n, "throughput")  # built before the clock starts
+        run = self._measure(Run("throughput"), lambda r: self._push(r, mails, self.connections))
         run.pss_kib = (pss0, pss_kib(self.relay.pids()))
         return run
 
     def serial(self, count: int) -> Run:
+        mails = self.mails(count, "one in flight")
+
         def body(run: Run) -> None:
             assert self.relay is not None
             smtp = smtplib.SMTP("127.0.0.1", self.relay.port, timeout=60)
             smtp.ehlo("client.bench.test")
             try:
-                for _ in range(count):
-                    self.seq += 1
-                    mid, data = message(self.seq, run.name)
+                for seq, mid, data in mails:
                     run.submitted[mid] = time.time()
-                    smtp.sendmail(FROM, [rcpt(self.seq)], data)
+                    smtp.sendmail(FROM, [rcpt(seq)], data)
                     run.accepted[mid] = time.time()
                     if self.sink.wait_one(mid, self.stall) is None:
                         run.errors.append(f"{mid} not accepted by the sink within "
@@ -669,8 +684,9 @@ def figures(side: PostfixSide, correct: dict[str, Any]) -> dict[str, Any]:
             "queue_left": run.queue_left,
         }
         if run.name == "throughput":
-            entry["msg_s"] = n / (last - run.first) if got == n and n else math.nan
-            entry["last_accepted_after_s"] = last - run.first
+            first = min(run.submitted.values(), default=run.first)
+            entry["msg_s"] = n / (last - first) if got == n and n else math.nan
+            entry["last_accepted_after_s"] = last - first
             mine = [sizes[q] for q in sizes]  # every queue id logged (warm-up included)
             entry["queue_files_per_mail"] = len(sizes) / max(
                 len(side.warmup) + sum(len(r.submitted) for r in side.runs), 1)
