@@ -326,6 +326,9 @@ class PostfixRelay:
                               text=True, env=env, timeout=timeout, check=False)
 
     def start(self, timeout: float = 30.0) -> PostfixRelay:
+        if os.geteuid() != 0:
+            raise BenchError("the private Postfix needs root (`postfix start` and its daemons "
+                             "switching to the postfix user): run as root, or --no-postfix")
         ensure_installed()
         self.configure()
         done = self._postfix("start")
