@@ -60,6 +60,7 @@ from schemas import (
     encode,
 )
 from streams.acked import acked, write_row
+from streams.batches import batches
 from streams.topics import COMMAND_RESULTS, DEAD_LETTER, DELIVERY, DELIVERY_DUE, RELEASED
 
 from ..deadletter import send_dead_letter
@@ -99,7 +100,7 @@ def register(rt: Runtime) -> None:
     @app.agent(source, name="postlane.delivery")
     async def deliver(stream: Any) -> None:
         await rt.config.wait_ready()
-        async for batch in stream.take_events(s.delivery_batch, within=0.005):
+        async for batch in batches(stream, s.delivery_batch, within=0.005):
             in_batch: set[str] = set()
             try:
                 await _run_batch(batch, in_batch)

@@ -60,6 +60,7 @@ from schemas import (
     encode,
 )
 from streams.acked import acked
+from streams.batches import batches
 from streams.flow import set_fetching
 from streams.topics import (
     COMMAND_RESULTS,
@@ -226,7 +227,7 @@ def register(rt: Runtime) -> None:
     @app.agent(rt.raw_topic(ROUTING_DECIDED, COMMANDS, DELIVERY), name="postlane.limiter")
     async def limit(stream: Any) -> None:
         await rt.config.wait_ready()
-        async for batch in stream.take_events(64, within=0.005):
+        async for batch in batches(stream, 64, within=0.005):
             async with lock:
                 while not ensure_index():
                     await asyncio.sleep(0.05)

@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 
 from schemas import Event, MessageStatusChanged, QueueCommandIssued, encode
+from streams.batches import batches
 from streams.topics import (
     COMMAND_RESULTS,
     COMMANDS,
@@ -93,7 +94,8 @@ def register(rt: Runtime) -> None:
 
     @rt.app.agent(source, name="postlane.status", concurrency=1)
     async def project(stream: Any) -> None:
-        async for batch in stream.take_events(s.status_batch, within=s.status_batch_wait):
+        async for batch in batches(stream, s.status_batch, within=s.status_batch_wait,
+                                   eager=False):
             messages = [event.message for event in batch]
             events = [await _checked(message) for message in messages]
             folded = fold_batch(lambda mid: load(table.get(mid.encode())), events)
