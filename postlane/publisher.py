@@ -63,6 +63,7 @@ class Publisher:
                 bootstrap_servers=self.bootstrap, acks="all", linger_ms=0, retries=5,
                 max_request_size=max_message_bytes + 1024 * 1024,
                 client_id="postlane-publisher",
+                compression_type=self.settings.compression_type,
             )
         except KafkaError as exc:
             raise PublishError(f"no Kafka broker at {self.bootstrap}: {exc}") from exc

@@ -45,6 +45,11 @@ class Settings:
     fetch_quick_wait_ms: int = 5
     fetch_quick_for: float = 1.0
     producer_max_batch_size: int = 16384  # embedded: 1 (exact table recovery)
+    # codec of the record batches Postlane's producers write: lz4 (default;
+    # the embedded broker keeps batches as they come, so this is its memory
+    # per mail too), zstd, gzip, snappy or none. Readers need the codec:
+    # librdkafka and Java have them all; kafkajs needs a codec package for lz4
+    producer_compression: str = "lz4"
     # table writes Faust may have pending before it stops handing records to
     # every agent (its default, 100, lets a campaign's table writes stall invoices)
     producer_buffer_max: int = 100
@@ -101,6 +106,15 @@ class Settings:
     config_file: str = ""  # applied by `postlane dev` at start when set
     capture_smtp_port: int = 2525  # the dev capture server (stand-in outgoing)
     capture_dir: str = ".postlane/captured"
+
+    @property
+    def compression_type(self) -> str | None:
+        """``producer_compression`` as Kafka clients take it (None: none)."""
+        value = self.producer_compression.strip().lower()
+        if value not in ("", "none", "lz4", "zstd", "gzip", "snappy"):
+            raise SettingsError(f"POSTLANE_PRODUCER_COMPRESSION={self.producer_compression!r}: "
+                                "use lz4, zstd, gzip, snappy or none")
+        return None if value in ("", "none") else value
 
     @property
     def embedded(self) -> bool:
