@@ -1,4 +1,4 @@
-"""The consumer's fetch order (streams/app.py ``_next_records``): records of
+"""The consumer's fetch order (streams/upstream_patches.py ``_next_records``): records of
 low-priority topics (the mass lane) are handed over only when no other
 assigned partition has a fetched record waiting. Run against a stand-in for
 Faust's consumer that holds fetched records per partition the way aiokafka
@@ -13,8 +13,8 @@ from typing import Any
 
 from faust.types import TP
 
-from streams.app import _next_records
 from streams.flow import set_fetching
+from streams.upstream_patches import _next_records
 
 MASS = "p.send-requested-mass"
 TRANS = "p.send-requested"
