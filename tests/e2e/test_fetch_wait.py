@@ -1,0 +1,68 @@
+"""The adaptive fetch wait (streams/fetch_wait.py) against the embedded broker:
+quick while records flow, the long wait once idle, and what it buys per hop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.consumer.fetcher import Fetcher
+
+from streams.embedded import EmbeddedBroker
+from streams.fetch_wait import adapt_fetch_wait, next_wait_ms
+
+pytestmark = pytest.mark.e2e
+
+
+def test_next_wait_is_quick_only_shortly_after_records() -> None:
+    assert next_wait_ms(10.0, 10.5, 5, 100, 1.0) == 5
+    assert next_wait_ms(10.0, 11.5, 5, 100, 1.0) == 100
+    assert next_wait_ms(0.0, 11.5, 5, 100, 1.0) == 100
+
+
+async def _hop_ms(bootstrap: str, topic: str, n: int) -> tuple[list[float], list[int]]:
+    """Produce one record at a time and time it to the consumer; the
+    fetcher's wait seen after each record."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=100)
+    await producer.start()
+    await consumer.start()
+    hops: list[float] = []
+    waits: list[int] = []
+    try:
+        await producer.send_and_wait(topic, b"warm-up")
+        await consumer.getone()
+        for _ in range(n):
+            await asyncio.sleep(0.02)  # the record arrives during a fetch's wait
+            sent = time.monotonic()
+            await producer.send_and_wait(topic, b"x")
+            await consumer.getone()
+            hops.append((time.monotonic() - sent) * 1000)
+            waits.append(consumer._fetcher._fetch_max_wait_ms)
+        await asyncio.sleep(1.5)  # idle past quick_for
+        waits.append(consumer._fetcher._fetch_max_wait_ms)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return hops, waits
+
+
+def test_a_consumer_polls_quickly_while_records_flow_and_slowly_when_idle(
+        broker: EmbeddedBroker) -> None:
+    original = Fetcher._proc_fetch_request
+    adapt_fetch_wait(5, 100, 1.0)
+    try:
+        hops, waits = asyncio.run(_hop_ms(broker.bootstrap, f"fw-{uuid.uuid4().hex}", 20))
+    finally:
+        Fetcher._proc_fetch_request = original  # type: ignore[method-assign]
+        Fetcher._postlane_adaptive_wait = False  # type: ignore[attr-defined]
+    assert waits[:-1] == [5] * 20, waits  # records came: quick
+    assert waits[-1] == 100, waits  # idle for 1.5 s: the long wait again
+    # with the long wait a record waits up to half of it on Tansu (~25 ms
+    # on average); quick, a few ms
+    hops.sort()
+    assert hops[len(hops) // 2] < 15, hops
