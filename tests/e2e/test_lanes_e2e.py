@@ -18,6 +18,7 @@ Order and counts, not clocks: speed is in ``python -m bench.lanes``."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,7 @@ def test_campaign_yields_to_an_invoice_and_is_pulled_not_pushed(
                 bulk.send(SEND_REQUESTED_MASS.full(s), key=event.message_id.encode(),
                           value=encode(event))
             bulk.flush()
+            invoice_at = time.time()
             invoice = pub.send(from_="billing@a.test", to=["client@dest.test"],
                                subject="Invoice 7", text="due")
 
@@ -122,9 +124,13 @@ def test_campaign_yields_to_an_invoice_and_is_pulled_not_pushed(
         routed_at = {e.message_id: e.occurred_at
                      for spec in (ROUTING_DECIDED, ROUTING_DECIDED_MASS)
                      for _, e in read_events(s, spec, registry)}
-        ahead_of_invoice = sum(1 for m in campaign if routed_at[m.message_id]
-                               < routed_at[invoice])
-        print(f"{ahead_of_invoice} of {CAMPAIGN} campaign mails routed before the invoice; "
+        # (mails the router took while the campaign was still being published,
+        # before the invoice existed, do not count: they did not overtake it)
+        before = sum(1 for m in campaign if routed_at[m.message_id] < invoice_at)
+        ahead_of_invoice = sum(1 for m in campaign
+                               if invoice_at <= routed_at[m.message_id] < routed_at[invoice])
+        print(f"{ahead_of_invoice} of {CAMPAIGN} campaign mails routed between the invoice's "
+              f"publish and its routing ({before} routed before it was published); "
               f"at most {counts.most_waiting} taken in and not released")
         assert ahead_of_invoice < CAMPAIGN // 4  # 1,063 when a fetch call was unbounded
 
