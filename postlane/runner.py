@@ -21,8 +21,7 @@ def build(names: list[str], settings: Settings, app_name: str | None = None) -> 
         )
     use_event_loop(settings)  # before the app asks for its loop
     if settings.fetch_quick_wait_ms:
-        adapt_fetch_wait(settings.fetch_quick_wait_ms, settings.fetch_max_wait_ms,
-                         settings.fetch_quick_for)
+        adapt_fetch_wait(settings.fetch_quick_wait_ms, settings.fetch_max_wait_ms)
     app = create_app(app_name or "-".join(sorted(names)), settings)
     rt = make_runtime(app, settings)
     for name in names:

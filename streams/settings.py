@@ -39,11 +39,10 @@ class Settings:
     session_timeout: float = 60.0  # broker_session_timeout (embedded: 6.0)
     heartbeat_interval: float = 3.0  # broker_heartbeat_interval (embedded: 1.0)
     fetch_max_wait_ms: int = 1500  # Faust's fixed value; embedded: 100
-    # while records flow (the last fetch with records under fetch_quick_for s
-    # ago), fetch with this wait instead: one quick poll per hop, the long
-    # wait only when idle (streams/fetch_wait.py); 0: always fetch_max_wait_ms
+    # after a fetch that returned records, fetch with this wait, doubled
+    # after each empty fetch up to fetch_max_wait_ms: quick hops while mail
+    # flows, the long wait when idle (streams/fetch_wait.py); 0: always the long one
     fetch_quick_wait_ms: int = 5
-    fetch_quick_for: float = 1.0
     producer_max_batch_size: int = 16384  # embedded: 1 (exact table recovery)
     # codec of the record batches Postlane's producers write: lz4 (default;
     # the embedded broker keeps batches as they come, so this is its memory

@@ -17,10 +17,10 @@ from streams.fetch_wait import adapt_fetch_wait, next_wait_ms
 pytestmark = pytest.mark.e2e
 
 
-def test_next_wait_is_quick_only_shortly_after_records() -> None:
-    assert next_wait_ms(10.0, 10.5, 5, 100, 1.0) == 5
-    assert next_wait_ms(10.0, 11.5, 5, 100, 1.0) == 100
-    assert next_wait_ms(0.0, 11.5, 5, 100, 1.0) == 100
+def test_the_wait_is_quick_after_records_and_doubles_while_none_come() -> None:
+    assert next_wait_ms(100, True, 5, 100) == 5
+    assert [next_wait_ms(w, False, 5, 100) for w in (5, 10, 40, 80, 100)] == [
+        10, 20, 80, 100, 100]
 
 
 async def _hop_ms(bootstrap: str, topic: str, n: int) -> tuple[list[float], list[int]]:
@@ -43,7 +43,7 @@ async def _hop_ms(bootstrap: str, topic: str, n: int) -> tuple[list[float], list
             await consumer.getone()
             hops.append((time.monotonic() - sent) * 1000)
             waits.append(consumer._fetcher._fetch_max_wait_ms)
-        await asyncio.sleep(1.5)  # idle past quick_for
+        await asyncio.sleep(1.5)  # idle: the wait doubled back to the long one
         waits.append(consumer._fetcher._fetch_max_wait_ms)
     finally:
         await consumer.stop()
@@ -54,13 +54,15 @@ async def _hop_ms(bootstrap: str, topic: str, n: int) -> tuple[list[float], list
 def test_a_consumer_polls_quickly_while_records_flow_and_slowly_when_idle(
         broker: EmbeddedBroker) -> None:
     original = Fetcher._proc_fetch_request
-    adapt_fetch_wait(5, 100, 1.0)
+    adapt_fetch_wait(5, 100)
     try:
         hops, waits = asyncio.run(_hop_ms(broker.bootstrap, f"fw-{uuid.uuid4().hex}", 20))
     finally:
         Fetcher._proc_fetch_request = original  # type: ignore[method-assign]
         Fetcher._postlane_adaptive_wait = False  # type: ignore[attr-defined]
-    assert waits[:-1] == [5] * 20, waits  # records came: quick
+    # records came: quick again (or doubled once or twice by empty polls
+    # between the record's send and its fetch)
+    assert max(waits[:-1]) <= 20, waits
     assert waits[-1] == 100, waits  # idle for 1.5 s: the long wait again
     # with the long wait a record waits up to half of it on Tansu (~25 ms
     # on average); quick, a few ms
