@@ -26,6 +26,7 @@ from kafka.errors import KafkaError
 from processors.blacklist.core import FOLDED_EVENTS, AddressState, Rules, comparable, evolve
 from schemas import BlacklistChanged, BlacklistEdited, Event, InvalidEvent, decode, decode_any
 from streams.client import BrokerUnavailable, Record, publish, read_topic
+from streams.offsets import true_end_offsets, true_end_offsets_sync
 from streams.partitioning import partition_for
 from streams.settings import Settings
 from streams.topics import BLACKLIST, BOUNCES
@@ -156,7 +157,7 @@ async def _read_raw(s: Settings, topic: str, idle: float) -> list[tuple[bytes | 
             return out
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
+        ends = await true_end_offsets(consumer, tps)
         last = time.monotonic()
         while True:
             batch = await consumer.getmany(*tps, timeout_ms=100)
@@ -219,7 +220,7 @@ def history(s: Settings, address: str, rules: Rules) -> AddressState | None:
         tp = TopicPartition(topic, partition_for(key, len(parts)))
         consumer.assign([tp])
         consumer.seek_to_beginning(tp)
-        end = consumer.end_offsets([tp])[tp]
+        end = true_end_offsets_sync(consumer, [tp])[tp]
         idle_since = time.monotonic()
         while True:
             batch = consumer.poll(timeout_ms=200, max_records=2000)

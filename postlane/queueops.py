@@ -38,6 +38,7 @@ from schemas import (
 )
 from schemas.queue import COMMANDS as COMMAND_NAMES
 from streams.client import BrokerUnavailable, ensure_topics, publish, read_topic
+from streams.offsets import true_end_offsets_sync
 from streams.settings import Settings
 from streams.topics import (
     COMMAND_RESULTS,
@@ -251,7 +252,10 @@ class AnswerReader:
         wanted = {partition_for(m.encode(), parts) for m in message_ids}
         self.tps = [TopicPartition(topic, p) for p in sorted(wanted)]
         self.consumer.assign(self.tps)
-        self.consumer.seek_to_end(*self.tps)
+        # the true end: the embedded broker's seek_to_end answer stops at the
+        # start of the last batch + 1 (answers already there would be read)
+        for tp, end in true_end_offsets_sync(self.consumer, self.tps).items():
+            self.consumer.seek(tp, end)
         for tp in self.tps:
             self.consumer.position(tp)  # resolve the end now, before anything is published
 

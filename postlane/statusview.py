@@ -21,6 +21,7 @@ from kafka.partitioner import murmur2
 
 from schemas import InvalidEvent, MessageStatusChanged, decode
 from streams.client import BrokerUnavailable
+from streams.offsets import true_end_offsets_sync
 from streams.settings import Settings
 from streams.topics import STATUS
 
@@ -139,12 +140,11 @@ class StatusReader:
         return n
 
     def caught_up(self) -> bool:
-        """At the partition's end as the broker reports it. (The embedded
-        broker reports the start of the last batch + 1; the projection
-        writes one record per batch there, so that is the true end.)"""
+        """At the partition's end (the true one: the embedded broker's
+        ListOffsets answer stops at the start of its last batch + 1)."""
         if self.tp is None:
             return False
-        end = self.consumer.end_offsets([self.tp]).get(self.tp, 0)
+        end = true_end_offsets_sync(self.consumer, [self.tp]).get(self.tp, 0)
         return bool(self.consumer.position(self.tp) >= end)
 
     @property

@@ -3,10 +3,10 @@
 Each processor runs in its own consumer group: ``create_app("router")`` has
 the id ``postlane-router``. ``postlane dev`` puts every processor in one app
 (``postlane-dev``). When the broker is the embedded Tansu, the settings that
-make a processor ready in seconds and table recovery exact are applied (see
-docs/embedded-broker.md): 6 s session, 1 s heartbeat, 100 ms fetch wait,
-one record per producer batch. The patches of Faust and aiokafka the apps
-need are in streams/upstream_patches.py.
+make a processor ready in seconds are applied (see docs/embedded-broker.md):
+6 s session, 1 s heartbeat, 100 ms fetch wait. The patches of Faust and
+aiokafka the apps need, and the correction of the embedded broker's end
+offsets that makes table recovery exact, are in streams/upstream_patches.py.
 """
 
 from __future__ import annotations

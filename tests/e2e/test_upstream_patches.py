@@ -26,12 +26,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import TopicPartition as KafkaTopicPartition
 from kafka.admin import NewTopic
 
 from streams import upstream_patches
 from streams.app import create_app
 from streams.embedded import EmbeddedBroker
+from streams.offsets import listed_end_offsets, true_end_offsets, true_end_offsets_sync
 from streams.settings import Settings
 from streams.upstream_patches import FIXES
 
@@ -211,3 +213,97 @@ async def test_perform_seek_takes_a_never_committed_partition_back_to_its_start(
         assert await consumer.position(tp) == 0
     finally:
         await consumer.stop()
+
+
+# --- fix_end_offsets_at_last_batch_start ------------------------------------------------------
+
+
+async def test_true_end_offsets_reach_past_the_last_batch(
+        broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """Tansu answers ListOffsets(LATEST) with the start of a partition's last
+    batch + 1; ``streams.offsets`` finds the true end for aiokafka and
+    kafka-python callers, and (fixed) aiokafka's own ``end_offsets`` too."""
+    s = isolated_settings(broker.port, tmp_path, partitions=3)
+    FIXES["fix_end_offsets_at_last_batch_start"](s, create_app("ends", s))
+    name = s.topic("ends")
+    create_topics(s, name, partitions=3)
+    async with producer(s, linger_ms=50) as p:
+        for n in (5, 7):  # partition 0: a batch of 5 (0-4), then one of 7 (5-11)
+            await asyncio.gather(*[await p.send(name, b"x", partition=0) for _ in range(n)])
+        await p.send_and_wait(name, b"x", partition=1)  # partition 1: one record; 2: none
+    tps = [TopicPartition(name, i) for i in range(3)]
+    true = {tps[0]: 12, tps[1]: 1, tps[2]: 0}
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        listed = await listed_end_offsets(consumer, tps)
+        # Tansu 0.6.0's answer: if this fails, the broker got fixed
+        assert listed == {tps[0]: 6, tps[1]: 1, tps[2]: 0}
+        assert await true_end_offsets(consumer, tps) == true
+        assert await consumer.end_offsets(tps) == true
+        assert consumer.assignment() == set()  # nothing assigned, nothing moved
+    finally:
+        await consumer.stop()
+    kconsumer = KafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False)
+    try:
+        ktps = [KafkaTopicPartition(name, i) for i in range(3)]
+        assert kconsumer.end_offsets(ktps) == dict(zip(ktps, listed.values(), strict=True))
+        assert true_end_offsets_sync(kconsumer, ktps) == dict(zip(ktps, true.values(),
+                                                                  strict=True))
+    finally:
+        kconsumer.close()
+
+
+async def test_a_table_recovers_exactly_from_a_changelog_written_in_batches(
+        broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """A table written with producer batching (each input event updates 8
+    keys, so each changelog partition's batches, the last one included, hold
+    several records), then read back by a new worker from its changelog:
+    the same table. Faust takes aiokafka's end offsets as the changelog's
+    end; with Tansu's, recovery stopped after the first record of the last
+    batch (the embedded default was one record per batch because of it)."""
+    s = isolated_settings(broker.port, tmp_path, partitions=2)
+    assert s.producer_max_batch_size > 1
+    name = s.topic("count")
+    create_topics(s, name, partitions=2)
+
+    def build() -> tuple[faust.App, Any]:
+        app = create_app("recover", s)
+        table = app.Table("counts", default=int, partitions=2, key_type=bytes)
+
+        @app.agent(raw_topic(app, name, 2))
+        async def count(stream: Any) -> None:
+            async for key, value in stream.items():
+                for i in range(int(value)):
+                    table[key + b"-%d" % i] += 1
+
+        return app, table
+
+    app, table = build()
+    async with running(app):
+        async with producer(s) as p:
+            for j in range(24):  # 3 keys per partition, 8 table keys each
+                await p.send_and_wait(name, b"8", key=b"k%d" % (j % 6), partition=j % 2)
+        deadline = time.monotonic() + 20
+        while sum(table.values()) < 24 * 8:
+            assert time.monotonic() < deadline, f"counted {sum(table.values())} of {24 * 8}"
+            await asyncio.sleep(0.1)
+        written = dict(table.items())
+    assert len(written) == 6 * 8
+
+    changelog = [TopicPartition(f"{app.conf.id}-counts-changelog", i) for i in range(2)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        listed = await listed_end_offsets(consumer, changelog)
+        ends = await true_end_offsets(consumer, changelog)
+    finally:
+        await consumer.stop()
+    assert sum(ends.values()) == 24 * 8  # one changelog record per update
+    assert all(listed[tp] < ends[tp] for tp in changelog), (
+        f"a last batch of one record tests nothing: listed {listed}, true {ends}")
+
+    app2, table2 = build()
+    async with running(app2):
+        recovered = dict(table2.items())
+    assert recovered == written
