@@ -9,7 +9,6 @@ import faust
 from processors.registry import PROCESSORS, registrar
 from processors.runtime import Runtime, make_runtime
 from streams.app import create_app
-from streams.fetch_wait import adapt_fetch_wait
 from streams.settings import Settings
 
 
@@ -20,8 +19,6 @@ def build(names: list[str], settings: Settings, app_name: str | None = None) -> 
             f"unknown processor(s): {', '.join(unknown)}; known: {', '.join(PROCESSORS)}"
         )
     use_event_loop(settings)  # before the app asks for its loop
-    if settings.fetch_quick_wait_ms:
-        adapt_fetch_wait(settings.fetch_quick_wait_ms, settings.fetch_max_wait_ms)
     app = create_app(app_name or "-".join(sorted(names)), settings)
     rt = make_runtime(app, settings)
     for name in names:

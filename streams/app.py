@@ -40,6 +40,7 @@ def create_app(name: str, settings: Settings) -> faust.App:
         producer_max_batch_size=settings.producer_max_batch_size,
         producer_max_request_size=settings.max_request_bytes,
         producer_linger=0.0,
+        producer_compression_type=settings.compression_type,  # lz4 by default
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         web_enabled=settings.web_enabled,

@@ -26,7 +26,7 @@ against.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 
@@ -41,14 +41,18 @@ def _waiting(stream: Any) -> int:
 
 
 async def batches(stream: Any, max_: int, within: float,
-                  eager: bool = True) -> AsyncIterator[list[Any]]:
+                  eager: bool = True) -> AsyncGenerator[list[Any], None]:
     """Lists of at most ``max_`` events (Faust ``EventT``; ``event.message``
     is the record): handed over when ``max_`` are buffered, when nothing
     more is waiting on the stream (``eager``; without it a batch collects
     for ``within`` seconds, to fold more events of one key together), or
     ``within`` seconds after the previous batch at the latest. Each batch is
     acknowledged once the loop body that took it finished without an
-    exception."""
+    exception. Close it when the loop ends, whatever ends it
+    (``async with contextlib.aclosing(batches(...)) as taken``): a loop left
+    by an exception otherwise leaves the generator suspended with its
+    processor on the stream, and the restarted agent's events wait behind
+    it forever."""
     events: list[Any] = []
     ready = asyncio.Event()  # hand the buffer over
     consumed = asyncio.Event()  # the buffer was handed over and processed
@@ -95,7 +99,7 @@ async def batches(stream: Any, max_: int, within: float,
                     for event in batch:
                         await stream.ack(event)
                 ready.clear()
-                if not consuming.done():
+                if consuming is not None and not consuming.done():
                     consuming.set_result(None)
                 consumed.set()
     finally:

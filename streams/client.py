@@ -73,6 +73,7 @@ def producer(settings: Settings) -> KafkaProducer:
             linger_ms=0,
             retries=5,
             client_id="postlane-client",
+            compression_type=settings.compression_type,
             max_in_flight_requests_per_connection=1,
             max_request_size=settings.max_request_bytes,
         )

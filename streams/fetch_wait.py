@@ -42,19 +42,23 @@ def next_wait_ms(previous_ms: float, got_records: bool, quick_ms: float,
 
 def adapt_fetch_wait(quick_ms: int, idle_ms: int) -> None:
     """Apply to every aiokafka consumer of this process (idempotent; the
-    last call's values hold). ``quick_ms`` 0 or >= ``idle_ms``: off."""
+    last call's values hold). ``quick_ms`` 0 or >= ``idle_ms``: off. Applied
+    by ``streams.upstream_patches`` (``fix_fetch_answered_at_half_the_
+    remaining_wait``), which checks the wrapped method's source first."""
+    from .upstream_patches import _installed, _replace, original
+
     _WAIT.update(quick_ms=quick_ms, idle_ms=idle_ms)
-    if getattr(Fetcher, "_postlane_adaptive_wait", False):
+    if _installed(Fetcher, "_proc_fetch_request"):
         return
-    original = Fetcher._proc_fetch_request
+    upstream = original(Fetcher, "_proc_fetch_request")
 
     async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any,
                                   request: Any) -> bool:
-        got: bool = await original(self, assignment, node_id, request)
+        got: bool = await upstream(self, assignment, node_id, request)
         quick, idle = _WAIT["quick_ms"], _WAIT["idle_ms"]
         if 0 < quick < idle:
             self._fetch_max_wait_ms = next_wait_ms(self._fetch_max_wait_ms, got, quick, idle)
         return got
 
-    Fetcher._proc_fetch_request = _proc_fetch_request  # type: ignore[method-assign]
-    Fetcher._postlane_adaptive_wait = True  # type: ignore[attr-defined]
+    _replace(Fetcher, "_proc_fetch_request", _proc_fetch_request,
+             "fix_fetch_answered_at_half_the_remaining_wait")

@@ -107,6 +107,13 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         Target(_FPRODUCER, "ProducerBuffer.flush_atmost", FAUST, "4966e8c5f9b42eb9"),
         Target(_FPRODUCER, "ProducerBuffer._send_pending", FAUST, "4a9d5f932b56bc68"),
     ),
+    "fix_fetch_answered_at_half_the_remaining_wait": (
+        Target("aiokafka.consumer.fetcher", "Fetcher._proc_fetch_request", AIOKAFKA,
+               "59bf948fff47eed5"),
+    ),
+    "fix_new_offset_commits_past_an_unacked_head": (
+        Target(_FCONSUMER, "Consumer._new_offset", FAUST, "1d2c7ea89a7ad4f1"),
+    ),
     "fix_end_offsets_at_last_batch_start": (
         Target(_ACONSUMER, "AIOKafkaConsumer.end_offsets", AIOKAFKA, "f4b19078581881ba"),
         Target(_DRIVER, "AIOKafkaConsumerThread._highwaters", FAUST, "a7f4f97d9f32aca2"),
@@ -537,6 +544,72 @@ def fix_buffer_flush_gives_up_after_100ms(settings: Settings, app: faust.App) ->
     _replace(cls, "flush", _flush, "fix_buffer_flush_gives_up_after_100ms")
 
 
+# --- Tansu: the fetch long-poll --------------------------------------------------------------
+
+
+def fix_fetch_answered_at_half_the_remaining_wait(settings: Settings, app: faust.App) -> None:
+    """Tansu 0.6.0 does not answer a waiting fetch when data arrives: it
+    looks again after half the remaining wait, so a record waits up to half
+    of ``fetch_max_wait_ms`` per consumer hop (~50 ms at 100 ms; a mail
+    crosses four). On the embedded broker with ``fetch_quick_wait_ms`` set,
+    every aiokafka (0.14.0) ``Fetcher`` fetches with the quick wait after a
+    fetch that returned records, doubled after each empty one up to
+    ``fetch_max_wait_ms`` (``streams/fetch_wait.py`` says why and what it
+    costs)."""
+    if settings.embedded and settings.fetch_quick_wait_ms:
+        from .fetch_wait import adapt_fetch_wait
+
+        adapt_fetch_wait(settings.fetch_quick_wait_ms, settings.fetch_max_wait_ms)
+
+
+# --- faust-streaming: the offset to commit ----------------------------------------------------
+
+
+def fix_new_offset_commits_past_an_unacked_head(settings: Settings, app: faust.App) -> None:
+    """faust-streaming 0.15.3 ``Consumer._new_offset`` (the offset to commit
+    for a partition) refuses to commit when the first acked offset is more
+    than one past the committed offset (``min(acked) - committed > 1``), and
+    skips that check when the committed offset is 0 or None. The committed
+    offset is the next to read, so a single unacked record at it (a batch
+    whose body failed, ``streams/batches.py``) was committed over as soon as
+    a later record was acked: lost (tests/e2e/test_batches.py: committed 7
+    where 5 was right, 2 where 0 was). Here the check is ``min(acked) >
+    committed`` and holds for 0 too (not for None: with nothing committed
+    the log may start anywhere). Faust's method with that one change."""
+    from faust.transport.consumer import Consumer as cls
+    from faust.transport.consumer import consecutive_numbers
+
+    if _installed(cls, "_new_offset"):
+        return
+
+    def _new_offset(self: Any, tp: Any) -> int | None:
+        acked = self._acked[tp]
+        if acked:
+            max_offset = max(acked)
+            gap_for_tp = self._gap[tp]
+            if gap_for_tp:
+                candidates = gap_for_tp.overlap(0, max_offset)
+                sorted_candidates = sorted(candidates, key=lambda x: x.begin)
+                if sorted_candidates:
+                    stuff_to_add: list[int] = []
+                    for entry in sorted_candidates:
+                        stuff_to_add.extend(range(entry.begin, entry.end))
+                    new_max_offset = max(stuff_to_add[-1], max_offset + 1)
+                    acked.extend(stuff_to_add)
+                    gap_for_tp.chop(0, new_max_offset)
+            acked.sort()
+            committed_offset = self._committed_offset[tp]
+            if committed_offset is not None and min(acked) > committed_offset:
+                return None  # the record at the committed offset is not acked yet
+            batch = next(consecutive_numbers(acked))
+            acked[: len(batch)] = []
+            self._acked_index[tp].difference_update(batch)
+            return int(batch[-1]) + 1
+        return None
+
+    _replace(cls, "_new_offset", _new_offset, "fix_new_offset_commits_past_an_unacked_head")
+
+
 # --- Tansu: ListOffsets(LATEST) --------------------------------------------------------------
 
 
@@ -580,6 +653,8 @@ FIXES: dict[str, Fix] = {
         fix_partition_stalls_after_dropped_batch,
         fix_buffer_flush_gives_up_after_100ms,
         fix_end_offsets_at_last_batch_start,
+        fix_fetch_answered_at_half_the_remaining_wait,
+        fix_new_offset_commits_past_an_unacked_head,
     )
 }
 assert set(FIXES) >= set(TARGETS)

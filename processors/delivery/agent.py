@@ -45,6 +45,7 @@ import logging
 import os
 import socket
 import time
+from contextlib import aclosing
 from typing import Any
 
 from schemas import (
@@ -100,14 +101,17 @@ def register(rt: Runtime) -> None:
     @app.agent(source, name="postlane.delivery")
     async def deliver(stream: Any) -> None:
         await rt.config.wait_ready()
-        async for batch in batches(stream, s.delivery_batch, within=0.005):
-            in_batch: set[str] = set()
-            try:
-                await _run_batch(batch, in_batch)
-            finally:
-                # an attempt this batch left in flight (agent crash, cancel on
-                # rebalance) is orphaned now: the retry timer signals it
-                running.difference_update(in_batch)
+        # closed when the loop ends, also by an exception: a batch left at its
+        # yield would hold the stream (streams/batches.py)
+        async with aclosing(batches(stream, s.delivery_batch, within=0.005)) as taken:
+            async for batch in taken:
+                in_batch: set[str] = set()
+                try:
+                    await _run_batch(batch, in_batch)
+                finally:
+                    # an attempt this batch left in flight (agent crash, cancel on
+                    # rebalance) is orphaned now: the retry timer signals it
+                    running.difference_update(in_batch)
 
     async def _run_batch(batch: list[Any], in_batch: set[str]) -> None:
         started: list[tuple[core.Ledger, core.Action, SendRequested]] = []

@@ -41,6 +41,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
@@ -227,26 +228,29 @@ def register(rt: Runtime) -> None:
     @app.agent(rt.raw_topic(ROUTING_DECIDED, COMMANDS, DELIVERY), name="postlane.limiter")
     async def limit(stream: Any) -> None:
         await rt.config.wait_ready()
-        async for batch in batches(stream, 64, within=0.005):
-            async with lock:
-                while not ensure_index():
-                    await asyncio.sleep(0.05)
-                out = _Out()
-                touched: set[int] = set()
-                # commands last: a cancel must not overtake the release of its
-                # own mail taken from another topic in this batch
-                commands = COMMANDS.full(s)
-                batch = sorted(batch, key=lambda e: e.message.topic == commands)
-                for event in batch:
-                    try:
-                        await _take(event.message, out, touched)
-                    except Exception as exc:  # noqa: BLE001 - one bad input must not stop us
-                        log.exception("limiter failed on %r", event.message.key)
-                        await send_dead_letter(dlq, NAME, event.message,
-                                               f"limiter failed on this event: {exc!r}")
-                for p in sorted(touched):
-                    _pass(p, out)
-                await _commit(out)
+        # closed when the loop ends, also by an exception: a batch left at its
+        # yield would hold the stream (streams/batches.py)
+        async with aclosing(batches(stream, 64, within=0.005)) as taken:
+            async for batch in taken:
+                async with lock:
+                    while not ensure_index():
+                        await asyncio.sleep(0.05)
+                    out = _Out()
+                    touched: set[int] = set()
+                    # commands last: a cancel must not overtake the release of its
+                    # own mail taken from another topic in this batch
+                    commands = COMMANDS.full(s)
+                    batch = sorted(batch, key=lambda e: e.message.topic == commands)
+                    for event in batch:
+                        try:
+                            await _take(event.message, out, touched)
+                        except Exception as exc:  # noqa: BLE001 - one bad input must not stop us
+                            log.exception("limiter failed on %r", event.message.key)
+                            await send_dead_letter(dlq, NAME, event.message,
+                                                   f"limiter failed on this event: {exc!r}")
+                    for p in sorted(touched):
+                        _pass(p, out)
+                    await _commit(out)
 
     async def _take(message: Any, out: _Out, touched: set[int]) -> None:
         topic = message.topic

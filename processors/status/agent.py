@@ -31,6 +31,7 @@ answer and change again (readers drop the repeated event_id).
 from __future__ import annotations
 
 import logging
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -94,21 +95,24 @@ def register(rt: Runtime) -> None:
 
     @rt.app.agent(source, name="postlane.status", concurrency=1)
     async def project(stream: Any) -> None:
-        async for batch in batches(stream, s.status_batch, within=s.status_batch_wait,
-                                   eager=False):
-            messages = [event.message for event in batch]
-            events = [await _checked(message) for message in messages]
-            folded = fold_batch(lambda mid: load(table.get(mid.encode())), events)
-            for index, reason in folded.failed:
-                log.error("status projection failed on %r: %s", messages[index].key, reason)
-                await send_dead_letter(dlq, NAME, messages[index], reason)
-            for ev in folded.publish:
-                topic = out if isinstance(ev, MessageStatusChanged) else results
-                await topic.send(key=ev.message_id.encode(),  # type: ignore[attr-defined]
-                                 value=encode(ev))
-            # after the answers and changes, as before: one row per mail
-            for mid, value in folded.rows.items():
-                table[mid.encode()] = dump(value)
+        # closed when the loop ends, also by an exception: a batch left at its
+        # yield would hold the stream (streams/batches.py)
+        async with aclosing(batches(stream, s.status_batch, within=s.status_batch_wait,
+                                    eager=False)) as taken:
+            async for batch in taken:
+                messages = [event.message for event in batch]
+                events = [await _checked(message) for message in messages]
+                folded = fold_batch(lambda mid: load(table.get(mid.encode())), events)
+                for index, reason in folded.failed:
+                    log.error("status projection failed on %r: %s", messages[index].key, reason)
+                    await send_dead_letter(dlq, NAME, messages[index], reason)
+                for ev in folded.publish:
+                    topic = out if isinstance(ev, MessageStatusChanged) else results
+                    await topic.send(key=ev.message_id.encode(),  # type: ignore[attr-defined]
+                                     value=encode(ev))
+                # after the answers and changes, as before: one row per mail
+                for mid, value in folded.rows.items():
+                    table[mid.encode()] = dump(value)
 
     async def _checked(message: Any) -> Event | None:
         """The event in ``message``, or None when it was dead-lettered

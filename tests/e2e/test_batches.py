@@ -264,6 +264,7 @@ STALL = ("streams/batches.py (as Faust's take_events): the generator the raising
          "first processor and awaits that batch's `consuming` future forever; Faust restarts "
          "the agent on the same stream, so the next event blocks the stream for good and "
          "SIGTERM hangs (Agent.on_stop waits for the actor)")
+# fixed by fix_new_offset_commits_past_an_unacked_head (streams/upstream_patches.py)
 COMMIT_PAST = ("Faust 0.15.3 Consumer._new_offset commits the first run of acked offsets "
                "past an unacked head offset when it is exactly one past the committed offset "
                "(`min(acked) - committed > 1`) or when nothing was committed yet "
@@ -293,8 +294,10 @@ def test_the_agent_restarted_after_a_raise_takes_the_next_events(
     assert w1.proc is not None and w1.proc.returncode == 0, f"SIGTERM: killed after {took:.0f} s"
 
 
-@pytest.mark.xfail(strict=True, reason=COMMIT_PAST, raises=AssertionError)
-@pytest.mark.parametrize("committed_before", [True, False])
+@pytest.mark.parametrize("committed_before", [True, pytest.param(False, marks=pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="with nothing committed yet Faust's committed offset is None and the fix cannot "
+           "tell where the partition's log starts, so the check is skipped (known limit)"))])
 def test_a_failed_batch_is_not_committed_past_by_the_next_ones(
         bench: Bench, committed_before: bool) -> None:
     """The body raises on a one-event batch (x); the agent, which closes its
