@@ -75,6 +75,7 @@ from bench.pipeline import (
     settings_overrides,
     start_worker,
     summarize_profile,
+    vm_rss_kib,
 )
 from postlane.configops import publish_config
 from processors.config.view import ConfigView, evolve
@@ -197,6 +198,8 @@ class Lanes(Bench):
         meter = CpuMeter(self.processes())
         if self.profiler is not None:
             self.profiler.start(self.workers, "-campaign", a.profile_seconds)
+        broker_pid = self.broker.proc.pid if self.broker and self.broker.proc else 0
+        rss_before = vm_rss_kib(broker_pid)
         meter.start()
         camp.started = time.time()
         self._publish_campaign(camp, mails)
@@ -211,6 +214,11 @@ class Lanes(Bench):
         if self.profiler is not None:
             self.campaign_profiles = self.profiler.stop()
             self.campaign_profile_seconds = self.profiler.seconds
+        total = len(camp.published) + len(trickle.published)
+        grown = vm_rss_kib(broker_pid) - rss_before
+        camp.notes.append(f"broker resident memory {rss_before / 1024:,.0f} -> "
+                          f"{(rss_before + grown) / 1024:,.0f} MiB: {grown / max(total, 1):.1f} "
+                          f"KiB per mail ({total} mails)")
         camp.missing = missing & set(camp.published)
         trickle.missing = missing & set(trickle.published)
         not_sent = self.tracker.catch_up(ids, timeout=a.stall)
