@@ -955,8 +955,9 @@ def print_header(bench: Bench, title: str) -> dict[str, Any]:
               "figures are pessimistic")
     print(f"pipeline    {s.partitions} partitions; workers: {a.workers} ({len(bench.workers)} "
           f"process{'es' if len(bench.workers) > 1 else ''}: {layout})")
-    print(f"tuning      fetch_max_wait {s.fetch_max_wait_ms} ms, producer_max_batch_size "
-          f"{s.producer_max_batch_size} B (1: one record per batch), session "
+    print(f"tuning      fetch_max_wait {s.fetch_max_wait_ms} ms (quick "
+          f"{s.fetch_quick_wait_ms} ms after records), producer_max_batch_size "
+          f"{s.producer_max_batch_size} B, compression {s.producer_compression}, session "
           f"{s.session_timeout:g} s, "
           f"delivery_batch {s.delivery_batch}, mass_window {s.mass_window}, "
           f"limiter_tick {s.limiter_tick:g} s")

@@ -1,10 +1,9 @@
 """Waiting for one's own records, not for the whole producer.
 
 ``app.producer.flush()`` waits for everything the process has queued: every
-agent's sends and every table's changelog writes. On the embedded broker each
-record is its own batch (docs/embedded-broker.md), so a partition moves one
-record per produce round trip and, while a campaign is taken in, that queue
-holds seconds of other agents' work. A pass that must know its records are on
+agent's sends and every table's changelog writes: while a campaign is taken
+in, that queue holds seconds of other agents' work (it was worse when each
+record was its own batch on the embedded broker, before f0d5edc). A pass that must know its records are on
 the log waits for exactly those:
 
 - ``acked`` waits for the acknowledgements of records it sent (the limiter

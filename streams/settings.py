@@ -57,7 +57,7 @@ class Settings:
     stream_buffer_maxsize: int = 4096  # events an agent's buffer holds (Faust's default)
     consumer_max_fetch_size: int = 1024 * 1024  # bytes fetched per partition at once
     # records handed to the agents per fetch call; between calls the mass lane
-    # yields to everything else (streams/app.py); Faust's default: unbounded
+    # yields to everything else (streams/upstream_patches.py); Faust's default: unbounded
     consumer_max_poll_records: int = 100
     # --- router -----------------------------------------------------------------
     config_ready_timeout: float = 30.0

@@ -55,7 +55,7 @@ class TopicSpec:
     doc: str = ""
     # a lane that yields: a worker hands over records of these topics only
     # when none of its other partitions has a fetched record waiting
-    # (streams/app.py, the consumer's fetch order)
+    # (streams/upstream_patches.py, the consumer's fetch order)
     low_priority: bool = False
 
     def full(self, settings: Settings) -> str:

@@ -10,7 +10,7 @@ the ops commands for mail it holds.
   of its mass mails wait here, so a campaign of 100,000 waits in its topic
   and is taken in as it goes out; and the consumer hands mass records over
   only when no other record is waiting (``low_priority`` topics,
-  streams/app.py).
+  streams/upstream_patches.py).
 - ``postlane.limiter`` reads transactional decisions, ops commands and
   delivery's attempts (which free the mass window); with the scheduler tick
   it is the only writer of ``limiter-held`` (message_id -> held / released /

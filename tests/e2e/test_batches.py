@@ -259,6 +259,8 @@ def test_a_backlog_is_taken_in_full_batches_of_at_most_max(bench: Bench) -> None
 
 # Known defects: strict xfail, so the suite says so when one is fixed.
 
+# processors/*/agent.py close their generator (contextlib.aclosing), so this is
+# the defect of a loop that does not: what batches() says its callers must do
 STALL = ("streams/batches.py (as Faust's take_events): the generator the raising body left "
          "is never closed (the crash traceback keeps it), its add_to_buffer stays the stream's "
          "first processor and awaits that batch's `consuming` future forever; Faust restarts "

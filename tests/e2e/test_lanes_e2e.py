@@ -6,7 +6,7 @@ A campaign lands on the mass lane in one burst, then an invoice:
 
 - the invoice is routed before all but a few of the campaign (the consumer hands
   mass records over only when nothing else waits, a fetch call at a time;
-  streams/app.py). Before that, one fetch call handed the whole fetched
+  streams/upstream_patches.py). Before that, one fetch call handed the whole fetched
   campaign to the agents and the invoice's record came after it;
 - the limiter pulls the mass lane: the mass mails it has taken in and not
   released stay near ``mass_intake_ahead`` per partition, instead of the
