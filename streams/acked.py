@@ -3,8 +3,8 @@
 ``app.producer.flush()`` waits for everything the process has queued: every
 agent's sends and every table's changelog writes: while a campaign is taken
 in, that queue holds seconds of other agents' work (it was worse when each
-record was its own batch on the embedded broker, before f0d5edc). A pass that must know its records are on
-the log waits for exactly those:
+record was its own batch on the embedded broker, before f0d5edc). A pass
+that must know its records are on the log waits for exactly those:
 
 - ``acked`` waits for the acknowledgements of records it sent (the limiter
   before it writes its tables; delivery before SMTP and before its ledger);
