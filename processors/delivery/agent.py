@@ -218,6 +218,8 @@ def register(rt: Runtime) -> None:
     async def retry_timer() -> None:
         now = time.time()
         for key, value in list(ledger_table.items()):
+            if not core.open_row(value):
+                continue  # done or cancelled: never due (not parsed, see open_row)
             ledger = core.Ledger.from_dict(value)
             if ledger is None or not (
                 core.due(ledger, now) or core.orphaned(ledger, ledger.message_id in running)

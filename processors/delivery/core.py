@@ -133,6 +133,15 @@ def on_retry_due(ledger: Ledger | None, attempt: int, now: float) -> Action:
     return Action("deliver")
 
 
+def open_row(row: dict[str, Any] | None) -> bool:
+    """Whether a ledger row (the table value, not yet parsed) can still be
+    ``due`` or ``orphaned``: not done and not cancelled. The retry timer
+    looks at every row each second; parsing each finished one made it most
+    of the worker's time after tens of thousands of mails (a 100,000-mail
+    campaign slowed to ~50 mails/s)."""
+    return bool(row) and not row.get("done") and not row.get("cancelled")  # type: ignore[union-attr]
+
+
 def due(ledger: Ledger, now: float) -> bool:
     return (not ledger.done and not ledger.cancelled and not ledger.inflight
             and 0 < ledger.next_at <= now)

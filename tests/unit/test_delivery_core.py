@@ -280,3 +280,20 @@ def test_orphaned_attempt_is_one_in_flight_that_no_batch_runs() -> None:
     assert not core.orphaned(done, running=False)
     # the signal it gets retries it as interrupted, whatever attempt it names
     assert core.on_retry_due(ledger, ledger.attempt, T0).interrupted
+
+
+def test_the_retry_timer_parses_only_open_rows() -> None:
+    """``open_row`` is read on the raw table value; every ledger that is
+    due or orphaned must pass it, finished ones must not."""
+    waiting = deferred_ledger()
+    flight = started()
+    finished = replace(flight, done=True, inflight=False)
+    cancelled = replace(waiting, cancelled=True)
+    for ledger in (waiting, flight):
+        assert core.due(ledger, waiting.next_at + 1) or core.orphaned(ledger, running=False)
+        assert core.open_row(ledger.to_dict())
+    for ledger in (finished, cancelled):
+        assert not core.due(ledger, waiting.next_at + 1)
+        assert not core.orphaned(ledger, running=False)
+        assert not core.open_row(ledger.to_dict())
+    assert not core.open_row(None) and not core.open_row({})
