@@ -112,6 +112,16 @@ def vm_rss_kib(pid: int) -> int:
     return 0
 
 
+def latencies_at(sent: dict[str, float], sink: Sink) -> list[float]:
+    """Seconds from each mail's send time to its first acceptance by the sink."""
+    out = []
+    for mid, t in sent.items():
+        got = sink.first_time(mid)
+        if got is not None:
+            out.append(got - t)
+    return out
+
+
 class BrokerCounter:
     """Records and key + value bytes in every topic on the broker (the bench's
     own: its topics, Faust's changelog and repartition topics), read from the
@@ -509,12 +519,7 @@ class Phase:
     drained: float = 0.0  # when every mail showed 'sent'
 
     def latencies(self, sink: Sink) -> list[float]:
-        out = []
-        for mid, t in self.published.items():
-            got = sink.first_time(mid)
-            if got is not None:
-                out.append(got - t)
-        return out
+        return latencies_at(self.published, sink)
 
     def last_accepted(self, sink: Sink) -> float:
         times = [sink.first_time(m) for m in self.published]

@@ -69,6 +69,7 @@ from bench.pipeline import (
     cpu_seconds,
     dist,
     dist_line,
+    latencies_at,
     load_average,
     machine_cpu_seconds,
     vm_rss_kib,
@@ -652,15 +653,6 @@ class PostfixSide:
 # figures and report
 
 
-def latencies(run: Run, sink: Sink) -> list[float]:
-    out = []
-    for mid, t in run.submitted.items():
-        got = sink.first_time(mid)
-        if got is not None:
-            out.append(got - t)
-    return out
-
-
 def figures(side: PostfixSide, correct: dict[str, Any]) -> dict[str, Any]:
     """Every figure of the Postfix side, for the report and --json."""
     assert side.relay is not None
@@ -674,7 +666,7 @@ def figures(side: PostfixSide, correct: dict[str, Any]) -> dict[str, Any]:
     for run in side.runs:
         n = len(run.submitted)
         got = n - len(run.missing)
-        lat = dist(latencies(run, side.sink))
+        lat = dist(latencies_at(run.submitted, side.sink))
         acc = dist(run.accepted[m] - run.submitted[m] for m in run.accepted)
         last = max((side.sink.first_time(m) or math.nan for m in run.submitted),
                    default=math.nan)

@@ -108,6 +108,9 @@ class Settings:
     capture_smtp_port: int = 2525  # the dev capture server (stand-in outgoing)
     capture_dir: str = ".postlane/captured"
 
+    def __post_init__(self) -> None:
+        self.compression_type  # noqa: B018 - refuses an unknown codec now, in words
+
     @property
     def compression_type(self) -> str | None:
         """``producer_compression`` as Kafka clients take it (None: none)."""

@@ -1,0 +1,39 @@
+"""The settings that decide the cost per mail: a bad codec is refused in
+words when the settings are made; uvloop runs the workers' loops."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from postlane.runner import use_event_loop
+from streams.settings import Settings, SettingsError
+
+
+def test_an_unknown_codec_is_refused_when_the_settings_are_read() -> None:
+    with pytest.raises(SettingsError, match="POSTLANE_PRODUCER_COMPRESSION='lz5': use lz4"):
+        Settings.from_env({"POSTLANE_PRODUCER_COMPRESSION": "lz5"})
+
+
+def test_codecs_as_kafka_clients_take_them() -> None:
+    assert Settings().compression_type == "lz4"
+    assert Settings(producer_compression=" ZSTD ").compression_type == "zstd"
+    assert Settings(producer_compression="none").compression_type is None
+
+
+def test_workers_run_on_uvloop_unless_turned_off() -> None:
+    import uvloop
+
+    before = asyncio.get_event_loop_policy()
+    try:
+        use_event_loop(Settings(uvloop=False))
+        assert asyncio.get_event_loop_policy() is before
+        use_event_loop(Settings())
+        loop = asyncio.new_event_loop()
+        try:
+            assert isinstance(loop, uvloop.Loop)
+        finally:
+            loop.close()
+    finally:
+        asyncio.set_event_loop_policy(before)
