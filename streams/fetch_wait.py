@@ -18,17 +18,13 @@ hop. (A fixed 5 ms wait for a second after the last records cost separate
 workers 4.5 ms of CPU per mail at full load, mostly the broker answering
 empty fetches: measured, bench/README.md.)
 
-It wraps aiokafka's ``Fetcher._proc_fetch_request`` (which answers whether
-the fetch returned records) and changes only the wait of the next request.
+``streams/upstream_patches.py`` (``fix_fetch_answered_at_half_the_remaining_
+wait``) wraps aiokafka's ``Fetcher._proc_fetch_request`` (which answers
+whether the fetch returned records) and sets the next request's wait with
+``next_wait_ms``.
 """
 
 from __future__ import annotations
-
-from typing import Any
-
-from aiokafka.consumer.fetcher import Fetcher
-
-_WAIT: dict[str, float] = {"quick_ms": 0.0, "idle_ms": 0.0}
 
 
 def next_wait_ms(previous_ms: float, got_records: bool, quick_ms: float,
@@ -38,27 +34,3 @@ def next_wait_ms(previous_ms: float, got_records: bool, quick_ms: float,
     if got_records:
         return int(quick_ms)
     return int(min(idle_ms, max(quick_ms, previous_ms * 2)))
-
-
-def adapt_fetch_wait(quick_ms: int, idle_ms: int) -> None:
-    """Apply to every aiokafka consumer of this process (idempotent; the
-    last call's values hold). ``quick_ms`` 0 or >= ``idle_ms``: off. Applied
-    by ``streams.upstream_patches`` (``fix_fetch_answered_at_half_the_
-    remaining_wait``), which checks the wrapped method's source first."""
-    from .upstream_patches import _installed, _replace, original
-
-    _WAIT.update(quick_ms=quick_ms, idle_ms=idle_ms)
-    if _installed(Fetcher, "_proc_fetch_request"):
-        return
-    upstream = original(Fetcher, "_proc_fetch_request")
-
-    async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any,
-                                  request: Any) -> bool:
-        got: bool = await upstream(self, assignment, node_id, request)
-        quick, idle = _WAIT["quick_ms"], _WAIT["idle_ms"]
-        if 0 < quick < idle:
-            self._fetch_max_wait_ms = next_wait_ms(self._fetch_max_wait_ms, got, quick, idle)
-        return got
-
-    _replace(Fetcher, "_proc_fetch_request", _proc_fetch_request,
-             "fix_fetch_answered_at_half_the_remaining_wait")

@@ -38,6 +38,7 @@ from typing import Any
 
 import faust
 
+from .fetch_wait import next_wait_ms
 from .offsets import true_end_offsets
 from .settings import Settings
 from .topics import ALL_TOPICS
@@ -557,9 +558,33 @@ def fix_fetch_answered_at_half_the_remaining_wait(settings: Settings, app: faust
     ``fetch_max_wait_ms`` (``streams/fetch_wait.py`` says why and what it
     costs)."""
     if settings.embedded and settings.fetch_quick_wait_ms:
-        from .fetch_wait import adapt_fetch_wait
-
         adapt_fetch_wait(settings.fetch_quick_wait_ms, settings.fetch_max_wait_ms)
+
+
+_FETCH_WAIT: dict[str, float] = {"quick_ms": 0.0, "idle_ms": 0.0}
+
+
+def adapt_fetch_wait(quick_ms: int, idle_ms: int) -> None:
+    """The wrapper of ``fix_fetch_answered_at_half_the_remaining_wait``, for
+    every aiokafka consumer of this process (idempotent; the last call's
+    values hold). ``quick_ms`` 0 or >= ``idle_ms``: off."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    _FETCH_WAIT.update(quick_ms=quick_ms, idle_ms=idle_ms)
+    if _installed(Fetcher, "_proc_fetch_request"):
+        return
+    upstream = original(Fetcher, "_proc_fetch_request")
+
+    async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any,
+                                  request: Any) -> bool:
+        got: bool = await upstream(self, assignment, node_id, request)
+        quick, idle = _FETCH_WAIT["quick_ms"], _FETCH_WAIT["idle_ms"]
+        if 0 < quick < idle:
+            self._fetch_max_wait_ms = next_wait_ms(self._fetch_max_wait_ms, got, quick, idle)
+        return got
+
+    _replace(Fetcher, "_proc_fetch_request", _proc_fetch_request,
+             "fix_fetch_answered_at_half_the_remaining_wait")
 
 
 # --- faust-streaming: the offset to commit ----------------------------------------------------

@@ -41,7 +41,6 @@ import faust
 from postlane.runner import use_event_loop
 from streams.app import create_app
 from streams.batches import batches
-from streams.fetch_wait import adapt_fetch_wait
 from streams.settings import Settings
 
 
@@ -112,9 +111,7 @@ def build(s: Settings) -> faust.App:
 
 def main() -> None:
     s = Settings.from_env()
-    use_event_loop(s)  # as postlane/runner.py does
-    if s.fetch_quick_wait_ms:
-        adapt_fetch_wait(s.fetch_quick_wait_ms, s.fetch_max_wait_ms)
+    use_event_loop(s)  # as postlane/runner.py does (create_app applies the fetch wait)
     app = build(s)
     worker = faust.Worker(app, loglevel="info", override_logging=True, quiet=True)
     try:

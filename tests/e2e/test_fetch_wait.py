@@ -12,8 +12,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.embedded import EmbeddedBroker
-from streams.fetch_wait import adapt_fetch_wait, next_wait_ms
-from streams.upstream_patches import disabled
+from streams.fetch_wait import next_wait_ms
+from streams.upstream_patches import adapt_fetch_wait, disabled
 
 pytestmark = pytest.mark.e2e
 FIX = "fix_fetch_answered_at_half_the_remaining_wait"
