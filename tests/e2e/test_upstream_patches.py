@@ -300,7 +300,10 @@ async def test_a_table_recovers_exactly_from_a_changelog_written_in_batches(
     finally:
         await consumer.stop()
     assert sum(ends.values()) == 24 * 8  # one changelog record per update
-    assert all(listed[tp] < ends[tp] for tp in changelog), (
+    # at least one partition must end in a batch of several records (which
+    # batches form is up to the producer's timing: one partition's writes
+    # went out a record at a time in a CI run)
+    assert any(listed[tp] < ends[tp] for tp in changelog), (
         f"a last batch of one record tests nothing: listed {listed}, true {ends}")
 
     app2, table2 = build()
