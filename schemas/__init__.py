@@ -51,6 +51,7 @@ from .queue import (
 from .routing import RoutingDecided
 from .send import SendRequested
 from .status import MessageStatusChanged
+from .unsubscribe import UnsubscribeRequested
 
 ALL_EVENTS: tuple[type[Event], ...] = (
     OutgoingServerConfigured,
@@ -92,10 +93,12 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     QueueCommandIssued,
     QueueCommandApplied,
     QueueCommandRefused,
+    UnsubscribeRequested,
 )
 
 __all__ = [
     "plain",
+    "UnsubscribeRequested",
     "ALL_EVENTS",
     "CONFIG_EVENTS",
     "AliasConfigured",

@@ -21,7 +21,9 @@ class SendRequested(Event):
     """A service asked Postlane to send one mail. ``message_id`` is ours
     (the publisher assigns it); the RFC 5322 Message-ID is made at delivery.
     ``attachments``: objects ``{"filename", "content_type", "data"}`` with
-    ``data`` in base64. ``send_at``: unix seconds, 0 for now."""
+    ``data`` in base64. ``send_at``: unix seconds, 0 for now. ``list_id``:
+    the mailing list a mass mail goes to (one-click unsubscribe names it);
+    ``campaign``: the campaign it belongs to (Feedback-ID, reports)."""
 
     message_id: str
     from_: str
@@ -39,6 +41,8 @@ class SendRequested(Event):
     idempotency_key: str = ""
     thread_ref: str = ""
     send_at: float = 0.0
+    list_id: str = ""
+    campaign: str = ""
 
     def recipients(self) -> list[str]:
         """Envelope recipients (bare addresses), deduplicated, in order."""
@@ -88,8 +92,10 @@ class SendRequested(Event):
                 out.append(f"header {name!r} is set by Postlane; use the event's own field")
         if self.kind not in KINDS:
             out.append(f"kind {self.kind!r} must be one of {', '.join(KINDS)}")
-        if has_crlf(self.tenant) or has_crlf(self.idempotency_key) or has_crlf(self.thread_ref):
-            out.append("tenant, idempotency_key and thread_ref must be single lines")
+        if any(has_crlf(v) for v in (self.tenant, self.idempotency_key, self.thread_ref,
+                                     self.list_id, self.campaign)):
+            out.append("tenant, idempotency_key, thread_ref, list_id and campaign must be "
+                       "single lines")
         if not (self.text or self.html):
             out.append("no body: give text or html (or both)")
         for i, att in enumerate(self.attachments):

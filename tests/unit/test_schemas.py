@@ -62,6 +62,7 @@ from schemas import (
     parse_rate,
 )
 from schemas.export import export_all, json_schema
+from schemas.unsubscribe import UnsubscribeRequested
 
 REGISTRY = {cls.__name__: cls for cls in ALL_EVENTS}
 
@@ -289,6 +290,8 @@ SAMPLES.update({
                           "by": "limiter", "detail": "cancelled while deferred"},
     QueueCommandRefused: {"message_id": "m-1", "command_id": "c-1", "command": "cancel",
                           "by": "delivery", "reason": "m-1 is sent: nothing to cancel"},
+    UnsubscribeRequested: {"address": "bob@example.com", "tenant": "acme", "list_id": "news",
+                           "via": "http", "requested_at": 1_700_000_000.0, "token_id": "t-1"},
 })
 
 
