@@ -20,6 +20,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from processors.router.intake import carried_limit
 from schemas import InvalidEvent, SendRequested, encode
 from schemas.send import MAX_MESSAGE_BYTES
 from streams.settings import Settings
@@ -51,9 +52,16 @@ class Publisher:
         bootstrap: str | None = None,
         *,
         settings: Settings | None = None,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        max_message_bytes: int | None = None,
     ) -> None:
+        """``max_message_bytes``: the largest encoded request published; by
+        default what the router lets through (``carried_limit`` of
+        ``max_request_bytes``), so a request the pipeline cannot carry is
+        refused here, in words, instead of rejected after publishing."""
         self.settings = settings or Settings.from_env()
+        if max_message_bytes is None:
+            max_message_bytes = min(MAX_MESSAGE_BYTES,
+                                    carried_limit(self.settings.max_request_bytes))
         self.bootstrap = bootstrap or self.settings.bootstrap
         self.topic = SEND_REQUESTED.full(self.settings)  # transactional lane
         self.mass_topic = SEND_REQUESTED_MASS.full(self.settings)  # mass lane
@@ -79,7 +87,9 @@ class Publisher:
         size = len(encode(event))
         if size > self.max_message_bytes:
             raise InvalidEvent("SendRequested", [
-                f"message is {size} bytes encoded, over the limit of {self.max_message_bytes}"
+                f"message is {size} bytes encoded, over the limit of {self.max_message_bytes} "
+                "(POSTLANE_MAX_REQUEST_BYTES less room for routing): send a link instead of "
+                "the attachment"
             ])
         return event
 

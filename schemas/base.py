@@ -159,8 +159,12 @@ def _type_problems(cls: type[Event], data: dict[str, Any]) -> list[str]:
     return out
 
 
-def decode_any(registry: dict[str, type[Event]], raw: bytes | str | None) -> Event:
-    """Decode a topic that carries several event types, by their ``type``."""
+def decode_any(registry: dict[str, type[Event]], raw: bytes | str | None,
+               untyped: str = "") -> Event:
+    """Decode a topic that carries several event types, by their ``type``.
+    ``untyped``: the type a record without ``type`` (or with an empty one)
+    is read as, on a topic where publishers write only that one (the
+    exported JSON Schemas leave ``type`` optional)."""
     if raw is None:
         raise InvalidEvent("event", ["empty message (no value)"])
     try:
@@ -170,6 +174,8 @@ def decode_any(registry: dict[str, type[Event]], raw: bytes | str | None) -> Eve
     if not isinstance(data, dict):
         raise InvalidEvent("event", [f"expected a JSON object, got {type(data).__name__}"])
     tname = data.get("type")
+    if tname in (None, "") and untyped:
+        tname = untyped
     cls = registry.get(tname) if isinstance(tname, str) else None
     if cls is None:
         raise InvalidEvent("event", [f"unknown type {tname!r}; expected one of {sorted(registry)}"])

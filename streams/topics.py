@@ -57,6 +57,10 @@ class TopicSpec:
     # when none of its other partitions has a fetched record waiting
     # (streams/upstream_patches.py, the consumer's fetch order)
     low_priority: bool = False
+    # the one event type publishers write here: a record without ``type``
+    # (optional in the exported JSON Schema) is read as this one by every
+    # reader, as the router reads it (empty: every record names its type)
+    untyped: str = ""
 
     def full(self, settings: Settings) -> str:
         return settings.topic(self.name)
@@ -67,19 +71,22 @@ class TopicSpec:
 
 CONFIG = TopicSpec("config", compacted=True, single_partition=True,
                    doc="server/settings configuration events (latest per key)")
-SEND_REQUESTED = TopicSpec("send-requested", doc="SendRequested from services")
+SEND_REQUESTED = TopicSpec("send-requested", doc="SendRequested from services",
+                           untyped="SendRequested")
 ROUTING_DECIDED = TopicSpec("routing-decided", doc="RoutingDecided from the router")
 DELIVERY = TopicSpec("delivery", doc="DeliveryStarted / DeliveryAttempted")
 DELIVERY_DUE = TopicSpec("delivery-due", doc="RetryTimeReached from the retry timer")
 STATUS = TopicSpec("status", doc="MessageStatusChanged from the status projection")
 SEND_REQUESTED_MASS = TopicSpec("send-requested-mass", low_priority=True,
-                                doc="SendRequested of kind mass (the mass lane)")
+                                doc="SendRequested of kind mass (the mass lane)",
+                                untyped="SendRequested")
 ROUTING_DECIDED_MASS = TopicSpec("routing-decided-mass", low_priority=True,
                                  doc="RoutingDecided for mass mail (the mass lane)")
 RELEASED = TopicSpec("released", doc="MailReleased from the limiter, and the ops commands "
                      "it forwards to delivery")
 HELD = TopicSpec("held", doc="MailHeld from the limiter: scheduled, deferred, paced")
-COMMANDS = TopicSpec("commands", doc="QueueCommandIssued: retry, send-now, cancel, ack")
+COMMANDS = TopicSpec("commands", doc="QueueCommandIssued: retry, send-now, cancel, ack",
+                     untyped="QueueCommandIssued")
 COMMAND_RESULTS = TopicSpec("command-results",
                             doc="QueueCommandApplied / QueueCommandRefused, MessageCancelled")
 DEAD_LETTER = TopicSpec("dead-letter", single_partition=True,
@@ -95,13 +102,19 @@ INBOUND_ALIASES = TopicSpec("inbound-aliases",
 INCOMING_STATUS = TopicSpec("incoming-status",
                             doc="IncomingServerChecked from the fetcher, keyed by server")
 
-BOUNCE_MAIL = TopicSpec("bounce-mail", doc="BounceMailReceived: raw bounce mails to parse")
+BOUNCE_MAIL = TopicSpec("bounce-mail", doc="BounceMailReceived: raw bounce mails to parse",
+                        untyped="BounceMailReceived")
 BOUNCE_DOMAINS = TopicSpec("bounce-domains",
                            doc="RecipientBounced / RecipientsMailed (internal, keyed by domain)")
 BOUNCES = TopicSpec("bounces", doc="BounceRecorded, BounceDiscounted, MailReceivedFrom, "
                     "BlacklistEdited, keyed by address: the blacklist's log")
 BLACKLIST = TopicSpec("blacklist", compacted=True,
                       doc="BlacklistChanged from the counting processor, keyed by address")
+
+def untyped_by_topic(settings: Settings) -> dict[str, str]:
+    """Full topic name -> the event type its untyped records are read as."""
+    return {spec.full(settings): spec.untyped for spec in ALL_TOPICS if spec.untyped}
+
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CONFIG, SEND_REQUESTED, ROUTING_DECIDED, DELIVERY, DELIVERY_DUE, STATUS, DEAD_LETTER,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas import InvalidEvent, SendRequested, decode, encode
+from schemas import encode
 from streams.topics import (
     DEAD_LETTER,
     ROUTING_DECIDED,
@@ -26,6 +26,7 @@ from ..blacklist.reader import BlacklistReader
 from ..deadletter import send_dead_letter
 from ..runtime import Runtime
 from .core import decide
+from .intake import take
 
 NAME = "router"
 
@@ -48,11 +49,13 @@ def register(rt: Runtime) -> None:
             await blacklist.wait_ready()
             async for event in stream.events():
                 message = event.message
-                try:
-                    request = decode(SendRequested, message.value)
-                except InvalidEvent as exc:
-                    await send_dead_letter(dlq, NAME, message, str(exc))
+                taken = take(message.value, message.key, rt.settings.max_request_bytes)
+                if taken.request is None:
+                    await send_dead_letter(dlq, NAME, message, taken.error)
+                    if taken.answer is not None:
+                        await out.send(key=message.key, value=encode(taken.answer))
                     continue
+                request = taken.request
                 decision = decide(rt.config.view, request, blacklist.view.as_mapping())
                 await out.send(key=request.message_id.encode(), value=encode(decision))
 

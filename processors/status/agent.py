@@ -50,6 +50,7 @@ from streams.topics import (
     SEND_REQUESTED,
     SEND_REQUESTED_MASS,
     STATUS,
+    untyped_by_topic,
 )
 
 from ..deadletter import decode_or_dead_letter, send_dead_letter
@@ -84,6 +85,7 @@ def register(rt: Runtime) -> None:
     results = rt.topic(COMMAND_RESULTS)
     dlq = rt.topic(DEAD_LETTER)
     released = RELEASED.full(s)
+    untyped = untyped_by_topic(s)  # a SendRequested without `type`, as the router reads it
     table = rt.app.Table(
         TABLE, default=None, key_type=bytes, value_type=bytes, partitions=s.partitions,
         # rows are written after a batch, not under their own event: the
@@ -118,7 +120,7 @@ def register(rt: Runtime) -> None:
         """The event in ``message``, or None when it was dead-lettered
         (not an event the projection folds, or keyed by something else) or
         is to be ignored (the limiter's forwarded copy of a command)."""
-        ev = await decode_or_dead_letter(dlq, NAME, message, REGISTRY)
+        ev = await decode_or_dead_letter(dlq, NAME, message, REGISTRY, untyped)
         if ev is None:
             return None
         key = ev.message_id.encode()  # type: ignore[attr-defined]
