@@ -5,9 +5,13 @@ a real one is configured, and the config file."""
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
 from pathlib import Path
 
 from schemas import OutgoingServerConfigured, SettingsChanged
+from streams.broker_watch import EXIT_BROKER_LOST
 from streams.client import ensure_topics
 from streams.embedded import BrokerError, EmbeddedBroker
 from streams.settings import Settings
@@ -27,6 +31,7 @@ class DevStack:
         self.broker: EmbeddedBroker | None = None
         self.capture: CaptureServer | None = None
         self.notes: list[str] = []
+        self._stopping = False
 
     def start(self) -> None:
         try:
@@ -40,6 +45,7 @@ class DevStack:
         if s.embedded:
             Path(s.data_dir).mkdir(parents=True, exist_ok=True)
             self.broker = EmbeddedBroker(s, log_path=Path(s.data_dir) / "tansu.log").start()
+            threading.Thread(target=self._guard_broker, name="broker-guard", daemon=True).start()
             self.notes.append(
                 f"embedded broker: Tansu on {self.broker.bootstrap} "
                 "(memory storage only: stopping it loses every topic)"
@@ -84,10 +90,31 @@ class DevStack:
                 "stands in until you apply one"
             )
 
+    def _guard_broker(self) -> None:
+        """``postlane dev`` ends when its broker does: the processors would
+        otherwise retry a dead broker for ever (15,000 log lines in 90 s)."""
+        broker = self.broker
+        if broker is None or broker.proc is None:
+            return
+        code = broker.proc.wait()
+        if self._stopping:
+            return
+        said = (f"the embedded broker (pid {broker.proc.pid}) exited with code {code}: every "
+                "queued mail and table it held is lost (memory storage), so postlane dev "
+                f"stops; see {Path(self.settings.data_dir) / 'tansu.log'} and run postlane "
+                "dev again")
+        log.critical(said)
+        print(f"postlane: {said}", file=sys.stderr, flush=True)
+        if self.capture is not None:
+            self.capture.stop()
+        logging.shutdown()
+        os._exit(EXIT_BROKER_LOST)
+
     def banner(self) -> str:
         return "\n".join(["postlane dev:", *("  - " + n for n in self.notes)])
 
     def stop(self) -> None:
+        self._stopping = True
         if self.capture is not None:
             self.capture.stop()
         if self.broker is not None:

