@@ -136,6 +136,10 @@ def test_daily_limit_defers_restart_keeps_counts_and_ops_commands(
 
         # SIGKILL mid-window; the new worker rebuilds counts and held mail from the log
         worker.kill()
+        # the killed member's session runs out first: on Tansu a replacement that
+        # joins while that expiry happens can sit idle with every partition
+        # assigned (see test_status_e2e; twice in CI on a loaded session broker)
+        time.sleep(s.session_timeout)
         worker = start(s, tmp_path, 2)
         with Publisher(settings=s) as pub:
             late = pub.send(from_="app@a.test", to=["late@dest.test"], subject="late",
@@ -190,6 +194,7 @@ def test_lanes_campaign_order_and_send_at(
             t_invoice = time.time()
             invoice = pub.send(from_="billing@a.test", to=["client@dest.test"],
                                subject="Invoice 7", text="due")
+            t_published = time.time()
             at = time.time() + 4
             later = pub.send(from_="billing@a.test", to=["client@dest.test"],
                              subject="Reminder", text="later", send_at=at)
@@ -198,8 +203,16 @@ def test_lanes_campaign_order_and_send_at(
                  for m in sink.messages][1:]
         assert sorted(order) == sorted([f"A{i}" for i in range(60)] +
                                        [f"B{i}" for i in range(60)] + ["Invoice 7", "Reminder"])
-        # the invoice came after 120 campaign mails and went out before most of them
-        assert order.index("Invoice 7") < 20, order[:30]
+        # the invoice came after 120 campaign mails and went out before most of
+        # them: once it was published, only the mass window (4 released, not yet
+        # started) and what started while the router routed it went first. (Not
+        # its place at the sink: a faster router lets the campaign start while
+        # it is still being published, by 20 or more mails on a loaded machine.)
+        invoice_at = min(e.occurred_at for e in started(s) if e.message_id == invoice)
+        ahead = {e.message_id for e in started(s)
+                 if e.message_id in set(a + b) and t_published < e.occurred_at < invoice_at}
+        assert len(ahead) <= 10, (len(ahead), order.index("Invoice 7"))
+        assert order.index("Invoice 7") < 100, order
         # campaigns released in creation order; delivery runs the (at most 4)
         # released mails concurrently, so at the sink a mail is at most 4 places off
         created = a + b
