@@ -140,6 +140,7 @@ def ed25519_seed(key: ed25519.Ed25519PrivateKey) -> bytes:
 def load_key(entry: DkimKeyConfigured, raw: bytes) -> LoadedKey:
     """Check ``raw`` (as the secrets edge read it) is a private key of the
     entry's algorithm; raise DkimError saying what to fix."""
+    raw = raw.strip()
     where = f"the DKIM key of {entry.domain} (selector {entry.selector}, " + (
         f"file {entry.key_file})" if entry.key_file else f"variable {entry.key_env})")
     try:
