@@ -98,7 +98,11 @@ class UnsubscribeServer:
             await self.runner.setup()
             await web.TCPSite(self.runner, self.host, self.port).start()
 
-        asyncio.run_coroutine_threadsafe(up(), self.loop).result(10)
+        try:
+            asyncio.run_coroutine_threadsafe(up(), self.loop).result(10)
+        except BaseException:
+            self.stop()  # e.g. the port is taken: no thread left behind
+            raise
         return self
 
     def stop(self) -> None:
