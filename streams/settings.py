@@ -114,7 +114,7 @@ class Settings:
     unsubscribe_secret_env: str = ""
     unsubscribe_secret_file: str = ""
     unsubscribe_token_days: float = 90.0  # how long a link works
-    unsubscribe_alias: str = "unsubscribe"  # mailto:<alias>+TOKEN@<catchall_domain>
+    unsubscribe_alias: str = "unsubscribe"  # mailto:<alias>@<catchall_domain>?subject=... TOKEN
     # --- dev --------------------------------------------------------------------
     config_file: str = ""  # applied by `postlane dev` at start when set
     capture_smtp_port: int = 2525  # the dev capture server (stand-in outgoing)

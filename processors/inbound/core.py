@@ -4,8 +4,9 @@
 2. bounce: a recipient is the bounce address (``bounce`` or ``bounce+<id>``
    in our domains), the sender is MAILER-DAEMON, or the mail is a
    delivery-status report;
-2b. unsubscribe: a recipient is ``unsubscribe+TOKEN`` in our domains (the
-   mailto form of a mass mail's List-Unsubscribe): a valid token becomes
+2b. unsubscribe: a recipient is ``unsubscribe`` (or ``unsubscribe+TOKEN``)
+   in our domains, the token in the subject (the mailto form of a mass
+   mail's List-Unsubscribe, ``?subject=unsubscribe%20TOKEN``): a valid token becomes
    UnsubscribeRequested (via mailto, carried on the route for the agent to
    publish on ``bounces``); a forged or expired one is rejected, no bounce;
 3. reply: an In-Reply-To / References id is one Postlane sent; routed to
@@ -216,20 +217,34 @@ def bounce(mail: ParsedMail, settings: SettingsChanged) -> Route | None:
 
 def unsubscribe(mail: ParsedMail, settings: SettingsChanged, check: UnsubscribeCheck | None
                 ) -> Route | None:
-    """Step 2b: a mail to ``<alias>+TOKEN`` in our domains."""
+    """Step 2b: a mail to ``<alias>`` (or ``<alias>+TOKEN``) in our
+    domains; the token is the last word of the subject (or the local
+    part's suffix) that is a valid token."""
     if check is None or not check.alias:
         return None
-    prefix = check.alias.lower() + "+"
+    alias = check.alias.lower()
     for rcpt in mail.recipients:
         local, domain = _split(rcpt)
-        if not local.lower().startswith(prefix) or not local_part_domain_ok(domain, settings):
+        low = local.lower()
+        if (low != alias and not low.startswith(alias + "+")) or not local_part_domain_ok(
+                domain, settings):
             continue
-        token = local[len(prefix):]
-        try:
-            claims = read_token(check.secret, token, check.now)
-        except TokenError as exc:
+        words = [w for w in mail.subject.split() if len(w) >= 16]
+        if low != alias:
+            words.append(local[len(alias) + 1:])
+        claims = None
+        refused: TokenError | None = None
+        for word in reversed(words):
+            try:
+                claims = read_token(check.secret, word, check.now)
+                break
+            except TokenError as exc:
+                refused = refused or exc
+        if claims is None:
+            why = (f"{refused} ({refused.reason})" if refused is not None
+                   else "it carries no unsubscribe token in its subject")
             return Route("reject", "unsubscribe_token",
-                         f"sent to the unsubscribe address {rcpt}, but {exc} ({exc.reason}): "
+                         f"sent to the unsubscribe address {rcpt}, but {why}: "
                          "rejected, nothing recorded, no bounce")
         event = unsubscribe_event(claims, "mailto", check.now)
         what = f"list {claims.list_id!r}" if claims.list_id else "every mass mail"

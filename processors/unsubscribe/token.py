@@ -4,9 +4,10 @@ the clock are arguments (the secret is read by ``postlane.secrets``).
 A token names a tenant, a list and a recipient address, and when it
 expires; an HMAC-SHA256 (truncated to 80 bits) over those with the
 operator's secret makes it unforgeable. It is written in lower-case base32
-so the same string works in a URL path and in the local part of
-``unsubscribe+TOKEN@catchall`` (mail systems may change a local part's
-case). ``token_id`` (the MAC in hex) names one token: the event it becomes
+so the same string works in a URL path and in a mail's subject, whatever a
+mail system does to its case. (It is ~100 characters: too long for the
+local part of an address, 64 at most, so the mailto form is
+``mailto:unsubscribe@CATCHALL?subject=unsubscribe%20TOKEN``.) ``token_id`` (the MAC in hex) names one token: the event it becomes
 carries it, so a token used twice is one fact.
 """
 
@@ -130,5 +131,7 @@ def list_unsubscribe_headers(
                        now + valid_days * 86400.0)
     links = [f"<{base_url.rstrip('/')}/u/{token}>"]
     if mailto_domain and alias:
-        links.append(f"<mailto:{alias}+{token}@{mailto_domain}>")
+        # the token goes in the subject: in the local part (alias+TOKEN) it
+        # would pass RFC 5321's 64 octets, and mail systems refuse that address
+        links.append(f"<mailto:{alias}@{mailto_domain}?subject=unsubscribe%20{token}>")
     return {"List-Unsubscribe": ", ".join(links), "List-Unsubscribe-Post": ONE_CLICK}
