@@ -7,7 +7,8 @@ operator's secret makes it unforgeable. It is written in lower-case base32
 so the same string works in a URL path and in a mail's subject, whatever a
 mail system does to its case. (It is ~100 characters: too long for the
 local part of an address, 64 at most, so the mailto form is
-``mailto:unsubscribe@CATCHALL?subject=unsubscribe%20TOKEN``.) ``token_id`` (the MAC in hex) names one token: the event it becomes
+``mailto:unsubscribe@CATCHALL?subject=unsubscribe%20TOKEN``.)
+``token_id`` (the MAC in hex) names one token: the event it becomes
 carries it, so a token used twice is one fact.
 """
 
