@@ -14,6 +14,7 @@ DKIM key) is never accepted in the file: name where to find it
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,8 @@ def _build(cls: type[Event], data: dict[str, Any], where: str, allowed: list[str
     unknown = sorted(k for k in data if k not in allowed)
     if unknown:
         raise ConfigFileError(
-            f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}"
+            f"{where}: unknown {_plural(unknown, 'key')} {_named(unknown, allowed)}; "
+            f"allowed keys: {', '.join(allowed)}"
         )
     data = {
         k: float(v) if cls._options.fields[k] is float and type(v) is int else v
@@ -114,9 +116,12 @@ def parse(text: str, source: str = "<config>") -> DesiredConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError(f"{source}: not valid TOML: {exc}") from None
-    for key, value in doc.items():
-        if key not in _TABLES and not isinstance(value, dict | list):
-            raise ConfigFileError(f"{source}: unknown top-level key {key!r}")
+    unknown = [key for key in doc if key not in _TABLES]
+    if unknown:
+        raise ConfigFileError(
+            f"{source}: unknown {_plural(unknown, 'table')} {_named(unknown, list(_TABLES))} "
+            f"(nothing applied); known tables: {', '.join(_TABLES)}"
+        )
     raw_settings = doc.get("settings", {})
     if not isinstance(raw_settings, dict):
         raise ConfigFileError(f"{source}: settings must be a table: [settings]")
@@ -146,6 +151,19 @@ def parse(text: str, source: str = "<config>") -> DesiredConfig:
 
 
 _TABLES = ("settings", "servers", "incoming", "aliases", "tenants", "domains", "dkim")
+
+
+def _plural(names: list[str], noun: str) -> str:
+    return noun if len(names) == 1 else noun + "s"
+
+
+def _named(names: list[str], known: list[str]) -> str:
+    """Each unknown name, with the known one it looks like a typo of."""
+    out = []
+    for name in names:
+        close = difflib.get_close_matches(name, known, n=1)
+        out.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ", ".join(out)
 
 
 def _array(doc: dict[str, Any], table: str, cls: type[Event], keys: list[str], source: str,

@@ -247,3 +247,23 @@ def test_a_daily_limit_below_the_partition_count_is_warned_about() -> None:
 def test_bad_limits_are_refused_with_where(text: str, fragment: str) -> None:
     with pytest.raises(ConfigFileError, match=fragment):
         parse(text)
+
+
+def test_unknown_tables_are_refused_all_named_with_the_known_one_they_look_like() -> None:
+    text = CONFIG + '\n[[dkimm]]\ndomain = "x.test"\n\n[[webhookz]]\nurl = "http://h/"\n'
+    with pytest.raises(ConfigFileError) as caught:
+        parse(text, "postlane.toml")
+    said = str(caught.value)
+    assert "unknown tables 'dkimm', 'webhookz'" in said, said
+    assert "nothing applied" in said and "known tables: settings, servers" in said
+    with pytest.raises(ConfigFileError, match=r"unknown table 'server' \(did you mean 'servers'"):
+        parse('[server]\nname = "x"\n')
+    with pytest.raises(ConfigFileError, match="unknown table 'debug'"):
+        parse("debug = true\n")
+
+
+def test_every_unknown_key_of_a_table_is_named() -> None:
+    with pytest.raises(ConfigFileError) as caught:
+        parse('[[servers]]\nname = "a"\nhots = "h.test"\nprot = 25\nsecurity = "none"\n')
+    said = str(caught.value)
+    assert "unknown keys 'hots' (did you mean 'host'?), 'prot' (did you mean 'port'?)" in said
