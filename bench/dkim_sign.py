@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -50,7 +51,7 @@ def mail() -> tuple[bytes, list[str]]:
     return message_bytes(msg), list(msg.keys())
 
 
-def per_mail(fn, n: int) -> float:  # type: ignore[no-untyped-def]
+def per_mail(fn: Callable[[], object], n: int) -> float:
     fn()  # warm up
     start = time.process_time()
     for _ in range(n):
