@@ -5,9 +5,11 @@ OutgoingServerConfigured, each ``[[incoming]]`` one IncomingServerConfigured
 each ``[[aliases]]`` one AliasConfigured, each ``[[tenants]]`` one
 TenantConfigured (a tenant's daily limit) and each ``[[domains]]`` one
 DomainPaceConfigured (a recipient domain's rate; ``domain = "*"`` for all
-others). Other top-level tables are left to the code that reads them. A
-password is never accepted in the file: name where to find it
-(``password_env`` or ``password_file``).
+others) and each ``[[dkim]]`` one DkimKeyConfigured (the signing key of a
+From domain: ``key_file`` or ``key_env``, never the key itself). Other
+top-level tables are left to the code that reads them. A password (or a
+DKIM key) is never accepted in the file: name where to find it
+(``password_env`` or ``password_file``; ``key_file`` or ``key_env``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from processors.config.view import CONFIG_KINDS, ConfigView
 from schemas import (
     AliasConfigured,
+    DkimKeyConfigured,
     DomainPaceConfigured,
     Event,
     IncomingServerConfigured,
@@ -48,6 +51,7 @@ class DesiredConfig:
     aliases: list[AliasConfigured] = field(default_factory=list)
     tenants: list[TenantConfigured] = field(default_factory=list)
     domains: list[DomainPaceConfigured] = field(default_factory=list)
+    dkim: list[DkimKeyConfigured] = field(default_factory=list)
 
 
 def _fields(cls: type[Event]) -> list[str]:
@@ -60,6 +64,7 @@ INCOMING_KEYS = _fields(IncomingServerConfigured)
 ALIAS_KEYS = _fields(AliasConfigured)
 TENANT_KEYS = _fields(TenantConfigured)
 DOMAIN_KEYS = _fields(DomainPaceConfigured)
+DKIM_KEYS = _fields(DkimKeyConfigured)
 
 
 def values(event: Event) -> dict[str, Any]:
@@ -68,6 +73,11 @@ def values(event: Event) -> dict[str, Any]:
 
 
 def _build(cls: type[Event], data: dict[str, Any], where: str, allowed: list[str]) -> Any:
+    if cls is DkimKeyConfigured and ({"key", "private_key"} & set(data)):
+        raise ConfigFileError(
+            f"{where}: the private key itself is refused (keys never go on topics): use "
+            'key_file = "/path/to/key.pem" or key_env = "VAR"'
+        )
     if "password" in data:
         raise ConfigFileError(
             f"{where}: key 'password' is refused (passwords never go on topics): use "
@@ -134,11 +144,13 @@ def parse(text: str, source: str = "<config>") -> DesiredConfig:
         doc, "tenants", TenantConfigured, TENANT_KEYS, source, "name")
     domains: list[DomainPaceConfigured] = _array(
         doc, "domains", DomainPaceConfigured, DOMAIN_KEYS, source, "domain")
+    dkim: list[DkimKeyConfigured] = _array(
+        doc, "dkim", DkimKeyConfigured, DKIM_KEYS, source, "domain")
     return DesiredConfig(settings=settings, servers=servers, incoming=incoming, aliases=aliases,
-                         tenants=tenants, domains=domains)
+                         tenants=tenants, domains=domains, dkim=dkim)
 
 
-_TABLES = ("settings", "servers", "incoming", "aliases", "tenants", "domains")
+_TABLES = ("settings", "servers", "incoming", "aliases", "tenants", "domains", "dkim")
 
 
 def _plural(names: list[str], noun: str) -> str:
@@ -184,7 +196,7 @@ def load(path: str | Path) -> DesiredConfig:
 def events(desired: DesiredConfig) -> list[Event]:
     """All events of the file, settings first (to fold or publish in full)."""
     return [desired.settings, *desired.servers, *desired.incoming, *desired.aliases,
-            *desired.tenants, *desired.domains]
+            *desired.tenants, *desired.domains, *desired.dkim]
 
 
 def plan(current: ConfigView, desired: DesiredConfig) -> list[tuple[str, Event]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from processors.config.view import ConfigView, evolve
-from schemas import CONFIG_EVENTS, Event, InvalidEvent, decode_any
+from schemas import CONFIG_EVENTS, DkimKeyConfigured, Event, InvalidEvent, decode_any
 from streams.client import ensure_topics, publish, read_all
 from streams.settings import Settings
 from streams.topics import CONFIG
@@ -19,6 +19,33 @@ def current_view(settings: Settings) -> ConfigView:
     return view
 
 
+def dkim_key_problems(items: list[tuple[str, Event]]) -> list[str]:
+    """Every ``[[dkim]]`` entry about to be published whose key cannot be
+    read here or is not a key of its algorithm, in words. (The key is read
+    as the delivery worker will read it: the same file, or the same
+    variable in this process's environment.)"""
+    from processors.delivery.dkim import DkimError, load_key
+
+    from .secrets import SecretUnavailable, read_dkim_key
+
+    out = []
+    for _, event in items:
+        if isinstance(event, DkimKeyConfigured):
+            try:
+                load_key(event, read_dkim_key(event))
+            except (SecretUnavailable, DkimError) as exc:
+                out.append(str(exc))
+    return out
+
+
 def publish_config(settings: Settings, items: list[tuple[str, Event]]) -> None:
+    """Publish ``items``; raises ConfigFileError, publishing nothing, when a
+    DKIM key among them cannot be used (delivery would defer that domain's
+    mail)."""
+    problems = dkim_key_problems(items)
+    if problems:
+        from .configfile import ConfigFileError
+
+        raise ConfigFileError("; ".join(problems) + " (nothing was published)")
     ensure_topics(settings)
     publish(settings, CONFIG, items)

@@ -9,6 +9,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from schemas import OutgoingServerConfigured, SettingsChanged
 from streams.broker_watch import EXIT_BROKER_LOST
@@ -32,6 +33,7 @@ class DevStack:
         self.capture: CaptureServer | None = None
         self.notes: list[str] = []
         self._stopping = False
+        self.unsubscribe: Any = None  # (UnsubscribeServer, close) once started
 
     def start(self) -> None:
         try:
@@ -64,7 +66,25 @@ class DevStack:
             f"capture SMTP server on 127.0.0.1:{s.capture_smtp_port}, mails saved in "
             f"{s.capture_dir}"
         )
+        self._start_unsubscribe()
         self._apply_config()
+
+    def _start_unsubscribe(self) -> None:
+        """The one-click unsubscribe service, on loopback."""
+        from processors.unsubscribe.web import from_settings
+
+        s = self.settings.replace(unsubscribe_host="127.0.0.1")
+        server, close = from_settings(s)
+        try:
+            server.start()
+        except OSError as exc:
+            close()
+            raise BrokerError(
+                f"the unsubscribe service cannot listen on 127.0.0.1:{s.unsubscribe_port} "
+                f"({exc.strerror}): set POSTLANE_UNSUBSCRIBE_PORT to a free port") from None
+        self.unsubscribe = (server, close)
+        self.notes.append(f"unsubscribe service on {server.url} (links: "
+                          f"{s.unsubscribe_url}/u/TOKEN)")
 
     def _apply_config(self) -> None:
         from .configfile import load, plan
@@ -115,6 +135,10 @@ class DevStack:
 
     def stop(self) -> None:
         self._stopping = True
+        if self.unsubscribe is not None:
+            server, close = self.unsubscribe
+            server.stop()
+            close()
         if self.capture is not None:
             self.capture.stop()
         if self.broker is not None:

@@ -5,6 +5,11 @@ SendRequested, return the message id. Never waits on SMTP.
     pub = Publisher("127.0.0.1:19092")
     mid = pub.send(from_="a@example.com", to=["b@example.org"], subject="Hi", text="Hello")
 
+Mass mail names its list and campaign: ``pub.send(..., kind="mass",
+list_id="newsletter", campaign="2026-spring")``; delivery then adds the
+one-click unsubscribe headers (List-Unsubscribe naming the tenant, list and
+recipient) and the campaign goes into the Feedback-ID header.
+
 With an ``idempotency_key`` the message id is derived from it (and the
 tenant), so a service that retries a publish gets the same id and the mail
 is sent once.

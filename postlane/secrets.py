@@ -1,5 +1,7 @@
 """The secrets edge: the ONLY place a server's password is read (outgoing
-SMTP servers in the delivery processor, incoming IMAP servers in the fetcher).
+SMTP servers in the delivery processor, incoming IMAP servers in the fetcher),
+and where a DKIM private key (``[[dkim]]`` ``key_file`` / ``key_env``) and
+the secret that signs unsubscribe tokens are read.
 
 Events never carry a password, only where to find it: ``password_env``
 names one environment variable, ``password_file`` a file (a Docker or
@@ -12,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from schemas import IncomingServerConfigured, OutgoingServerConfigured
+from schemas import DkimKeyConfigured, IncomingServerConfigured, OutgoingServerConfigured
 
 Server = OutgoingServerConfigured | IncomingServerConfigured
 
@@ -99,3 +101,91 @@ def require_password(
             f"source: set password_env (an environment variable name) or password_file.",
         )
     return value
+
+
+# --- DKIM private keys ------------------------------------------------------------------------
+
+
+def read_dkim_key(entry: DkimKeyConfigured, environ: Mapping[str, str] | None = None) -> bytes:
+    """The private key of a ``[[dkim]]`` entry, as bytes (PEM for rsa-sha256,
+    the base64 seed for ed25519-sha256). Raises SecretUnavailable (keyed by
+    ``dkim:<domain>``) saying what to fix; the key is never in a message."""
+    who = f"dkim:{entry.domain.lower()}"
+    what = f"The DKIM key of {entry.domain} (selector {entry.selector})"
+    if entry.key_env:
+        env = os.environ if environ is None else environ
+        value = env.get(entry.key_env)
+        if not value or not value.strip():
+            state = "is empty" if value is not None else "is not set"
+            raise SecretUnavailable(
+                who, f"{what} is read from the environment variable {entry.key_env} which "
+                f"{state}: set it in the delivery worker's environment (or give key_file).")
+        return value.strip().encode()
+    path = entry.key_file
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise SecretUnavailable(
+            who, f"{what}: the key file {path} does not exist: create it with "
+            f"`postlane dkim keygen --domain {entry.domain} --selector {entry.selector}` "
+            "or fix key_file.") from None
+    except PermissionError:
+        raise SecretUnavailable(
+            who, f"{what}: the key file {path} is not readable by the delivery worker: give "
+            "its user read permission.") from None
+    except OSError as exc:
+        raise SecretUnavailable(
+            who, f"{what}: the key file {path} cannot be read ({exc.strerror or exc}): make it "
+            "a readable file holding the private key.") from None
+    if not raw.strip():
+        raise SecretUnavailable(who, f"{what}: the key file {path} is empty: write the key "
+                                "into it (`postlane dkim keygen` makes one).")
+    return raw.strip()
+
+
+# --- the unsubscribe token secret ---------------------------------------------------------------
+
+
+def unsubscribe_secret(
+    secret_env: str, secret_file: str, data_dir: str, environ: Mapping[str, str] | None = None,
+) -> bytes:
+    """The HMAC secret of unsubscribe tokens (delivery makes them; the
+    unsubscribe web service and inbound routing check them, so every one of
+    them must read the same secret). ``secret_env`` names an environment
+    variable, ``secret_file`` a file (settings ``POSTLANE_UNSUBSCRIBE_SECRET_ENV`` /
+    ``_FILE``). With neither, ``<data_dir>/unsubscribe.secret`` is used and
+    made (32 random bytes, mode 0600) when missing: right for ``postlane dev``
+    on one machine, not for workers on several (give them one secret)."""
+    if secret_env:
+        env = os.environ if environ is None else environ
+        value = env.get(secret_env, "")
+        if len(value.strip()) < 16:
+            raise SecretUnavailable(
+                "unsubscribe", f"The unsubscribe token secret is read from {secret_env}, which "
+                "is unset or shorter than 16 characters: set it to a long random string in "
+                "every delivery, inbound and unsubscribe web process.")
+        return value.strip().encode()
+    path = secret_file or os.path.join(data_dir, "unsubscribe.secret")
+    if not secret_file and not os.path.exists(path):
+        os.makedirs(data_dir, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process of this machine made it first
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(os.urandom(32).hex() + "\n")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read().strip()
+    except OSError as exc:
+        raise SecretUnavailable(
+            "unsubscribe", f"The unsubscribe token secret file {path} cannot be read "
+            f"({exc.strerror or exc}): create it (a long random string) readable by every "
+            "delivery, inbound and unsubscribe web process.") from None
+    if len(value) < 16:
+        raise SecretUnavailable(
+            "unsubscribe", f"The unsubscribe token secret file {path} holds fewer than 16 "
+            "characters: write a long random string into it.")
+    return value.encode()

@@ -15,6 +15,8 @@ from .config import (
     CONFIG_EVENTS,
     AliasConfigured,
     AliasRemoved,
+    DkimKeyConfigured,
+    DkimKeyRemoved,
     IncomingServerConfigured,
     IncomingServerRemoved,
     OutgoingServerConfigured,
@@ -94,11 +96,15 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     QueueCommandApplied,
     QueueCommandRefused,
     UnsubscribeRequested,
+    DkimKeyConfigured,
+    DkimKeyRemoved,
 )
 
 __all__ = [
     "plain",
     "UnsubscribeRequested",
+    "DkimKeyConfigured",
+    "DkimKeyRemoved",
     "ALL_EVENTS",
     "CONFIG_EVENTS",
     "AliasConfigured",

@@ -259,6 +259,56 @@ class AliasRemoved(Event):
         return f"alias:{self.alias.lower()}"
 
 
+DKIM_ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
+_SELECTOR = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*$")
+
+
+class DkimKeyConfigured(Event):
+    """Mail whose header From is in ``domain`` (or a subdomain of it, when
+    no more specific entry exists) is signed by the delivery processor with
+    the key published at ``<selector>._domainkey.<domain>``. The private key
+    is never carried: ``key_file`` names a file (a secret mount), ``key_env``
+    an environment variable of the delivery worker; the secrets edge reads
+    it. ``algorithm``: rsa-sha256 (a PEM key) or ed25519-sha256 (the
+    base64 seed ``postlane dkim keygen`` writes)."""
+
+    domain: str
+    selector: str
+    key_file: str = ""
+    key_env: str = ""
+    algorithm: str = "rsa-sha256"
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        try:
+            idna_domain(self.domain)
+        except AddressError as exc:
+            out.append(f"domain: {exc}")
+        if not _SELECTOR.match(self.selector or ""):
+            out.append(f"selector {self.selector!r} must be DNS labels (letters, digits, '-')")
+        if bool(self.key_file) == bool(self.key_env):
+            out.append("give key_file (a path) or key_env (a variable name), exactly one; "
+                       "never the key itself")
+        if has_crlf(self.key_file) or has_crlf(self.key_env):
+            out.append("key_file and key_env must be single lines")
+        if self.algorithm not in DKIM_ALGORITHMS:
+            out.append(f"algorithm {self.algorithm!r} must be one of {', '.join(DKIM_ALGORITHMS)}")
+        return out
+
+    @property
+    def key(self) -> str:
+        return f"dkim:{self.domain.lower()}"
+
+
+class DkimKeyRemoved(Event):
+    domain: str
+
+    @property
+    def key(self) -> str:
+        return f"dkim:{self.domain.lower()}"
+
+
 CONFIG_EVENTS: dict[str, type[Event]] = {
     c.__name__: c
     for c in (
@@ -273,5 +323,7 @@ CONFIG_EVENTS: dict[str, type[Event]] = {
         TenantRemoved,
         DomainPaceConfigured,
         DomainPaceRemoved,
+        DkimKeyConfigured,
+        DkimKeyRemoved,
     )
 }

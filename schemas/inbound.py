@@ -17,7 +17,7 @@ from .addresses import has_crlf
 from .base import Event
 
 SOURCES = ("imap", "smtp")
-ROUTES = ("duplicate", "bounce", "reply", "reject", "alias", "loop")
+ROUTES = ("duplicate", "bounce", "reply", "reject", "alias", "loop", "unsubscribe")
 
 
 def _b64_problem(fname: str, value: str) -> list[str]:

@@ -106,6 +106,18 @@ class Settings:
     bounce_burst_min: int = 10  # distinct addresses with one error from one server ...
     bounce_burst_seconds: float = 3600.0  # ... within this long ...
     bounce_burst_share: float = 0.5  # ... and this share of the domain's mail: an outage
+    # --- one-click unsubscribe (RFC 8058) and DKIM ---------------------------------
+    # the base URL of the unsubscribe service as recipients reach it (mass
+    # mail's List-Unsubscribe is <unsubscribe_url>/u/TOKEN); https in production
+    unsubscribe_url: str = "http://127.0.0.1:8089"
+    unsubscribe_host: str = "127.0.0.1"  # where `postlane unsubscribe serve` listens
+    unsubscribe_port: int = 8089
+    # the token secret: an environment variable's name or a file (read by
+    # postlane/secrets.py); neither: <data_dir>/unsubscribe.secret, made when missing
+    unsubscribe_secret_env: str = ""
+    unsubscribe_secret_file: str = ""
+    unsubscribe_token_days: float = 90.0  # how long a link works
+    unsubscribe_alias: str = "unsubscribe"  # mailto:<alias>@<catchall_domain>?subject=... TOKEN
     # --- dev --------------------------------------------------------------------
     config_file: str = ""  # applied by `postlane dev` at start when set
     capture_smtp_port: int = 2525  # the dev capture server (stand-in outgoing)

@@ -29,6 +29,8 @@ from .common import fail, settings
 @click.option("--kind", type=click.Choice(["transactional", "mass"]), default="transactional")
 @click.option("--idempotency-key", default="")
 @click.option("--thread-ref", default="")
+@click.option("--list-id", default="", help="mass mail: the list (one-click unsubscribe names it)")
+@click.option("--campaign", default="", help="the campaign (Feedback-ID header, reports)")
 @click.option("--send-at", default="", metavar="WHEN",
               help="hold until then: ISO 8601 (2026-11-23T09:00+01:00; no zone: UTC) "
                    "or unix seconds")
@@ -37,8 +39,8 @@ from .common import fail, settings
 def send(
     from_: str, to: tuple[str, ...], cc: tuple[str, ...], bcc: tuple[str, ...], reply_to: str,
     subject: str, text: str, html: str, attach: tuple[str, ...], header: tuple[str, ...],
-    tenant: str, kind: str, idempotency_key: str, thread_ref: str, send_at: str, wait: bool,
-    timeout: float,
+    tenant: str, kind: str, idempotency_key: str, thread_ref: str, list_id: str, campaign: str,
+    send_at: str, wait: bool, timeout: float,
 ) -> None:
     """Publish a mail to send; prints its message id."""
     s = settings()
@@ -52,6 +54,7 @@ def send(
         cc=list(cc), bcc=list(bcc), reply_to=reply_to, subject=subject, text=text, html=html,
         attachments=[attachment(p) for p in attach], headers=headers, tenant=tenant, kind=kind,
         idempotency_key=idempotency_key, thread_ref=thread_ref, send_at=parse_when(send_at),
+        list_id=list_id, campaign=campaign,
     )
     try:
         ensure_topics(s)

@@ -12,6 +12,8 @@ from typing import Any
 from schemas import (
     AliasConfigured,
     AliasRemoved,
+    DkimKeyConfigured,
+    DkimKeyRemoved,
     DomainPaceConfigured,
     DomainPaceRemoved,
     Event,
@@ -34,6 +36,7 @@ class ConfigView:
     aliases: dict[str, AliasConfigured] = field(default_factory=dict)  # key: alias lower-cased
     tenants: dict[str, TenantConfigured] = field(default_factory=dict)
     domains: dict[str, DomainPaceConfigured] = field(default_factory=dict)  # key: lower-cased
+    dkim: dict[str, DkimKeyConfigured] = field(default_factory=dict)  # key: domain lower-cased
 
     def active_servers(self) -> list[OutgoingServerConfigured]:
         """Active servers, lowest priority number first, then by name."""
@@ -66,6 +69,7 @@ CONFIG_KINDS: tuple[ConfigKind, ...] = (
     ConfigKind("aliases", AliasConfigured, AliasRemoved, "alias", fold_case=True),
     ConfigKind("tenants", TenantConfigured, TenantRemoved, "name"),
     ConfigKind("domains", DomainPaceConfigured, DomainPaceRemoved, "domain", fold_case=True),
+    ConfigKind("dkim", DkimKeyConfigured, DkimKeyRemoved, "domain", fold_case=True),
 )
 
 

@@ -44,13 +44,24 @@ class CachedHeaderRegistry(HeaderRegistry):
 
 
 # CRLF line endings, and a 7-bit body (quoted-printable or base64 for
-# non-ASCII text), so no server needs 8BITMIME.
-SMTP_POLICY = policy.SMTP.clone(cte_type="7bit", header_factory=CachedHeaderRegistry())
+# non-ASCII text), so no server needs 8BITMIME. refold_source "none": a
+# header set raw (``set_raw``: the List-Unsubscribe links, folded by us
+# between the links) is written as it is; the email package would refold a
+# long one into RFC 2047 encoded words, which no client reads as a URL.
+# Every other header is a header object, folded as before.
+SMTP_POLICY = policy.SMTP.clone(cte_type="7bit", refold_source="none",
+                                header_factory=CachedHeaderRegistry())
 
 # Characters kept as they are in the left part of a Message-ID (RFC 5322
 # dot-atom-text minus a few that confuse mail clients); the rest become
 # "=XX", so the mapping stays one-to-one.
 _ID_SAFE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/?^_`{|}~.]")
+
+
+# Headers delivery always sets itself: a request's extra header of the same
+# name is dropped (so are its List-Unsubscribe(-Post) when delivery adds them
+# to a mass mail; a request's own Feedback-ID is kept instead of ours).
+_OURS = {"x-postlane-id", "dkim-signature"}
 
 
 class MessageError(ValueError):
@@ -126,20 +137,34 @@ def _content_type(value: object) -> tuple[str, str]:
     return maintype, subtype
 
 
+def feedback_id(request: SendRequested, server: OutgoingServerConfigured) -> str:
+    """Gmail's feedback loop id, ``campaign:tenant:kind:sender-id``: the
+    campaign, the tenant, the kind (transactional/mass) and the outgoing
+    server's name as the sender id. A ':' inside a part becomes '-', and
+    every part is cut to 64 characters (the header stays one short line)."""
+    parts = [request.campaign, request.tenant, request.kind, server.name]
+    return ":".join(re.sub(r"[:\s]", "-", p)[:64] for p in parts)
+
+
 def build_message(
     request: SendRequested,
     decision: RoutingDecided,
     server: OutgoingServerConfigured,
     smtp_message_id: str,
     date: float | None = None,
+    list_headers: dict[str, str] | None = None,
 ) -> EmailMessage:
     """The mail for ``request`` as routed by ``decision`` through ``server``.
 
     Headers: From (``decision.header_from``), To, Cc, Reply-To (the
     request's, else the server's default), Subject, Date (``date`` or the
-    request's ``occurred_at``), Message-ID, the request's extra headers, and
+    request's ``occurred_at``), Message-ID (its domain is the From domain,
+    ``make_smtp_message_id``), the request's extra headers,
+    ``list_headers`` (List-Unsubscribe and List-Unsubscribe-Post of a mass
+    mail, ``processors.unsubscribe.token``), Feedback-ID and
     ``X-Postlane-Id``. Body: text and/or html (alternatives when both), then
-    the attachments. Raises MessageError for input that cannot be mailed."""
+    the attachments. Raises MessageError for input that cannot be mailed.
+    DKIM signing comes after (``dkim.sign`` on the wire bytes)."""
     msg = EmailMessage(policy=SMTP_POLICY)
     msg["From"] = _address(decision.header_from or request.from_, "from")
     to = [_address(v, "to") for v in request.to]
@@ -157,8 +182,16 @@ def build_message(
     when = date if date is not None else request.occurred_at
     msg["Date"] = format_datetime(datetime.fromtimestamp(when, tz=UTC))
     msg["Message-ID"] = smtp_message_id
+    ours = {n.lower() for n in (list_headers or {})} | _OURS
     for name, value in request.headers.items():
+        if name.lower() in ours:
+            continue  # set below; a request's own would be a second, conflicting copy
         msg[name] = value
+    for name, value in (list_headers or {}).items():
+        # raw, one link per line (RFC 2369 links are folded after a comma)
+        msg.set_raw(name, value.replace(", <", ",\r\n <"))
+    if "feedback-id" not in {n.lower() for n in request.headers}:
+        msg["Feedback-ID"] = feedback_id(request, server)
     msg["X-Postlane-Id"] = request.message_id
 
     if request.text and request.html:

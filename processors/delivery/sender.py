@@ -1,6 +1,12 @@
 """Glue between the delivery agent and the SMTP edge: resolve the server
-from the live config, build the MIME message, run one attempt through the
-connection pool, and fold the outcome with the pure core."""
+from the live config, build the MIME message (with the one-click
+unsubscribe headers of a mass mail), sign it with the From domain's DKIM
+key when one is configured, run one attempt through the connection pool,
+and fold the outcome with the pure core.
+
+A DKIM key (or the unsubscribe secret) that cannot be read defers the
+attempt with the reason: a mail is never sent unsigned when its domain has
+a ``[[dkim]]`` entry."""
 
 from __future__ import annotations
 
@@ -8,12 +14,15 @@ import logging
 import time
 from dataclasses import replace
 
+from postlane.secrets import SecretUnavailable, read_dkim_key, unsubscribe_secret
 from schemas import DeliveryAttempted, OutgoingServerConfigured, RoutingDecided, SendRequested
 from schemas.addresses import domain_of, split_address
 
 from ..router.core import decide
 from ..runtime import Runtime
+from ..unsubscribe.token import list_unsubscribe_headers
 from . import core
+from .dkim import DkimError, Signer, sign
 from .message import build_message, envelope_recipients, make_smtp_message_id, message_bytes
 from .smtp import SmtpPool, deliver
 
@@ -25,6 +34,34 @@ class Sender:
         self.rt = rt
         self.pool = SmtpPool.from_settings(rt.settings, max_per_server=4)
         self.interrupted = 0  # attempts retried after a crash (possible duplicates)
+        self.signer = Signer(read_dkim_key)
+        self._unsub_secret: bytes | None = None
+
+    def list_headers(self, request: SendRequested) -> dict[str, str]:
+        """List-Unsubscribe(-Post) for a mass mail (nothing for other mail).
+        Raises SecretUnavailable when the token secret cannot be read."""
+        if request.kind != "mass":
+            return {}
+        s = self.rt.settings
+        if self._unsub_secret is None:
+            self._unsub_secret = unsubscribe_secret(
+                s.unsubscribe_secret_env, s.unsubscribe_secret_file, s.data_dir)
+        return list_unsubscribe_headers(
+            request, self._unsub_secret, base_url=s.unsubscribe_url,
+            mailto_domain=self.rt.config.view.settings.catchall_domain,
+            alias=s.unsubscribe_alias, now=time.time(), valid_days=s.unsubscribe_token_days)
+
+    def wire(self, request: SendRequested, decision: RoutingDecided,
+             server: OutgoingServerConfigured, smtp_id: str) -> bytes:
+        """The bytes handed to DATA: built, then DKIM-signed when the header
+        From's domain has a key (after every header change). Raises
+        MessageError (the request cannot be mailed), DkimError or
+        SecretUnavailable (a key or secret cannot be used: defer)."""
+        msg = build_message(request, decision, server, smtp_id,
+                            list_headers=self.list_headers(request))
+        data = message_bytes(msg)
+        key = self.signer.key_for(self.rt.config.view.dkim, _domain(decision.header_from))
+        return data if key is None else sign(data, key, msg.keys())
 
     def recipients(self, decision: RoutingDecided, request: SendRequested) -> list[str]:
         server = self.rt.config.view.servers.get(decision.server)
@@ -58,7 +95,12 @@ class Sender:
                          "add it back or let the mail move to another server")
                 return self._finish(ledger, [], 0.0, error, action, smtp_id, request)
             try:
-                data = message_bytes(build_message(request, decision, server, smtp_id))
+                data = self.wire(request, decision, server, smtp_id)
+            except (DkimError, SecretUnavailable) as exc:
+                # never sent unsigned: deferred with the reason, retried with back-off
+                log.error("%s: not sent: %s", ledger.message_id, exc)
+                return self._finish(ledger, [], 0.0, f"not sent: {exc}", action, smtp_id,
+                                    request, failover=False)
             except ValueError as exc:
                 outcomes = [{"recipient": r, "status": "failed", "code": 0, "enhanced": "5.6.0",
                              "text": f"the mail could not be built: {exc}"}

@@ -29,9 +29,11 @@ counts one inbound mail twice.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any
 
+from postlane.secrets import unsubscribe_secret
 from schemas import (
     AliasConfigured,
     DeliveryAttempted,
@@ -44,6 +46,7 @@ from schemas import (
     InvalidEvent,
     RoutingDecided,
     SentMessageRecorded,
+    UnsubscribeRequested,
     decode,
     decode_any,
     encode,
@@ -51,6 +54,7 @@ from schemas import (
 from schemas.addresses import AddressError, domain_of, split_address
 from streams.partitioning import partition_for
 from streams.topics import (
+    BOUNCES,
     DEAD_LETTER,
     DELIVERY,
     INBOUND,
@@ -110,7 +114,15 @@ def register(rt: Runtime) -> None:
     sent_out = rt.topic(SENT_IDS)
     inbound_out = rt.topic(INBOUND)
     send_out = rt.topic(SEND_REQUESTED)
+    bounces_out = rt.topic(BOUNCES)
     dlq = rt.topic(DEAD_LETTER)
+    secret: list[bytes] = []  # the unsubscribe token secret, read once (secrets edge)
+
+    def unsubscribe_check(now: float) -> core.UnsubscribeCheck:
+        if not secret:
+            secret.append(unsubscribe_secret(s.unsubscribe_secret_env,
+                                             s.unsubscribe_secret_file, s.data_dir))
+        return core.UnsubscribeCheck(s.unsubscribe_alias, secret[0], now)
 
     seen = app.Table("inbound-seen", default=None, key_type=bytes, partitions=n,
                      help="normalized Message-ID -> the first inbound mail with it")
@@ -125,6 +137,10 @@ def register(rt: Runtime) -> None:
                    key: str, mail: ParsedMail | None) -> None:
         """Publish the decision (and the bounce back it asks for)."""
         bounce_id = ""
+        if route.unsubscribe:
+            # the suppression log, keyed by the address; on the log before the decision
+            fact = UnsubscribeRequested.from_data(route.unsubscribe)
+            await bounces_out.send(key=fact.address.lower().encode(), value=encode(fact))
         if route.bounce_to and mail is not None:
             request = core.bounce_request(route, mail, inbound.inbound_id, rt.config.view.settings,
                                           inbound.tenant)
@@ -206,7 +222,8 @@ def register(rt: Runtime) -> None:
                 if entry is None:
                     seen[key.encode()] = {"inbound_id": ev.inbound_id, "server": ev.server,
                                           "source": ev.source, "received_at": ev.received_at}
-            await dispatch(core.classify(mail, rt.config.view, ev.tenant), ev, key, mail)
+            check = unsubscribe_check(ev.received_at or time.time())
+            await dispatch(core.classify(mail, rt.config.view, ev.tenant, check), ev, key, mail)
 
     # --- stage 2: the reply table ----------------------------------------------------------
 

@@ -4,6 +4,11 @@
 2. bounce: a recipient is the bounce address (``bounce`` or ``bounce+<id>``
    in our domains), the sender is MAILER-DAEMON, or the mail is a
    delivery-status report;
+2b. unsubscribe: a recipient is ``unsubscribe`` (or ``unsubscribe+TOKEN``)
+   in our domains, the token in the subject (the mailto form of a mass
+   mail's List-Unsubscribe, ``?subject=unsubscribe%20TOKEN``): a valid token becomes
+   UnsubscribeRequested (via mailto, carried on the route for the agent to
+   publish on ``bounces``); a forged or expired one is rejected, no bounce;
 3. reply: an In-Reply-To / References id is one Postlane sent; routed to
    that mail's thread (replies match by thread, not by alias or recipient,
    so renaming an alias or a wrong To does not lose them);
@@ -33,7 +38,18 @@ from schemas import AliasConfigured, SendRequested, SettingsChanged
 from schemas.addresses import AddressError, idna_domain
 from schemas.config import split_list
 
+from ..unsubscribe.token import TokenError, read_token, unsubscribe_event
 from .mail import MalformedMail, ParsedMail, parse_mail
+
+
+@dataclass(frozen=True)
+class UnsubscribeCheck:
+    """What step 2b needs: the mailto alias (``unsubscribe``), the token
+    secret (read by the secrets edge) and the mail's receive time."""
+
+    alias: str
+    secret: bytes
+    now: float
 
 _BOUNCE_NS = uuid.UUID("6c0b7a8e-3f52-4c1e-9a57-0d1f1b0c5e21")
 _NO_REPLY_LOCALS = ("mailer-daemon", "postmaster", "no-reply", "noreply", "do-not-reply")
@@ -53,6 +69,8 @@ class Route:
     thread_ref: str = ""
     original_message_id: str = ""
     bounce_to: str = ""  # send a bounce back to this address
+    # an UnsubscribeRequested (its representation) to publish on ``bounces``
+    unsubscribe: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,6 +212,49 @@ def bounce(mail: ParsedMail, settings: SettingsChanged) -> Route | None:
     if mail.content_type == "multipart/report" and mail.report_type == "delivery-status":
         return Route("bounce", "delivery_report",
                      "a delivery-status report (multipart/report): handed to bounce processing")
+    return None
+
+
+def unsubscribe(mail: ParsedMail, settings: SettingsChanged, check: UnsubscribeCheck | None
+                ) -> Route | None:
+    """Step 2b: a mail to ``<alias>`` (or ``<alias>+TOKEN``) in our
+    domains; the token is the last word of the subject (or the local
+    part's suffix) that is a valid token."""
+    if check is None or not check.alias:
+        return None
+    alias = check.alias.lower()
+    for rcpt in mail.recipients:
+        local, domain = _split(rcpt)
+        low = local.lower()
+        if (low != alias and not low.startswith(alias + "+")) or not local_part_domain_ok(
+                domain, settings):
+            continue
+        words = [w for w in mail.subject.split() if len(w) >= 16]
+        if low != alias:
+            words.append(local[len(alias) + 1:])
+        claims = None
+        refused: TokenError | None = None
+        for word in reversed(words):
+            try:
+                claims = read_token(check.secret, word, check.now)
+                break
+            except TokenError as exc:
+                refused = refused or exc
+        if claims is None:
+            why = (f"{refused} ({refused.reason})" if refused is not None
+                   else "it carries no unsubscribe token in its subject")
+            return Route("reject", "unsubscribe_token",
+                         f"sent to the unsubscribe address {rcpt}, but {why}: "
+                         "rejected, nothing recorded, no bounce")
+        event = unsubscribe_event(claims, "mailto", check.now)
+        what = f"list {claims.list_id!r}" if claims.list_id else "every mass mail"
+        return Route(
+            "unsubscribe", "unsubscribe_mailto",
+            f"sent to the unsubscribe address of {claims.address}: unsubscribed from {what}"
+            + (f" of tenant {claims.tenant!r}" if claims.tenant else ""),
+            target=claims.list_id, tenant=claims.tenant,
+            unsubscribe=dict(event.to_representation()),
+        )
     return None
 
 
@@ -340,11 +401,12 @@ def malformed(exc: MalformedMail) -> Route:
 
 
 def classify(
-    mail: ParsedMail, view: ConfigView, tenant: str
+    mail: ParsedMail, view: ConfigView, tenant: str, check: UnsubscribeCheck | None = None,
 ) -> Route | AliasMatch | list[str]:
     """Steps 2-7 but the lookups: a Route, an AliasMatch for the loop
-    check, or the reply candidates to look up (step 3) first."""
-    found = bounce(mail, view.settings)
+    check, or the reply candidates to look up (step 3) first. Without
+    ``check``, step 2b (unsubscribe) is skipped."""
+    found = bounce(mail, view.settings) or unsubscribe(mail, view.settings, check)
     if found is not None:
         return found
     candidates = reply_candidates(mail)
@@ -435,6 +497,7 @@ def bounce_request(
 def route_offline(
     raw: bytes, view: ConfigView, sent_ids: Iterable[str], tenant: str = "",
     envelope_to: list[str] | None = None, now: float = 0.0,
+    check: UnsubscribeCheck | None = None,
 ) -> Route:
     """The whole decision without the tables: ``sent_ids`` stands in for the
     reply table (a match's thread is then the Message-ID itself); no
@@ -446,7 +509,7 @@ def route_offline(
     except MalformedMail as exc:
         return malformed(exc)
     sent = {normalize_message_id(s): s for s in sent_ids if s.strip()}
-    step = classify(mail, view, tenant)
+    step = classify(mail, view, tenant, check)
     if isinstance(step, list):
         for candidate in step:
             if candidate in sent:

@@ -61,6 +61,7 @@ from schemas import (
     encode,
     parse_rate,
 )
+from schemas.config import DkimKeyConfigured, DkimKeyRemoved
 from schemas.export import export_all, json_schema
 from schemas.unsubscribe import UnsubscribeRequested
 
@@ -292,6 +293,9 @@ SAMPLES.update({
                           "by": "delivery", "reason": "m-1 is sent: nothing to cancel"},
     UnsubscribeRequested: {"address": "bob@example.com", "tenant": "acme", "list_id": "news",
                            "via": "http", "requested_at": 1_700_000_000.0, "token_id": "t-1"},
+    DkimKeyConfigured: {"domain": "shop.example", "selector": "pl2026",
+                        "key_file": "/run/secrets/dkim-shop.pem", "algorithm": "rsa-sha256"},
+    DkimKeyRemoved: {"domain": "shop.example"},
 })
 
 
