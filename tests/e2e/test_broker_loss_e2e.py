@@ -65,6 +65,7 @@ def _dev(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**settings_env(s), "POSTLANE_WEB_PORT": str(free_port()),
            "POSTLANE_CAPTURE_SMTP_PORT": str(free_port()),
            "POSTLANE_INGRESS_PORT": str(free_port()),
+           "POSTLANE_UNSUBSCRIBE_PORT": str(free_port()),
            "POSTLANE_CAPTURE_DIR": str(tmp_path / "captured")}
     log = open(tmp_path / "dev.log", "ab")  # noqa: SIM115
     return subprocess.Popen([sys.executable, "-m", "postlane", "dev"], stdout=log,
