@@ -43,7 +43,7 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 from typing import Any
 
-from .classify import best_status, classify, find_replycode, find_status
+from .classify import best_status, classify, find_replycode, find_status, infer_status
 
 KINDS = ("bounce", "delay", "auto_reply", "feedback", "not_bounce")
 PUBLIC_FIELDS = ("recipient", "status", "replycode", "hard", "reason", "diagnostic",
@@ -93,6 +93,7 @@ class BounceResult:
     message_id: str
     action: str = "failed"
     remote_mta: str = ""
+    inferred: bool = False  # the status was inferred from the text (no enhanced code)
 
     def public(self) -> dict[str, Any]:
         """The ``postlane bounces parse --json`` form (unknowns are null)."""
@@ -122,6 +123,9 @@ class ParsedBounce:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        def full(r: BounceResult) -> dict[str, Any]:
+            return {**r.public(), "status_inferred": r.inferred}
+
         return {
             "kind": self.kind,
             "format": self.format,
@@ -131,8 +135,8 @@ class ParsedBounce:
             "sender": self.sender or None,
             "subject": self.subject,
             "note": self.note,
-            "results": [r.public() for r in self.results],
-            "delayed": [r.public() for r in self.delayed],
+            "results": [full(r) for r in self.results],
+            "delayed": [full(r) for r in self.delayed],
             "complaints": [r.public() for r in self.complaints],
         }
 
@@ -585,11 +589,19 @@ _TEXT_FORMATS: tuple[tuple[str, Any], ...] = (
 
 def _result(addr: str, status: str, replycode: int, text: str, diagnostic: str,
             message_id: str, action: str, remote_mta: str = "") -> BounceResult:
-    status = best_status(status, f"{diagnostic} {text}")
+    words = f"{diagnostic} {text}"[:20000]
+    status = best_status(status, words)
     replycode = replycode or find_replycode(diagnostic)
-    reason, hard = classify(status, replycode, f"{diagnostic} {text}", action=action)
+    reason, hard = classify(status, replycode, words, action=action)
+    inferred = False
+    if not status or status.endswith(".0.0"):
+        guess = infer_status(reason, words, replycode, action)
+        if guess and guess != status and (not status or guess[0] == status[0]
+                                          or reason == "expired"):
+            status, inferred = guess, True
+            reason, hard = classify(status, replycode, words, action=action)
     return BounceResult(addr, status, replycode, hard, reason, diagnostic[:1000], message_id,
-                        action, remote_mta)
+                        action, remote_mta, inferred)
 
 
 def _dsn_results(parts: _Parts, human: str, message_id: str) -> tuple[list[BounceResult],
@@ -604,8 +616,8 @@ def _dsn_results(parts: _Parts, human: str, message_id: str) -> tuple[list[Bounc
                 reporting = block["reporting-mta"].split(";", 1)[-1].strip()
             if "final-recipient" not in block and "original-recipient" not in block:
                 continue
-            addr = _bare(block.get("original-recipient", "")) or _bare(
-                block.get("final-recipient", ""))
+            addr = _bare(block.get("final-recipient", "")) or _bare(
+                block.get("original-recipient", ""))
             if not addr:
                 continue
             action = block.get("action", "failed").split()[0].lower() if block.get(
