@@ -7,9 +7,11 @@ from .bounces import (
     BounceDiscounted,
     BounceMailReceived,
     BounceRecorded,
+    ComplaintReceived,
     MailReceivedFrom,
     RecipientBounced,
     RecipientsMailed,
+    SuppressionEdited,
 )
 from .config import (
     CONFIG_EVENTS,
@@ -94,6 +96,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     QueueCommandApplied,
     QueueCommandRefused,
     UnsubscribeRequested,
+    ComplaintReceived,
+    SuppressionEdited,
 )
 
 __all__ = [
@@ -105,6 +109,8 @@ __all__ = [
     "AliasRemoved",
     "BlacklistChanged",
     "BlacklistEdited",
+    "ComplaintReceived",
+    "SuppressionEdited",
     "BounceDiscounted",
     "BounceMailReceived",
     "BounceRecorded",

@@ -261,6 +261,9 @@ def _clean_diagnostic(value: str) -> str:
     return re.sub(r"\s+", " ", v).strip()
 
 
+_LINE_FOR_ADDRESS = re.compile(rf"^\S*<?{_ADDR}>?\"?:?\s")
+
+
 def _paragraph(addr: str, text: str) -> str:
     """The lines of ``text`` about ``addr``: from its first mention to the
     next blank line (indented continuation kept)."""
@@ -270,8 +273,8 @@ def _paragraph(addr: str, text: str) -> str:
         if low in line.lower():
             out = [line]
             for nxt in lines[i + 1:]:
-                if not nxt.strip():
-                    break
+                if not nxt.strip() or _LINE_FOR_ADDRESS.match(nxt):
+                    break  # a blank line, or the line of the next recipient
                 out.append(nxt)
             return " ".join(x.strip() for x in out)
     return ""
@@ -409,6 +412,8 @@ _SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("opensmtpd", re.compile(r"This is the MAILER-DAEMON, please DO NOT REPLY|\(OpenSMTPD\)",
                              re.I)),
     ("qmail", re.compile(r"This is the qmail-send program", re.I)),
+    ("dma", re.compile(r"DragonFly Mail Agent", re.I)),
+    ("google_groups", re.compile(r"googlegroups\.com|Google Groups", re.I)),
     ("yahoo", re.compile(r"Sorry, we were unable to deliver your message|"
                          r"MAILER-DAEMON@yahoo\.com", re.I)),
     ("domino", re.compile(r"Domino Directory|Lotus (Domino|SMTP|Notes)|was not delivered to:|"
@@ -480,6 +485,13 @@ def _sendmail(text: str) -> Found:
         return out
     for am in re.finditer(rf"^<?({_ADDR})>?\.\.\. (.+)$", body, re.M):  # "<a>... Deferred: x"
         out.append((am.group(1).lower(), am.group(2).strip()))
+    if not out and re.search(r"-{3,} Transcript of session follows -{3,}", text, re.I):
+        # V5 and other old sendmails: "550 <a>... User unknown" in the transcript
+        for am in re.finditer(rf"(?m)^(?:<<<\s*)?([45]\d\d)[ -]<?({_ADDR})>?\.\.\.\s*(.+)$",
+                              body):
+            addr = am.group(2).lower()
+            if addr not in {a for a, _ in out}:
+                out.append((addr, f"{am.group(1)} {am.group(3).strip()}"))
     return out
 
 
@@ -569,6 +581,17 @@ def _exchange_text(text: str) -> Found:
     return out
 
 
+def _dma(text: str) -> Found:
+    """The DragonFly Mail Agent: one recipient per bounce, its reason until
+    "Original message follows"."""
+    m = re.search(rf"There was an error delivering your mail to <({_ADDR})>\.\s*\n(.*?)"
+                  r"(?:\n\s*(?:Original message follows|Message headers follow)|\Z)",
+                  text, re.I | re.S)
+    if not m:
+        return []
+    return [(m.group(1).lower(), " ".join(m.group(2).split())[:1000])]
+
+
 def _domino(text: str) -> Found:
     m = re.search(rf"was not delivered to:\s*\n\s*({_ADDR})\s*\n\s*(?:because:\s*\n\s*(.*?)"
                   rf"(?:\n\s*\n|\Z))?", text, re.I | re.S)
@@ -578,7 +601,7 @@ def _domino(text: str) -> Found:
 
 
 _TEXT_FORMATS: tuple[tuple[str, Any], ...] = (
-    ("qmail", _qmail), ("postfix", _postfix_text), ("sendmail", _sendmail),
+    ("dma", _dma), ("qmail", _qmail), ("postfix", _postfix_text), ("sendmail", _sendmail),
     ("exim", _exim_text), ("gmail", _gmail_text), ("exchange", _exchange_text),
     ("domino", _domino), ("opensmtpd", _opensmtpd), ("domino", _notes),
 )

@@ -164,7 +164,9 @@ class OpenSMTPD:
         self.conf = self.dir / "smtpd.conf"
         self.conf.write_text(SMTPD_CONF.format(port=port, cap=cap, dead=dead))
         os.chmod(self.conf, 0o644)
-        Path("/var/empty").mkdir(exist_ok=True)
+        self.made_empty = not Path("/var/lib/opensmtpd/empty").exists()
+        if self.made_empty:  # the compiled-in chroot; removed again in stop()
+            Path("/var/lib/opensmtpd/empty").mkdir(parents=True)
         self.passwd, self.group = passwd_with(self.dir, {"opensmtpd": 64901, "opensmtpq": 64902})
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -204,6 +206,9 @@ class OpenSMTPD:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        Path("/var/run/smtpd.sock").unlink(missing_ok=True)
+        if self.made_empty:
+            shutil.rmtree("/var/lib/opensmtpd", ignore_errors=True)
 
 
 # --- DragonFly Mail Agent -----------------------------------------------------------------
@@ -218,6 +223,7 @@ class DMA:
         self.dir = base / "dma"
         self.spool = self.dir / "spool"
         self.spool.mkdir(parents=True)
+        os.chmod(self.spool, 0o1777)  # dma writes it as group mail
         self.etc = self.dir / "etc"
         self.etc.mkdir()
         (self.etc / "dma.conf").write_text(
@@ -225,6 +231,9 @@ class DMA:
             "MAILNAME dma-host.mycompany.test\nFULLBOUNCE\n")
         (self.etc / "auth.conf").write_text("")
         (self.dir / "aliases").write_text("")
+        self.made_etc = not Path("/etc/dma").exists()
+        if self.made_etc:  # the compiled-in config directory (a mount point); removed in stop()
+            Path("/etc/dma").mkdir()
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def version(self) -> str:
@@ -254,6 +263,8 @@ class DMA:
                     p.wait(5)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        if self.made_etc:
+            Path("/etc/dma").rmdir()
 
 
 # --- scenarios ----------------------------------------------------------------------------
@@ -313,12 +324,21 @@ def main() -> int:
 
     def scenarios(tag: str, fmt: str, source: str, submit: Any, *, dns: bool = True,
                   unreachable: bool = False, delay_subject: str = "",
-                  fail_subject: str = "") -> None:
-        mid = f"{tag}-mixed-01"
-        submit(mid, MIXED)
-        save(f"{tag}-mixed-replies", cap.wait(to_bounce(mid), 120, f"{tag} mixed"), {
-            "source": source, "format": fmt, "kind": "bounce", "message_id": mid,
-            "results": expected(MIXED)})
+                  fail_subject: str = "", one_by_one: bool = False) -> None:
+        if one_by_one:  # dma gives up a mail at its first refused recipient
+            for i, addr in enumerate(MIXED[:-1]):
+                mid = f"{tag}-reply-1{i}"
+                submit(mid, [addr])
+                local = addr.partition("@")[0]
+                save(f"{tag}-reply-{local}", cap.wait(to_bounce(mid), 120, f"{tag} {local}"), {
+                    "source": source, "format": fmt, "kind": "bounce", "message_id": mid,
+                    "results": expected([addr])})
+        else:
+            mid = f"{tag}-mixed-01"
+            submit(mid, MIXED)
+            save(f"{tag}-mixed-replies", cap.wait(to_bounce(mid), 120, f"{tag} mixed"), {
+                "source": source, "format": fmt, "kind": "bounce", "message_id": mid,
+                "results": expected(MIXED)})
         mid = f"{tag}-spam-02"
         submit(mid, ["ok@dest.test"], subject="SPAMTEST cheap watches")
         save(f"{tag}-spam-rejected", cap.wait(to_bounce(mid), 120, f"{tag} spam"), {
@@ -410,7 +430,7 @@ def main() -> int:
                 send(port, mid, rcpts, **kw)
 
             try:
-                scenarios("opensmtpd", "opensmtpd", src, sm_submit, unreachable=True,
+                scenarios("opensmtpd", "opensmtpd", src, sm_submit, unreachable=False,
                           delay_subject="delay", fail_subject="failure")
             except Exception:
                 print(sm.log()[-5000:], file=sys.stderr)
@@ -426,7 +446,7 @@ def main() -> int:
                 dma.send(mid, rcpts, **kw)
 
             try:
-                scenarios("dma", "dma", src, dma_submit, dns=False)
+                scenarios("dma", "dma", src, dma_submit, dns=False, one_by_one=True)
             except Exception:
                 print(dma.log()[-5000:], file=sys.stderr)
                 raise
