@@ -261,7 +261,7 @@ def _clean_diagnostic(value: str) -> str:
     return re.sub(r"\s+", " ", v).strip()
 
 
-_LINE_FOR_ADDRESS = re.compile(rf"^\S*<?{_ADDR}>?\"?:?\s")
+_LINE_FOR_ADDRESS = re.compile(rf"^\s*\"?<?({_ADDR})>?\"?:?(?:\s|$)")
 
 
 def _paragraph(addr: str, text: str) -> str:
@@ -273,7 +273,8 @@ def _paragraph(addr: str, text: str) -> str:
         if low in line.lower():
             out = [line]
             for nxt in lines[i + 1:]:
-                if not nxt.strip() or _LINE_FOR_ADDRESS.match(nxt):
+                other = _LINE_FOR_ADDRESS.match(nxt)
+                if not nxt.strip() or (other and other.group(1).lower() != low):
                     break  # a blank line, or the line of the next recipient
                 out.append(nxt)
             return " ".join(x.strip() for x in out)
