@@ -134,6 +134,12 @@ class AddressState:
                       key=lambda b: b["at"])
 
 
+def address_of(event: Event) -> str:
+    """The address an event of the bounces topic is about, as it is keyed
+    (lower-cased: an ``UnsubscribeRequested`` may carry it as typed)."""
+    return str(event.address).strip().lower()  # type: ignore[attr-defined]
+
+
 def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
@@ -201,7 +207,7 @@ def evolve(
 ) -> tuple[AddressState, BlacklistChanged | None]:
     """Apply one event of the address; returns the new state (``state`` is
     not modified) and the change of its blacklisting, if any."""
-    address: str = event.address  # type: ignore[attr-defined]
+    address = address_of(event)
     st = AddressState(address=address) if state is None else AddressState.from_dict(
         state.to_dict())
     if event.event_id in st.seen:
@@ -370,7 +376,7 @@ def fold(events: list[Event], rules: Rules,
     """Apply events in order (replay, tests): address -> state."""
     out = dict(states or {})
     for event in events:
-        addr: str = event.address  # type: ignore[attr-defined]
+        addr = address_of(event)
         out[addr], _ = evolve(out.get(addr), event, rules)
     return out
 
