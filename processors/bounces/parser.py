@@ -31,6 +31,7 @@ References / X-Original-Message-ID; those headers quoted in the text.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -191,8 +192,15 @@ def _strip_html(text: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", text))
 
 
-def _walk(msg: Message, parts: _Parts) -> None:
+MAX_DEPTH = 60  # MIME nesting followed; deeper parts are not read
+MAX_TEXT = 1_000_000  # characters of human-readable text read
+MAX_RESULTS = 1000  # recipients per bounce
+
+
+def _walk(msg: Message, parts: _Parts, depth: int = 0) -> None:
     """Collect the parts, without descending into quoted messages."""
+    if depth > MAX_DEPTH:
+        return
     ctype = msg.get_content_type()
     if ctype in ("message/delivery-status", "message/global-delivery-status"):
         parts.dsn.append(msg)
@@ -207,7 +215,7 @@ def _walk(msg: Message, parts: _Parts) -> None:
     elif msg.is_multipart():
         for sub in msg.get_payload():  # type: ignore[union-attr]
             if isinstance(sub, Message):
-                _walk(sub, parts)
+                _walk(sub, parts, depth + 1)
     elif ctype == "text/html":
         parts.htmls.append(_strip_html(_decode_text(msg)))
     elif ctype.startswith("text/") or not msg.get("Content-Type"):
@@ -264,21 +272,34 @@ def _clean_diagnostic(value: str) -> str:
 _LINE_FOR_ADDRESS = re.compile(rf"^\s*\"?<?({_ADDR})>?\"?:?(?:\s|$)")
 
 
+@functools.lru_cache(maxsize=4)
+def _mentions(text: str) -> tuple[list[str], dict[str, int]]:
+    """The lines of ``text`` and, per address, the line that first names
+    it: one pass, so a bounce naming thousands of recipients stays linear."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    first: dict[str, int] = {}
+    for i, line in enumerate(lines):
+        if "@" in line:
+            for found in _ADDR_RE.findall(line):
+                first.setdefault(found.lower().rstrip("."), i)
+    return lines, first
+
+
 def _paragraph(addr: str, text: str) -> str:
     """The lines of ``text`` about ``addr``: from its first mention to the
-    next blank line (indented continuation kept)."""
-    lines = text.replace("\r\n", "\n").split("\n")
+    next blank line or the next recipient's line (indented continuation kept)."""
+    lines, first = _mentions(text)
     low = addr.lower()
-    for i, line in enumerate(lines):
-        if low in line.lower():
-            out = [line]
-            for nxt in lines[i + 1:]:
-                other = _LINE_FOR_ADDRESS.match(nxt)
-                if not nxt.strip() or (other and other.group(1).lower() != low):
-                    break  # a blank line, or the line of the next recipient
-                out.append(nxt)
-            return " ".join(x.strip() for x in out)
-    return ""
+    i = first.get(low)
+    if i is None:
+        return ""
+    out = [lines[i]]
+    for nxt in lines[i + 1:i + 40]:
+        other = _LINE_FOR_ADDRESS.match(nxt)
+        if not nxt.strip() or (other and other.group(1).lower() != low):
+            break  # a blank line, or the line of the next recipient
+        out.append(nxt)
+    return " ".join(x.strip() for x in out)
 
 
 def _without_address(paragraph: str, addr: str) -> str:
@@ -656,6 +677,8 @@ def _dsn_results(parts: _Parts, human: str, message_id: str) -> tuple[list[Bounc
             remote = block.get("remote-mta", "").split(";", 1)[-1].strip()
             status = find_status(block.get("status", ""))
             results.append(_result(addr, status, 0, para, diag, message_id, action, remote))
+            if len(results) >= MAX_RESULTS:
+                return results, reporting, other_actions
     return results, reporting, other_actions
 
 
@@ -742,13 +765,15 @@ def parse_bounce(
         raise BounceParseError("empty mail")
     try:
         msg = message_from_bytes(raw, policy=email_policy.compat32)
+    except RecursionError:
+        raise BounceParseError("MIME parts nested too deep to read") from None
     except Exception as exc:  # noqa: BLE001 - the email package raises many kinds
         raise BounceParseError(f"not a mail: {exc}") from None
     if not msg.keys():
         raise BounceParseError("no header block")
     parts = _Parts()
     _walk(msg, parts)
-    human = "\n".join(parts.texts) or "\n".join(parts.htmls)
+    human = ("\n".join(parts.texts) or "\n".join(parts.htmls))[:MAX_TEXT]
     sender = _bare(parseaddr(_header(msg, "From"))[1] or _header(msg, "From"))
     subject = _header(msg, "Subject")
     head = _head_text(msg)
@@ -830,7 +855,8 @@ def parse_bounce(
                 fmt = name
                 break
         if not found and msg.get("X-Failed-Recipients"):
-            failed_rcpts = [_bare(a) for a in _header(msg, "X-Failed-Recipients").split(",")]
+            failed_rcpts = [_bare(a) for a in _header(msg, "X-Failed-Recipients").split(",")
+                            [:MAX_RESULTS]]
             found = [(a, _without_address(_paragraph(a, human), a)) for a in failed_rcpts if a]
         if found:
             fmt = detect_format(head, human, "") or fmt or "unknown"
@@ -840,7 +866,7 @@ def parse_bounce(
             action = "delayed" if delay else "failed"
             results = [
                 _result(addr, "", 0, "", diag, mid, action)
-                for addr, diag in dict.fromkeys(found)
+                for addr, diag in list(dict.fromkeys(found))[:MAX_RESULTS]
             ]
             if delay:
                 return ParsedBounce("delay", fmt, delayed=tuple(results), message_id=mid,
