@@ -789,6 +789,8 @@ def parse_bounce(
                              envelope_message_id=envelope_message_id,
                              extra_bounce_addresses=origin)
         rcpts = [_bare(v) for v in fields.get("original-rcpt-to", "").split(",")]
+        if not any(rcpts):  # Microsoft JMRP names the complainer in the quoted mail
+            rcpts = [_bare(_header(q, "X-HmXmrOriginalRecipient")) for q in parts.quoted]
         if not any(rcpts):
             rcpts = [_bare(a) for q in parts.quoted for _, a in getaddresses([_header(q, "To")])]
         ftype = fields.get("feedback-type", "abuse").lower() or "abuse"
