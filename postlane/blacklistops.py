@@ -23,7 +23,14 @@ from aiokafka import TopicPartition as AIOTopicPartition
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from processors.blacklist.core import FOLDED_EVENTS, AddressState, Rules, comparable, evolve
+from processors.blacklist.core import (
+    FOLDED_EVENTS,
+    AddressState,
+    Rules,
+    address_of,
+    comparable,
+    evolve,
+)
 from schemas import BlacklistChanged, BlacklistEdited, Event, InvalidEvent, decode, decode_any
 from streams.client import BrokerUnavailable, Record, publish, read_topic
 from streams.offsets import true_end_offsets, true_end_offsets_sync
@@ -79,7 +86,7 @@ def fold_records(records: Iterator[Record], rules: Rules, as_of: float | None = 
         except InvalidEvent:
             r.skipped += 1
             continue
-        address: str = ev.address  # type: ignore[attr-defined]
+        address = address_of(ev)
         if rec.key != address.encode():
             r.skipped += 1
             continue

@@ -7,9 +7,11 @@ from .bounces import (
     BounceDiscounted,
     BounceMailReceived,
     BounceRecorded,
+    ComplaintReceived,
     MailReceivedFrom,
     RecipientBounced,
     RecipientsMailed,
+    SuppressionEdited,
 )
 from .config import (
     CONFIG_EVENTS,
@@ -98,6 +100,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     UnsubscribeRequested,
     DkimKeyConfigured,
     DkimKeyRemoved,
+    ComplaintReceived,
+    SuppressionEdited,
 )
 
 __all__ = [
@@ -111,6 +115,8 @@ __all__ = [
     "AliasRemoved",
     "BlacklistChanged",
     "BlacklistEdited",
+    "ComplaintReceived",
+    "SuppressionEdited",
     "BounceDiscounted",
     "BounceMailReceived",
     "BounceRecorded",

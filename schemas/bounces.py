@@ -13,7 +13,13 @@ The path of a bounce (see streams/topics.py for the keys):
 - ``bounces`` (keyed by address): ``BounceRecorded``, ``BounceDiscounted``,
   ``MailReceivedFrom`` and ``BlacklistEdited``: everything the counting
   processor folds, so the blacklist can be rebuilt from this topic alone.
-- ``blacklist`` (keyed by address, compacted): ``BlacklistChanged``.
+- ``bounces`` also carries ``ComplaintReceived`` (a feedback report: the
+  address is suppressed at once), ``UnsubscribeRequested``
+  (schemas/unsubscribe.py) and ``SuppressionEdited`` (ops): the suppression
+  log, folded by the same processor.
+- ``blacklist`` (keyed by address, compacted): ``BlacklistChanged``, whose
+  ``suppressions`` is the address's whole suppression set (so the latest
+  record per address is enough).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ REASONS = (
     "rejected", "auth_failure", "network_error", "other",
 )
 BOUNCE_KINDS = ("failed", "complaint")
+SUPPRESSION_TYPES = ("hard_bounce", "complaint", "unsubscribe", "manual")
 BOUNCE_SOURCES = ("mail", "delivery")
 EDIT_ACTIONS = ("add", "remove")
 
@@ -220,8 +227,78 @@ class BlacklistChanged(Event):
     since: float = 0.0
     manual: bool = False
     bounces: list[dict[str, Any]] = []
+    # the address's whole suppression set, each {"type", "tenant", "list_id",
+    # "reason", "since"}; type is one of SUPPRESSION_TYPES; an empty tenant is
+    # every tenant, an empty list_id every list (see processors/blacklist/core.py)
+    suppressions: list[dict[str, Any]] = []
 
     def problems(self) -> list[str]:
         out = super().problems()
         out.extend(_address_problems("address", self.address))
+        for entry in self.suppressions:
+            if not isinstance(entry, dict) or entry.get("type") not in SUPPRESSION_TYPES:
+                out.append(f"suppression {entry!r} must have a type among "
+                           f"{', '.join(SUPPRESSION_TYPES)}")
+        return out
+
+
+class ComplaintReceived(Event):
+    """``address`` complained about our mail ``message_id`` (an ARF feedback
+    report, RFC 5965, or a provider's complaint notification): suppressed at
+    once (type ``complaint``), for ``tenant`` when known, else every tenant.
+    ``complaint_id`` is derived from the report and the address, so a report
+    read twice is one complaint. ``bounces`` topic, keyed by the address."""
+
+    complaint_id: str
+    address: str
+    complained_at: float
+    message_id: str = ""
+    feedback_type: str = "abuse"
+    format: str = ""
+    reporting_mta: str = ""
+    user_agent: str = ""
+    tenant: str = ""
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if not self.complaint_id or has_crlf(self.complaint_id):
+            out.append("complaint_id must be a non-empty single line")
+        out.extend(_address_problems("address", self.address))
+        if self.complained_at <= 0:
+            out.append("complained_at must be unix seconds > 0")
+        if any(has_crlf(v) for v in (self.message_id, self.feedback_type, self.format,
+                                     self.reporting_mta, self.user_agent, self.tenant)):
+            out.append("message_id, feedback_type, format, reporting_mta, user_agent and "
+                       "tenant must be single lines")
+        return out
+
+
+class SuppressionEdited(Event):
+    """Ops added or removed a suppression of ``address``
+    (``postlane suppressions add|remove``). ``suppression_type``: manual when adding
+    (complaint and unsubscribe may be recorded by hand too); a removal names
+    the type it lifts (hard_bounce also clears the counted bounces, as
+    ``blacklist remove`` does). ``tenant`` / ``list_id``: the scope (empty:
+    every tenant / every list)."""
+
+    address: str
+    action: str
+    suppression_type: str = "manual"
+    tenant: str = ""
+    list_id: str = ""
+    reason: str = ""
+    by: str = ""
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        out.extend(_address_problems("address", self.address))
+        if self.action not in EDIT_ACTIONS:
+            out.append(f"action {self.action!r} must be one of {', '.join(EDIT_ACTIONS)}")
+        if self.suppression_type not in SUPPRESSION_TYPES:
+            out.append(f"suppression_type {self.suppression_type!r} must be one of "
+                       f"{', '.join(SUPPRESSION_TYPES)}")
+        if self.action == "add" and self.suppression_type == "hard_bounce":
+            out.append("a hard_bounce suppression comes from bounces; add type manual")
+        if any(has_crlf(v) for v in (self.tenant, self.list_id, self.reason, self.by)):
+            out.append("tenant, list_id, reason and by must be single lines")
         return out

@@ -21,7 +21,7 @@ from streams.topics import BLACKLIST, BOUNCES, DEAD_LETTER
 
 from ..deadletter import decode_or_dead_letter, send_dead_letter
 from ..runtime import Runtime
-from .core import FOLDED_EVENTS, AddressState, Rules, evolve
+from .core import FOLDED_EVENTS, AddressState, Rules, address_of, evolve
 
 NAME = "blacklist"
 TABLE = "blacklist"
@@ -55,7 +55,7 @@ def register(rt: Runtime) -> None:
             ev = await decode_or_dead_letter(dlq, NAME, message, REGISTRY)
             if ev is None:
                 continue
-            key = ev.address.encode()  # type: ignore[attr-defined]
+            key = address_of(ev).encode()
             if message.key != key:
                 await send_dead_letter(
                     dlq, NAME, message,

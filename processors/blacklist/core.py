@@ -27,6 +27,16 @@ kept through resets); remove lifts it and clears the count.
 
 A blacklisting stays until removed or reset: bounces leaving the window do
 not lift it.
+
+Suppressions by type, folded by the same function from the same topic: the
+blacklisting above is the type ``hard_bounce`` (``manual`` when ops added
+it); a ``ComplaintReceived`` suppresses at once (type ``complaint``, for its
+tenant, or every tenant when unknown); an ``UnsubscribeRequested`` is type
+``unsubscribe`` for its tenant and list (mass mail only); a
+``SuppressionEdited`` adds or lifts one by hand, per tenant or global.
+``suppressions(st)`` is the whole set of an address, published on every
+change in ``BlacklistChanged.suppressions``; ``applies`` says whether an
+entry stops a given mail (tenant, kind, list).
 """
 
 from __future__ import annotations
@@ -43,8 +53,11 @@ from schemas import (
     BlacklistEdited,
     BounceDiscounted,
     BounceRecorded,
+    ComplaintReceived,
     Event,
     MailReceivedFrom,
+    SuppressionEdited,
+    UnsubscribeRequested,
     plain,
 )
 from streams.settings import Settings
@@ -59,6 +72,7 @@ NOT_COUNTED_WHY = {
 }
 FOLDED_EVENTS: tuple[type[Event], ...] = (
     BounceRecorded, BounceDiscounted, MailReceivedFrom, BlacklistEdited,
+    ComplaintReceived, UnsubscribeRequested, SuppressionEdited,
 )
 MAX_KEPT = 100  # bounces kept per address (for why), newest first out
 DAY = 86400.0
@@ -101,6 +115,9 @@ class AddressState:
     reset_at: float = 0.0
     last_at: float = 0.0
     seen: list[str] = field(default_factory=list)
+    # suppressions other than the blacklisting: {"type", "tenant", "list_id",
+    # "reason", "since"}, one per (type, tenant, list_id)
+    scoped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)  # a deep copy, as plain JSON values
@@ -115,6 +132,12 @@ class AddressState:
         edge = self.last_at - rules.window
         return sorted((b for b in self.bounces if b["counted"] and b["at"] > edge),
                       key=lambda b: b["at"])
+
+
+def address_of(event: Event) -> str:
+    """The address an event of the bounces topic is about, as it is keyed
+    (lower-cased: an ``UnsubscribeRequested`` may carry it as typed)."""
+    return str(event.address).strip().lower()  # type: ignore[attr-defined]
 
 
 def _when(ts: float) -> str:
@@ -184,13 +207,14 @@ def evolve(
 ) -> tuple[AddressState, BlacklistChanged | None]:
     """Apply one event of the address; returns the new state (``state`` is
     not modified) and the change of its blacklisting, if any."""
-    address: str = event.address  # type: ignore[attr-defined]
+    address = address_of(event)
     st = AddressState(address=address) if state is None else AddressState.from_dict(
         state.to_dict())
     if event.event_id in st.seen:
         return st, None
     st.seen = [*st.seen[-199:], event.event_id]
     before = (st.blacklisted, st.manual)
+    sets_before = suppressions(st)
     if isinstance(event, BounceRecorded):
         if any(b["bounce_id"] == event.bounce_id for b in st.bounces):
             return st, None
@@ -237,17 +261,98 @@ def evolve(
             st.blacklisted, st.manual, st.since = True, True, event.occurred_at
             st.reason = f"added by {by}" + (f": {event.reason}" if event.reason else "")
         else:
-            for b in st.bounces:
-                if b["counted"]:
-                    b["counted"], b["weight"] = False, 0.0
-                    b["why"] = f"cleared when {by} removed the address from the blacklist"
+            _clear_counts(st, f"cleared when {by} removed the address from the blacklist")
             st.blacklisted, st.manual = False, False
             st.reason = f"removed by {by}" + (f": {event.reason}" if event.reason else "")
+    elif isinstance(event, ComplaintReceived):
+        about = f" about message {event.message_id}" if event.message_id else ""
+        fmt = f", {event.format}" if event.format else ""
+        _put(st, "complaint", event.tenant, "", event.complained_at or event.occurred_at,
+             f"complaint (feedback-type {event.feedback_type or 'abuse'}{fmt}){about} on "
+             f"{_when(event.complained_at)}")
+    elif isinstance(event, UnsubscribeRequested):
+        at = event.requested_at or event.occurred_at
+        what = f"list {event.list_id}" if event.list_id else "every list"
+        of = f" of tenant {event.tenant}" if event.tenant else ""
+        _put(st, "unsubscribe", event.tenant, event.list_id, at,
+             f"unsubscribed from {what}{of} ({event.via}) on {_when(at)}")
+    elif isinstance(event, SuppressionEdited):
+        by = event.by or "ops"
+        why = f": {event.reason}" if event.reason else ""
+        kind = event.suppression_type
+        if event.action == "add":
+            _put(st, kind, event.tenant, event.list_id, event.occurred_at,
+                 f"added by {by}{why}")
+        elif kind == "hard_bounce" or (kind == "manual" and st.manual and not event.tenant
+                                       and not event.list_id):
+            if st.blacklisted and (kind == "manual") == st.manual:
+                _clear_counts(st, f"cleared when {by} lifted the {kind} suppression")
+                st.blacklisted, st.manual = False, False
+                st.reason = f"removed by {by}{why}"
+        if event.action == "remove":
+            st.scoped = [e for e in st.scoped if not (
+                e["type"] == kind and e["tenant"] == event.tenant
+                and e["list_id"] == event.list_id)]
     else:
         raise TypeError(f"the blacklist does not fold {type(event).__name__}")
-    if (st.blacklisted, st.manual) == before:
+    after = suppressions(st)
+    if (st.blacklisted, st.manual) == before and after == sets_before:
         return st, None
     return st, changed(st, event, rules)
+
+
+def _clear_counts(st: AddressState, why: str) -> None:
+    for b in st.bounces:
+        if b["counted"]:
+            b["counted"], b["weight"], b["why"] = False, 0.0, why
+
+
+def _put(st: AddressState, kind: str, tenant: str, list_id: str, since: float,
+         reason: str) -> None:
+    """Add (or renew) the suppression of this type and scope; the first
+    ``since`` is kept."""
+    for e in st.scoped:
+        if (e["type"], e["tenant"], e["list_id"]) == (kind, tenant, list_id):
+            e["reason"] = reason
+            return
+    st.scoped.append({"type": kind, "tenant": tenant, "list_id": list_id, "reason": reason,
+                      "since": since})
+
+
+def suppressions(st: AddressState) -> list[dict[str, Any]]:
+    """The whole suppression set of an address, the blacklisting first."""
+    out: list[dict[str, Any]] = []
+    if st.blacklisted:
+        out.append({"type": "manual" if st.manual else "hard_bounce", "tenant": "",
+                    "list_id": "", "reason": st.reason, "since": st.since})
+    out.extend(copy.deepcopy(sorted(st.scoped, key=lambda e: (e["type"], e["tenant"],
+                                                              e["list_id"]))))
+    return out
+
+
+def applies(entry: dict[str, Any], tenant: str, kind: str, list_id: str) -> bool:
+    """Does this suppression stop a mail of ``tenant``, ``kind``
+    (transactional or mass) and ``list_id``? Tenant: an entry's empty tenant
+    is every tenant. An unsubscribe stops mass mail only (of its list, or of
+    every list when its list_id is empty); any entry with a list_id stops
+    only mass mail of that list; the others stop every mail."""
+    if entry.get("tenant") and entry["tenant"] != tenant:
+        return False
+    scoped_list = str(entry.get("list_id") or "")
+    if entry.get("type") == "unsubscribe" or scoped_list:
+        if kind != "mass":
+            return False
+        return not scoped_list or scoped_list == list_id
+    return True
+
+
+def describe(entry: dict[str, Any]) -> str:
+    """``complaint (every tenant): ...``: the type first, then the scope."""
+    scope = []
+    scope.append(f"tenant {entry['tenant']}" if entry.get("tenant") else "every tenant")
+    if entry.get("list_id"):
+        scope.append(f"list {entry['list_id']}")
+    return f"{entry['type']} ({', '.join(scope)}): {entry.get('reason') or ''}".rstrip(": ")
 
 
 def changed(st: AddressState, cause: Event, rules: Rules) -> BlacklistChanged:
@@ -262,6 +367,7 @@ def changed(st: AddressState, cause: Event, rules: Rules) -> BlacklistChanged:
         since=st.since if st.blacklisted else 0.0,
         manual=st.manual,
         bounces=[_summary(b) for b in st.counted(rules)] if st.blacklisted else [],
+        suppressions=suppressions(st),
     )
 
 
@@ -270,7 +376,7 @@ def fold(events: list[Event], rules: Rules,
     """Apply events in order (replay, tests): address -> state."""
     out = dict(states or {})
     for event in events:
-        addr: str = event.address  # type: ignore[attr-defined]
+        addr = address_of(event)
         out[addr], _ = evolve(out.get(addr), event, rules)
     return out
 
@@ -283,6 +389,7 @@ def comparable(st: AddressState, rules: Rules) -> dict[str, Any]:
         "manual": st.manual,
         "counted": sorted(b["bounce_id"] for b in st.counted(rules)),
         "bounces": len(st.bounces),
+        "suppressions": [(e["type"], e["tenant"], e["list_id"]) for e in suppressions(st)],
     }
 
 
@@ -297,6 +404,10 @@ def explain(st: AddressState, rules: Rules) -> list[str]:
         lines.append(f"  now: {rule_met(st.counted(rules), rules)[1]}")
     if st.reset_at:
         lines.append(f"  last mail received from it: {_when(st.reset_at)}")
+    sup = suppressions(st)
+    lines.append(f"  suppressions: {len(sup) or 'none'}")
+    for e in sup:
+        lines.append(f"    {describe(e)} (since {_when(float(e.get('since') or 0))})")
     for b in st.bounces:
         mark = f"counts {float(b['weight']):g}" if b["counted"] else f"not counted: {b['why']}"
         answer = _answer(b)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from schemas import BlacklistChanged, InvalidEvent, decode
 from streams.topics import BLACKLIST
@@ -30,25 +31,40 @@ log = logging.getLogger("postlane.blacklist")
 
 @dataclass
 class BlacklistView:
-    """address -> the sentence why it is blacklisted (only blacklisted ones)."""
+    """address -> the sentence why it is blacklisted (only blacklisted ones),
+    and address -> its suppressions by type (``sets``: each ``{"type",
+    "tenant", "list_id", "reason", "since"}``; the router decides with
+    ``processors.blacklist.core.applies`` which of them stop a mail)."""
 
     entries: dict[str, str] = field(default_factory=dict)
+    sets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     version: int = 0
 
     def reason(self, address: str) -> str | None:
         return self.entries.get(address.strip().lower())
 
-    def as_mapping(self) -> Mapping[str, str]:
-        return self.entries
+    def as_mapping(self) -> Mapping[str, list[dict[str, Any]]]:
+        """What the router's ``suppress`` takes: address -> suppressions."""
+        return self.sets
 
 
 def apply(view: BlacklistView, event: BlacklistChanged) -> None:
-    """Fold one change (the latest per address wins)."""
+    """Fold one change (the latest per address wins). A change written
+    before suppressions existed (no ``suppressions``) is its blacklisting."""
     view.version += 1
     if event.blacklisted:
         view.entries[event.address] = event.reason or "blacklisted"
     else:
         view.entries.pop(event.address, None)
+    entries = [dict(e) for e in event.suppressions if isinstance(e, dict)]
+    if not entries and event.blacklisted:
+        entries = [{"type": "manual" if event.manual else "hard_bounce", "tenant": "",
+                    "list_id": "", "reason": event.reason or "blacklisted",
+                    "since": event.since}]
+    if entries:
+        view.sets[event.address] = entries
+    else:
+        view.sets.pop(event.address, None)
 
 
 class BlacklistReader(TopicFollower):

@@ -7,10 +7,17 @@ answers ``5.1.10`` for an unknown recipient, which RFC 7505 reserves for a
 null MX; many servers say ``5.7.1`` for everything); then the status code's
 detail; then generic words ("rejected"); then the reply code.
 
-Hard: a permanent failure of the address itself (unknown user, no such
-domain, and the permanent refusals). Soft: everything temporary, and the
-conditions that pass even when reported as permanent: a full mailbox, a
-message that expired in a queue, a network failure.
+Hard means the address is bad: a permanent failure whose reason is an
+unknown (or disabled) mailbox or a domain or host that does not exist. Every
+other failure is soft, even when reported as permanent: refusals by policy,
+block lists, spam or content filters, size, rate, a full mailbox, a message
+that expired in a queue, a network failure (they are about the sender, the
+message or the moment, not the address).
+
+When a bounce carries no enhanced status code (or only ``X.0.0``), the code
+is inferred from the text (``infer_status``: user unknown -> X.1.1, mailbox
+full -> X.2.2, host not found -> X.1.2, message too big -> X.3.4, ...) and
+the result says so.
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ import re
 
 from schemas.bounces import REASONS
 
-__all__ = ["REASONS", "best_status", "classify", "find_replycode", "find_status", "reason_of"]
+__all__ = ["REASONS", "best_status", "classify", "find_replycode", "find_status",
+           "infer_status", "reason_of"]
 
 ALWAYS_SOFT = frozenset({"mailbox_full", "expired", "network_error"})
+HARD_REASONS = frozenset({"unknown_user", "host_unknown"})
 
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _REPLY = re.compile(r"^\s*([245]\d\d)(?:[\s\-]|$)")
@@ -214,6 +223,52 @@ def classify(
     hard = (
         action == "failed"
         and permanent(status, replycode)
-        and reason not in ALWAYS_SOFT
+        and reason in HARD_REASONS
     )
     return reason, hard
+
+
+# Finer than the reason classes: text -> subject.detail (RFC 3463), first match wins.
+_INFER_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("3.4", _words(r"message (size|too (big|large))", r"too (big|large)",
+                   r"exceeds? (the )?(maximum|fixed|size|message)", r"size limit",
+                   r"message length exceeds", r"\bmesgtoobig\b")),
+    ("2.1", _words(r"(mailbox|account|user|address)( is| has been)? (disabled|inactive|"
+                   r"deactivated|suspended|closed|locked|frozen)", r"is disabled",
+                   r"mailbox (unavailable|not active)")),
+    ("4.6", _words(r"mail (forwarding )?loop", r"too many hops", r"loops back to myself",
+                   r"routing loop")),
+    ("7.1", _words(r"relay(ing)? (access )?(denied|not permitted|not allowed)",
+                   r"not permitted to relay", r"relay not permitted")),
+    ("4.1", _words(r"connection refused", r"no route to host", r"network is unreachable",
+                   r"host unreachable")),
+    ("4.2", _words(r"connection (timed out|reset|dropped|closed)", r"lost connection",
+                   r"timed out")),
+)
+_INFER_REASON: dict[str, str] = {
+    "unknown_user": "1.1", "host_unknown": "1.2", "mailbox_full": "2.2", "expired": "4.7",
+    "spam": "7.1", "blocked": "7.1", "auth_failure": "7.8", "network_error": "4.1",
+}
+
+
+def infer_status(reason: str, text: str, replycode: int, action: str = "failed") -> str:
+    """The enhanced status a bounce without one (or with only ``X.0.0``)
+    implies: the class from the reply code, else the action (delayed: 4,
+    failed: 5); the subject and detail from the text, else the reason.
+    "" when nothing specific is known."""
+    detail = ""
+    for d, pattern in _INFER_TEXT:
+        if pattern.search(text or ""):
+            detail = d
+            break
+    if not detail:
+        detail = _INFER_REASON.get(reason, "")
+    if not detail:
+        return ""
+    if 400 <= replycode < 500:
+        klass = "4"
+    elif 500 <= replycode < 600:
+        klass = "5"
+    else:
+        klass = "4" if action == "delayed" else "5"
+    return f"{klass}.{detail}"

@@ -5,7 +5,7 @@ Stage 1 (``intake_*``) turns its inputs into events:
 - an ``InboundMailRouted`` with route ``bounce`` (or a ``BounceMailReceived``)
   is parsed: each failed recipient becomes a ``RecipientBounced`` for the
   outage check (keyed by the recipient's domain), each complaint a
-  ``BounceRecorded`` of kind complaint, an automatic reply a
+  ``ComplaintReceived`` (on ``bounces``: suppressed at once), an automatic reply a
   ``MailReceivedFrom`` its author (the address works); delay notices and
   anything else produce nothing;
 - an ``InboundMailRouted`` that is a person's mail (reply, alias, loop)
@@ -43,6 +43,7 @@ from schemas import (
     BounceDiscounted,
     BounceMailReceived,
     BounceRecorded,
+    ComplaintReceived,
     DeliveryAttempted,
     Event,
     InboundMailRouted,
@@ -155,11 +156,13 @@ def from_parsed(source_id: str, parsed: ParsedBounce, at: float) -> Out:
         addr = normal_address(r.recipient)
         if not addr:
             continue
-        r = BounceResult(**{**r.__dict__, "recipient": addr})
-        fields = _bounce_fields(source_id, r, at, parsed.reporting_mta[:200], "mail",
-                                parsed.format)
-        out.append((BOUNCES, addr, BounceRecorded(
-            event_id=derived_id(fields["bounce_id"], "recorded"), kind="complaint", **fields)))
+        cid = bounce_id(source_id, addr)
+        ftype, agent = complaint_words(r.diagnostic)
+        out.append((BOUNCES, addr, ComplaintReceived(
+            event_id=derived_id(cid, "complaint"), complaint_id=cid, address=addr,
+            complained_at=at, message_id=r.message_id, feedback_type=ftype,
+            format=parsed.format, reporting_mta=_line(parsed.reporting_mta)[:200],
+            user_agent=agent)))
     if parsed.kind == "auto_reply":
         addr = normal_address(parsed.sender)
         if addr and addr.partition("@")[0] not in ("mailer-daemon", "postmaster"):
@@ -167,6 +170,19 @@ def from_parsed(source_id: str, parsed: ParsedBounce, at: float) -> Out:
                 event_id=derived_id(source_id, "received-from"), address=addr,
                 received_at=at, inbound_id=source_id, source="auto_reply")))
     return out
+
+
+def _line(value: str) -> str:
+    return " ".join(value.split())
+
+
+def complaint_words(diagnostic: str) -> tuple[str, str]:
+    """(feedback type, user agent) from the parser's ``complaint: ...`` text."""
+    m = re.search(r"feedback-type (\S+)(?: \((.*)\))?", diagnostic)
+    if m:
+        return _line(m.group(1))[:40], _line(m.group(2) or "")[:200]
+    m = re.search(r"complaint: (\S+)", diagnostic)
+    return (_line(m.group(1))[:40] if m else "abuse"), ""
 
 
 def intake_routed(view: ConfigView, ev: InboundMailRouted) -> tuple[Out, str]:

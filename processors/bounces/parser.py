@@ -31,6 +31,7 @@ References / X-Original-Message-ID; those headers quoted in the text.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -43,7 +44,7 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 from typing import Any
 
-from .classify import best_status, classify, find_replycode, find_status
+from .classify import best_status, classify, find_replycode, find_status, infer_status
 
 KINDS = ("bounce", "delay", "auto_reply", "feedback", "not_bounce")
 PUBLIC_FIELDS = ("recipient", "status", "replycode", "hard", "reason", "diagnostic",
@@ -93,6 +94,7 @@ class BounceResult:
     message_id: str
     action: str = "failed"
     remote_mta: str = ""
+    inferred: bool = False  # the status was inferred from the text (no enhanced code)
 
     def public(self) -> dict[str, Any]:
         """The ``postlane bounces parse --json`` form (unknowns are null)."""
@@ -122,6 +124,9 @@ class ParsedBounce:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        def full(r: BounceResult) -> dict[str, Any]:
+            return {**r.public(), "status_inferred": r.inferred}
+
         return {
             "kind": self.kind,
             "format": self.format,
@@ -131,8 +136,8 @@ class ParsedBounce:
             "sender": self.sender or None,
             "subject": self.subject,
             "note": self.note,
-            "results": [r.public() for r in self.results],
-            "delayed": [r.public() for r in self.delayed],
+            "results": [full(r) for r in self.results],
+            "delayed": [full(r) for r in self.delayed],
             "complaints": [r.public() for r in self.complaints],
         }
 
@@ -187,8 +192,15 @@ def _strip_html(text: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", text))
 
 
-def _walk(msg: Message, parts: _Parts) -> None:
+MAX_DEPTH = 60  # MIME nesting followed; deeper parts are not read
+MAX_TEXT = 1_000_000  # characters of human-readable text read
+MAX_RESULTS = 1000  # recipients per bounce
+
+
+def _walk(msg: Message, parts: _Parts, depth: int = 0) -> None:
     """Collect the parts, without descending into quoted messages."""
+    if depth > MAX_DEPTH:
+        return
     ctype = msg.get_content_type()
     if ctype in ("message/delivery-status", "message/global-delivery-status"):
         parts.dsn.append(msg)
@@ -203,7 +215,7 @@ def _walk(msg: Message, parts: _Parts) -> None:
     elif msg.is_multipart():
         for sub in msg.get_payload():  # type: ignore[union-attr]
             if isinstance(sub, Message):
-                _walk(sub, parts)
+                _walk(sub, parts, depth + 1)
     elif ctype == "text/html":
         parts.htmls.append(_strip_html(_decode_text(msg)))
     elif ctype.startswith("text/") or not msg.get("Content-Type"):
@@ -257,20 +269,37 @@ def _clean_diagnostic(value: str) -> str:
     return re.sub(r"\s+", " ", v).strip()
 
 
+_LINE_FOR_ADDRESS = re.compile(rf"^\s*\"?<?({_ADDR})>?\"?:?(?:\s|$)")
+
+
+@functools.lru_cache(maxsize=4)
+def _mentions(text: str) -> tuple[list[str], dict[str, int]]:
+    """The lines of ``text`` and, per address, the line that first names
+    it: one pass, so a bounce naming thousands of recipients stays linear."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    first: dict[str, int] = {}
+    for i, line in enumerate(lines):
+        if "@" in line:
+            for found in _ADDR_RE.findall(line):
+                first.setdefault(found.lower().rstrip("."), i)
+    return lines, first
+
+
 def _paragraph(addr: str, text: str) -> str:
     """The lines of ``text`` about ``addr``: from its first mention to the
-    next blank line (indented continuation kept)."""
-    lines = text.replace("\r\n", "\n").split("\n")
+    next blank line or the next recipient's line (indented continuation kept)."""
+    lines, first = _mentions(text)
     low = addr.lower()
-    for i, line in enumerate(lines):
-        if low in line.lower():
-            out = [line]
-            for nxt in lines[i + 1:]:
-                if not nxt.strip():
-                    break
-                out.append(nxt)
-            return " ".join(x.strip() for x in out)
-    return ""
+    i = first.get(low)
+    if i is None:
+        return ""
+    out = [lines[i]]
+    for nxt in lines[i + 1:i + 40]:
+        other = _LINE_FOR_ADDRESS.match(nxt)
+        if not nxt.strip() or (other and other.group(1).lower() != low):
+            break  # a blank line, or the line of the next recipient
+        out.append(nxt)
+    return " ".join(x.strip() for x in out)
 
 
 def _without_address(paragraph: str, addr: str) -> str:
@@ -405,6 +434,8 @@ _SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("opensmtpd", re.compile(r"This is the MAILER-DAEMON, please DO NOT REPLY|\(OpenSMTPD\)",
                              re.I)),
     ("qmail", re.compile(r"This is the qmail-send program", re.I)),
+    ("dma", re.compile(r"DragonFly Mail Agent", re.I)),
+    ("google_groups", re.compile(r"googlegroups\.com|Google Groups", re.I)),
     ("yahoo", re.compile(r"Sorry, we were unable to deliver your message|"
                          r"MAILER-DAEMON@yahoo\.com", re.I)),
     ("domino", re.compile(r"Domino Directory|Lotus (Domino|SMTP|Notes)|was not delivered to:|"
@@ -476,6 +507,13 @@ def _sendmail(text: str) -> Found:
         return out
     for am in re.finditer(rf"^<?({_ADDR})>?\.\.\. (.+)$", body, re.M):  # "<a>... Deferred: x"
         out.append((am.group(1).lower(), am.group(2).strip()))
+    if not out and re.search(r"-{3,} Transcript of session follows -{3,}", text, re.I):
+        # V5 and other old sendmails: "550 <a>... User unknown" in the transcript
+        for am in re.finditer(rf"(?m)^(?:<<<\s*)?([45]\d\d)[ -]<?({_ADDR})>?\.\.\.\s*(.+)$",
+                              body):
+            addr = am.group(2).lower()
+            if addr not in {a for a, _ in out}:
+                out.append((addr, f"{am.group(1)} {am.group(3).strip()}"))
     return out
 
 
@@ -565,6 +603,17 @@ def _exchange_text(text: str) -> Found:
     return out
 
 
+def _dma(text: str) -> Found:
+    """The DragonFly Mail Agent: one recipient per bounce, its reason until
+    "Original message follows"."""
+    m = re.search(rf"There was an error delivering your mail to <({_ADDR})>\.\s*\n(.*?)"
+                  r"(?:\n\s*(?:Original message follows|Message headers follow)|\Z)",
+                  text, re.I | re.S)
+    if not m:
+        return []
+    return [(m.group(1).lower(), " ".join(m.group(2).split())[:1000])]
+
+
 def _domino(text: str) -> Found:
     m = re.search(rf"was not delivered to:\s*\n\s*({_ADDR})\s*\n\s*(?:because:\s*\n\s*(.*?)"
                   rf"(?:\n\s*\n|\Z))?", text, re.I | re.S)
@@ -574,7 +623,7 @@ def _domino(text: str) -> Found:
 
 
 _TEXT_FORMATS: tuple[tuple[str, Any], ...] = (
-    ("qmail", _qmail), ("postfix", _postfix_text), ("sendmail", _sendmail),
+    ("dma", _dma), ("qmail", _qmail), ("postfix", _postfix_text), ("sendmail", _sendmail),
     ("exim", _exim_text), ("gmail", _gmail_text), ("exchange", _exchange_text),
     ("domino", _domino), ("opensmtpd", _opensmtpd), ("domino", _notes),
 )
@@ -585,11 +634,19 @@ _TEXT_FORMATS: tuple[tuple[str, Any], ...] = (
 
 def _result(addr: str, status: str, replycode: int, text: str, diagnostic: str,
             message_id: str, action: str, remote_mta: str = "") -> BounceResult:
-    status = best_status(status, f"{diagnostic} {text}")
+    words = f"{diagnostic} {text}"[:20000]
+    status = best_status(status, words)
     replycode = replycode or find_replycode(diagnostic)
-    reason, hard = classify(status, replycode, f"{diagnostic} {text}", action=action)
+    reason, hard = classify(status, replycode, words, action=action)
+    inferred = False
+    if not status or status.endswith(".0.0"):
+        guess = infer_status(reason, words, replycode, action)
+        if guess and guess != status and (not status or guess[0] == status[0]
+                                          or reason == "expired"):
+            status, inferred = guess, True
+            reason, hard = classify(status, replycode, words, action=action)
     return BounceResult(addr, status, replycode, hard, reason, diagnostic[:1000], message_id,
-                        action, remote_mta)
+                        action, remote_mta, inferred)
 
 
 def _dsn_results(parts: _Parts, human: str, message_id: str) -> tuple[list[BounceResult],
@@ -604,8 +661,8 @@ def _dsn_results(parts: _Parts, human: str, message_id: str) -> tuple[list[Bounc
                 reporting = block["reporting-mta"].split(";", 1)[-1].strip()
             if "final-recipient" not in block and "original-recipient" not in block:
                 continue
-            addr = _bare(block.get("original-recipient", "")) or _bare(
-                block.get("final-recipient", ""))
+            addr = _bare(block.get("final-recipient", "")) or _bare(
+                block.get("original-recipient", ""))
             if not addr:
                 continue
             action = block.get("action", "failed").split()[0].lower() if block.get(
@@ -620,6 +677,8 @@ def _dsn_results(parts: _Parts, human: str, message_id: str) -> tuple[list[Bounc
             remote = block.get("remote-mta", "").split(";", 1)[-1].strip()
             status = find_status(block.get("status", ""))
             results.append(_result(addr, status, 0, para, diag, message_id, action, remote))
+            if len(results) >= MAX_RESULTS:
+                return results, reporting, other_actions
     return results, reporting, other_actions
 
 
@@ -706,13 +765,15 @@ def parse_bounce(
         raise BounceParseError("empty mail")
     try:
         msg = message_from_bytes(raw, policy=email_policy.compat32)
+    except RecursionError:
+        raise BounceParseError("MIME parts nested too deep to read") from None
     except Exception as exc:  # noqa: BLE001 - the email package raises many kinds
         raise BounceParseError(f"not a mail: {exc}") from None
     if not msg.keys():
         raise BounceParseError("no header block")
     parts = _Parts()
     _walk(msg, parts)
-    human = "\n".join(parts.texts) or "\n".join(parts.htmls)
+    human = ("\n".join(parts.texts) or "\n".join(parts.htmls))[:MAX_TEXT]
     sender = _bare(parseaddr(_header(msg, "From"))[1] or _header(msg, "From"))
     subject = _header(msg, "Subject")
     head = _head_text(msg)
@@ -728,6 +789,8 @@ def parse_bounce(
                              envelope_message_id=envelope_message_id,
                              extra_bounce_addresses=origin)
         rcpts = [_bare(v) for v in fields.get("original-rcpt-to", "").split(",")]
+        if not any(rcpts):  # Microsoft JMRP names the complainer in the quoted mail
+            rcpts = [_bare(_header(q, "X-HmXmrOriginalRecipient")) for q in parts.quoted]
         if not any(rcpts):
             rcpts = [_bare(a) for q in parts.quoted for _, a in getaddresses([_header(q, "To")])]
         ftype = fields.get("feedback-type", "abuse").lower() or "abuse"
@@ -794,7 +857,8 @@ def parse_bounce(
                 fmt = name
                 break
         if not found and msg.get("X-Failed-Recipients"):
-            failed_rcpts = [_bare(a) for a in _header(msg, "X-Failed-Recipients").split(",")]
+            failed_rcpts = [_bare(a) for a in _header(msg, "X-Failed-Recipients").split(",")
+                            [:MAX_RESULTS]]
             found = [(a, _without_address(_paragraph(a, human), a)) for a in failed_rcpts if a]
         if found:
             fmt = detect_format(head, human, "") or fmt or "unknown"
@@ -804,7 +868,7 @@ def parse_bounce(
             action = "delayed" if delay else "failed"
             results = [
                 _result(addr, "", 0, "", diag, mid, action)
-                for addr, diag in dict.fromkeys(found)
+                for addr, diag in list(dict.fromkeys(found))[:MAX_RESULTS]
             ]
             if delay:
                 return ParsedBounce("delay", fmt, delayed=tuple(results), message_id=mid,

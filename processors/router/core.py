@@ -13,9 +13,10 @@ refused or look spoofed.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from processors.blacklist.core import applies, describe
 from processors.config.view import ConfigView
 from schemas import OutgoingServerConfigured, RoutingDecided, SendRequested, SettingsChanged
 from schemas.addresses import AddressError, check_address, idna_domain, normalize, split_address
@@ -176,12 +177,30 @@ def _cascade(servers: list[Server], addr: str, notif: str | None) -> tuple[Serve
     return s, "first_server", notif is not None, reason
 
 
+Suppressions = Mapping[str, "str | Sequence[Mapping[str, Any]]"]
+
+
+def _why(value: str | Sequence[Mapping[str, Any]], request: SendRequested) -> str | None:
+    """Why this recipient is not mailed, naming the suppression's type, or
+    None. A plain string (a bare blacklist) is its own reason."""
+    if isinstance(value, str):
+        return value
+    for entry in value:
+        if applies(dict(entry), request.tenant, request.kind, request.list_id):
+            return describe(dict(entry))
+    return None
+
+
 def suppress(
-    request: SendRequested, blacklist: Mapping[str, str]
+    request: SendRequested, blacklist: Suppressions
 ) -> tuple[SendRequested, dict[str, str]]:
-    """The request without its blacklisted recipients (To, Cc and Bcc), and
-    those recipients (lower-cased bare address -> why). ``blacklist`` is keyed by the
-    lower-cased address. The suppressed addresses leave the headers too: a
+    """The request without its suppressed recipients (To, Cc and Bcc), and
+    those recipients (lower-cased bare address -> why, the type first:
+    ``hard_bounce (every tenant): 5 counted bounces ...``). ``blacklist`` is
+    keyed by the lower-cased address; its values are the address's
+    suppressions (``processors.blacklist.core.applies`` scopes them by
+    tenant, kind and list: an unsubscribe never stops transactional mail)
+    or a plain reason. The suppressed addresses leave the headers too: a
     To naming someone who never gets the mail invites replies to a dead
     address."""
     suppressed: dict[str, str] = {}
@@ -194,7 +213,8 @@ def suppress(
             except AddressError:
                 kept[fname].append(value)
                 continue
-            why = blacklist.get(bare.strip().lower())
+            found = blacklist.get(bare.strip().lower())
+            why = None if found is None else _why(found, request)
             if why is None:
                 kept[fname].append(value)
             else:
@@ -209,7 +229,7 @@ def suppress(
 
 
 def decide(
-    view: ConfigView, request: SendRequested, blacklist: Mapping[str, str] | None = None
+    view: ConfigView, request: SendRequested, blacklist: Suppressions | None = None
 ) -> RoutingDecided:
     """The routing decision for one request; never raises on bad addresses.
     Recipients in ``blacklist`` are suppressed (see ``suppress``)."""
@@ -220,7 +240,7 @@ def decide(
             who = "; ".join(f"{a}: {why}" for a, why in suppressed.items())
             return RoutingDecided(
                 message_id=request.message_id, outcome="suppressed",
-                reason=f"every recipient is blacklisted, nothing is sent ({who})",
+                reason=f"every recipient is blacklisted or suppressed, nothing is sent ({who})",
                 request=request.to_representation(), suppressed=suppressed,
             )
     base: dict[str, Any] = {

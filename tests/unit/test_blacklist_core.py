@@ -19,6 +19,7 @@ from schemas import (
     BlacklistEdited,
     BounceDiscounted,
     BounceRecorded,
+    ComplaintReceived,
     DeliveryAttempted,
     InboundMailRouted,
     MailReceivedFrom,
@@ -304,6 +305,7 @@ def test_an_auto_reply_resets_and_a_complaint_is_recorded() -> None:
     out, _ = intake_routed(view(), routed("bounce", mail=base64.b64encode(raw).decode()))
     (spec, key, ev), = out
     assert spec is BOUNCES and key == "ben@yahoo.example"
-    assert isinstance(ev, BounceRecorded) and ev.kind == "complaint"
+    assert isinstance(ev, ComplaintReceived) and ev.feedback_type == "abuse"
     st, change = evolve(None, ev, Rules())
-    assert change is None and "complaint" in st.bounces[0]["why"]
+    assert change is not None and not change.blacklisted and not st.bounces
+    assert [e["type"] for e in change.suppressions] == ["complaint"]

@@ -35,8 +35,9 @@ def test_as_of_uses_record_timestamps_and_skips_what_the_processor_refuses() -> 
     assert not early.states[ADDR].blacklisted and early.after == 1
     assert differences(early.states, full.states, Rules()) == [
         f"{ADDR}: replay {{'blacklisted': False, 'manual': False, 'counted': "
-        f"['b0', 'b2', 'b4', 'b6'], 'bounces': 4}} / live {{'blacklisted': True, 'manual': "
-        f"False, 'counted': ['b0', 'b2', 'b4', 'b6', 'b8'], 'bounces': 5}}"]
+        f"['b0', 'b2', 'b4', 'b6'], 'bounces': 4, 'suppressions': []}} / live "
+        f"{{'blacklisted': True, 'manual': False, 'counted': ['b0', 'b2', 'b4', 'b6', 'b8'], "
+        f"'bounces': 5, 'suppressions': [('hard_bounce', '', '')]}}"]
     assert differences(full.states, full.states, Rules()) == []
 
 

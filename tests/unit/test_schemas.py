@@ -21,6 +21,7 @@ from schemas import (
     BounceDiscounted,
     BounceMailReceived,
     BounceRecorded,
+    ComplaintReceived,
     DeliveryAttempted,
     DeliveryStarted,
     DomainPaceConfigured,
@@ -54,6 +55,7 @@ from schemas import (
     SendRequested,
     SentMessageRecorded,
     SettingsChanged,
+    SuppressionEdited,
     TenantConfigured,
     TenantRemoved,
     decode,
@@ -296,6 +298,16 @@ SAMPLES.update({
     DkimKeyConfigured: {"domain": "shop.example", "selector": "pl2026",
                         "key_file": "/run/secrets/dkim-shop.pem", "algorithm": "rsa-sha256"},
     DkimKeyRemoved: {"domain": "shop.example"},
+})
+SAMPLES.update({
+    ComplaintReceived: {"complaint_id": "c-1", "address": "bob@example.org",
+                        "complained_at": 1_700_000_000.0, "message_id": "m-1",
+                        "feedback_type": "abuse", "format": "arf",
+                        "reporting_mta": "mail.yahoo.com", "user_agent": "Yahoo!-Mail-Feedback/2.0",
+                        "tenant": "acme"},
+    SuppressionEdited: {"address": "bob@example.org", "action": "add", "suppression_type": "manual",
+                        "tenant": "acme", "list_id": "", "reason": "asked by phone",
+                        "by": "ops"},
 })
 
 

@@ -91,4 +91,7 @@ def test_blacklist_view_keeps_the_latest_per_address() -> None:
     apply(v, BlacklistChanged(address="a@x.example", blacklisted=True, reason="five"))
     apply(v, BlacklistChanged(address="b@x.example", blacklisted=True, reason="ops"))
     apply(v, BlacklistChanged(address="a@x.example", blacklisted=False, reason="reset"))
-    assert v.as_mapping() == {"b@x.example": "ops"} and v.reason("B@X.example ") == "ops"
+    assert v.entries == {"b@x.example": "ops"} and v.reason("B@X.example ") == "ops"
+    (entry,) = v.as_mapping()["b@x.example"]  # a change without suppressions: its blacklisting
+    assert (entry["type"], entry["tenant"], entry["reason"]) == ("hard_bounce", "", "ops")
+    assert "a@x.example" not in v.as_mapping()
