@@ -71,7 +71,10 @@ def send(
 
     status = wait_final(s, mid, timeout)
     if status is None:
-        click.echo(f"{mid} no final status within {timeout:.0f}s", err=True)
+        # the id on stdout as without --wait (a script keeps it to ask later); why on stderr
+        click.echo(mid)
+        click.echo(f"{mid}: no final status within {timeout:.0f}s; it is published, ask "
+                   f"later with: postlane status {mid}", err=True)
         sys.exit(4)
     click.echo(f"{mid} {status['state']}" + (f": {status['reason']}" if status.get("reason")
                                               else ""))

@@ -22,8 +22,10 @@ def _when(ts: Any) -> str:
 
 
 def _answer(r: dict[str, Any]) -> str:
-    parts = [str(r.get("code") or ""), str(r.get("enhanced") or ""), str(r.get("text") or "")]
-    return " ".join(p for p in parts if p)
+    code, enhanced, text = (str(r.get(k) or "") for k in ("code", "enhanced", "text"))
+    if enhanced and text.split(" ", 1)[0] == enhanced:
+        enhanced = ""  # the server's text starts with it already: say it once
+    return " ".join(p for p in (code, enhanced, text) if p)
 
 
 def render(status: dict[str, Any]) -> str:

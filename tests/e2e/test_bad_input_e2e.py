@@ -87,3 +87,24 @@ def test_oversized_unreadable_and_untyped_requests(
     finally:
         raw.close()
         worker.stop()
+
+
+def test_send_wait_that_times_out_still_prints_the_id(broker: EmbeddedBroker,
+                                                      tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from postlane.cli import main
+
+    from .harness import settings_env
+
+    s = isolated_settings(broker.port, tmp_path / "data", partitions=1)
+    ensure_topics(s)
+    env = {k: v for k, v in settings_env(s).items() if k.startswith("POSTLANE_")}
+    out = CliRunner().invoke(main, ["send", "--from", "a@a.test", "--to", "b@b.test",
+                                    "--subject", "s", "--text", "t", "--wait",
+                                    "--timeout", "1"], env=env)
+    assert out.exit_code == 4, out.output
+    mid = out.stdout.strip()
+    assert mid and "\n" not in mid, out.stdout
+    assert f"{mid}: no final status within 1s" in out.stderr
+    assert f"postlane status {mid}" in out.stderr
