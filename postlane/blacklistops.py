@@ -49,10 +49,13 @@ def _unavailable(s: Settings, exc: Exception) -> BrokerUnavailable:
     )
 
 
-def published(s: Settings) -> dict[str, BlacklistChanged]:
-    """address -> its latest change (blacklisted or lifted)."""
+def published(s: Settings, as_of: float | None = None) -> dict[str, BlacklistChanged]:
+    """address -> its latest change (blacklisted or lifted); with ``as_of``
+    only changes recorded at or before it."""
     out: dict[str, BlacklistChanged] = {}
     for rec in read_topic(s, BLACKLIST.full(s), idle=0.3):
+        if as_of is not None and rec.timestamp_ms / 1000.0 > as_of:
+            continue
         try:
             ev = decode(BlacklistChanged, rec.value)
         except InvalidEvent:
@@ -141,8 +144,8 @@ def _table_value(raw: bytes | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-async def _read_raw(s: Settings, topic: str, idle: float) -> list[tuple[bytes | None,
-                                                                       bytes | None]]:
+async def _read_raw(s: Settings, topic: str, idle: float,
+                    as_of: float | None = None) -> list[tuple[bytes | None, bytes | None]]:
     """Every record of ``topic`` with aiokafka: a worker running several
     processors names its changelogs ``<prefix>-a+b-<table>-changelog``,
     which kafka-python refuses to read ("+" is outside Kafka's legal topic
@@ -170,7 +173,8 @@ async def _read_raw(s: Settings, topic: str, idle: float) -> list[tuple[bytes | 
             batch = await consumer.getmany(*tps, timeout_ms=100)
             for records in batch.values():
                 for r in records:
-                    out.append((r.key, r.value))
+                    if as_of is None or r.timestamp / 1000.0 <= as_of:
+                        out.append((r.key, r.value))
                 last = time.monotonic()
             done = all([await consumer.position(tp) >= ends[tp] for tp in tps])
             if (done and time.monotonic() - last >= idle) or time.monotonic() - last > 10:
@@ -179,9 +183,11 @@ async def _read_raw(s: Settings, topic: str, idle: float) -> list[tuple[bytes | 
         await consumer.stop()
 
 
-def live_table(s: Settings, topic: str) -> dict[str, AddressState]:
+def live_table(s: Settings, topic: str, as_of: float | None = None) -> dict[str, AddressState]:
+    """The live table from its changelog; with ``as_of``, as it was then
+    (changelog records written at or before it)."""
     out: dict[str, AddressState] = {}
-    for raw_key, raw_value in asyncio.run(_read_raw(s, topic, 0.5)):
+    for raw_key, raw_value in asyncio.run(_read_raw(s, topic, 0.5, as_of)):
         rec = Record(topic, 0, 0, 0, raw_key, raw_value)
         key = (rec.key or b"").decode("utf-8", "replace")
         key = key.strip('"') if key.startswith('"') else key
