@@ -8,7 +8,8 @@ one ``postlane worker`` process per processor: router, limiter, delivery,
 status, bounces, blacklist, inbound, fetcher. Then one round per processor,
 in that order, all on the same running pipeline (fresh ids each round):
 
-1. outgoing: N mails published (``Publisher``), each to its own address;
+1. outgoing: N mails published (``Publisher``, from a thread while the
+   kill is awaited), each to its own address;
 2. inbound: N/2 bounce mails (a real Exim DSN from the corpus, to
    ``bounce+<id>@`` of one of this round's mails) and N/2 mails to the alias
    ``sales@`` (each from its own sender), appended to the IMAP mailbox the
@@ -19,7 +20,10 @@ in that order, all on the same running pipeline (fresh ids each round):
    high).
 
 The round's processor is killed with SIGKILL once about a quarter of its
-own work is done (outgoing processors in step 1, the others in step 2),
+own work is done (router: decisions on ``routing-decided``, limiter:
+releases, delivery: mails at the sink, status: mails shown ``sent``, and
+the counts below for the others), outgoing processors in step 1, the
+others in step 2,
 and started again once the dead member's session has expired (6 s on the
 embedded broker; as a supervisor's restart delay would, see README "Known
 limits"). Then it waits until everything arrived or nothing moved for
@@ -51,6 +55,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -80,6 +85,8 @@ from streams.topics import (
     DELIVERY,
     INBOUND,
     INBOUND_ROUTED,
+    RELEASED,
+    ROUTING_DECIDED,
     STATUS,
     TopicSpec,
 )
@@ -209,7 +216,8 @@ class KillMatrix:
         for name in PROCESSORS:
             self.workers[name] = self._start(name)
         self.publisher = Publisher(settings=s)
-        self.tail = Tail(s, (DELIVERY, STATUS, INBOUND, INBOUND_ROUTED, BOUNCES, BLACKLIST))
+        self.tail = Tail(s, (ROUTING_DECIDED, RELEASED, DELIVERY, STATUS, INBOUND,
+                             INBOUND_ROUTED, BOUNCES, BLACKLIST))
         # warm-up: one mail out, one in, so every worker has joined its group
         warm = Round("warm-up")
         self._outgoing(warm, 1)
@@ -289,7 +297,11 @@ class KillMatrix:
 
     def _progress(self, rnd: Round, what: str) -> int:
         """How much of the round's work ``what`` has done (for the kill)."""
-        if what in ("router", "limiter", "delivery"):
+        if what == "router":
+            return len({e.get("message_id") for e in self.ev("routing-decided")} & set(rnd.mids))
+        if what == "limiter":
+            return len({e.get("message_id") for e in self.ev("released")} & set(rnd.mids))
+        if what == "delivery":
             return sum(1 for m in rnd.mids if m in self.sink.received)
         if what == "status":
             return len({e.get("message_id") for e in self.ev("status")
@@ -363,9 +375,12 @@ class KillMatrix:
         rnd = Round(name)
         n = self.args.n
         print(f"round {name}: {n} mails out, {n} in", flush=True)
-        self._outgoing(rnd, n)
+        # published from a thread, so the kill lands while mail still comes in
+        publishing = threading.Thread(target=self._outgoing, args=(rnd, n), daemon=True)
+        publishing.start()
         if name in OUTGOING:
             self._kill_when(rnd, n)
+        publishing.join()
         self._wait(f"{name}: outgoing", lambda: self._outgoing_missing(rnd), except_=name)
         self._inbound(rnd)
         if name not in OUTGOING:
@@ -443,7 +458,7 @@ class KillMatrix:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("processor", "what is counted", "sent", "delivered", "duplicates",
-            "of them marked", "missing", "killed at", "missing elsewhere")
+            "of them marked", "missing", "its work done at the kill", "missing elsewhere")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append(
@@ -478,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(names) - set(PROCESSORS)
     if unknown:
         parser.error(f"unknown processors: {', '.join(sorted(unknown))}")
+    def terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # the finally below stops every child
+
+    signal.signal(signal.SIGTERM, terminate)
     km = KillMatrix(args)
     rows: list[dict[str, Any]] = []
     t0 = time.monotonic()

@@ -360,3 +360,23 @@ def test_every_decoder_never_escapes() -> None:
         # the mutations reach both sides: valid events decode, broken ones are refused
         assert c.n.get("refused", 0) > PER_DECODER // 10, (name, c.n)
         assert c.n.get("ok", 0) > PER_DECODER // 20, (name, c.n)
+
+
+# --- what the fuzzer found, kept as plain examples ----------------------------------------
+
+
+def test_reply_lookup_carrying_a_broken_mail_is_refused_with_the_reason() -> None:
+    """Found by the fuzzer: the reply lookup read the mail it carries with
+    ``from_data`` (no type checks) and crashed the inbound agent on a
+    ``mail`` that is not text or a parse with fields missing."""
+    name = "inbound <- sent-ids, inbound-threads"
+    data = sample(InboundReplyLookupRequested)
+    data["inbound"]["mail"] = None
+    assert "field 'mail' must be str, got NoneType" in check(name, json.dumps(data).encode())
+    data = sample(InboundReplyLookupRequested)
+    data["parsed"] = {"message_id": "x1@example.org"}
+    assert "missing" in check(name, json.dumps(data).encode())
+    data = sample(InboundAliasMatched)
+    data["inbound"].pop("inbound_id")
+    assert "missing field 'inbound_id'" in check("inbound <- inbound-aliases",
+                                                 json.dumps(data).encode())
