@@ -392,7 +392,30 @@ class KillMatrix:
         assert self.tail is not None
         self.tail.poll(500)
         rnd.row = self._count(rnd)
+        if rnd.row["missing"] or rnd.row["other_missing"]:
+            print(self._trail(rnd), flush=True)
         return rnd
+
+    def _trail(self, rnd: Round) -> str:
+        """Where the missing work stopped: each missing mail's events."""
+        sent = {e.get("message_id") for e in self.ev("status") if e.get("state") == "sent"}
+        lines = []
+        missing = [m for m in rnd.mids if m not in self.sink.received or m not in sent]
+        for m in missing[:5]:
+            trail = [t for t, evs in (("routed", self.ev("routing-decided")),
+                                      ("released", self.ev("released")))
+                     if any(e.get("message_id") == m for e in evs)]
+            trail += [f"{e.get('type')}#{e.get('attempt')}" for e in self.ev("delivery")
+                      if e.get("message_id") == m]
+            lines.append(f"  missing {m}: {' > '.join(trail) or 'no event'}; "
+                         f"at the sink {len(self.sink.received.get(m, []))}")
+        recorded = {str(e.get("address", "")).lower() for e in self.ev("bounces")
+                    if e.get("type") == "BounceRecorded"}
+        black = self._blacklisted()
+        for a in sorted(rnd.bounced - black)[:5]:
+            lines.append(f"  not blacklisted {a}: BounceRecorded {a in recorded}")
+        lines.append(f"  {len(missing)} mails missing; logs in {self.workdir}")
+        return "\n".join(lines)
 
     def _count(self, rnd: Round) -> dict[str, Any]:
         name = rnd.killed
