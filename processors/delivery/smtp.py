@@ -167,7 +167,14 @@ class SmtpSessionError(Exception):
 
     def deferred(self, recipients: list[str]) -> list[RecipientResult]:
         """Every recipient deferred with this error (the mail waits)."""
-        enhanced = parse_enhanced(self.text) or ("4.4.1" if "timeout" in self.kind else "4.4.2")
+        enhanced = parse_enhanced(self.text)
+        if enhanced.startswith("5."):
+            # the mail waits: the server's permanent class (535 5.7.8 at
+            # login) would contradict "deferred" wherever it is shown
+            enhanced = "4." + enhanced[2:]
+        if not enhanced:
+            timed_out = self.kind in ("timeout", "no_greeting", "deadline")
+            enhanced = "4.4.1" if timed_out else "4.4.2"
         code = self.code if 400 <= self.code < 500 else 0
         return [
             RecipientResult(r, "deferred", code, enhanced, self.sentence, "connection")

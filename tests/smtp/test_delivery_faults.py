@@ -280,6 +280,8 @@ def assert_deferred(out: Outcome, *words: str, server: str = "main") -> None:
     for w in words:
         assert w.lower() in out.reason.lower(), (w, out.reason)
     assert {r["state"] for r in out.recipients.values()} == {"deferred"}
+    # a deferral never shows a permanent (5.x.x) status
+    assert all(r["enhanced"].startswith("4.") for r in out.recipients.values()), out.recipients
 
 
 def assert_failed_over(out: Outcome, *words: str) -> None:
@@ -301,12 +303,13 @@ def assert_failed_over(out: Outcome, *words: str) -> None:
 SESSION_CASES = {
     # case: words in the reason (what happened, then what to change)
     "refused": ["connection refused", "check the host and the port"],
-    "connect_timeout": ["timed out", "firewall"],
-    "silent_banner": ["sent no SMTP greeting", "check the host, the port and the firewall"],
+    "connect_timeout": ["timed out", "firewall", "4.4.1"],
+    "silent_banner": ["sent no SMTP greeting", "check the host, the port and the firewall",
+                      "4.4.1"],
     "greeting_421": ["421", "Service not available", "refused the session at connect"],
     "tls_alert": ["TLS negotiation", "handshake failure", "supports TLS 1.2"],
     "starttls_alert": ["TLS negotiation", "handshake failure", "supports TLS 1.2"],
-    "auth_rejected": ["refused the login", "535", "app password"],
+    "auth_rejected": ["refused the login", "535 5.7.8", "app password", "4.7.8"],
 }
 
 
