@@ -170,15 +170,27 @@ def find_replycode(text: str) -> int:
     return int(m.group(1) or m.group(2)) if m else 0
 
 
-def best_status(declared: str, text: str) -> str:
+_LEADING = re.compile(r"^\s*(?:smtp;\s*)?[245]\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b", re.I)
+
+
+def best_status(declared: str, text: str, diagnostic: str = "") -> str:
     """The declared status, unless it is a bare ``X.0.0`` and the server's
     text has a more specific code of the same class (Exim and others write
-    ``5.0.0`` and quote ``550 5.1.1`` in the diagnostic)."""
+    ``5.0.0`` and quote ``550 5.1.1`` in the diagnostic), or the remote
+    server's own reply (``diagnostic``) starts with another specific code of
+    the same class: the reporting MTA derived its ``Status`` from the reply
+    code (Sendmail writes ``5.2.2`` for any 552, ``5.2.0`` for a refusal at
+    DATA, ``5.1.1`` for any 550 at RCPT) while the receiving server said what
+    it meant (``552 5.3.4``)."""
     found = find_status(text)
     if not declared:
         return found
     if declared.endswith(".0.0") and found and found[0] == declared[0] and found != declared:
         return found
+    m = _LEADING.match(diagnostic or "")
+    if m and m.group(1) != declared and m.group(1)[0] == declared[0] \
+            and not m.group(1).endswith(".0.0"):
+        return m.group(1)
     return declared
 
 
@@ -256,8 +268,8 @@ def infer_status(reason: str, text: str, replycode: int, action: str = "failed")
     implies: the class from the reply code, else the action (delayed: 4,
     failed: 5); the subject and detail from the text, else the reason.
     "" when nothing specific is known."""
-    detail = ""
-    for d, pattern in _INFER_TEXT:
+    detail = "4.7" if reason == "expired" else ""  # whatever the last error was
+    for d, pattern in () if detail else _INFER_TEXT:
         if pattern.search(text or ""):
             detail = d
             break

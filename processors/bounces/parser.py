@@ -499,10 +499,14 @@ def _sendmail(text: str) -> Found:
             addr = am.group(1).lower()
             reason = am.group(2) or ""
             if not reason:  # from the transcript: "<<< 552 5.2.2 <addr>... Mailbox full"
-                for line in body.split("\n"):
-                    if addr in line.lower() and re.search(r"\b[45]\d\d\b", line):
-                        reason = re.sub(r"^[<>\s]+", "", line).strip()
-                        break
+                lines = [ln for ln in body.split("\n") if addr in ln.lower()]
+                coded = [ln for ln in lines if re.search(r"\b[45]\d\d\b", ln)]
+                if coded or lines:  # else "<addr>... Deferred: Connection refused by x"
+                    reason = re.sub(r"^[<>\s]+", "", (coded or lines)[0]).strip()
+                gave_up = re.search(r"^Message could not be delivered for [^\n]+", body,
+                                    re.M | re.I)
+                if gave_up and not coded:
+                    reason = f"{reason} ({gave_up.group(0).strip()})"
             out.append((addr, reason))
         return out
     for am in re.finditer(rf"^<?({_ADDR})>?\.\.\. (.+)$", body, re.M):  # "<a>... Deferred: x"
@@ -629,13 +633,23 @@ _TEXT_FORMATS: tuple[tuple[str, Any], ...] = (
 )
 
 
+def _text_reason(addr: str, human: str) -> str:
+    """What the human-readable part of a DSN says about ``addr`` (its text format's
+    reason), for DSN blocks without a Diagnostic-Code."""
+    for _, extract in _TEXT_FORMATS:
+        for a, reason in extract(human):
+            if a == addr.lower() and reason:
+                return reason
+    return ""
+
+
 # --- the parser ------------------------------------------------------------------------
 
 
 def _result(addr: str, status: str, replycode: int, text: str, diagnostic: str,
             message_id: str, action: str, remote_mta: str = "") -> BounceResult:
     words = f"{diagnostic} {text}"[:20000]
-    status = best_status(status, words)
+    status = best_status(status, words, diagnostic)
     replycode = replycode or find_replycode(diagnostic)
     reason, hard = classify(status, replycode, words, action=action)
     inferred = False
@@ -674,6 +688,8 @@ def _dsn_results(parts: _Parts, human: str, message_id: str) -> tuple[list[Bounc
             para = _paragraph(addr, human)
             if not diag:
                 diag = _without_address(para, addr)
+            if not diag:  # Sendmail: no Diagnostic-Code, the reason is in its transcript
+                diag = _text_reason(addr, human)
             remote = block.get("remote-mta", "").split(";", 1)[-1].strip()
             status = find_status(block.get("status", ""))
             results.append(_result(addr, status, 0, para, diag, message_id, action, remote))

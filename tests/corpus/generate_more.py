@@ -16,6 +16,8 @@ bounces arrive (``bounce+<id>@mycompany.test``) and are saved.
 - ``DIR/smtpd-root``: opensmtpd (OpenSMTPD 6.8)
 - ``DIR/dma-root``: dma (the DragonFly Mail Agent 0.13)
 - ``DIR/exim-root``: exim4-daemon-light exim4-base exim4-config libidn12
+- ``DIR/sendmail-root``: sendmail-bin sendmail-base sendmail-cf libidn12 (Sendmail
+  8.17; its ``.cf`` is built with m4, which must be installed to generate, and only then)
 
 Postfix is the installed one (``/usr/sbin/postfix``). Each MTA runs as a
 private instance (own config, queue and spool, in a private mount namespace
@@ -37,6 +39,7 @@ import sys
 import tempfile
 import time
 from email.message import EmailMessage
+from email.policy import SMTP
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +108,7 @@ def send(port: int, mid: str, rcpts: list[str], *, subject: str = "Invoice 42",
     msg = big_message(mid, rcpts) if big else message(mid, rcpts, subject)
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
         smtp.ehlo("app.mycompany.test")
-        smtp.sendmail(sender, rcpts, msg.as_bytes(), mail_options=mail_options or [],
+        smtp.sendmail(sender, rcpts, msg.as_bytes(policy=SMTP), mail_options=mail_options or [],
                       rcpt_options=rcpt_options or [])
 
 
@@ -267,6 +270,114 @@ class DMA:
             Path("/etc/dma").rmdir()
 
 
+# --- Sendmail ------------------------------------------------------------------------------
+
+SENDMAIL_MC = """divert(-1)
+divert(0)dnl
+include(`{cf}/m4/cf.m4')dnl
+VERSIONID(`postlane corpus')dnl
+OSTYPE(`linux')dnl
+define(`confDOMAIN_NAME', `sendmail-relay.mycompany.test')dnl
+define(`QUEUE_DIR', `{dir}/queue')dnl
+define(`STATUS_FILE', `{dir}/statistics')dnl
+define(`ALIAS_FILE', `{dir}/aliases')dnl
+define(`confPID_FILE', `{dir}/sendmail.pid')dnl
+define(`confHOSTS_FILE', `{dir}/hosts')dnl
+define(`confSERVICE_SWITCH_FILE', `{dir}/service.switch')dnl
+define(`confHELP_FILE', `{dir}/helpfile')dnl
+define(`confCONTROL_SOCKET_NAME', `{dir}/smcontrol')dnl
+define(`confDONT_BLAME_SENDMAIL', `GroupWritableDirPathSafe,\
+GroupWritableForwardFileSafe,GroupReadableKeyFile,TrustStickyBit')dnl
+define(`confTO_QUEUEWARN', `{warn}')dnl
+define(`confTO_QUEUERETURN', `{ret}')dnl
+define(`confMIN_QUEUE_AGE', `0')dnl
+define(`confTO_CONNECT', `5s')dnl
+define(`confTO_ICONNECT', `5s')dnl
+define(`confDELIVERY_MODE', `background')dnl
+define(`confMIME_FORMAT_ERRORS', `{mime}')dnl
+define(`confPRIVACY_FLAGS', `goaway')dnl
+define(`confDEF_USER_ID', `65534:65534')dnl
+define(`ESMTP_MAILER_ARGS', `TCP $h {cap}')dnl
+define(`RELAY_MAILER_ARGS', `TCP $h {dead}')dnl
+FEATURE(`nocanonify')dnl
+FEATURE(`no_default_msa')dnl
+FEATURE(`accept_unresolvable_domains')dnl
+FEATURE(`promiscuous_relay')dnl
+FEATURE(`mailertable', `hash -o {dir}/mailertable')dnl
+DAEMON_OPTIONS(`Port={port}, Addr=127.0.0.1, Name=MTA')dnl
+MAILER(`smtp')dnl
+"""
+
+
+class Sendmail:
+    """Sendmail 8 from the extracted sendmail-bin/-base/-cf tree, configured with m4
+    (needed here only, to build the .cf) and run as a private daemon with ``-C``."""
+
+    def __init__(self, root: Path, base: Path, port: int, cap: int, dead: int, *,
+                 name: str = "sendmail", mime: bool = True) -> None:
+        self.root, self.port = root, port
+        self.dir = base / name
+        (self.dir / "queue").mkdir(parents=True)
+        os.chmod(self.dir / "queue", 0o700)
+        self.env = {**os.environ, "LD_LIBRARY_PATH": str(root / "usr/lib/x86_64-linux-gnu")}
+        self.bin = root / "usr/libexec/sendmail/sendmail"
+        (self.dir / "aliases").write_text("postmaster: root\n")
+        (self.dir / "hosts").write_text("127.0.0.1 localhost sendmail-relay.mycompany.test\n")
+        (self.dir / "service.switch").write_text("hosts files\naliases files\n")
+        (self.dir / "statistics").write_text("")
+        (self.dir / "helpfile").write_text("")
+        mc = SENDMAIL_MC.format(cf=root / "usr/share/sendmail/cf", dir=self.dir, port=port,
+                                cap=cap, dead=dead, warn="6s", ret="25s",
+                                mime="True" if mime else "False")
+        (self.dir / "sendmail.mc").write_text(mc)
+        cf = subprocess.run(["m4", str(self.dir / "sendmail.mc")], capture_output=True,
+                            check=True).stdout
+        (self.dir / "sendmail.cf").write_bytes(cf)
+        mt = self.dir / "mailertable"
+        mt.write_text(f"{CATCHALL} esmtp:[127.0.0.1]\ndest.test esmtp:[127.0.0.1]\n"
+                      "unreach.test relay:[127.0.0.1]\n")
+        subprocess.run([str(root / "usr/libexec/sendmail/makemap"), "-C",
+                        str(self.dir / "sendmail.cf"), "hash", str(mt)],
+                       stdin=open(mt, "rb"), check=True, env=self.env)  # noqa: SIM115
+        subprocess.run(self._wrap("-bi"), env=self.env, check=False, capture_output=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _wrap(self, *args: str) -> list[str]:
+        """Sendmail wants its host name fully qualified and resolvable before it reads
+        any configuration: a private UTS namespace names the host, a private /etc/hosts
+        resolves it (the system's name and files are not changed)."""
+        cmd = f"{self.bin} -C {self.dir / 'sendmail.cf'} " + " ".join(args)
+        return ["unshare", "--mount", "--uts", "--propagation", "private", "sh", "-c",
+                f"hostname sendmail-relay.mycompany.test && "
+                f"mount --bind {self.dir / 'hosts'} /etc/hosts && exec {cmd}"]
+
+    def version(self) -> str:
+        out = subprocess.run(self._wrap("-d0.1", "-bt"),
+                             input=b"", capture_output=True, env=self.env, check=False)
+        return "Sendmail " + out.stdout.decode().splitlines()[0].replace("Version ", "")
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self._wrap("-bD", "-q3s", "-L", "sm-corpus"), env=self.env,
+            stdout=open(self.dir / "daemon.out", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT)
+        try:
+            wait_port(self.port, "sendmail")
+        except RuntimeError:
+            raise RuntimeError((self.dir / "daemon.out").read_text(errors="replace")) from None
+
+    def log(self) -> str:
+        return (self.dir / "daemon.out").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
 # --- scenarios ----------------------------------------------------------------------------
 
 
@@ -288,7 +399,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(Path(__file__).parent / "bounces"))
     ap.add_argument("--roots", required=True, help="directory of extracted package trees")
-    ap.add_argument("--only", default="", help="comma-separated: postfix,opensmtpd,dma,exim")
+    ap.add_argument("--only", default="",
+                    help="comma-separated: postfix,opensmtpd,dma,exim,sendmail,courier")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -324,7 +436,8 @@ def main() -> int:
 
     def scenarios(tag: str, fmt: str, source: str, submit: Any, *, dns: bool = True,
                   unreachable: bool = False, delay_subject: str = "",
-                  fail_subject: str = "", one_by_one: bool = False) -> None:
+                  fail_subject: str = "", one_by_one: bool = False,
+                  expired_status: str = "4.4.1") -> None:
         if one_by_one:  # dma gives up a mail at its first refused recipient
             for i, addr in enumerate(MIXED[:-1]):
                 mid = f"{tag}-reply-1{i}"
@@ -366,7 +479,7 @@ def main() -> int:
             m = cap.wait(to_bounce(mid, subject=fail_subject), 180, f"{tag} expired")
             save(f"{tag}-expired-unreachable", m, {
                 "source": source, "format": fmt, "kind": "bounce", "message_id": mid,
-                "results": [rcpt("someone@unreach.test", "4.4.1", "expired", False)]})
+                "results": [rcpt("someone@unreach.test", expired_status, "expired", False)]})
 
     try:
         if not only or "postfix" in only:
@@ -464,6 +577,33 @@ def main() -> int:
                 send(port, mid, rcpts, **kw)
 
             scenarios("exim", "exim", src, ex_submit, dns=False)
+
+        if (not only or "sendmail" in only) and (roots / "sendmail-root").is_dir():
+            # MIME (RFC 3464) bounces, then the plain-text ones (MimeFormatErrors=False)
+            # expired: the MIME DSN says Status 4.4.7; the text one says only "permanent
+            # fatal errors ... could not be delivered for 25 seconds" (RFC 3463: 5.4.7)
+            for tag, mime, expired_status in (("sendmail", True, "4.4.7"),
+                                              ("sendmail-text", False, "5.4.7")):
+                port = free_port()
+                smd = Sendmail(roots / "sendmail-root", base, port, cap_port, dead_port,
+                               name=tag, mime=mime)
+                stops.append(smd.stop)
+                smd.start()
+                src = f"{smd.version()} (Debian 12 sendmail-bin, MimeFormatErrors=" \
+                      f"{mime}), generated by tests/corpus/generate_more.py"
+                print(f"{tag} on {port}")
+
+                def smd_submit(mid: str, rcpts: list[str], _port: int = port,
+                               **kw: Any) -> None:
+                    send(_port, mid, rcpts, **kw)
+
+                try:
+                    scenarios(tag, "sendmail", src, smd_submit, unreachable=True,
+                              delay_subject="warning: could not send",
+                              fail_subject="returned mail", expired_status=expired_status)
+                except Exception:
+                    print(smd.log()[-5000:], file=sys.stderr)
+                    raise
     finally:
         for stop in reversed(stops):
             stop()
