@@ -232,6 +232,10 @@ def classify(
     reason = reason_of(status, replycode, text)
     if action == "failed" and status.startswith("4") and reason in ("network_error", "other"):
         reason = "expired"
+    elif action == "failed" and reason == "network_error" and not replycode:
+        # a final failure whose last error is a network one (no server answered):
+        # the queue gave up retrying (Courier writes 5.0.0 and "Connection refused")
+        reason = "expired"
     hard = (
         action == "failed"
         and permanent(status, replycode)

@@ -16,6 +16,8 @@ bounces arrive (``bounce+<id>@mycompany.test``) and are saved.
 - ``DIR/smtpd-root``: opensmtpd (OpenSMTPD 6.8)
 - ``DIR/dma-root``: dma (the DragonFly Mail Agent 0.13)
 - ``DIR/exim-root``: exim4-daemon-light exim4-base exim4-config libidn12
+- ``DIR/courier-root``: courier-mta courier-base courier-authlib libcourier-unicode4
+  libgdbm6 libnet-cidr-perl libperl5.36 libidn12 (Courier 1.0.16)
 - ``DIR/sendmail-root``: sendmail-bin sendmail-base sendmail-cf libidn12 (Sendmail
   8.17; its ``.cf`` is built with m4, which must be installed to generate, and only then)
 
@@ -37,6 +39,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -378,6 +381,162 @@ class Sendmail:
                 self.proc.kill()
 
 
+class NxDns:
+    """A loopback DNS server that answers NXDOMAIN to every question (the answer a
+    real resolver gives for a domain that does not exist), on its own loopback
+    address; an MTA sees it through a private /etc/resolv.conf."""
+
+    ADDR = "127.0.21.53"
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((self.ADDR, 53))
+        self.sock.settimeout(0.5)
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.running:
+            try:
+                q, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if len(q) < 12:
+                continue
+            flags = 0x8000 | (q[2] & 0x79) << 8 | 0x0080 | 3  # response, RD kept, RA, NXDOMAIN
+            self.sock.sendto(q[:2] + flags.to_bytes(2, "big") + q[4:6] + b"\0\0\0\0\0\0"
+                             + q[12:], peer)
+
+    def resolv_conf(self, path: Path) -> Path:
+        path.write_text(f"nameserver {self.ADDR}\noptions attempts:1 timeout:2\n")
+        return path
+
+    def stop(self) -> None:
+        self.running = False
+        self.sock.close()
+
+
+# --- Courier -------------------------------------------------------------------------------
+
+
+class Courier:
+    """The Courier mail server 1.0 from the extracted courier-mta/-base/-authlib tree:
+    ``courierd`` runs in the foreground in a private mount namespace where its
+    compiled-in directories (/etc/courier, /usr/lib/courier, /var/lib/courier,
+    /run/courier) are this instance's; mail is injected with its own ``sendmail``
+    (``submit``) and leaves through its esmtp module to the scripted destination."""
+
+    UID = 64903
+
+    def __init__(self, root: Path, base: Path, cap: int, dead: int,
+                 resolv_conf: Path | None = None) -> None:
+        self.root = root
+        self.resolv_conf = resolv_conf
+        self.dir = base / "courier"
+        self.etc = self.dir / "etc"
+        shutil.copytree(root / "etc/courier", self.etc, symlinks=True)
+        conf = {
+            "me": "courier-relay.mycompany.test", "defaultdomain": "mycompany.test",
+            "esmtproutes": f"{CATCHALL}: [127.0.0.1],{cap}\ndest.test: [127.0.0.1],{cap}\n"
+                           f"unreach.test: [127.0.0.1],{dead}\n",
+            "queuetime": "40s", "warntime": "8s", "retryalpha": "3s", "retrybeta": "3",
+            "retrygamma": "5s", "retrymaxdelta": "1", "esmtptimeoutconnect": "5s",
+            "locals": "courier-relay.mycompany.test\n", "esmtpdelay": "1s",
+        }
+        for name, text in conf.items():
+            (self.etc / name).write_text(text if text.endswith("\n") else text + "\n")
+        courierd = (self.etc / "courierd").read_text()
+        courierd = courierd.replace(". /etc/environment\n", "")
+        courierd = courierd.replace("ESMTP_USE_STARTTLS=1", "ESMTP_USE_STARTTLS=0")
+        courierd = courierd.replace("ESMTP_BLOCKBACKSCATTER=smtp/dsn", "ESMTP_BLOCKBACKSCATTER=")
+        (self.etc / "courierd").write_text(courierd)
+        self.spool = self.dir / "spool"
+        shutil.copytree(root / "var/lib/courier", self.spool)
+        self.run = self.dir / "run"
+        self.run.mkdir()
+        for d in [self.spool, *self.spool.rglob("*"), self.run]:
+            if d.is_dir():
+                os.chown(d, self.UID, self.UID)
+                os.chmod(d, 0o770)
+        os.chmod(self.spool, 0o755)
+        self.passwd, self.group = passwd_with(self.dir, {"courier": self.UID})
+        lib = [root / "usr/lib", root / "usr/lib/x86_64-linux-gnu"]
+        (self.dir / "ld.so.conf").write_text("include /etc/ld.so.conf.d/*.conf\n"
+                                             + "".join(f"{x}\n" for x in lib))
+        self.cache = self.dir / "ld.so.cache"
+        subprocess.run(["ldconfig", "-X", "-C", str(self.cache), "-f",
+                        str(self.dir / "ld.so.conf")], check=True)
+        self.made: list[Path] = []
+        for point in ("/etc/courier", "/usr/lib/courier", "/var/lib/courier", "/run/courier"):
+            if not Path(point).exists():  # mount points; removed again in stop()
+                Path(point).mkdir(parents=True)
+                self.made.append(Path(point))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.subs: list[subprocess.Popen[bytes]] = []
+
+    def _wrap(self, command: str) -> list[str]:
+        binds = [(self.passwd, "/etc/passwd"), (self.group, "/etc/group"),
+                 (self.cache, "/etc/ld.so.cache"), (self.etc, "/etc/courier"),
+                 (self.root / "usr/lib/courier", "/usr/lib/courier"),
+                 (self.spool, "/var/lib/courier"), (self.run, "/run/courier")]
+        if self.resolv_conf is not None:
+            binds.append((self.resolv_conf, "/etc/resolv.conf"))
+        return namespaced(binds, command)
+
+    def version(self) -> str:
+        out = subprocess.run(self._wrap(f"{self.root}/usr/sbin/courier --version"),
+                             capture_output=True, text=True, check=False)
+        return " ".join((out.stdout or out.stderr).split()[:2]) or "Courier"
+
+    def start(self) -> None:
+        cmd = ("env -i sh -c 'set -a; . /etc/courier/courierd; cd /usr; "
+               "exec /usr/lib/courier/courier/courierd'")
+        self.proc = subprocess.Popen(self._wrap(cmd),
+                                     stdout=open(self.dir / "courierd.out", "wb"),  # noqa: SIM115
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # courierd makes its trigger pipe when ready
+            if (self.spool / "tmp" / "trigger").exists():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError("courierd did not start: " + self.log())
+
+    def send(self, mid: str, rcpts: list[str], *, subject: str = "Invoice 42",
+             big: bool = False) -> None:
+        msg = big_message(mid, rcpts) if big else message(mid, rcpts, subject)
+        cmd = f"{self.root}/usr/sbin/sendmail -f bounce+{mid}@{CATCHALL} " + " ".join(rcpts)
+        p = subprocess.run(self._wrap(cmd), input=msg.as_bytes(), capture_output=True,
+                           check=False)
+        if p.returncode:
+            raise RuntimeError(f"courier submit: {p.stdout!r} {p.stderr!r}")
+
+    def log(self) -> str:
+        return (self.dir / "courierd.out").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            children = [int(x) for x in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/"
+                                             "children").read_text().split()] \
+                if Path(f"/proc/{self.proc.pid}").exists() else []
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            for pid in children:  # its delivery modules, by their own pids
+                try:
+                    os.kill(pid, 15)
+                except ProcessLookupError:
+                    pass
+        for point in reversed(self.made):
+            point.rmdir()
+
+
 # --- scenarios ----------------------------------------------------------------------------
 
 
@@ -577,6 +736,29 @@ def main() -> int:
                 send(port, mid, rcpts, **kw)
 
             scenarios("exim", "exim", src, ex_submit, dns=False)
+
+        if (not only or "courier" in only) and (roots / "courier-root").is_dir():
+            dns = NxDns()
+            stops.append(dns.stop)
+            co = Courier(roots / "courier-root", base, cap_port, dead_port,
+                         dns.resolv_conf(base / "resolv.conf"))
+            stops.append(co.stop)
+            co.start()
+            src = f"{co.version()} (Debian 12 courier-mta), generated by " \
+                  "tests/corpus/generate_more.py"
+            print("courier via its sendmail (submit)")
+
+            def co_submit(mid: str, rcpts: list[str], **kw: Any) -> None:
+                co.send(mid, rcpts, **kw)
+
+            try:
+                scenarios("courier", "courier", src, co_submit, unreachable=True,
+                          delay_subject="subject: warning: delayed mail",
+                          fail_subject="subject: notice: mail delivery status",
+                          expired_status="5.4.7")  # Status 5.0.0, "Connection refused"
+            except Exception:
+                print(co.log()[-5000:], file=sys.stderr)
+                raise
 
         if (not only or "sendmail" in only) and (roots / "sendmail-root").is_dir():
             # MIME (RFC 3464) bounces, then the plain-text ones (MimeFormatErrors=False)
