@@ -108,6 +108,7 @@ _SPECIFIC: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"\bSPF\b", r"\bDKIM\b", r"\bDMARC\b", r"unauthenticated",
         r"sender (address )?(rejected|denied|refused|blocked)", r"rate limit",
         r"too many (connections|messages|recipients)", r"throttl", r"denied", r"prohibited",
+        r"(no|not have|without) permission to (post|send)", r"not (be )?allowed to post",
     )),
 )
 _GENERIC: tuple[tuple[str, re.Pattern[str]], ...] = (
