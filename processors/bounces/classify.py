@@ -252,7 +252,7 @@ _INFER_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
                    r"message length exceeds", r"\bmesgtoobig\b")),
     ("2.1", _words(r"(mailbox|account|user|address)( is| has been)? (disabled|inactive|"
                    r"deactivated|suspended|closed|locked|frozen)", r"is disabled",
-                   r"mailbox (unavailable|not active)")),
+                   r"mailbox (is )?not active")),
     ("4.6", _words(r"mail (forwarding )?loop", r"too many hops", r"loops back to myself",
                    r"routing loop")),
     ("7.1", _words(r"relay(ing)? (access )?(denied|not permitted|not allowed)",

@@ -73,6 +73,21 @@ REPLIES: dict[str, tuple[str, str, str, bool]] = {
     "disabled": ("550 5.2.1 The email account that you tried to reach is disabled.", "5.2.1",
                  "unknown_user", True),
 }
+# GMX's receiving servers, as its postmaster pages document them: multi-line
+# replies, no enhanced status codes, a case URL on the last line
+# (postmaster.gmx.com/en/error-messages); the NDR is written by the sending MTA
+GMX_REPLIES: dict[str, tuple[str, str, str, bool]] = {
+    "blocked": ("554-gmx.net (mxgmx104) Nemesis ESMTP Service not available\r\n"
+                "554-No SMTP service\r\n554-IP address is block listed.\r\n"
+                "554 For explanation visit https://postmaster.gmx.net/en/case?c=r0201&i=ip"
+                "&v=127.0.0.1&r=1MNcgj-1ue23t3pyV-00S2YR", "5.7.1", "blocked", False),
+    "gone": ("550-Requested action not taken: mailbox unavailable\r\n"
+             "550 For explanation visit https://postmaster.gmx.net/en/case?c=hi&i=ip"
+             "&v=127.0.0.1&r=1MKsax-1uIbZg2cBB-00LVeq", "5.1.1", "unknown_user", True),
+    "full": ("552-Requested mail action aborted: exceeded storage allocation, Quota exceeded"
+             "\r\n552 For explanation visit https://postmaster.gmx.net/en/case?c=hi&i=ip"
+             "&v=127.0.0.1&r=1Mf0Bw-1uBqdu0Gm4-00gWtJ", "5.2.2", "mailbox_full", False),
+}
 SPAM_REPLY = "550 5.7.1 Message content rejected as spam"
 BIG_REPLY = "552 5.3.4 Message size exceeds fixed limit"
 BIG = 60_000
@@ -86,6 +101,8 @@ class Scripted(Capture):
         local, _, domain = address.lower().partition("@")
         if domain == "dest.test" and local in REPLIES:
             return REPLIES[local][0].format(a=address)
+        if domain == "gmx.test" and local in GMX_REPLIES:
+            return GMX_REPLIES[local][0]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -653,7 +670,8 @@ def main() -> int:
                 "myorigin": "mycompany.test", "mydestination": "", "local_recipient_maps": "",
                 "transport_maps": texthash(maps / "transport", [
                     f"{CATCHALL} smtp:[127.0.0.1]:{cap_port}",
-                    f"dest.test smtp:[127.0.0.1]:{cap_port}"]),
+                    f"dest.test smtp:[127.0.0.1]:{cap_port}",
+                    f"gmx.test smtp:[127.0.0.1]:{cap_port}"]),
                 "smtp_skip_5xx_greeting": "no",
             })
             pf.start()
@@ -664,6 +682,15 @@ def main() -> int:
                 send(port, mid, rcpts, **kw)
 
             scenarios("postfix", "postfix", src, pf_submit, dns=False)
+            # GMX's documented refusals (no enhanced codes), in Postfix's DSN
+            mid = "postfix-gmx-08"
+            gmx = [f"{x}@gmx.test" for x in GMX_REPLIES]
+            pf_submit(mid, gmx)
+            save("postfix-gmx-replies", cap.wait(to_bounce(mid), 120, "gmx replies"), {
+                "source": src + "; the destination answers as GMX documents its refusals "
+                                "(postmaster.gmx.com/en/error-messages)",
+                "format": "postfix", "kind": "bounce", "message_id": mid,
+                "results": [rcpt(a, *GMX_REPLIES[a.partition("@")[0]][1:]) for a in gmx]})
             # ORCPT (xtext), ENVID and RET=HDRS together, two failed recipients
             mid = "postfix-dsnopts-06"
             rcpts = ["nobody+tag@dest.test", "Nosuch@dest.test"]
