@@ -448,8 +448,11 @@ _SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+SIGNATURE_SPAN = 12_000  # a bounce says who wrote it at its top, not in the quoted mail
+
+
 def detect_format(head: str, text: str, reporting_mta: str) -> str:
-    blob = f"{head}\n{text}\nreporting-mta: {reporting_mta}"
+    blob = f"{head[:SIGNATURE_SPAN]}\n{text[:SIGNATURE_SPAN]}\nreporting-mta: {reporting_mta}"
     for name, pattern in _SIGNATURES:
         if pattern.search(blob):
             return name
