@@ -26,8 +26,8 @@ import re
 
 from schemas.bounces import REASONS
 
-__all__ = ["REASONS", "best_status", "classify", "find_replycode", "find_status",
-           "infer_status", "reason_of"]
+__all__ = ["REASONS", "best_status", "classify", "derived_status_overridden",
+           "find_replycode", "find_status", "infer_detail", "infer_status", "reason_of"]
 
 ALWAYS_SOFT = frozenset({"mailbox_full", "expired", "network_error"})
 HARD_REASONS = frozenset({"unknown_user", "host_unknown"})
@@ -266,6 +266,31 @@ _INFER_REASON: dict[str, str] = {
     "unknown_user": "1.1", "host_unknown": "1.2", "mailbox_full": "2.2", "expired": "4.7",
     "spam": "7.1", "blocked": "7.1", "auth_failure": "7.8", "network_error": "4.1",
 }
+
+
+def infer_detail(text: str) -> str:
+    """The subject.detail the words of ``text`` name specifically (``"3.4"`` for a
+    message too big), or ""; not from the reason class."""
+    for d, pattern in _INFER_TEXT:
+        if pattern.search(text or ""):
+            return d
+    return ""
+
+
+_BARE_REPLY = re.compile(r"^\s*(?:smtp;\s*)?[245]\d\d(?:[ -](?![245]\.\d{1,3}\.\d)|$)", re.I)
+
+
+def derived_status_overridden(declared: str, diagnostic: str, text: str) -> str:
+    """The status a server's own words give when the reporting MTA derived its
+    ``Status`` from a bare reply code: Sendmail writes ``5.2.2`` for any 552, so
+    ``552 Message size exceeds fixed maximum message size`` (no enhanced code)
+    is reported as a full mailbox. "" when the declared status stands."""
+    if not declared or declared.endswith(".0.0") or not _BARE_REPLY.match(diagnostic or ""):
+        return ""
+    detail = infer_detail(text)
+    if not detail or declared.partition(".")[2] == detail:
+        return ""
+    return f"{declared[0]}.{detail}"
 
 
 def infer_status(reason: str, text: str, replycode: int, action: str = "failed") -> str:

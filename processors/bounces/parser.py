@@ -44,7 +44,14 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 from typing import Any
 
-from .classify import best_status, classify, find_replycode, find_status, infer_status
+from .classify import (
+    best_status,
+    classify,
+    derived_status_overridden,
+    find_replycode,
+    find_status,
+    infer_status,
+)
 
 KINDS = ("bounce", "delay", "auto_reply", "feedback", "not_bounce")
 PUBLIC_FIELDS = ("recipient", "status", "replycode", "hard", "reason", "diagnostic",
@@ -674,8 +681,11 @@ def _result(addr: str, status: str, replycode: int, text: str, diagnostic: str,
     words = f"{diagnostic} {text}"[:20000]
     status = best_status(status, words, diagnostic)
     replycode = replycode or find_replycode(diagnostic)
-    reason, hard = classify(status, replycode, words, action=action)
     inferred = False
+    override = derived_status_overridden(status, diagnostic, words)
+    if override:
+        status, inferred = override, True
+    reason, hard = classify(status, replycode, words, action=action)
     if not status or status.endswith(".0.0"):
         guess = infer_status(reason, words, replycode, action)
         if guess and guess != status and (not status or guess[0] == status[0]

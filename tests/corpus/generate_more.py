@@ -90,6 +90,9 @@ GMX_REPLIES: dict[str, tuple[str, str, str, bool]] = {
 }
 SPAM_REPLY = "550 5.7.1 Message content rejected as spam"
 BIG_REPLY = "552 5.3.4 Message size exceeds fixed limit"
+# the same refusals without enhanced codes (for mail to plain@dest.test)
+SPAM_PLAIN = "554 Transaction failed: message looks like spam"
+BIG_PLAIN = "552 Message size exceeds fixed maximum message size"
 BIG = 60_000
 
 
@@ -108,10 +111,11 @@ class Scripted(Capture):
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         dest = any(r.lower().endswith("@dest.test") for r in envelope.rcpt_tos)
+        plain = any(r.lower() == "plain@dest.test" for r in envelope.rcpt_tos)
         if dest and b"SPAMTEST" in envelope.content[:4000]:
-            return SPAM_REPLY
+            return SPAM_PLAIN if plain else SPAM_REPLY
         if dest and len(envelope.content) > BIG:
-            return BIG_REPLY
+            return BIG_PLAIN if plain else BIG_REPLY
         return await super().handle_DATA(server, session, envelope)
 
 
@@ -638,6 +642,18 @@ def main() -> int:
         save(f"{tag}-message-too-big", cap.wait(to_bounce(mid), 120, f"{tag} big"), {
             "source": source, "format": fmt, "kind": "bounce", "message_id": mid,
             "results": [rcpt("ok@dest.test", "5.3.4", "rejected", False)]})
+        mid = f"{tag}-spam-plain-12"
+        submit(mid, ["plain@dest.test"], subject="SPAMTEST cheap watches")
+        save(f"{tag}-spam-rejected-nocode", cap.wait(to_bounce(mid), 120,
+                                                    f"{tag} spam, no code"), {
+            "source": source, "format": fmt, "kind": "bounce", "message_id": mid,
+            "results": [rcpt("plain@dest.test", "5.7.1", "spam", False)]})
+        mid = f"{tag}-big-plain-13"
+        submit(mid, ["plain@dest.test"], big=True)
+        save(f"{tag}-message-too-big-nocode", cap.wait(to_bounce(mid), 120,
+                                                      f"{tag} big, no code"), {
+            "source": source, "format": fmt, "kind": "bounce", "message_id": mid,
+            "results": [rcpt("plain@dest.test", "5.3.4", "rejected", False)]})
         if dns:
             mid = f"{tag}-nxdomain-04"
             submit(mid, ["someone@no-such-domain-postlane.invalid"])

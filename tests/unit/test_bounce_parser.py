@@ -217,3 +217,20 @@ def test_results_json_shape() -> None:
         "replycode": None, "hard": True, "reason": "host_unknown",
         "diagnostic": "Unrouteable address", "message_id": "ex-nxdomain-0104",
     }]
+
+
+def test_a_status_derived_from_the_reply_code_gives_way_to_the_servers_words() -> None:
+    from processors.bounces.classify import best_status, derived_status_overridden
+
+    # Sendmail's Status for a 552 is 5.2.2 whatever the server meant
+    assert derived_status_overridden(
+        "5.2.2", "552 Message size exceeds fixed maximum message size",
+        "552 Message size exceeds fixed maximum message size") == "5.3.4"
+    # not when the server gave its own enhanced code, nor when the words agree
+    assert derived_status_overridden("5.2.2", "552 5.2.2 Mailbox full", "Mailbox full") == ""
+    assert derived_status_overridden("5.2.2", "552 Mailbox full, quota exceeded",
+                                     "Mailbox full, quota exceeded") == ""
+    # the remote server's own specific code wins over a derived Status of the same class
+    assert best_status("5.2.0", "", "550 5.7.1 Message content rejected as spam") == "5.7.1"
+    assert best_status("5.1.1", "", "550 5.2.1 The account is disabled") == "5.2.1"
+    assert best_status("4.4.7", "", "550 5.1.1 unknown") == "4.4.7"  # another class: kept
