@@ -202,6 +202,8 @@ def _strip_html(text: str) -> str:
 MAX_DEPTH = 60  # MIME nesting followed; deeper parts are not read
 MAX_TEXT = 1_000_000  # characters of human-readable text read
 MAX_RESULTS = 1000  # recipients per bounce
+MAX_MULTIPARTS = 200  # multipart containers in one mail (a real bounce has a handful)
+_MULTIPART = re.compile(rb"^content-type:[ \t]*multipart/", re.I | re.M)
 
 
 def _walk(msg: Message, parts: _Parts, depth: int = 0) -> None:
@@ -886,6 +888,10 @@ def parse_bounce(
     our message id when the envelope recipient was its bounce address."""
     if not raw or not raw.strip():
         raise BounceParseError("empty mail")
+    containers = len(_MULTIPART.findall(raw, 0, 20_000_000))
+    if containers > MAX_MULTIPARTS:  # checked before the email package spends a second on it
+        raise BounceParseError(f"{containers} multipart containers: MIME parts nested too deep "
+                               "or too many to read")
     try:
         msg = message_from_bytes(raw, policy=email_policy.compat32)
     except RecursionError:
