@@ -822,8 +822,8 @@ def _provider_results(name: str, data: dict[str, Any], message_id: str
             return "not_bounce", []
         if data.get("event") == "complained":
             return "feedback", [BounceResult(addr, "", 0, False, "spam",
-                                             "complaint: Mailgun complained event", message_id,
-                                             "complaint")]
+                                             "complaint: feedback-type abuse (Mailgun complained "
+                                             "event)", message_id, "complaint")]
         ds = data.get("delivery-status") or {}
         code = ds.get("code") if isinstance(ds.get("code"), int) else 0
         text = " ".join(str(ds.get(k) or "") for k in ("message", "description")).strip()
@@ -839,8 +839,8 @@ def _provider_results(name: str, data: dict[str, Any], message_id: str
     kind = str(data.get("Type", ""))
     if data.get("RecordType") == "SpamComplaint" or kind == "SpamComplaint":
         return "feedback", [BounceResult(addr, "", 0, False, "spam",
-                                         "complaint: Postmark SpamComplaint", message_id,
-                                         "complaint")]
+                                         "complaint: feedback-type abuse (Postmark "
+                                         "SpamComplaint)", message_id, "complaint")]
     if kind not in _POSTMARK_FAILED:
         return "not_bounce", []
     details = _clean_diagnostic(str(data.get("Details", "")))
