@@ -110,6 +110,22 @@ def test_every_table_replays_equal_to_the_live_one_after_a_kill_restart(
         code, out = replay(s, "delivery-ledger", "--as-of", str(between))
         assert code == 0 and out["agree"], out["differences"]
         assert set(out["table_rows"]) == set(first)
+
+        # an export read back with pyarrow: one row per event of the topics
+        check_export(s, tmp_path)
+        # the deliverability report counts what the sink saw
+        result = CliRunner().invoke(main, ["report", "deliverability", "--by", "server",
+                                           "--json", "--plot", str(tmp_path / "r.png")],
+                                    env=settings_env(s))
+        assert result.exit_code == 0, result.output
+        rep = orjson.loads(result.output)
+        total = rep["total"]
+        assert total["sent"] == len(first + rest)  # every user<i> accepted once
+        assert total["failed"] == 12  # nobody@ on every fifth mail: 550
+        assert total["hard_bounces"] == 12  # the 5xx answers are bounces of the address
+        assert total["latency_p50"] is not None and total["latency_p50"] > 0
+        assert [r["group"] for r in rep["rows"]] == ["main"]
+        assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     except AssertionError:
         print(w1.log_text()[-3000:])
         if w2 is not None:
@@ -119,6 +135,42 @@ def test_every_table_replays_equal_to_the_live_one_after_a_kill_restart(
         w1.stop()
         if w2 is not None:
             w2.stop()
+
+
+def check_export(s: Settings, tmp_path: Path) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from postlane.logread import read_all
+
+    expected = len(read_all(s, [s.topic("delivery"), s.topic("status")]))
+    env = settings_env(s)
+    out = tmp_path / "x.parquet"
+    result = CliRunner().invoke(main, ["export", "delivery", "status", "--format", "parquet",
+                                       "--out", str(out), "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.num_rows == expected
+    assert table.column("_invalid").null_count == expected
+    assert set(table.column("type").to_pylist()) == {
+        "DeliveryStarted", "DeliveryAttempted", "MessageStatusChanged"}
+    assert str(table.schema.field("attempt").type) == "int64"
+    assert str(table.schema.field("recipients").type) == "string"  # two types: JSON text
+    assert str(table.schema.field("occurred_at").type) == "double"
+    ids = table.column("event_id").to_pylist()
+    assert len(ids) == expected and all(ids)
+    csv_out = tmp_path / "x.csv"
+    result = CliRunner().invoke(main, ["export", "delivery", "status", "--format", "csv",
+                                       "--out", str(csv_out)], env=env)
+    assert result.exit_code == 0, result.output
+    assert pacsv.read_csv(csv_out).num_rows == expected
+    jl = tmp_path / "x.jsonl"
+    result = CliRunner().invoke(main, ["export", "delivery", "--format", "jsonl", "--out",
+                                       str(jl)], env=env)
+    assert result.exit_code == 0, result.output
+    lines = jl.read_bytes().splitlines()
+    assert len(lines) == len(read_all(s, [s.topic("delivery")]))
+    assert all(orjson.loads(line)["_topic"] == "delivery" for line in lines)
 
 
 def test_tables_are_known() -> None:
