@@ -16,7 +16,8 @@ same fields, names and JSON types as the exported JSON Schemas,
 
 Parquet is written with pyarrow (DuckDB, pandas and polars read it as it
 is), CSV with pyarrow's writer (header row, RFC 4180 quoting), JSONL one
-object per line with the same columns. A record that is not an event
+object per line with the same columns (objects and lists there stay JSON
+values instead of JSON text). A record that is not an event
 (garbage its processor dead-lettered) is exported with its place and
 ``_invalid`` set to the reason; an event type the topic is not known to
 carry keeps only the columns it shares with them.
@@ -39,7 +40,7 @@ from schemas import ALL_EVENTS, CONFIG_EVENTS, Event
 from streams.settings import Settings
 from streams.topics import ALL_TOPICS
 
-from .logread import Rec, read_batches
+from .logread import Rec, gc_paused, read_batches
 
 FORMATS = ("parquet", "csv", "jsonl")
 
@@ -138,6 +139,8 @@ def _cast(value: Any, kind: pa.DataType | str) -> Any:
     """A JSON value as the column wants it (None when it cannot be)."""
     if value is None:
         return None
+    if isinstance(value, bytes):  # JSON text made already
+        return value.decode("utf-8", "replace") if kind in (_JSON, pa.string()) else None
     if kind == _JSON:
         return _json_text(value)
     if kind == pa.string():
@@ -154,40 +157,105 @@ def _cast(value: Any, kind: pa.DataType | str) -> Any:
     return None
 
 
-def rows_to_table(recs: list[Rec], cols: Columns, short: dict[str, str],
-                  untyped: dict[str, str]) -> pa.Table:
-    """One arrow table for a batch of records."""
-    n = len(recs)
-    topic_col: list[str] = [short.get(r.topic, r.topic) for r in recs]
-    key_col = [None if r.key is None else r.key.decode("utf-8", "replace") for r in recs]
-    invalid: list[str | None] = [None] * n
+_NONE = type(None)
+# the Python types a column's values may have for pyarrow to convert them as they are
+_ALLOWED: dict[Any, frozenset[type]] = {
+    pa.string(): frozenset({str, _NONE}), pa.int64(): frozenset({int, _NONE}),
+    pa.float64(): frozenset({float, int, _NONE}), pa.bool_(): frozenset({bool, _NONE}),
+}
+
+
+def _column(values: list[Any], kind: pa.DataType | str) -> pa.Array:
+    """One column: converted by pyarrow in C when every value already has
+    the column's type (checked first: pyarrow would truncate 1.5 into an
+    int64 or take True as 1.0), else value by value with ``_cast``."""
+    if kind == _JSON:
+        return pa.array([None if v is None else orjson.dumps(v) for v in values], pa.string())
+    allowed = _ALLOWED.get(kind)
+    if allowed is not None and {type(v) for v in values} <= allowed:
+        return pa.array(values, kind)
+    return pa.array([_cast(v, kind) for v in values], kind)
+
+
+def parse_records(recs: list[Rec], untyped: dict[str, str]) -> tuple[list[dict[str, Any]],
+                                                                      list[str | None]]:
+    """Each record's JSON object ({} when it is not one) and why not."""
+    invalid: list[str | None] = [None] * len(recs)
     datas: list[dict[str, Any]] = []
+    loads = orjson.loads
     for i, r in enumerate(recs):
         try:
-            data = orjson.loads(r.value) if r.value is not None else None
+            data = loads(r.value) if r.value is not None else None
         except orjson.JSONDecodeError as exc:
             data, invalid[i] = None, f"not JSON: {exc}"
-        if data is not None and not isinstance(data, dict):
-            data, invalid[i] = None, f"not a JSON object: {type(data).__name__}"
-        if data is None:
+        if type(data) is not dict:
             if invalid[i] is None:
-                invalid[i] = "empty record (no value)"
+                invalid[i] = ("empty record (no value)" if data is None
+                              else f"not a JSON object: {type(data).__name__}")
             data = {}
         elif not data.get("type") and r.topic in untyped:
             data["type"] = untyped[r.topic]
         datas.append(data)
-    arrays = [
-        pa.array(topic_col, pa.string()),
+    return datas, invalid
+
+
+def rows_to_table(recs: list[Rec], cols: Columns, short: dict[str, str],
+                  untyped: dict[str, str]) -> pa.Table:
+    """One arrow table for a batch of records, in their order. The objects
+    are converted by pyarrow in C++ (a struct array of the columns; nested
+    values made JSON text first); a batch with a value pyarrow cannot take
+    as its column's type is converted value by value (``_cast``)."""
+    datas, invalid = parse_records(recs, untyped)
+    json_cols = [n for n, k in cols.kinds.items() if k == _JSON]
+    dumps = orjson.dumps
+    for d in datas:
+        for name in json_cols:
+            v = d.get(name)
+            if v is not None:
+                d[name] = dumps(v)
+    schema = cols.schema()
+    meta = [
+        pa.array([short.get(r.topic, r.topic) for r in recs], pa.string()),
         pa.array([r.partition for r in recs], pa.int32()),
         pa.array([r.offset for r in recs], pa.int64()),
         pa.array([r.timestamp_ms for r in recs], pa.timestamp("ms", tz="UTC")),
-        pa.array(key_col, pa.string()),
+        pa.array([None if r.key is None else r.key.decode("utf-8", "replace") for r in recs],
+                 pa.string()),
     ]
-    for name, kind in cols.kinds.items():
-        values = [_cast(d.get(name), kind) for d in datas]
-        arrays.append(pa.array(values, pa.string() if kind == _JSON else kind))
-    arrays.append(pa.array(invalid, pa.string()))
-    return pa.Table.from_arrays(arrays, schema=cols.schema())
+    struct = pa.struct([(n, pa.string() if k == _JSON else k) for n, k in cols.kinds.items()])
+    try:
+        body = pa.array(datas, struct)
+        fields = [body.field(i) for i in range(struct.num_fields)]
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        fields = [_column([d.get(n) for d in datas], pa.string() if k == _JSON else k)
+                  for n, k in cols.kinds.items()]
+    return pa.Table.from_arrays([*meta, *fields, pa.array(invalid, pa.string())],
+                                schema=schema)
+
+
+def jsonl_lines(recs: list[Rec], cols: Columns, short: dict[str, str],
+                untyped: dict[str, str]) -> bytes:
+    """The same rows as JSON lines (objects and lists kept as JSON, not text)."""
+    datas, invalid = parse_records(recs, untyped)
+    names = list(cols.kinds)
+    out = []
+    for r, d, bad in zip(recs, datas, invalid, strict=True):
+        row: dict[str, Any] = {
+            "_topic": short.get(r.topic, r.topic), "_partition": r.partition,
+            "_offset": r.offset, "_timestamp": _iso(r.timestamp_ms),
+            "_key": None if r.key is None else r.key.decode("utf-8", "replace")}
+        for name in names:
+            row[name] = d.get(name)
+        row["_invalid"] = bad
+        out.append(orjson.dumps(row))
+    out.append(b"")
+    return b"\n".join(out)
+
+
+def _iso(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000.0, dt.UTC).isoformat(timespec="milliseconds")
 
 
 class _Writer:
@@ -204,16 +272,11 @@ class _Writer:
     def write(self, table: pa.Table) -> None:
         if self.fmt == "parquet":
             self.pq.write_table(table)
-        elif self.fmt == "csv":
-            self.csv.write_table(table)
         else:
-            ts_index = self.schema.get_field_index("_timestamp")
-            rows = table.to_pylist()
-            names = self.schema.names
-            for row in rows:
-                ts = row[names[ts_index]]
-                row["_timestamp"] = ts.isoformat() if ts is not None else None
-                self.fh.write(orjson.dumps(row) + b"\n")
+            self.csv.write_table(table)
+
+    def write_lines(self, data: bytes) -> None:
+        self.fh.write(data)
 
     def close(self) -> None:
         if self.fmt == "parquet":
@@ -251,18 +314,30 @@ def export(s: Settings, topics: list[str], fmt: str, out: Path,
     short = {s.topic(t): t for t in topics}
     untyped = untyped_by_topic(s)
     t0 = time.perf_counter()
-    rows = invalid = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = _Writer(fmt, out, cols.schema())
+    with gc_paused():
+        rows, invalid = _write(s, writer, fmt, cols, short, untyped, since, until, progress)
+    return Exported(out, rows, invalid, time.perf_counter() - t0)
+
+
+def _write(s: Settings, writer: _Writer, fmt: str, cols: Columns, short: dict[str, str],
+           untyped: dict[str, str], since: float | None, until: float | None,
+           progress: Callable[[int, int], None] | None) -> tuple[int, int]:
+    rows = invalid = 0
     try:
         for batch in _chunks(read_batches(s, list(short), since, until, progress)):
+            if fmt == "jsonl":
+                writer.write_lines(jsonl_lines(batch, cols, short, untyped))
+                rows += len(batch)
+                continue
             table = rows_to_table(batch, cols, short, untyped)
             writer.write(table)
             rows += table.num_rows
             invalid += table.num_rows - table.column("_invalid").null_count
     finally:
         writer.close()
-    return Exported(out, rows, invalid, time.perf_counter() - t0)
+    return rows, invalid
 
 
 def _chunks(batches: Iterator[list[Rec]], size: int = 20000) -> Iterator[list[Rec]]:

@@ -12,10 +12,12 @@ a record after ``until`` is read and dropped, never trusted to an index.
 from __future__ import annotations
 
 import asyncio
+import gc
 import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer
@@ -24,6 +26,20 @@ from aiokafka import TopicPartition as AIOTopicPartition
 from streams.client import BrokerUnavailable
 from streams.offsets import true_end_offsets
 from streams.settings import Settings
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cycle collector off while a tool reads and folds a log: with
+    hundreds of thousands of records alive it scanned them all again and
+    again (half the time of a read; nothing here makes cycles)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Rec(NamedTuple):

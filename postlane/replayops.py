@@ -15,8 +15,9 @@ whose own timestamp is at or before it are used: the embedded broker's
 
 The folds, by table:
 
-- ``status``: every status source, merged in timestamp order, folded in one
-  batch with ``processors.status.batch.fold_batch`` (the agent's function).
+- ``status``: every status source, merged in timestamp order, each event
+  applied with ``processors.status.batch.apply`` (what the agent's
+  ``fold_batch`` applies per event: ``core.evolve``, ``core.acknowledge``).
 - ``delivery-ledger``: ``processors.delivery.core``: a release is
   ``on_routed``'s decision, each ``DeliveryStarted`` is ``start`` (a
   ledger is made with ``new_ledger`` from the recipients it names),
@@ -46,7 +47,7 @@ from streams.client import Record
 from streams.settings import Settings
 from streams.topics import TopicSpec
 
-from .logread import Rec, read_all, unavailable
+from .logread import Rec, gc_paused, read_all, unavailable
 
 Fold = Callable[[Settings, list[Rec]], "Folded"]
 
@@ -107,8 +108,8 @@ def changelog_topics(s: Settings, table: str) -> list[str]:
 
 def pick_changelog(s: Settings, table: str, owner: str, topics: list[str]) -> str | None:
     """The owner's own worker first (``postlane worker OWNER``), then a
-    worker running the owner with others (``a+OWNER+b``), then the dev
-    stack's, else the first."""
+    worker running the owner with others (its app is the sorted names joined
+    by ``-``: ``limiter-OWNER-router``), then the dev stack's, else the first."""
     if not topics:
         return None
     exact = f"{s.app_prefix}-{owner}-{table}-changelog"
@@ -116,7 +117,7 @@ def pick_changelog(s: Settings, table: str, owner: str, topics: list[str]) -> st
         return exact
     for t in topics:
         app = t[len(s.app_prefix) + 1:-len(f"-{table}-changelog")]
-        if owner in app.split("+"):
+        if owner in app.split("-"):
             return t
     dev = f"{s.app_prefix}-dev-{table}-changelog"
     return dev if dev in topics else topics[0]
@@ -189,11 +190,13 @@ def run(s: Settings, spec: TableReplay, as_of: float | None = None,
         changelog: str | None = None) -> Outcome:
     """Replay ``spec`` and compare it with the live table."""
     t0 = time.perf_counter()
-    recs = read_all(s, [t.full(s) for t in spec.sources], until=as_of)
-    folded = spec.fold(s, recs)
+    with gc_paused():
+        recs = read_all(s, [t.full(s) for t in spec.sources], until=as_of)
+        folded = spec.fold(s, recs)
     topic = changelog or pick_changelog(s, spec.table, spec.owner,
                                         changelog_topics(s, spec.table))
-    live = read_live(s, topic, as_of, spec.live) if topic else {}
+    with gc_paused():
+        live = read_live(s, topic, as_of, spec.live) if topic else {}
     diffs = differences(folded.rows, live) if topic else []
     return Outcome(spec.name, as_of, len(recs), folded.folded, folded.skipped, folded.rows,
                    topic, live, diffs, time.perf_counter() - t0)
@@ -215,14 +218,15 @@ def status_comparable(st: Any) -> dict[str, Any]:
 
 def fold_status(s: Settings, recs: list[Rec]) -> Folded:
     from processors.status.agent import REGISTRY, SOURCES
-    from processors.status.batch import fold_batch
+    from processors.status.batch import apply
+    from processors.status.core import MessageStatus
     from schemas import QueueCommandIssued
     from streams.topics import RELEASED, untyped_by_topic
 
     untyped = untyped_by_topic(s)
     released = RELEASED.full(s)
     out = Folded()
-    events: list[Event | None] = []
+    events: list[Event] = []
     for rec in in_order(recs, SOURCES, s):
         try:
             ev = decode_any(REGISTRY, rec.value, untyped.get(rec.topic, ""))
@@ -235,10 +239,20 @@ def fold_status(s: Settings, recs: list[Rec]) -> Folded:
         if isinstance(ev, QueueCommandIssued) and rec.topic == released:
             continue  # the limiter's forwarded copy (the status agent ignores it)
         events.append(ev)
-    result = fold_batch(lambda _mid: None, events)
-    out.folded = len(events) - len(result.failed)
-    out.skipped += len(result.failed)
-    out.rows = {mid: status_comparable(st) for mid, st in result.rows.items()}
+    # batch.apply per event: what fold_batch does for each event of a batch
+    # (its merging of the published changes is not needed for the rows)
+    rows: dict[str, MessageStatus] = {}
+    for event in events:
+        mid = event.message_id  # type: ignore[attr-defined]
+        try:
+            new, _result, _changed = apply(rows.get(mid), event)
+        except Exception:  # noqa: BLE001 - the agent dead-letters what fails to fold
+            out.skipped += 1
+            continue
+        out.folded += 1
+        if new is not None:
+            rows[mid] = new
+    out.rows = {mid: status_comparable(st) for mid, st in rows.items()}
     return out
 
 
@@ -278,6 +292,7 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
     out = Folded()
     ledgers: dict[str, core.Ledger] = {}
     decisions: dict[str, RoutingDecided] = {}
+    guessed: dict[str, bool] = {}  # message_id -> its running attempt taken as interrupted
     for rec in in_order(recs, (RELEASED, DELIVERY), s):
         try:
             ev = decode_any(registry, rec.value)
@@ -307,7 +322,10 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
                 elif ev.attempt <= ledger.attempt:
                     continue  # the same start again
                 ledger = replace(ledger, server=ev.server)
+                # an attempt started over one without an outcome was interrupted
+                # (the outcome, when it comes, says for sure: below)
                 action = core.Action("deliver", interrupted=ledger.inflight)
+                guessed[mid] = action.interrupted
                 ledger, _started = core.start(ledger, action, ev.worker)
                 ledgers[mid] = ledger
             elif isinstance(ev, DeliveryAttempted):
@@ -319,8 +337,15 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
                     smtp_message_id=ev.smtp_message_id)
                 # the times and the next server are the recorded ones (they
                 # were computed from the clock and the config of that moment)
-                ledgers[mid] = replace(ledger, next_at=ev.next_attempt_at,
-                                       server=ev.next_server or ledger.server)
+                ledger = replace(ledger, next_at=ev.next_attempt_at,
+                                 server=ev.next_server or ledger.server)
+                # a crash after the previous outcome reached the log and before
+                # the ledger recorded it: delivery took that attempt as
+                # interrupted, and this outcome says so
+                if ev.interrupted != guessed.pop(mid, False):
+                    ledger = replace(ledger, interrupted_attempts=ledger.interrupted_attempts
+                                     + (1 if ev.interrupted else -1))
+                ledgers[mid] = ledger
             out.folded += 1
         except (InvalidEvent, TypeError, ValueError, KeyError):
             out.skipped += 1

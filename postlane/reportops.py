@@ -9,7 +9,8 @@ pure: records in, rows out.
 Per group (``server``, recipient ``domain``, ``reason``, ``tenant`` or UTC
 ``day``):
 
-- ``sent``: recipients accepted; ``deferred``: temporary failures (each
+- ``sent``: recipients accepted (once per mail and recipient, also when an
+  interrupted attempt sent it twice); ``deferred``: temporary failures (each
   attempt counts); ``failed``: recipients failed for good (5xx, gave up);
 - ``hard_bounces`` / ``soft_bounces``: ``BounceRecorded`` (bounce mails and
   5xx answers at delivery), ``complaints``: ``ComplaintReceived``,
@@ -36,7 +37,7 @@ import orjson
 
 from streams.settings import Settings
 
-from .logread import Rec, read_batches
+from .logread import Rec, gc_paused, read_batches
 
 GROUPS = ("server", "domain", "reason", "tenant", "day")
 COUNTS = ("sent", "deferred", "failed", "hard_bounces", "soft_bounces", "complaints",
@@ -164,7 +165,14 @@ def aggregate(records: Iterable[Rec], by: str, s: Settings) -> list[Row]:
             facts.append(("unsubscribes", str(data.get("message_id", "")), "",
                           str(data.get("address", "")), at, f"via {data.get('via', '')}", None))
     rows: dict[str, Row] = {}
+    once: set[tuple[str, str, str]] = set()  # (count, message_id, recipient) of sent/failed
     for count, mid, server, address, at, reason, done in facts:
+        if count in ("sent", "failed"):
+            # a recipient sent again after an interrupted attempt (at-least-once)
+            # is one delivery; a failure retried by an operator counts once
+            if (count, mid, address) in once:
+                continue
+            once.add((count, mid, address))
         m = mails.get(mid) or _Mail()
         key = {"server": server or m.server or "?", "domain": _domain(address),
                "reason": reason or "?", "tenant": m.tenant or "(none)", "day": _day(at)}[by]
@@ -184,7 +192,8 @@ def report(s: Settings, by: str, since: float | None = None,
         for batch in read_batches(s, topics, since, until):
             yield from batch
 
-    return aggregate(records(), by, s)
+    with gc_paused():
+        return aggregate(records(), by, s)
 
 
 def totals(rows: list[Row]) -> Row:

@@ -114,6 +114,8 @@ def register(rt: Runtime) -> None:
         await rt.config.wait_ready()
         async for event in stream.events():
             message = event.message
+            if not rt.config.view.webhooks:
+                continue  # no endpoint: nothing to plan (the pipeline pays no more than this)
             try:
                 ev = decode_any(_INPUTS, message.value)
             except InvalidEvent as exc:

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner
+from kafka import KafkaAdminClient
 
 from postlane import replayops
 from postlane.cli import main
@@ -24,6 +25,7 @@ from postlane.statusview import FINAL_STATES
 from streams.client import ensure_topics
 from streams.embedded import EmbeddedBroker, free_port
 from streams.settings import Settings
+from streams.topics import DELIVERY, RELEASED, ROUTING_DECIDED, SEND_REQUESTED, TopicSpec
 
 from .harness import Worker, isolated_settings, settings_env, wait_for
 from .test_delivery_e2e import RETRY, Sink, configure, server, sinks, statuses  # noqa: F401
@@ -38,6 +40,17 @@ TABLES = ("status", "delivery-ledger", "limiter-held", "limiter-mass", "blacklis
 def start(s: Settings, tmp_path: Path, n: int) -> Worker:
     return Worker(s, *PROCESSORS, log=tmp_path / f"worker{n}.log",
                   extra_env={"POSTLANE_WEB_PORT": str(free_port())}).start()
+
+
+def committed(s: Settings, specs: tuple[TopicSpec, ...]) -> bool:
+    group = f"{s.app_prefix}-{'-'.join(sorted(PROCESSORS))}"
+    admin = KafkaAdminClient(bootstrap_servers=s.bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    done = {(tp.topic, tp.partition) for tp, om in offsets.items() if om.offset > 0}
+    return all((spec.full(s), p) in done for spec in specs for p in range(s.partitions))
 
 
 def replay(s: Settings, table: str, *args: str) -> tuple[int, dict[str, Any]]:
@@ -77,6 +90,11 @@ def test_every_table_replays_equal_to_the_live_one_after_a_kill_restart(
     try:
         first = send(s, 0, 20)
         wait_for(lambda: all_final(first), timeout=120, interval=1.0, what="the first mails")
+        # the group committed on every partition before the kill (a worker
+        # killed before its first commit on a partition loses that input on
+        # restart: a Faust issue, README "Known limits")
+        wait_for(lambda: committed(s, (SEND_REQUESTED, ROUTING_DECIDED, RELEASED, DELIVERY)),
+                 timeout=30, what="the group's first commit")
         time.sleep(2.0)  # the tables' writes after the last status change
         between = time.time()
         time.sleep(1.0)
