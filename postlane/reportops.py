@@ -155,15 +155,16 @@ def aggregate(records: Iterable[Rec], by: str, s: Settings) -> list[Row]:
                           None))
         elif etype == "ComplaintReceived":
             facts.append(("complaints", str(data.get("message_id", "")), "",
-                          str(data.get("address", "")), at, str(data.get("feedback_type", "")),
-                          None))
+                          str(data.get("address", "")), float(data.get("complained_at") or at),
+                          str(data.get("feedback_type", "")), None))
             cmid = str(data.get("message_id", ""))
             if data.get("tenant") and cmid:
                 cm = mails.setdefault(cmid, _Mail())
                 cm.tenant = cm.tenant or str(data["tenant"])
         elif etype == "UnsubscribeRequested":
             facts.append(("unsubscribes", str(data.get("message_id", "")), "",
-                          str(data.get("address", "")), at, f"via {data.get('via', '')}", None))
+                          str(data.get("address", "")), float(data.get("requested_at") or at),
+                          f"via {data.get('via', '')}", None))
     rows: dict[str, Row] = {}
     once: set[tuple[str, str, str]] = set()  # (count, message_id, recipient) of sent/failed
     for count, mid, server, address, at, reason, done in facts:
