@@ -234,7 +234,7 @@ def rows_to_table(recs: list[Rec], cols: Columns, short: dict[str, str],
 
 
 def jsonl_lines(recs: list[Rec], cols: Columns, short: dict[str, str],
-                untyped: dict[str, str]) -> bytes:
+                untyped: dict[str, str]) -> tuple[bytes, int]:
     """The same rows as JSON lines (objects and lists kept as JSON, not text)."""
     datas, invalid = parse_records(recs, untyped)
     names = list(cols.kinds)
@@ -249,7 +249,7 @@ def jsonl_lines(recs: list[Rec], cols: Columns, short: dict[str, str],
         row["_invalid"] = bad
         out.append(orjson.dumps(row))
     out.append(b"")
-    return b"\n".join(out)
+    return b"\n".join(out), sum(1 for bad in invalid if bad is not None)
 
 
 def _iso(ms: int) -> str:
@@ -297,9 +297,13 @@ class Exported:
 
 def export(s: Settings, topics: list[str], fmt: str, out: Path,
            since: float | None = None, until: float | None = None,
-           progress: Callable[[int, int], None] | None = None) -> Exported:
+           progress: Callable[[int, int], None] | None = None, jobs: int = 1) -> Exported:
     """Write every event of ``topics`` (short names) with ``since <= record
-    timestamp <= until`` to ``out`` in ``fmt``."""
+    timestamp <= until`` to ``out`` in ``fmt``. With ``jobs`` > 1 the
+    topic-partitions are shared among that many processes (each reads and
+    converts its share into a part file; the parts are then joined into
+    ``out``): rows are in offset order per partition, partitions one after
+    the other."""
     import time
 
     if fmt not in FORMATS:
@@ -308,36 +312,119 @@ def export(s: Settings, topics: list[str], fmt: str, out: Path,
     if unknown:
         raise ExportError(f"unknown topic {', '.join(repr(t) for t in unknown)}; known: "
                           f"{', '.join(known_topics())}")
+    t0 = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if jobs > 1:
+        rows, invalid = _export_parallel(s, topics, fmt, out, since, until, progress, jobs)
+    else:
+        rows, invalid = _export_part(s, topics, fmt, out, since, until, progress, None)
+    return Exported(out, rows, invalid, time.perf_counter() - t0)
+
+
+def _export_part(s: Settings, topics: list[str], fmt: str, out: Path, since: float | None,
+                 until: float | None, progress: Callable[[int, int], None] | None,
+                 share: tuple[int, int] | None) -> tuple[int, int]:
     from streams.topics import untyped_by_topic
 
     cols = Columns.of(topics, fmt)
     short = {s.topic(t): t for t in topics}
     untyped = untyped_by_topic(s)
-    t0 = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
     writer = _Writer(fmt, out, cols.schema())
-    with gc_paused():
-        rows, invalid = _write(s, writer, fmt, cols, short, untyped, since, until, progress)
-    return Exported(out, rows, invalid, time.perf_counter() - t0)
-
-
-def _write(s: Settings, writer: _Writer, fmt: str, cols: Columns, short: dict[str, str],
-           untyped: dict[str, str], since: float | None, until: float | None,
-           progress: Callable[[int, int], None] | None) -> tuple[int, int]:
     rows = invalid = 0
-    try:
-        for batch in _chunks(read_batches(s, list(short), since, until, progress)):
-            if fmt == "jsonl":
-                writer.write_lines(jsonl_lines(batch, cols, short, untyped))
-                rows += len(batch)
-                continue
-            table = rows_to_table(batch, cols, short, untyped)
-            writer.write(table)
-            rows += table.num_rows
-            invalid += table.num_rows - table.column("_invalid").null_count
-    finally:
-        writer.close()
+    with gc_paused():
+        try:
+            for batch in _chunks(read_batches(s, list(short), since, until, progress, share)):
+                if fmt == "jsonl":
+                    data, bad = jsonl_lines(batch, cols, short, untyped)
+                    writer.write_lines(data)
+                    rows, invalid = rows + len(batch), invalid + bad
+                    continue
+                table = rows_to_table(batch, cols, short, untyped)
+                writer.write(table)
+                rows += table.num_rows
+                invalid += table.num_rows - table.column("_invalid").null_count
+        finally:
+            writer.close()
     return rows, invalid
+
+
+def _child(s: Settings, topics: list[str], fmt: str, part: Path, since: float | None,
+           until: float | None, index: int, jobs: int, counters: Any, results: Any) -> None:
+    """One process of a parallel export: its share into ``part``."""
+    def progress(done: int, total: int) -> None:
+        counters[2 * index], counters[2 * index + 1] = done, total
+
+    try:
+        rows, invalid = _export_part(s, topics, fmt, part, since, until, progress,
+                                     (index, jobs))
+        results.put((index, rows, invalid, ""))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent in words
+        results.put((index, 0, 0, f"{type(exc).__name__}: {exc}"))
+
+
+def _export_parallel(s: Settings, topics: list[str], fmt: str, out: Path,
+                     since: float | None, until: float | None,
+                     progress: Callable[[int, int], None] | None,
+                     jobs: int) -> tuple[int, int]:
+    import multiprocessing
+    import queue
+
+    ctx = multiprocessing.get_context("fork")  # no re-import; nothing runs threads yet
+    counters = ctx.Array("q", 2 * jobs, lock=False)
+    results = ctx.Queue()
+    parts = [out.with_name(f".{out.name}.part{i}") for i in range(jobs)]
+    procs = [ctx.Process(target=_child, args=(s, topics, fmt, parts[i], since, until, i, jobs,
+                                              counters, results), daemon=True)
+             for i in range(jobs)]
+    for proc in procs:
+        proc.start()
+    got: dict[int, tuple[int, int, str]] = {}
+    try:
+        while len(got) < jobs:
+            try:
+                index, rows, invalid, error = results.get(timeout=0.2)
+                got[index] = (rows, invalid, error)
+            except queue.Empty:
+                if not any(p.is_alive() for p in procs) and results.empty():
+                    break
+            if progress is not None:
+                progress(sum(counters[0::2]), sum(counters[1::2]))
+        for proc in procs:
+            proc.join(10)
+        errors = [got[i][2] for i in sorted(got) if got[i][2]]
+        if len(got) < jobs or errors:
+            from streams.client import BrokerUnavailable
+
+            raise BrokerUnavailable("; ".join(errors) or "an export process died")
+        _join(fmt, parts, out, Columns.of(topics, fmt).schema())
+        return sum(g[0] for g in got.values()), sum(g[1] for g in got.values())
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+        for part in parts:
+            part.unlink(missing_ok=True)
+
+
+def _join(fmt: str, parts: list[Path], out: Path, schema: pa.Schema) -> None:
+    """The part files as one file of ``fmt``."""
+    if fmt == "parquet":
+        writer = pq.ParquetWriter(str(out), schema, compression="zstd")
+        try:
+            for part in parts:
+                pf = pq.ParquetFile(str(part))
+                for i in range(pf.num_row_groups):
+                    writer.write_table(pf.read_row_group(i))
+        finally:
+            writer.close()
+        return
+    with open(out, "wb") as dst:
+        for n, part in enumerate(parts):
+            with open(part, "rb") as src:
+                if fmt == "csv" and n > 0:
+                    src.readline()  # the header, written once
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
 
 
 def _chunks(batches: Iterator[list[Rec]], size: int = 20000) -> Iterator[list[Rec]]:

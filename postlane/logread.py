@@ -61,11 +61,13 @@ def unavailable(s: Settings, exc: BaseException) -> BrokerUnavailable:
 async def aread(s: Settings, topics: list[str], since: float | None = None,
                 until: float | None = None,
                 progress: Callable[[int, int], None] | None = None,
+                share: tuple[int, int] | None = None,
                 ) -> AsyncIterator[list[Rec]]:
     """Batches of records of ``topics`` (full names; a missing topic has no
     records) with ``since <= timestamp <= until`` (unix seconds; None: open).
     ``progress(read, total)`` is called after each fetch (total: the records
-    between offset 0 and the end when the read began)."""
+    between offset 0 and the end when the read began). ``share=(i, n)``:
+    only the i-th of every n topic-partitions (readers in n processes)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=s.bootstrap, group_id=None, enable_auto_commit=False,
         fetch_max_wait_ms=100, max_partition_fetch_bytes=8 * 1024 * 1024,
@@ -81,6 +83,8 @@ async def aread(s: Settings, topics: list[str], since: float | None = None,
         for topic in topics:
             parts = consumer.partitions_for_topic(topic) or set()
             tps.extend(AIOTopicPartition(topic, p) for p in sorted(parts))
+        if share is not None:
+            tps = [tp for i, tp in enumerate(tps) if i % share[1] == share[0]]
         if not tps:
             return
         consumer.assign(tps)
@@ -126,13 +130,14 @@ async def aread(s: Settings, topics: list[str], since: float | None = None,
 
 def read_batches(s: Settings, topics: list[str], since: float | None = None,
                  until: float | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> Iterator[list[Rec]]:
+                 progress: Callable[[int, int], None] | None = None,
+                 share: tuple[int, int] | None = None) -> Iterator[list[Rec]]:
     """``aread`` for synchronous callers: the read runs on its own event
     loop in a thread, a few batches ahead of the caller."""
     q: queue.Queue[list[Rec] | BaseException | None] = queue.Queue(maxsize=8)
 
     async def pump() -> None:
-        async for batch in aread(s, topics, since, until, progress):
+        async for batch in aread(s, topics, since, until, progress, share):
             await asyncio.get_running_loop().run_in_executor(None, q.put, batch)
 
     def run() -> None:

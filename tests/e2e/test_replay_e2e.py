@@ -184,7 +184,7 @@ def check_export(s: Settings, tmp_path: Path) -> None:
     assert pacsv.read_csv(csv_out).num_rows == expected
     jl = tmp_path / "x.jsonl"
     result = CliRunner().invoke(main, ["export", "delivery", "--format", "jsonl", "--out",
-                                       str(jl)], env=env)
+                                       str(jl), "--jobs", "2"], env=env)
     assert result.exit_code == 0, result.output
     lines = jl.read_bytes().splitlines()
     assert len(lines) == len(read_all(s, [s.topic("delivery")]))
