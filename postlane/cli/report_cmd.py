@@ -64,7 +64,10 @@ def deliverability(since: str | None, until: str | None, by: str, as_json: bool,
     for r in rows:
         table.add_row(*cells(r))
     table.add_row(*cells(total), style="bold")
-    Console().print(table)
+    import sys
+
+    # a pipe or a file gets the whole table, not one squeezed into 80 columns
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     if plot:
         click.echo(f"plot written to {plot}")
 
