@@ -5,7 +5,12 @@ from __future__ import annotations
 import click
 import orjson
 
-from postlane.configops import current_view, dkim_key_problems, publish_config
+from postlane.configops import (
+    current_view,
+    dkim_key_problems,
+    publish_config,
+    webhook_secret_problems,
+)
 from schemas import InvalidEvent, OutgoingServerRemoved
 from streams.client import BrokerUnavailable
 
@@ -31,7 +36,8 @@ def config_apply(path: str, dry_run: bool) -> None:
             click.echo(f"warning: {warning}", err=True)
         items = plan(current_view(s), desired)
         if dry_run:
-            problems = dkim_key_problems(items)  # what publishing would refuse
+            # what publishing would refuse
+            problems = dkim_key_problems(items) + webhook_secret_problems(items)
             if problems:
                 raise ConfigFileError("; ".join(problems) + " (nothing would be published)")
         else:
