@@ -202,6 +202,7 @@ def _strip_html(text: str) -> str:
 MAX_DEPTH = 60  # MIME nesting followed; deeper parts are not read
 MAX_TEXT = 1_000_000  # characters of human-readable text read
 MAX_RESULTS = 1000  # recipients per bounce
+MAX_HEADER = 1_000_000  # bytes of header block (a real bounce's is a few KB)
 MAX_MULTIPARTS = 200  # multipart containers in one mail (a real bounce has a handful)
 _MULTIPART = re.compile(rb"^content-type:[ \t]*multipart/", re.I | re.M)
 
@@ -888,6 +889,10 @@ def parse_bounce(
     our message id when the envelope recipient was its bounce address."""
     if not raw or not raw.strip():
         raise BounceParseError("empty mail")
+    if len(raw) > MAX_HEADER and raw.find(b"\n\n", 0, MAX_HEADER) < 0 \
+            and raw.find(b"\n\r\n", 0, MAX_HEADER) < 0:
+        raise BounceParseError(f"a header block over {MAX_HEADER // 1_000_000} MB "
+                               "(no bounce has one): not read")
     containers = len(_MULTIPART.findall(raw, 0, 20_000_000))
     if containers > MAX_MULTIPARTS:  # checked before the email package spends a second on it
         raise BounceParseError(f"{containers} multipart containers: MIME parts nested too deep "
