@@ -135,6 +135,7 @@ class Tail:
                 except orjson.JSONDecodeError:
                     continue
                 if isinstance(value, dict):
+                    value["_at"] = (r.partition, r.offset)  # where it is on its topic
                     out.append(value)
                     got += 1
         return got
@@ -415,6 +416,40 @@ class KillMatrix:
         for a in sorted(rnd.bounced - black)[:5]:
             lines.append(f"  not blacklisted {a}: BounceRecorded {a in recorded}")
         lines.append(f"  {len(missing)} mails missing; logs in {self.workdir}")
+        if missing:
+            lines.append(self._offsets(rnd, missing))
+        return "\n".join(lines)
+
+    def _offsets(self, rnd: Round, missing: list[str]) -> str:
+        """Where the missing mails are on ``released``, the killed
+        processor's group's committed offsets and the topics' true ends."""
+        from streams.offsets import true_end_offsets_sync
+
+        s = self.settings
+        released: dict[int, list[int]] = collections.defaultdict(list)
+        wanted = set(missing)
+        for e in self.ev("released"):
+            if e.get("message_id") in wanted:
+                p, o = e["_at"]
+                released[p].append(o)
+        spans = {p: f"{min(o)}-{max(o)} ({len(o)})" for p, o in sorted(released.items())}
+        lines = [f"  missing on released (partition: offsets): {spans}"]
+        tps = [TopicPartition(RELEASED.full(s), p) for p in range(s.partitions)]
+
+        group = f"{s.app_prefix}-{rnd.killed}"
+        reader = KafkaConsumer(bootstrap_servers=s.bootstrap, group_id=group,
+                               enable_auto_commit=False, client_id="kill-matrix-committed")
+        try:  # asks the group's committed offsets; never joins it
+            lines.append(f"  committed by {group}: " + ", ".join(
+                f"{tp.topic}[{tp.partition}]={reader.committed(tp)}" for tp in tps))
+        finally:
+            reader.close()
+        assert self.tail is not None
+        ends = true_end_offsets_sync(self.tail.consumer, tps)
+        listed = self.tail.consumer.end_offsets(tps)
+        lines.append("  true ends: " + ", ".join(f"{tp.topic}[{tp.partition}]={o}"
+                                                 f" (listed {listed.get(tp)})"
+                                                 for tp, o in sorted(ends.items())))
         return "\n".join(lines)
 
     def _count(self, rnd: Round) -> dict[str, Any]:
@@ -511,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stall", type=float, default=90.0,
                         help="seconds without progress before a round gives up waiting")
     parser.add_argument("--keep", action="store_true", help="keep the logs and data")
+    parser.add_argument("--debug-offsets", action="store_true",
+                        help="workers log commits, seeks, drops and their consumer's view")
     args = parser.parse_args(argv)
     names = [n for n in (args.only.split(",") if args.only else PROCESSORS) if n]
     unknown = set(names) - set(PROCESSORS)
@@ -520,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt  # the finally below stops every child
 
     signal.signal(signal.SIGTERM, terminate)
+    if args.debug_offsets:
+        WORKER_ENV["POSTLANE_DEBUG_OFFSETS"] = "1"
     km = KillMatrix(args)
     rows: list[dict[str, Any]] = []
     t0 = time.monotonic()
