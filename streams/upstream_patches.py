@@ -531,25 +531,31 @@ def fix_seek_undone_by_a_record_handed_over_meanwhile(settings: Settings,
     """faust-streaming 0.15.3's ``Consumer._drain_messages`` sets a
     partition's read offset to a record's offset *after* awaiting its
     hand-over to the agent. A seek made meanwhile (``Consumer.perform_seek``
-    after table recovery, which runs while the fetcher already hands
-    records over; the seek-backs of ``_getmany``; the fetch watchdog) set
-    the read offset to where it sought, and is overwritten with the handed
-    record's. Records fetched again from the sought position are below that
-    read offset: Faust drops them without a word ("DROPPED MESSAGE", a dev
-    log) and never acks them. Seen after a SIGKILL and restart of the
-    delivery worker (kill matrix): records 26-73 of ``released[3]`` handed
-    over before the seek to the committed 11 finished, the read offset left
-    at 73 after it, 11-72 fetched again and dropped: 11-25 never delivered,
-    the commit stuck at 11, those mails ``queued`` until the next
-    rebalance. Any broker. ``Consumer.seek`` and ``Consumer.perform_seek``
-    (Faust's, copied) mark each partition they seek; ``_getmany`` then puts
-    back the read offset a seek set while a record was handed over, and
-    hands over no record of a partition sought since its batch was fetched
-    (it fetches from the sought position again). The hole guard
-    (``_skipped_before``) also knows from the marks that a sought
-    partition's next record must be at its read offset: it guessed from the
-    committed offset, and after a seek past it (the watchdog's, a
-    seek-back) took the next as read offset + 1, letting one record slip."""
+    after table recovery; the seek-backs of ``_getmany``; the fetch
+    watchdog) set the read offset to where it sought, and is overwritten
+    with the handed record's. Records fetched again from the sought
+    position are below that read offset: Faust drops them without a word
+    ("DROPPED MESSAGE", a dev log) and never acks them. After recovery
+    (``Recovery._resume_streams``) the stream partitions are resumed before
+    ``perform_seek`` and the fetcher is already running, so records are
+    handed over while the seek runs (in the traced round none of them was
+    ever acked: the seek is what reads them again), and the last one's
+    read offset undid the seek. Seen after a
+    SIGKILL and restart of the delivery worker (kill matrix, about 1 round
+    in 3): ``released[3]`` committed at 18, records 18-25 handed over while
+    the seek ran (never acked), the read offset set to 25 after it, the rest of
+    that batch (26-77) delivered, then 18-76 fetched again and dropped:
+    18-25 never delivered, the commit stuck at 18, those mails ``queued``
+    until the next rebalance. Any broker. ``Consumer.seek`` and
+    ``Consumer.perform_seek`` (Faust's, copied) mark each partition they
+    seek; ``_getmany`` then puts back the read offset a seek set while a
+    record was handed over, and hands over no record of a partition sought
+    since its batch was fetched (it fetches from the sought position
+    again). The hole guard (``_skipped_before``) and the fetch watchdog
+    also know from the marks that a sought partition's next record is at
+    its read offset: they guessed from the committed offset, and after a
+    seek past it (the watchdog's, a seek-back) took read offset + 1,
+    letting one record slip."""
     cls = _faust_consumer()
     if _installed(cls, "seek"):
         return
