@@ -51,6 +51,9 @@ from .queue import (
     QueueCommandApplied,
     QueueCommandIssued,
     QueueCommandRefused,
+    QuotaAsked,
+    QuotaGranted,
+    QuotaRefused,
 )
 from .routing import RoutingDecided
 from .send import SendRequested
@@ -97,6 +100,9 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     QueueCommandIssued,
     QueueCommandApplied,
     QueueCommandRefused,
+    QuotaAsked,
+    QuotaGranted,
+    QuotaRefused,
     UnsubscribeRequested,
     DkimKeyConfigured,
     DkimKeyRemoved,
@@ -141,6 +147,9 @@ __all__ = [
     "QueueCommandApplied",
     "QueueCommandIssued",
     "QueueCommandRefused",
+    "QuotaAsked",
+    "QuotaGranted",
+    "QuotaRefused",
     "RateError",
     "TenantConfigured",
     "TenantRemoved",

@@ -56,8 +56,12 @@ from schemas import (
     QueueCommandApplied,
     QueueCommandIssued,
     QueueCommandRefused,
+    QuotaAsked,
+    QuotaGranted,
+    QuotaRefused,
     RoutingDecided,
     decode,
+    decode_any,
     encode,
 )
 from streams.acked import acked
@@ -69,6 +73,8 @@ from streams.topics import (
     DEAD_LETTER,
     DELIVERY,
     HELD,
+    QUOTA,
+    QUOTA_ANSWERS,
     RELEASED,
     ROUTING_DECIDED,
     ROUTING_DECIDED_MASS,
@@ -78,7 +84,8 @@ from ..deadletter import send_dead_letter
 from ..runtime import Runtime
 from . import core
 from .index import Index, meters_key
-from .limits import limits_from
+from .limits import LimitsCache
+from .quota_agent import register_quota
 
 NAME = "limiter"
 log = logging.getLogger("postlane.limiter")
@@ -107,12 +114,23 @@ class _Out:
         self.events.append((topic, message_id.encode(), value))
 
 
+_ANSWERS: dict[str, type[Event]] = {"QuotaGranted": QuotaGranted, "QuotaRefused": QuotaRefused}
+
+
+def _ask(mail: core.Mail, ask_id: str, force: bool = False) -> QuotaAsked:
+    return QuotaAsked(ask_id=ask_id, message_id=mail.message_id, server=mail.server,
+                      by="limiter", lane=mail.lane, tenant=mail.tenant,
+                      domains=mail.domains(), force=force)
+
+
 def register(rt: Runtime) -> None:
     s = rt.settings
     app = rt.app
     n = s.partitions
     clock: Callable[[], float] = rt.extras.get("clock", time.time)
     released_topic, held_topic = rt.topic(RELEASED), rt.topic(HELD)
+    quota_topic = rt.topic(QUOTA)
+    register_quota(rt)
     results_topic, dlq = rt.topic(COMMAND_RESULTS), rt.topic(DEAD_LETTER)
 
     def table(name: str, help_: str) -> Any:
@@ -125,16 +143,8 @@ def register(rt: Runtime) -> None:
     index = Index(partitions=n)
     lock = asyncio.Lock()
     wake = asyncio.Event()
-    limits_cache: dict[str, Any] = {"version": -1, "limits": None}
+    limits = LimitsCache(rt.config, s)
     rt.extras["limiter_index"] = index
-
-    def limits() -> core.Limits:
-        view = rt.config.view
-        if limits_cache["version"] != view.version:
-            limits_cache["limits"] = limits_from(view, s)
-            limits_cache["version"] = view.version
-        out: core.Limits = limits_cache["limits"]
-        return out
 
     def assigned() -> frozenset[int]:
         name = ROUTING_DECIDED.full(s)
@@ -225,7 +235,8 @@ def register(rt: Runtime) -> None:
 
     # --- transactional lane, commands, delivery's attempts ----------------------------------
 
-    @app.agent(rt.raw_topic(ROUTING_DECIDED, COMMANDS, DELIVERY), name="postlane.limiter")
+    @app.agent(rt.raw_topic(ROUTING_DECIDED, COMMANDS, DELIVERY, QUOTA_ANSWERS),
+               name="postlane.limiter")
     async def limit(stream: Any) -> None:
         await rt.config.wait_ready()
         # closed when the loop ends, also by an exception: a batch left at its
@@ -269,6 +280,9 @@ def register(rt: Runtime) -> None:
                     out.meters.add(p)
                     touched.add(p)
             return
+        if topic == QUOTA_ANSWERS.full(s):
+            _answer(p, message, touched, out)
+            return
         if topic == COMMANDS.full(s):
             try:
                 command = decode(QueueCommandIssued, message.value)
@@ -287,6 +301,34 @@ def register(rt: Runtime) -> None:
             message_id=mid, lane="transactional", seq=message.offset,
             decision=dict(decision.to_representation()), received_at=clock(),
         )
+        touched.add(p)
+
+    def _answer(p: int, message: Any, touched: set[int], out: _Out) -> None:
+        """The quota answered an ask: the mail goes (in this batch's pass) or waits."""
+        try:
+            answer = decode_any(_ANSWERS, message.value)
+        except InvalidEvent:
+            log.warning("unreadable quota answer %r dropped", message.key)
+            return
+        assert isinstance(answer, QuotaGranted | QuotaRefused)
+        mail = index.held[p].get(answer.message_id)
+        if mail is None or not mail.asked or mail.ask_id != answer.ask_id:
+            return  # stale or repeated: released, held or asking again already
+        now = clock()
+        if isinstance(answer, QuotaGranted):
+            result = core.answered(index.meters[p], mail, True, now, at=answer.at,
+                                   reason=answer.reason)
+        else:
+            result = core.answered(index.meters[p], mail, False, now, why=answer.why,
+                                   until=answer.until, reason=answer.reason)
+        if result.meters is not index.meters[p]:
+            index.meters[p] = result.meters
+            out.meters.add(p)
+        if result.hold is not None:
+            _hold(p, result.mail, result.hold, out)
+        else:  # granted now: released by this batch's pass
+            index.held[p][mail.message_id] = result.mail
+            out.rows[mail.message_id.encode()] = {"state": "held", "mail": result.mail.to_dict()}
         touched.add(p)
 
     def _command(p: int, command: QueueCommandIssued, out: _Out) -> None:
@@ -328,9 +370,11 @@ def register(rt: Runtime) -> None:
                 detail=f"cancelled while {where}", event_id=result_id(cid)))
             out.rows[key] = {"state": "cancelled", "at": now, "commands": [cid]}
             return
-        # send_now: released whatever the limits say, and counted
+        # send_now: released whatever the limits say, and counted by the quota
         index.meters[p] = core.force(index.meters[p], mail, now, limits())
         out.meters.add(p)
+        if core.limited(mail.server, mail.tenant, mail.domains(), limits()):
+            out.send(quota_topic, mid, _ask(mail, f"{mid}:force:{cid}", force=True))
         out.send(released_topic, mid, MailReleased(
             message_id=mid, lane=mail.lane, decision=mail.decision, forced=True,
             command_id=cid, held_for=round(now - mail.received_at, 3), step=mail.step + 1))
@@ -351,7 +395,7 @@ def register(rt: Runtime) -> None:
         now = clock()
         lim = limits()
         held = index.held[p]
-        due = [m for m in held.values() if m.until <= now or not m.why]
+        due = [m for m in held.values() if core.due(m, now, lim)]
         trans = [m for m in due if m.lane == "transactional"]
         due_mass = sorted((m for m in due if m.lane == "mass"), key=lambda m: m.seq)
         pending = itertools.islice(index.pending[p].values(), s.mass_lookahead)
@@ -366,20 +410,31 @@ def register(rt: Runtime) -> None:
                 message_id=mail.message_id, lane=mail.lane, decision=mail.decision,
                 held_for=round(now - mail.received_at, 3), step=mail.step + 1))
             out.rows[mail.message_id.encode()] = {"state": "released", "at": now}
-        for mail, verdict in result.holds:
-            step = mail.step + 1 if verdict.reason else mail.step
-            new = replace(mail, why=verdict.kind, until=verdict.until, step=step)
-            if new == held.get(mail.message_id):
-                continue
-            if verdict.reason:
-                out.send(held_topic, mail.message_id, MailHeld(
-                    message_id=mail.message_id, lane=mail.lane, why=verdict.kind,
-                    reason=verdict.reason, until=verdict.until, step=step))
+        for mail in result.asks:  # asking: held (not visibly) until the quota answers
             if mail.lane == "mass":
                 index.pending[p].pop(mail.seq, None)
-            held[mail.message_id] = new
-            out.rows[mail.message_id.encode()] = {"state": "held", "mail": new.to_dict()}
-        index.refresh_due(p)
+            held[mail.message_id] = asking = replace(mail, asked=now)
+            out.rows[mail.message_id.encode()] = {"state": "held", "mail": asking.to_dict()}
+            out.send(quota_topic, mail.message_id, _ask(mail, mail.ask_id))
+        for mail, verdict in result.holds:
+            _hold(p, mail, verdict, out)
+        index.refresh_due(p, lim.ask_timeout)
+
+    def _hold(p: int, mail: core.Mail, verdict: core.Verdict, out: _Out) -> None:
+        """Record a hold (and announce it when it has a reason)."""
+        held = index.held[p]
+        step = mail.step + 1 if verdict.reason else mail.step
+        new = replace(mail, why=verdict.kind, until=verdict.until, step=step)
+        if new == held.get(mail.message_id):
+            return
+        if verdict.reason:
+            out.send(held_topic, mail.message_id, MailHeld(
+                message_id=mail.message_id, lane=mail.lane, why=verdict.kind,
+                reason=verdict.reason, until=verdict.until, step=step))
+        if mail.lane == "mass":
+            index.pending[p].pop(mail.seq, None)
+        held[mail.message_id] = new
+        out.rows[mail.message_id.encode()] = {"state": "held", "mail": new.to_dict()}
 
     async def _commit(out: _Out) -> None:
         """Publish, wait for the acknowledgements, then write the tables (see the module docstring).

@@ -73,6 +73,16 @@ class Index:
             self.refresh_due(p)
         self.built = True
 
-    def refresh_due(self, p: int) -> None:
+    def refresh_due(self, p: int, ask_timeout: float = 30.0) -> None:
         held = self.held.get(p, {})
-        self.next_due[p] = min((m.until for m in held.values()), default=float("inf"))
+        self.next_due[p] = min((wake_at(m, ask_timeout) for m in held.values()),
+                               default=float("inf"))
+
+
+def wake_at(mail: Mail, ask_timeout: float) -> float:
+    """When a held mail is next due (see core.due)."""
+    if mail.slot:
+        return mail.slot
+    if mail.asked:
+        return mail.asked + ask_timeout
+    return mail.until

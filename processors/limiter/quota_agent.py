@@ -1,0 +1,113 @@
+"""The quota agent (``postlane.limiter.quota``, in every limiter worker; the
+one that owns the one partition of the ``quota`` topic does the counting).
+
+Input: QuotaAsked from the limiter partitions and from delivery (see
+quota.py for what is counted and why in one place). Per batch: decide each
+ask with the pure core; write the grant rows to the ``limiter-quota``
+table (ask_id -> grant; this agent is its only writer) straight to the
+changelog and wait until the broker acknowledged them; then publish the
+answers (QuotaGranted / QuotaRefused, keyed by message_id, to the asker's
+topic: ``quota-answers`` for the limiter, ``delivery-quota`` for delivery)
+and wait for those. The batch is acknowledged after that.
+
+So a grant is counted exactly when its row is on the log: a crash before
+the row leaves the ask unacknowledged (decided again after the restart); a
+crash after it answers the repeated ask from the row, uncounted. A worker
+that takes the partition over (a rebalance, a SIGKILLed owner) rebuilds the
+counts and rate schedules from the rows (``quota.restore``) before it
+decides anything. Rows that no longer count are deleted, at most every
+``PRUNE_EVERY`` seconds, by this agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import aclosing
+from typing import Any
+
+from schemas import InvalidEvent, QuotaAsked, decode, encode
+from streams.acked import acked, write_row
+from streams.batches import batches
+from streams.topics import DEAD_LETTER, DELIVERY_QUOTA, QUOTA, QUOTA_ANSWERS
+
+from ..deadletter import send_dead_letter
+from ..runtime import Runtime
+from . import quota
+from .limits import LimitsCache
+
+NAME = "limiter"
+log = logging.getLogger("postlane.limiter.quota")
+PRUNE_EVERY = 10.0
+
+
+def register_quota(rt: Runtime) -> None:
+    s, app = rt.settings, rt.app
+    limits = LimitsCache(rt.config, s)
+    reply = {"limiter": rt.topic(QUOTA_ANSWERS), "delivery": rt.topic(DELIVERY_QUOTA)}
+    dlq = rt.topic(DEAD_LETTER)
+    table = app.Table("limiter-quota", default=None, key_type=bytes, partitions=1,
+                      use_partitioner=True,
+                      help="ask_id -> the grant counted for it (quota agent only)")
+    state: dict[str, Any] = {"quota": None, "generation": -1, "pruned": 0.0}
+
+    def ready() -> bool:
+        recovery: Any = getattr(app.tables, "recovery")  # noqa: B009 - not in the stubs
+        return not app.rebalancing and not recovery.in_recovery and recovery.completed.is_set()
+
+    def current(now: float) -> quota.Quota:
+        """The counts as the rows on the log say, rebuilt after every rebalance."""
+        if state["quota"] is None or state["generation"] != app.rebalancing_count:
+            q = quota.restore(list(table.values()), now, limits())
+            state["quota"], state["generation"] = q, app.rebalancing_count
+            log.info("quota rebuilt from %d grant rows: %s", len(q.grants), q.counts)
+        out: quota.Quota = state["quota"]
+        return out
+
+    @app.agent(rt.raw_topic(QUOTA), name="postlane.limiter.quota")
+    async def count(stream: Any) -> None:
+        await rt.config.wait_ready()
+        async with aclosing(batches(stream, 256, within=0.005)) as taken:
+            async for batch in taken:
+                while not ready():
+                    await asyncio.sleep(0.05)
+                await _decide(batch)
+
+    async def _decide(batch: list[Any]) -> None:
+        now = time.time()
+        q, lim = current(now), limits()
+        rows: list[tuple[bytes, Any]] = []
+        answers: list[tuple[Any, bytes, bytes]] = []
+        for event in batch:
+            message = event.message
+            try:
+                ask = decode(QuotaAsked, message.value)
+            except InvalidEvent as exc:
+                await send_dead_letter(dlq, NAME, message, str(exc))
+                continue
+            answer, row = quota.decide(q, ask, now, lim)
+            if row is not None:
+                rows.append((ask.ask_id.encode(), row))
+            answers.append((reply[ask.by], ask.message_id.encode(), encode(answer)))
+        delay = 0.5
+        while True:  # rows and answers are idempotent: sent again until they are on the log
+            try:
+                # the grants are on the log before anyone hears of them
+                await acked([await write_row(table, key, row) for key, row in rows])
+                await acked([await topic.send(key=key, value=value)
+                             for topic, key, value in answers])
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - e.g. the broker is away: try again
+                log.exception("quota could not write %d grants / %d answers; retrying in "
+                              "%.1f s", len(rows), len(answers), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        if now - state["pruned"] >= PRUNE_EVERY:
+            state["pruned"] = now
+            for ask_id in quota.prunable(q, now):
+                key = ask_id.encode()
+                if key in table:
+                    del table[key]
