@@ -294,7 +294,8 @@ def owned(worker: Worker) -> list[int]:
     lines = [x for x in worker.log_text().splitlines() if "limiter index rebuilt" in x]
     if not lines:
         return []
-    return [int(p) for p in lines[-1].split("[", 1)[1].split("]", 1)[0].split(",") if p.strip()]
+    listed = lines[-1].split("partitions [", 1)[1].split("]", 1)[0]
+    return [int(p) for p in listed.split(",") if p.strip()]
 
 
 def send_many(s: Settings, n: int, start: int = 0) -> list[str]:
