@@ -24,9 +24,10 @@ What is counted, per transaction (all or nothing, in one step):
   transactional mail asking later gets the next slot;
 - ``force`` (an operator's send-now): counted, never refused.
 
-The record of a grant is the fact. Each grant is one row of the quota
-table (ask_id -> ``Grant`` as a dict) written, and acknowledged by the
-broker, before the answer is published; the counts and schedules are
+The record of a grant is the fact. The grants of one batch of asks are one
+row of the quota table (``record``: batch key -> its grants; one changelog
+record per batch, not per mail) written, and acknowledged by the broker,
+before the answers are published; the counts and schedules are
 rebuilt from those rows (``restore``) after a restart or a move of the
 partition. The same ask again (the asker crashed, or its answer was lost)
 finds its row and gets the same answer, uncounted. A refusal changes
@@ -46,7 +47,7 @@ from schemas import QuotaAsked, QuotaGranted, QuotaRefused
 
 from .core import Limits, limited
 
-__all__ = ["Quota", "decide", "limited", "prunable", "restore"]
+__all__ = ["Quota", "decide", "limited", "prunable", "record", "restore"]
 from .windows import next_window, window_start, words
 
 # a row kept after its window and its rates no longer count: an ask repeated
@@ -66,6 +67,7 @@ class Quota:
     counts: dict[str, int] = field(default_factory=dict)
     tats: dict[str, float] = field(default_factory=dict)
     grants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    batches: dict[str, set[str]] = field(default_factory=dict)  # table key -> its ask_ids
 
 
 def _roll(q: Quota, now: float, limits: Limits) -> None:
@@ -80,15 +82,26 @@ def _roll(q: Quota, now: float, limits: Limits) -> None:
                 q.counts[scope] = q.counts.get(scope, 0) + 1
 
 
-def restore(rows: Iterable[Mapping[str, Any]], now: float, limits: Limits) -> Quota:
-    """The state the grant rows give: what a new owner of the partition starts from."""
-    q = Quota()
+def record(q: Quota, key: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The table value (under ``key``) of one batch's grant rows."""
     for row in rows:
-        if not isinstance(row, Mapping) or not row.get("ask_id"):
-            continue
-        q.grants[str(row["ask_id"])] = dict(row)
-        for scope, tat in dict(row.get("tats", {})).items():
-            q.tats[scope] = max(q.tats.get(scope, 0.0), float(tat))
+        row["batch"] = key
+    q.batches[key] = {str(row["ask_id"]) for row in rows}
+    return {"grants": rows}
+
+
+def restore(values: Iterable[Mapping[str, Any]], now: float, limits: Limits) -> Quota:
+    """The state the quota table's rows give: what a new owner of the partition starts from."""
+    q = Quota()
+    for value in values:
+        rows = value.get("grants", []) if isinstance(value, Mapping) else []
+        for row in rows:
+            if not isinstance(row, Mapping) or not row.get("ask_id"):
+                continue
+            q.grants[str(row["ask_id"])] = dict(row)
+            q.batches.setdefault(str(row.get("batch", "")), set()).add(str(row["ask_id"]))
+            for scope, tat in dict(row.get("tats", {})).items():
+                q.tats[scope] = max(q.tats.get(scope, 0.0), float(tat))
     _roll(q, now, limits)
     return q
 
@@ -175,10 +188,10 @@ def decide(q: Quota, ask: QuotaAsked, now: float, limits: Limits,
 
 
 def prunable(q: Quota, now: float, keep: float = DEDUPE_SECONDS) -> list[str]:
-    """Grant rows that no longer count (not of the current window's daily
-    counts, their rate slots in the past, older than ``keep``): the
-    processor deletes them from its table and ``q``. Rate schedules that
-    ran out are dropped from ``q`` too (the same as no schedule)."""
+    """Drop from ``q`` the grants that no longer count (not of the current
+    window's daily counts, their rate slots in the past, older than
+    ``keep``) and the rate schedules that ran out (the same as none); the
+    table keys whose every grant is dropped are returned (to delete)."""
     out = []
     for ask_id, row in q.grants.items():
         if row.get("daily") and row.get("window") == q.window:
@@ -188,7 +201,14 @@ def prunable(q: Quota, now: float, keep: float = DEDUPE_SECONDS) -> list[str]:
         if max(dict(row.get("tats", {})).values(), default=0.0) > now:
             continue
         out.append(ask_id)
+    keys = []
     for ask_id in out:
-        del q.grants[ask_id]
+        key = str(q.grants.pop(ask_id).get("batch", ""))
+        left = q.batches.get(key)
+        if left is not None:
+            left.discard(ask_id)
+            if not left:
+                del q.batches[key]
+                keys.append(key)
     q.tats = {k: v for k, v in q.tats.items() if v > now}
-    return out
+    return keys

@@ -3,9 +3,10 @@ one that owns the one partition of the ``quota`` topic does the counting).
 
 Input: QuotaAsked from the limiter partitions and from delivery (see
 quota.py for what is counted and why in one place). Per batch: decide each
-ask with the pure core; write the grant rows to the ``limiter-quota``
-table (ask_id -> grant; this agent is its only writer) straight to the
-changelog and wait until the broker acknowledged them; then publish the
+ask with the pure core; write the batch's grants as one row of the
+``limiter-quota`` table (batch key -> grants; this agent is its only
+writer) straight to the changelog and wait until the broker acknowledged
+it; then publish the
 answers (QuotaGranted / QuotaRefused, keyed by message_id, to the asker's
 topic: ``quota-answers`` for the limiter, ``delivery-quota`` for delivery)
 and wait for those. The batch is acknowledged after that.
@@ -49,7 +50,7 @@ def register_quota(rt: Runtime) -> None:
     dlq = rt.topic(DEAD_LETTER)
     table = app.Table("limiter-quota", default=None, key_type=bytes, partitions=1,
                       use_partitioner=True,
-                      help="ask_id -> the grant counted for it (quota agent only)")
+                      help="batch key -> the grants counted in it (quota agent only)")
     state: dict[str, Any] = {"quota": None, "generation": -1, "pruned": 0.0}
 
     def ready() -> bool:
@@ -77,7 +78,7 @@ def register_quota(rt: Runtime) -> None:
     async def _decide(batch: list[Any]) -> None:
         now = time.time()
         q, lim = current(now), limits()
-        rows: list[tuple[bytes, Any]] = []
+        rows: list[dict[str, Any]] = []
         answers: list[tuple[Any, bytes, bytes]] = []
         for event in batch:
             message = event.message
@@ -88,13 +89,17 @@ def register_quota(rt: Runtime) -> None:
                 continue
             answer, row = quota.decide(q, ask, now, lim)
             if row is not None:
-                rows.append((ask.ask_id.encode(), row))
+                rows.append(row)
             answers.append((reply[ask.by], ask.message_id.encode(), encode(answer)))
+        written: list[tuple[bytes, Any]] = []
+        if rows:
+            key = f"{now:.6f}:{rows[0]['ask_id']}"
+            written.append((key.encode(), quota.record(q, key, rows)))
         delay = 0.5
         while True:  # rows and answers are idempotent: sent again until they are on the log
             try:
                 # the grants are on the log before anyone hears of them
-                await acked([await write_row(table, key, row) for key, row in rows])
+                await acked([await write_row(table, key, value) for key, value in written])
                 await acked([await topic.send(key=key, value=value)
                              for topic, key, value in answers])
                 break
@@ -107,7 +112,6 @@ def register_quota(rt: Runtime) -> None:
                 delay = min(delay * 2, 10.0)
         if now - state["pruned"] >= PRUNE_EVERY:
             state["pruned"] = now
-            for ask_id in quota.prunable(q, now):
-                key = ask_id.encode()
-                if key in table:
-                    del table[key]
+            for key in quota.prunable(q, now):
+                if key.encode() in table:
+                    del table[key.encode()]

@@ -78,7 +78,8 @@ def test_counts_and_schedules_come_back_from_the_rows() -> None:
     lim = Limits(servers={"primary": ServerLimits(daily=3, rate=1.0, rate_text="1/s")})
     q = quota.Quota()
     rows = [row for i in range(2) if (row := quota.decide(q, ask(f"m{i}"), T0, lim)[1])]
-    restored = quota.restore(rows, T0 + 0.1, lim)  # a new owner of the partition
+    value = quota.record(q, "batch-1", rows)  # one table row for the batch
+    restored = quota.restore([value], T0 + 0.1, lim)  # a new owner of the partition
     assert restored.counts == q.counts == {"server:primary": 2}
     assert restored.tats == q.tats
     # the repeated ask of a crashed asker: its grant, uncounted
@@ -146,13 +147,16 @@ def test_rows_of_past_windows_and_spent_rates_are_pruned_current_counts_kept() -
     lim = Limits(servers={"primary": ServerLimits(daily=5), "fast": ServerLimits(
         rate=100.0, rate_text="100/s")})
     q = quota.Quota()
-    quota.decide(q, ask("d"), T0, lim)
-    quota.decide(q, ask("r", server="fast"), T0, lim)
+    rows = [quota.decide(q, ask(mid, server=srv), T0, lim)[1] for mid, srv in (
+        ("d", "primary"), ("r", "fast"))]
+    quota.record(q, "b1", [rows[0]])  # type: ignore[list-item]
+    quota.record(q, "b2", [rows[1]])  # type: ignore[list-item]
     assert quota.prunable(q, T0 + 1) == []  # kept to answer a repeated ask
-    assert quota.prunable(q, T0 + quota.DEDUPE_SECONDS + 1) == ["r:0"]
+    assert quota.prunable(q, T0 + quota.DEDUPE_SECONDS + 1) == ["b2"]  # its table row
     assert set(q.grants) == {"d:0"}  # counts in today's window
-    quota.decide(q, ask("x", step=1), MIDNIGHT + 1, lim)
-    assert "d:0" in quota.prunable(q, MIDNIGHT + quota.DEDUPE_SECONDS + 2)
+    x = quota.decide(q, ask("x", step=1), MIDNIGHT + 1, lim)[1]
+    quota.record(q, "b3", [x])  # type: ignore[list-item]
+    assert quota.prunable(q, MIDNIGHT + quota.DEDUPE_SECONDS + 2) == ["b1"]
 
 
 # --- the limiter partitions and the quota together ------------------------------------------
@@ -237,7 +241,7 @@ def test_a_quota_owner_killed_mid_window_is_replaced_from_the_rows_and_never_ove
     sim.run(T0)
     sim.run(T0 + 1)
     assert len(sim.released) == 6
-    sim.q = quota.restore(sim.rows, T0 + 10, sim.lim)  # the new owner, from the log
+    sim.q = quota.restore([{"grants": sim.rows}], T0 + 10, sim.lim)  # the new owner
     for i in range(6, 25):
         sim.take(_mail(f"m{i}", i))
     sim.run(T0 + 11)
