@@ -54,6 +54,8 @@ from .queue import (
     QuotaAsked,
     QuotaGranted,
     QuotaRefused,
+    QuotasAnswered,
+    QuotasAsked,
 )
 from .routing import RoutingDecided
 from .send import SendRequested
@@ -103,6 +105,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     QuotaAsked,
     QuotaGranted,
     QuotaRefused,
+    QuotasAsked,
+    QuotasAnswered,
     UnsubscribeRequested,
     DkimKeyConfigured,
     DkimKeyRemoved,
@@ -150,6 +154,8 @@ __all__ = [
     "QuotaAsked",
     "QuotaGranted",
     "QuotaRefused",
+    "QuotasAnswered",
+    "QuotasAsked",
     "RateError",
     "TenantConfigured",
     "TenantRemoved",

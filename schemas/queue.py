@@ -177,3 +177,32 @@ class QuotaRefused(Event):
         if self.why not in HOLDS:
             out.append(f"why {self.why!r} must be one of {', '.join(HOLDS)}")
         return out
+
+
+class QuotasAsked(Event):
+    """The asks of one limiter pass in one record (one record per pass, not
+    per mail): each item is a QuotaAsked as data."""
+
+    asks: list[dict[str, Any]] = []
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if not all(isinstance(a, dict) and a.get("type") in (None, "", "QuotaAsked")
+                   for a in self.asks):
+            out.append("every ask must be a QuotaAsked object")
+        return out
+
+
+class QuotasAnswered(Event):
+    """The quota's answers to the asks of one partition of the limiter, in
+    one record (keyed to land on that partition): each item is a
+    QuotaGranted or a QuotaRefused as data (with its ``type``)."""
+
+    answers: list[dict[str, Any]] = []
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if not all(isinstance(a, dict) and a.get("type") in ("QuotaGranted", "QuotaRefused")
+                   for a in self.answers):
+            out.append("every answer must be a QuotaGranted or QuotaRefused object")
+        return out

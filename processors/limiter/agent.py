@@ -59,6 +59,8 @@ from schemas import (
     QuotaAsked,
     QuotaGranted,
     QuotaRefused,
+    QuotasAnswered,
+    QuotasAsked,
     RoutingDecided,
     decode,
     decode_any,
@@ -108,6 +110,10 @@ class _Out:
         self.rows: dict[bytes, Any] = {}
         self.meters: set[int] = set()
         self.done_mass: list[bytes] = []  # mass mail that left: prunable once rows are written
+        self.asks: list[dict[str, Any]] = []  # to the quota, in one QuotasAsked
+
+    def ask(self, ask: QuotaAsked) -> None:
+        self.asks.append(dict(ask.to_representation()))
 
     def send(self, topic: Any, message_id: str, event: Event | bytes) -> None:
         value = event if isinstance(event, bytes) else encode(event)
@@ -115,6 +121,7 @@ class _Out:
 
 
 _ANSWERS: dict[str, type[Event]] = {"QuotaGranted": QuotaGranted, "QuotaRefused": QuotaRefused}
+_BATCH: dict[str, type[Event]] = {"QuotasAnswered": QuotasAnswered, **_ANSWERS}
 
 
 def _ask(mail: core.Mail, ask_id: str, force: bool = False) -> QuotaAsked:
@@ -281,7 +288,16 @@ def register(rt: Runtime) -> None:
                     touched.add(p)
             return
         if topic == QUOTA_ANSWERS.full(s):
-            _answer(p, message, touched, out)
+            try:
+                got = decode_any(_BATCH, message.value)
+                answers = ([decode(_ANSWERS[a["type"]], a) for a in got.answers]
+                           if isinstance(got, QuotasAnswered) else [got])
+            except InvalidEvent as exc:
+                await send_dead_letter(dlq, NAME, message, str(exc))
+                return
+            for answer in answers:
+                assert isinstance(answer, QuotaGranted | QuotaRefused)
+                _answer(p, answer, touched, out)
             return
         if topic == COMMANDS.full(s):
             try:
@@ -303,14 +319,9 @@ def register(rt: Runtime) -> None:
         )
         touched.add(p)
 
-    def _answer(p: int, message: Any, touched: set[int], out: _Out) -> None:
+    def _answer(p: int, answer: QuotaGranted | QuotaRefused, touched: set[int],
+                out: _Out) -> None:
         """The quota answered an ask: the mail goes (in this batch's pass) or waits."""
-        try:
-            answer = decode_any(_ANSWERS, message.value)
-        except InvalidEvent:
-            log.warning("unreadable quota answer %r dropped", message.key)
-            return
-        assert isinstance(answer, QuotaGranted | QuotaRefused)
         mail = index.held[p].get(answer.message_id)
         if mail is None or not mail.asked or mail.ask_id != answer.ask_id:
             return  # stale or repeated: released, held or asking again already
@@ -374,7 +385,7 @@ def register(rt: Runtime) -> None:
         index.meters[p] = core.force(index.meters[p], mail, now, limits())
         out.meters.add(p)
         if core.limited(mail.server, mail.tenant, mail.domains(), limits()):
-            out.send(quota_topic, mid, _ask(mail, f"{mid}:force:{cid}", force=True))
+            out.ask(_ask(mail, f"{mid}:force:{cid}", force=True))
         out.send(released_topic, mid, MailReleased(
             message_id=mid, lane=mail.lane, decision=mail.decision, forced=True,
             command_id=cid, held_for=round(now - mail.received_at, 3), step=mail.step + 1))
@@ -415,7 +426,7 @@ def register(rt: Runtime) -> None:
                 index.pending[p].pop(mail.seq, None)
             held[mail.message_id] = asking = replace(mail, asked=now)
             out.rows[mail.message_id.encode()] = {"state": "held", "mail": asking.to_dict()}
-            out.send(quota_topic, mail.message_id, _ask(mail, mail.ask_id))
+            out.ask(_ask(mail, mail.ask_id))
         for mail, verdict in result.holds:
             _hold(p, mail, verdict, out)
         index.refresh_due(p, lim.ask_timeout)
@@ -442,6 +453,10 @@ def register(rt: Runtime) -> None:
         is retried (the lock is held: nothing else moves meanwhile); a send
         that did reach the broker before the failure is a duplicate delivery
         drops."""
+        if out.asks:  # one record for the pass's asks
+            key = out.asks[0]["message_id"]
+            out.send(quota_topic, key, QuotasAsked(asks=out.asks))
+            out.asks = []
         if not out.events and not out.rows and not out.meters:
             return
         delay = 0.5

@@ -15,9 +15,14 @@ from .core import Mail, Meters
 def meters_key(partition: int, partitions: int) -> bytes:
     """A key the default partitioner puts on ``partition``: the meters row of
     that partition lives (and is recovered) with the mail it meters."""
+    return key_on("meters", partition, partitions)
+
+
+def key_on(prefix: str, partition: int, partitions: int) -> bytes:
+    """The first ``<prefix>:<partition>:<i>`` the default partitioner puts on ``partition``."""
     i = 0
     while True:
-        key = f"meters:{partition}:{i}".encode()
+        key = f"{prefix}:{partition}:{i}".encode()
         if partition_for(key, partitions) == partition:
             return key
         i += 1

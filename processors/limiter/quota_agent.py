@@ -1,15 +1,16 @@
 """The quota agent (``postlane.limiter.quota``, in every limiter worker; the
 one that owns the one partition of the ``quota`` topic does the counting).
 
-Input: QuotaAsked from the limiter partitions and from delivery (see
+Input: QuotasAsked (the asks of one limiter pass) and QuotaAsked (delivery's) (see
 quota.py for what is counted and why in one place). Per batch: decide each
 ask with the pure core; write the batch's grants as one row of the
 ``limiter-quota`` table (batch key -> grants; this agent is its only
 writer) straight to the changelog and wait until the broker acknowledged
-it; then publish the
-answers (QuotaGranted / QuotaRefused, keyed by message_id, to the asker's
-topic: ``quota-answers`` for the limiter, ``delivery-quota`` for delivery)
-and wait for those. The batch is acknowledged after that.
+it; then publish the answers and wait for those: to the limiter one
+QuotasAnswered per partition of ``quota-answers`` (keyed to land on the
+partition of the mails it answers), to delivery one QuotaGranted /
+QuotaRefused per ask on ``delivery-quota``, keyed by message_id. A batch
+costs the quota a few records, not a few per mail. The batch is acknowledged after that.
 
 So a grant is counted exactly when its row is on the log: a crash before
 the row leaves the ask unacknowledged (decided again after the restart); a
@@ -28,19 +29,31 @@ import time
 from contextlib import aclosing
 from typing import Any
 
-from schemas import InvalidEvent, QuotaAsked, decode, encode
+from schemas import (
+    Event,
+    InvalidEvent,
+    QuotaAsked,
+    QuotasAnswered,
+    QuotasAsked,
+    decode,
+    decode_any,
+    encode,
+)
 from streams.acked import acked, write_row
 from streams.batches import batches
+from streams.partitioning import partition_for
 from streams.topics import DEAD_LETTER, DELIVERY_QUOTA, QUOTA, QUOTA_ANSWERS
 
 from ..deadletter import send_dead_letter
 from ..runtime import Runtime
 from . import quota
+from .index import key_on
 from .limits import LimitsCache
 
 NAME = "limiter"
 log = logging.getLogger("postlane.limiter.quota")
 PRUNE_EVERY = 10.0
+_ASKS: dict[str, type[Event]] = {"QuotaAsked": QuotaAsked, "QuotasAsked": QuotasAsked}
 
 
 def register_quota(rt: Runtime) -> None:
@@ -78,19 +91,32 @@ def register_quota(rt: Runtime) -> None:
     async def _decide(batch: list[Any]) -> None:
         now = time.time()
         q, lim = current(now), limits()
+        n = s.partitions
         rows: list[dict[str, Any]] = []
         answers: list[tuple[Any, bytes, bytes]] = []
+        to_limiter: dict[int, list[dict[str, Any]]] = {}
         for event in batch:
             message = event.message
             try:
-                ask = decode(QuotaAsked, message.value)
+                got = decode_any(_ASKS, message.value)
+                asks = ([decode(QuotaAsked, a) for a in got.asks]
+                        if isinstance(got, QuotasAsked) else [got])
             except InvalidEvent as exc:
                 await send_dead_letter(dlq, NAME, message, str(exc))
                 continue
-            answer, row = quota.decide(q, ask, now, lim)
-            if row is not None:
-                rows.append(row)
-            answers.append((reply[ask.by], ask.message_id.encode(), encode(answer)))
+            for ask in asks:
+                assert isinstance(ask, QuotaAsked)
+                answer, row = quota.decide(q, ask, now, lim)
+                if row is not None:
+                    rows.append(row)
+                if ask.by == "limiter":
+                    to_limiter.setdefault(partition_for(ask.message_id, n), []).append(
+                        dict(answer.to_representation()))
+                else:
+                    answers.append((reply[ask.by], ask.message_id.encode(), encode(answer)))
+        for p, items in sorted(to_limiter.items()):
+            answers.append((reply["limiter"], key_on("answers", p, n),
+                            encode(QuotasAnswered(answers=items))))
         written: list[tuple[bytes, Any]] = []
         if rows:
             key = f"{now:.6f}:{rows[0]['ask_id']}"

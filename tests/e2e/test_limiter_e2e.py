@@ -38,6 +38,8 @@ from schemas import (
     QuotaAsked,
     QuotaGranted,
     QuotaRefused,
+    QuotasAnswered,
+    QuotasAsked,
     SettingsChanged,
     TenantConfigured,
 )
@@ -298,6 +300,33 @@ def owned(worker: Worker) -> list[int]:
     return [int(p) for p in listed.split(",") if p.strip()]
 
 
+def asks(s: Settings) -> list[QuotaAsked]:
+    """Every ask on the quota topic (the limiter's come a pass at a time)."""
+    out: list[QuotaAsked] = []
+    for _, e in read_events(s, QUOTA, {"QuotaAsked": QuotaAsked, "QuotasAsked": QuotasAsked}):
+        if isinstance(e, QuotasAsked):
+            out += [QuotaAsked(**a) for a in e.asks]
+        elif isinstance(e, QuotaAsked):
+            out.append(e)
+    return out
+
+
+def answers(s: Settings) -> list[QuotaGranted | QuotaRefused]:
+    """Every answer of the quota, to the limiter and to delivery."""
+    registry: dict[str, type[Event]] = {"QuotaGranted": QuotaGranted,
+                                        "QuotaRefused": QuotaRefused,
+                                        "QuotasAnswered": QuotasAnswered}
+    out: list[QuotaGranted | QuotaRefused] = []
+    for spec in (QUOTA_ANSWERS, DELIVERY_QUOTA):
+        for _, e in read_events(s, spec, registry):
+            if isinstance(e, QuotasAnswered):
+                out += [(QuotaGranted if a["type"] == "QuotaGranted" else QuotaRefused)(**a)
+                        for a in e.answers]
+            elif isinstance(e, QuotaGranted | QuotaRefused):
+                out.append(e)
+    return out
+
+
 def send_many(s: Settings, n: int, start: int = 0) -> list[str]:
     with Publisher(settings=s) as pub:
         return [pub.send(from_="app@a.test", to=[f"u{i}@dest.test"], subject=f"n{i}",
@@ -334,8 +363,7 @@ def test_daily_limit_is_exact_over_4_partitions_and_2_limiter_workers(
         wait_for(lambda: all(owned(w) for w in limiters), what="both limiters own partitions")
         mids = send_many(s, 25)
         assert_exactly_ten(s, sink, mids)
-        asks = [e for _, e in read_events(s, QUOTA, {"QuotaAsked": QuotaAsked})]
-        assert len({e.message_id for e in asks}) == 25  # every limited mail asked once
+        assert len({e.message_id for e in asks(s)}) == 25  # every limited mail asked once
         assert sorted(owned(limiters[0]) + owned(limiters[1])) == [0, 1, 2, 3]
     finally:
         for w in (*limiters, rest):
@@ -428,12 +456,8 @@ def test_a_failover_and_a_4xx_retry_take_their_token_on_the_server_that_took_the
         with Publisher(settings=s) as pub:
             m2 = pub.send(from_="app@d.test", to=["c@dest.test"], subject="f2", text="2")
             g2 = pub.send(from_="app@g.test", to=["d@dest.test"], subject="g2", text="grey2")
-        registry: dict[str, type[Event]] = {"QuotaGranted": QuotaGranted,
-                                            "QuotaRefused": QuotaRefused}
-
         def refused() -> dict[str, str]:
-            return {e.message_id: e.reason for spec in (QUOTA_ANSWERS, DELIVERY_QUOTA)
-                    for _, e in read_events(s, spec, registry) if isinstance(e, QuotaRefused)}
+            return {e.message_id: e.reason for e in answers(s) if isinstance(e, QuotaRefused)}
 
         wait_for(lambda: {m2, g2} <= set(refused()), what="m2 and g2 refused their tokens")
         reasons = refused()
@@ -441,13 +465,11 @@ def test_a_failover_and_a_4xx_retry_take_their_token_on_the_server_that_took_the
         assert reasons[m2].startswith("deferred: server backup reached its daily limit of 1")
         # g2's release: grey's two went to g1's 451 and its retry
         assert reasons[g2].startswith("deferred: server grey reached its daily limit of 2")
-        asks = [e for _, e in read_events(s, QUOTA, {"QuotaAsked": QuotaAsked})
-                if isinstance(e, QuotaAsked)]
-        assert {(e.message_id, e.server, e.by, e.attempt) for e in asks} >= {
+        assert {(e.message_id, e.server, e.by, e.attempt) for e in asks(s)} >= {
             (m1, "backup", "delivery", 2), (g1, "grey", "limiter", 0),
             (g1, "grey", "delivery", 2), (m2, "backup", "delivery", 2),
             (g2, "grey", "limiter", 0)}
-        assert not any(e.server == "dead" for e in asks)  # no limit there: nothing to ask
+        assert not any(e.server == "dead" for e in asks(s))  # no limit there: nothing to ask
         time.sleep(1.5)
         assert len(backup.messages) == 1 and len(grey.messages) == 1
     finally:
