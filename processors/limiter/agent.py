@@ -480,6 +480,8 @@ def register(rt: Runtime) -> None:
             meters_table[meters_key(p, n)] = index.meters[p].to_dict()
         for key, row in out.rows.items():
             held_table[key] = row
+            if row.get("state") in ("released", "cancelled"):
+                index.done_held.append((float(row["at"]), key))
         index.done_mass.extend(out.done_mass)
 
     # --- the tick: held mail whose time has come, mass mail as the window frees ----------------
@@ -502,6 +504,11 @@ def register(rt: Runtime) -> None:
                             _pass(p, out)
                     await _commit(out)
                     _pace_intake()
+                    for key in index.prunable_held(now, limits().held_keep):
+                        row = held_table.get(key)
+                        if isinstance(row, dict) and row.get("state") in ("released",
+                                                                          "cancelled"):
+                            del held_table[key]
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the tick must keep running

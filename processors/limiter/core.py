@@ -57,6 +57,7 @@ class Limits:
     inflight_timeout: float = 300.0
     mass_ahead: float = 1.0  # seconds a mass mail may book a rate slot ahead
     ask_timeout: float = 30.0  # an ask unanswered this long is asked again (same ask_id)
+    held_keep: float = 3600.0  # released / cancelled markers are deleted after this long
 
 
 @dataclass
