@@ -30,7 +30,7 @@ def test_released_and_cancelled_markers_are_pruned_oldest_first_after_held_keep(
     index = Index(partitions=1)
     index.rebuild(frozenset({0}), [], held, {})
     assert index.prunable_held(now=1000.0, keep=3600.0) == []
-    assert index.prunable_held(now=3700.0, keep=3600.0) == [b"b", b"a"]  # the held one stays
+    assert index.prunable_held(now=3701.0, keep=3600.0) == [b"b", b"a"]  # the held one stays
     index.done_held.append((1000.0, b"e"))  # written by a pass
     assert index.prunable_held(now=5000.0, keep=3600.0) == [b"d", b"e"]
     assert list(index.held[0]) == ["c"]
