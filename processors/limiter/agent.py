@@ -11,11 +11,17 @@ the ops commands for mail it holds.
   and is taken in as it goes out; and the consumer hands mass records over
   only when no other record is waiting (``low_priority`` topics,
   streams/upstream_patches.py).
-- ``postlane.limiter`` reads transactional decisions, ops commands and
-  delivery's attempts (which free the mass window); with the scheduler tick
-  it is the only writer of ``limiter-held`` (message_id -> held / released /
-  cancelled) and ``limiter-meters`` (one row per partition, see core.py). The
-  agent and the tick run in one process and take one lock.
+- ``postlane.limiter`` reads transactional decisions, ops commands,
+  delivery's attempts (which free the mass window) and the quota's answers
+  (``quota-answers``); with the scheduler tick it is the only writer of
+  ``limiter-held`` (message_id -> held / released / cancelled; released and
+  cancelled markers are deleted after ``held_keep``) and ``limiter-meters``
+  (one row per partition: the mass in flight). The agent and the tick run
+  in one process and take one lock.
+- ``postlane.limiter.quota`` (quota_agent.py) counts every limited
+  transaction of every partition and of delivery's retries, in one place:
+  a mail under a limit is "asking" (a held row, not visible) until it
+  answers; the asks of a pass go out as one QuotasAsked.
 
 Each scheduling pass: decide with the pure core, publish MailReleased /
 MailHeld / command results, wait until the broker acknowledged them (those
@@ -28,7 +34,8 @@ what it released: it neither re-sends nor over-sends.
 
 Keys: every input is keyed by message_id; the meters row of partition p has
 a key the partitioner puts on p (index.meters_key), so it is recovered by
-whichever worker owns p. Quotas are shared per partition (core.py).
+whichever worker owns p, and so has the QuotasAnswered for p's mail. Limits
+are counted by the quota, not per partition (core.py, quota.py).
 """
 
 from __future__ import annotations
