@@ -132,6 +132,7 @@ class QuotaAsked(Event):
     domains: list[str] = []
     force: bool = False
     attempt: int = 0  # delivery: the attempt the token is for
+    partition: int = -1  # the limiter's partition of the mail (answers go there)
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -188,8 +189,11 @@ class QuotasAsked(Event):
     def problems(self) -> list[str]:
         out = super().problems()
         if not all(isinstance(a, dict) and a.get("type") in (None, "", "QuotaAsked")
+                   and all(isinstance(a.get(f), str) and a.get(f)
+                           for f in ("ask_id", "message_id", "server"))
                    for a in self.asks):
-            out.append("every ask must be a QuotaAsked object")
+            out.append("every ask must be a QuotaAsked object with ask_id, message_id "
+                       "and server")
         return out
 
 

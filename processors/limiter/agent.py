@@ -63,7 +63,6 @@ from schemas import (
     QueueCommandApplied,
     QueueCommandIssued,
     QueueCommandRefused,
-    QuotaAsked,
     QuotaGranted,
     QuotaRefused,
     QuotasAnswered,
@@ -91,7 +90,7 @@ from streams.topics import (
 
 from ..deadletter import send_dead_letter
 from ..runtime import Runtime
-from . import core
+from . import core, quota
 from .index import Index, meters_key
 from .limits import LimitsCache
 from .quota_agent import register_quota
@@ -119,8 +118,8 @@ class _Out:
         self.done_mass: list[bytes] = []  # mass mail that left: prunable once rows are written
         self.asks: list[dict[str, Any]] = []  # to the quota, in one QuotasAsked
 
-    def ask(self, ask: QuotaAsked) -> None:
-        self.asks.append(dict(ask.to_representation()))
+    def ask(self, ask: dict[str, Any]) -> None:
+        self.asks.append(ask)
 
     def send(self, topic: Any, message_id: str, event: Event | bytes) -> None:
         value = event if isinstance(event, bytes) else encode(event)
@@ -131,10 +130,11 @@ _ANSWERS: dict[str, type[Event]] = {"QuotaGranted": QuotaGranted, "QuotaRefused"
 _BATCH: dict[str, type[Event]] = {"QuotasAnswered": QuotasAnswered, **_ANSWERS}
 
 
-def _ask(mail: core.Mail, ask_id: str, force: bool = False) -> QuotaAsked:
-    return QuotaAsked(ask_id=ask_id, message_id=mail.message_id, server=mail.server,
-                      by="limiter", lane=mail.lane, tenant=mail.tenant,
-                      domains=mail.domains(), force=force)
+def _ask(mail: core.Mail, ask_id: str, partition: int, force: bool = False) -> dict[str, Any]:
+    """A QuotaAsked as data, an item of the pass's QuotasAsked."""
+    return {"type": "QuotaAsked", "ask_id": ask_id, "message_id": mail.message_id,
+            "server": mail.server, "by": "limiter", "lane": mail.lane, "tenant": mail.tenant,
+            "domains": mail.domains(), "force": force, "partition": partition}
 
 
 def register(rt: Runtime) -> None:
@@ -297,13 +297,13 @@ def register(rt: Runtime) -> None:
         if topic == QUOTA_ANSWERS.full(s):
             try:
                 got = decode_any(_BATCH, message.value)
-                answers = ([decode(_ANSWERS[a["type"]], a) for a in got.answers]
-                           if isinstance(got, QuotasAnswered) else [got])
-            except InvalidEvent as exc:
-                await send_dead_letter(dlq, NAME, message, str(exc))
+                answers = [quota.Answer.of(a) for a in (
+                    got.answers if isinstance(got, QuotasAnswered)
+                    else [got.to_representation()])]
+            except (InvalidEvent, KeyError, TypeError, ValueError) as exc:
+                await send_dead_letter(dlq, NAME, message, f"unreadable quota answer: {exc}")
                 return
             for answer in answers:
-                assert isinstance(answer, QuotaGranted | QuotaRefused)
                 _answer(p, answer, touched, out)
             return
         if topic == COMMANDS.full(s):
@@ -326,14 +326,13 @@ def register(rt: Runtime) -> None:
         )
         touched.add(p)
 
-    def _answer(p: int, answer: QuotaGranted | QuotaRefused, touched: set[int],
-                out: _Out) -> None:
+    def _answer(p: int, answer: quota.Answer, touched: set[int], out: _Out) -> None:
         """The quota answered an ask: the mail goes (in this batch's pass) or waits."""
         mail = index.held[p].get(answer.message_id)
         if mail is None or not mail.asked or mail.ask_id != answer.ask_id:
             return  # stale or repeated: released, held or asking again already
         now = clock()
-        if isinstance(answer, QuotaGranted):
+        if answer.granted:
             result = core.answered(index.meters[p], mail, True, now, at=answer.at,
                                    reason=answer.reason)
         else:
@@ -392,7 +391,7 @@ def register(rt: Runtime) -> None:
         index.meters[p] = core.force(index.meters[p], mail, now, limits())
         out.meters.add(p)
         if core.limited(mail.server, mail.tenant, mail.domains(), limits()):
-            out.ask(_ask(mail, f"{mid}:force:{cid}", force=True))
+            out.ask(_ask(mail, f"{mid}:force:{cid}", p, force=True))
         out.send(released_topic, mid, MailReleased(
             message_id=mid, lane=mail.lane, decision=mail.decision, forced=True,
             command_id=cid, held_for=round(now - mail.received_at, 3), step=mail.step + 1))
@@ -433,7 +432,7 @@ def register(rt: Runtime) -> None:
                 index.pending[p].pop(mail.seq, None)
             held[mail.message_id] = asking = replace(mail, asked=now)
             out.rows[mail.message_id.encode()] = {"state": "held", "mail": asking.to_dict()}
-            out.ask(_ask(mail, mail.ask_id))
+            out.ask(_ask(mail, mail.ask_id, p))
         for mail, verdict in result.holds:
             _hold(p, mail, verdict, out)
         index.refresh_due(p, lim.ask_timeout)

@@ -35,6 +35,10 @@ nothing and is not recorded: asked again, it is decided again.
 
 Pure: no Faust, no I/O. ``decide`` updates the ``Quota`` it is given (the
 processor's own state; tests and replay build theirs with ``restore``).
+Asks and answers are plain values here (``Ask``, ``Answer``): the agent
+reads them from QuotasAsked / QuotaAsked and writes them as QuotasAnswered
+items / QuotaGranted / QuotaRefused (a Faust record per mail cost more CPU
+than the counting).
 """
 
 from __future__ import annotations
@@ -43,11 +47,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import QuotaAsked, QuotaGranted, QuotaRefused
+from schemas import QuotaAsked
 
 from .core import Limits, limited
 
-__all__ = ["Quota", "decide", "limited", "prunable", "record", "restore"]
+__all__ = ["Answer", "Ask", "Quota", "decide", "limited", "prunable", "record", "restore"]
 from .windows import next_window, window_start, words
 
 # a row kept after its window and its rates no longer count: an ask repeated
@@ -68,6 +72,72 @@ class Quota:
     tats: dict[str, float] = field(default_factory=dict)
     grants: dict[str, dict[str, Any]] = field(default_factory=dict)
     batches: dict[str, set[str]] = field(default_factory=dict)  # table key -> its ask_ids
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One transaction's ask (the fields of a QuotaAsked)."""
+
+    ask_id: str
+    message_id: str
+    server: str
+    by: str = "limiter"
+    lane: str = "transactional"
+    tenant: str = ""
+    domains: tuple[str, ...] = ()
+    force: bool = False
+    attempt: int = 0
+    partition: int = -1  # the asker's partition (-1: not said)
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Ask:
+        """From a QuotaAsked as data (an item of a QuotasAsked, already
+        checked to have the required string fields)."""
+        return cls(ask_id=data["ask_id"], message_id=data["message_id"],
+                   server=data["server"], by=data.get("by", "limiter"),
+                   lane=data.get("lane", "transactional"), tenant=data.get("tenant", ""),
+                   domains=tuple(data.get("domains", ())), force=bool(data.get("force")),
+                   attempt=int(data.get("attempt", 0)), partition=int(data.get("partition", -1)))
+
+    @classmethod
+    def of_event(cls, event: QuotaAsked) -> Ask:
+        return cls.of(event.to_representation())
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A QuotaGranted (``granted``: ``at``, ``reason``) or a QuotaRefused
+    (``why``, ``until``, ``reason``), as a plain value."""
+
+    granted: bool
+    ask_id: str
+    message_id: str
+    by: str = "limiter"
+    attempt: int = 0
+    at: float = 0.0
+    why: str = ""
+    until: float = 0.0
+    reason: str = ""
+
+    def to_data(self) -> dict[str, Any]:
+        """The QuotaGranted / QuotaRefused fields (with ``type``)."""
+        out: dict[str, Any] = {"type": "QuotaGranted" if self.granted else "QuotaRefused",
+                               "ask_id": self.ask_id, "message_id": self.message_id,
+                               "by": self.by, "attempt": self.attempt, "reason": self.reason}
+        if self.granted:
+            out["at"] = self.at
+        else:
+            out.update(why=self.why, until=self.until)
+        return out
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Answer:
+        granted = data.get("type") == "QuotaGranted"
+        return cls(granted=granted, ask_id=str(data["ask_id"]),
+                   message_id=str(data["message_id"]), by=str(data.get("by", "limiter")),
+                   attempt=int(data.get("attempt", 0)), at=float(data.get("at", 0.0)),
+                   why=str(data.get("why", "")), until=float(data.get("until", 0.0)),
+                   reason=str(data.get("reason", "")))
 
 
 def _roll(q: Quota, now: float, limits: Limits) -> None:
@@ -106,7 +176,7 @@ def restore(values: Iterable[Mapping[str, Any]], now: float, limits: Limits) -> 
     return q
 
 
-def dailies(ask: QuotaAsked, limits: Limits) -> list[tuple[str, int, str]]:
+def dailies(ask: Ask, limits: Limits) -> list[tuple[str, int, str]]:
     """(scope, limit, who) for each daily limit the transaction falls under."""
     out: list[tuple[str, int, str]] = []
     server = limits.servers.get(ask.server)
@@ -118,7 +188,7 @@ def dailies(ask: QuotaAsked, limits: Limits) -> list[tuple[str, int, str]]:
     return out
 
 
-def rates(ask: QuotaAsked, limits: Limits) -> list[tuple[str, float, str]]:
+def rates(ask: Ask, limits: Limits) -> list[tuple[str, float, str]]:
     """(scope, mails per second, who) for each rate the transaction falls under."""
     out: list[tuple[str, float, str]] = []
     server = limits.servers.get(ask.server)
@@ -139,16 +209,12 @@ def _earliest(q: Quota, scope: str, rate: float, now: float) -> float:
     return max(now, tat - tolerance)
 
 
-Answer = QuotaGranted | QuotaRefused
+def _granted(ask: Ask, row: Mapping[str, Any]) -> Answer:
+    return Answer(True, ask.ask_id, ask.message_id, ask.by, ask.attempt,
+                  at=float(row.get("slot", 0.0)), reason=str(row.get("reason", "")))
 
 
-def _granted(ask: QuotaAsked, row: Mapping[str, Any]) -> QuotaGranted:
-    return QuotaGranted(ask_id=ask.ask_id, message_id=ask.message_id, by=ask.by,
-                        at=float(row.get("slot", 0.0)), reason=str(row.get("reason", "")),
-                        attempt=ask.attempt)
-
-
-def decide(q: Quota, ask: QuotaAsked, now: float, limits: Limits,
+def decide(q: Quota, ask: Ask, now: float, limits: Limits,
            ) -> tuple[Answer, dict[str, Any] | None]:
     """Count ``ask`` (updating ``q``) or refuse it. Returns the answer and
     the grant row to store (None: nothing new to store, the answer is a
@@ -161,9 +227,9 @@ def decide(q: Quota, ask: QuotaAsked, now: float, limits: Limits,
     if not ask.force:
         for scope, limit, who in daily:
             if q.counts.get(scope, 0) >= limit:
-                return QuotaRefused(
-                    ask_id=ask.ask_id, message_id=ask.message_id, by=ask.by,
-                    attempt=ask.attempt, why="daily_limit", until=q.next,
+                return Answer(
+                    False, ask.ask_id, ask.message_id, ask.by, ask.attempt,
+                    why="daily_limit", until=q.next,
                     reason=f"deferred: {who} reached its daily limit of {limit}; "
                            f"next window {words(q.next, limits.timezone)}"), None
     paced = rates(ask, limits)
@@ -172,9 +238,8 @@ def decide(q: Quota, ask: QuotaAsked, now: float, limits: Limits,
     waits = [who for scope, _, who in paced if earliest[scope] > now]
     reason = "paced: " + "; ".join(waits) if waits and slot > now else ""
     if ask.lane == "mass" and slot > now + limits.mass_ahead:
-        return QuotaRefused(ask_id=ask.ask_id, message_id=ask.message_id, by=ask.by,
-                            attempt=ask.attempt, why="paced", until=slot - limits.mass_ahead,
-                            reason=reason), None
+        return Answer(False, ask.ask_id, ask.message_id, ask.by, ask.attempt, why="paced",
+                      until=slot - limits.mass_ahead, reason=reason), None
     tats: dict[str, float] = {}
     for scope, rate, _ in paced:
         tats[scope] = q.tats[scope] = max(q.tats.get(scope, 0.0), slot) + 1.0 / rate

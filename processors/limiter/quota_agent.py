@@ -33,9 +33,10 @@ from schemas import (
     Event,
     InvalidEvent,
     QuotaAsked,
+    QuotaGranted,
+    QuotaRefused,
     QuotasAnswered,
     QuotasAsked,
-    decode,
     decode_any,
     encode,
 )
@@ -99,21 +100,23 @@ def register_quota(rt: Runtime) -> None:
             message = event.message
             try:
                 got = decode_any(_ASKS, message.value)
-                asks = ([decode(QuotaAsked, a) for a in got.asks]
-                        if isinstance(got, QuotasAsked) else [got])
+                asks = ([quota.Ask.of(a) for a in got.asks] if isinstance(got, QuotasAsked)
+                        else [quota.Ask.of_event(got)])  # type: ignore[arg-type]
             except InvalidEvent as exc:
                 await send_dead_letter(dlq, NAME, message, str(exc))
                 continue
             for ask in asks:
-                assert isinstance(ask, QuotaAsked)
                 answer, row = quota.decide(q, ask, now, lim)
                 if row is not None:
                     rows.append(row)
                 if ask.by == "limiter":
-                    to_limiter.setdefault(partition_for(ask.message_id, n), []).append(
-                        dict(answer.to_representation()))
+                    p = ask.partition if 0 <= ask.partition < n else partition_for(
+                        ask.message_id, n)
+                    to_limiter.setdefault(p, []).append(answer.to_data())
                 else:
-                    answers.append((reply[ask.by], ask.message_id.encode(), encode(answer)))
+                    data = answer.to_data()
+                    event = (QuotaGranted if answer.granted else QuotaRefused)(**data)
+                    answers.append((reply[ask.by], ask.message_id.encode(), encode(event)))
         for p, items in sorted(to_limiter.items()):
             answers.append((reply["limiter"], key_on("answers", p, n),
                             encode(QuotasAnswered(answers=items))))

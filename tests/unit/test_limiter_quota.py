@@ -13,7 +13,6 @@ import pytest
 
 from processors.limiter import core, quota
 from processors.limiter.core import Limits, Mail, Meters, ServerLimits
-from schemas import QuotaAsked, QuotaGranted, QuotaRefused
 from streams.partitioning import partition_for
 
 T0 = datetime(2026, 11, 22, 15, 30, tzinfo=UTC).timestamp()
@@ -21,9 +20,9 @@ MIDNIGHT = datetime(2026, 11, 23, 0, 0, tzinfo=UTC).timestamp()
 
 
 def ask(mid: str, *, server: str = "primary", tenant: str = "", lane: str = "transactional",
-        domains: tuple[str, ...] = (), force: bool = False, step: int = 0) -> QuotaAsked:
-    return QuotaAsked(ask_id=f"{mid}:{step}", message_id=mid, server=server, tenant=tenant,
-                      lane=lane, domains=list(domains), force=force)
+        domains: tuple[str, ...] = (), force: bool = False, step: int = 0) -> quota.Ask:
+    return quota.Ask(ask_id=f"{mid}:{step}", message_id=mid, server=server, tenant=tenant,
+                     lane=lane, domains=domains, force=force)
 
 
 def daily(n: int) -> Limits:
@@ -33,15 +32,15 @@ def daily(n: int) -> Limits:
 def test_daily_limit_counts_and_refuses_in_words_until_the_next_window() -> None:
     q, lim = quota.Quota(), daily(2)
     answers = [quota.decide(q, ask(f"m{i}"), T0, lim)[0] for i in range(3)]
-    assert [type(a).__name__ for a in answers] == ["QuotaGranted"] * 2 + ["QuotaRefused"]
+    assert [a.to_data()["type"] for a in answers] == ["QuotaGranted"] * 2 + ["QuotaRefused"]
     refused = answers[2]
-    assert isinstance(refused, QuotaRefused) and refused.why == "daily_limit"
+    assert not refused.granted and refused.why == "daily_limit"
     assert refused.until == MIDNIGHT
     assert refused.reason == ("deferred: server primary reached its daily limit of 2; "
                               "next window 2026-11-23 00:00 UTC")
     # the next window counts anew
     again, row = quota.decide(q, ask("m2", step=1), MIDNIGHT + 1, lim)
-    assert isinstance(again, QuotaGranted) and row is not None
+    assert again.granted and row is not None
     assert q.counts == {"server:primary": 1}
 
 
@@ -50,7 +49,7 @@ def test_the_same_ask_again_gets_the_same_answer_uncounted() -> None:
     first, row = quota.decide(q, ask("a"), T0, lim)
     repeat, none = quota.decide(q, ask("a"), T0 + 3, lim)
     assert row is not None and none is None
-    assert isinstance(repeat, QuotaGranted) and repeat.at == first.at  # type: ignore[union-attr]
+    assert repeat.granted and repeat.at == first.at
     assert q.counts == {"server:primary": 1}
 
 
@@ -60,8 +59,8 @@ def test_tenant_limit_spans_servers_and_both_limits_hold_together() -> None:
     got = [quota.decide(q, ask(mid, server=srv, tenant="acme"), T0, lim)[0]
            for mid, srv in (("a", "primary"), ("b", "backup"), ("c", "primary"),
                             ("d", "backup"), ("e", "primary"))]
-    assert [isinstance(a, QuotaGranted) for a in got] == [True, True, True, False, False]
-    assert "tenant acme reached its daily limit of 3" in got[3].reason  # type: ignore[union-attr]
+    assert [a.granted for a in got] == [True, True, True, False, False]
+    assert "tenant acme reached its daily limit of 3" in got[3].reason
     # a refusal counts nothing: the server's own count stayed at 2
     assert q.counts == {"server:primary": 2, "tenant:acme": 3}
 
@@ -70,7 +69,7 @@ def test_force_is_counted_and_never_refused() -> None:
     q, lim = quota.Quota(), daily(1)
     quota.decide(q, ask("a"), T0, lim)
     forced, row = quota.decide(q, ask("b", force=True), T0, lim)
-    assert isinstance(forced, QuotaGranted) and row is not None
+    assert forced.granted and row is not None
     assert q.counts == {"server:primary": 2}
 
 
@@ -84,19 +83,18 @@ def test_counts_and_schedules_come_back_from_the_rows() -> None:
     assert restored.tats == q.tats
     # the repeated ask of a crashed asker: its grant, uncounted
     again, none = quota.decide(restored, ask("m1"), T0 + 0.1, lim)
-    assert isinstance(again, QuotaGranted) and none is None and again.at == pytest.approx(T0 + 1)
+    assert again.granted and none is None and again.at == pytest.approx(T0 + 1)
     third, _ = quota.decide(restored, ask("m2"), T0 + 0.1, lim)
-    assert isinstance(third, QuotaGranted) and third.at == pytest.approx(T0 + 2)
+    assert third.granted and third.at == pytest.approx(T0 + 2)
     fourth, _ = quota.decide(restored, ask("m3"), T0 + 0.1, lim)
-    assert isinstance(fourth, QuotaRefused)
+    assert not fourth.granted
 
 
 def test_rate_gives_a_burst_then_one_slot_each_interval_and_says_why() -> None:
     lim = Limits(servers={"primary": ServerLimits(rate=2.0, rate_text="2/s")})
     q = quota.Quota()
     grants = [quota.decide(q, ask(f"m{i}"), T0, lim)[0] for i in range(6)]
-    assert [g.at - T0 for g in grants] == pytest.approx(  # type: ignore[union-attr]
-        [0, 0, 0.5, 1.0, 1.5, 2.0])
+    assert [g.at - T0 for g in grants] == pytest.approx([0, 0, 0.5, 1.0, 1.5, 2.0])
     assert grants[0].reason == ""
     assert grants[2].reason == "paced: server primary sends at most 2/s"
 
@@ -107,23 +105,23 @@ def test_a_domain_rate_and_a_server_rate_both_hold() -> None:
     q = quota.Quota()
     a, _ = quota.decide(q, ask("a", domains=("gmail.com",)), T0, lim)
     b, _ = quota.decide(q, ask("b", domains=("gmail.com", "x.org")), T0, lim)
-    assert isinstance(b, QuotaGranted) and b.at == pytest.approx(T0 + 1)
+    assert b.granted and b.at == pytest.approx(T0 + 1)
     assert b.reason == "paced: mail to gmail.com goes at most 1/s"
     c, _ = quota.decide(q, ask("c", domains=("x.org",)), T0, lim)
     # not held up by gmail.com (the server's schedule counts b at its slot: a
     # reservation is never given back, so a rate is never exceeded, at worst under-used)
-    assert isinstance(c, QuotaGranted) and c.at < b.at and "gmail" not in c.reason
+    assert c.granted and c.at < b.at and "gmail" not in c.reason
 
 
 def test_mass_does_not_book_far_ahead_and_a_later_invoice_gets_the_next_slot() -> None:
     lim = Limits(servers={"primary": ServerLimits(rate=1.0, rate_text="1/s")}, mass_ahead=1.0)
     q = quota.Quota()
     got = [quota.decide(q, ask(f"c{i}", lane="mass"), T0, lim)[0] for i in range(4)]
-    assert [isinstance(g, QuotaGranted) for g in got] == [True, True, False, False]
-    assert isinstance(got[2], QuotaRefused) and got[2].why == "paced"
+    assert [g.granted for g in got] == [True, True, False, False]
+    assert not got[2].granted and got[2].why == "paced"
     assert got[2].until == pytest.approx(T0 + 1.0)
     invoice, _ = quota.decide(q, ask("invoice"), T0 + 0.1, lim)
-    assert isinstance(invoice, QuotaGranted) and invoice.at == pytest.approx(T0 + 2.0)
+    assert invoice.granted and invoice.at == pytest.approx(T0 + 2.0)
 
 
 @pytest.mark.parametrize("rate", [0.5, 3.0, 40.0])
@@ -134,7 +132,7 @@ def test_a_rate_holds_within_5_percent_over_any_minute(rate: float) -> None:
     now, i = T0, 0
     while now < T0 + 300:  # asks arrive faster than the rate; each takes its slot
         g, _ = quota.decide(q, ask(f"m{i}"), now, lim)
-        assert isinstance(g, QuotaGranted)
+        assert g.granted
         slots.append(g.at)
         i += 1
         now += 0.5 / rate
@@ -197,12 +195,12 @@ class Partitions:
                 asks.append((p, m))
         self.rng.shuffle(asks)
         for p, m in asks:
-            a = QuotaAsked(ask_id=m.ask_id, message_id=m.message_id, server=m.server,
-                           tenant=m.tenant, domains=m.domains())
+            a = quota.Ask(ask_id=m.ask_id, message_id=m.message_id, server=m.server,
+                          tenant=m.tenant, domains=tuple(m.domains()))
             answer, row = quota.decide(self.q, a, now, self.lim)
             if row:
                 self.rows.append(row)
-            if isinstance(answer, QuotaGranted):
+            if answer.granted:
                 r = core.answered(self.meters[p], m, True, now, at=answer.at)
             else:
                 r = core.answered(self.meters[p], m, False, now, why=answer.why,
@@ -247,3 +245,20 @@ def test_a_quota_owner_killed_mid_window_is_replaced_from_the_rows_and_never_ove
     sim.run(T0 + 11)
     sim.run(T0 + 12)
     assert len(sim.released) == 10 and len(sim.holds) == 15
+
+
+def test_asks_and_answers_read_and_write_the_events_fields() -> None:
+    from schemas import QuotaAsked, QuotaGranted, QuotaRefused, QuotasAnswered, decode
+
+    event = QuotaAsked(ask_id="m:attempt:2", message_id="m", server="s", by="delivery",
+                       attempt=2, domains=["x.org"])
+    a = quota.Ask.of_event(event)
+    assert (a.by, a.attempt, a.domains, a.partition) == ("delivery", 2, ("x.org",), -1)
+    q = quota.Quota()
+    lim = daily(1)
+    granted, _ = quota.decide(q, ask("g"), T0, lim)
+    refused, _ = quota.decide(q, ask("r"), T0, lim)
+    assert decode(QuotaGranted, granted.to_data()).ask_id == "g:0"
+    assert decode(QuotaRefused, refused.to_data()).why == "daily_limit"
+    batch = decode(QuotasAnswered, {"answers": [granted.to_data(), refused.to_data()]})
+    assert [quota.Answer.of(x) for x in batch.answers] == [granted, refused]
