@@ -24,6 +24,8 @@ from .config import (
     OutgoingServerConfigured,
     OutgoingServerRemoved,
     SettingsChanged,
+    WebhookConfigured,
+    WebhookRemoved,
 )
 from .deadletter import EventDeadLettered
 from .delivery import DeliveryAttempted, DeliveryStarted, RetryTimeReached
@@ -61,6 +63,7 @@ from .routing import RoutingDecided
 from .send import SendRequested
 from .status import MessageStatusChanged
 from .unsubscribe import UnsubscribeRequested
+from .webhooks import WebhookDeadLettered, WebhookDelivered
 
 ALL_EVENTS: tuple[type[Event], ...] = (
     OutgoingServerConfigured,
@@ -112,6 +115,10 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     DkimKeyRemoved,
     ComplaintReceived,
     SuppressionEdited,
+    WebhookConfigured,
+    WebhookRemoved,
+    WebhookDelivered,
+    WebhookDeadLettered,
 )
 
 __all__ = [
@@ -174,4 +181,8 @@ __all__ = [
     "decode",
     "decode_any",
     "encode",
+    "WebhookConfigured",
+    "WebhookRemoved",
+    "WebhookDelivered",
+    "WebhookDeadLettered",
 ]

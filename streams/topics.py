@@ -42,12 +42,21 @@ Partition keys (why):
   fetcher worker polls which server (the partition owner does).
 - bounce-mail: key = the bounce mail's id (inbound id, or a hash of the
   bytes); stateless parsing, any spread will do.
+- bounce-attribution: key = the message_id a parsed bounce names, so it
+  meets that mail's ``DeliveryStarted`` (``delivery``, keyed the same) and
+  the table of its recipients on one partition: a bounce counts only for
+  an address the mail was sent to.
 - bounce-domains: key = the bounced recipient's domain (lower-cased), so
   the outage check of one domain (bursts of one error, mail sent there)
   lives on one partition with its table.
 - bounces, blacklist: key = the address (lower-cased), so every event of
   one address is on one partition, in order, with the counting table;
   ``blacklist`` is compacted (latest per address is the blacklist).
+- webhook-events, webhooks: key = the mail's message_id (the address when
+  an event names no mail). ``webhook-events`` carries the ``bounces``
+  topic's events re-keyed by their message_id, so they meet the mail's
+  delivery events and the webhooks processor's tables on one partition:
+  one mail's notifications are posted in order per endpoint.
 """
 
 from __future__ import annotations
@@ -119,12 +128,21 @@ INCOMING_STATUS = TopicSpec("incoming-status",
 
 BOUNCE_MAIL = TopicSpec("bounce-mail", doc="BounceMailReceived: raw bounce mails to parse",
                         untyped="BounceMailReceived")
+BOUNCE_ATTRIBUTION = TopicSpec("bounce-attribution",
+                               doc="RecipientBounced naming a mail (internal, keyed by its "
+                               "message_id): checked against the mail's recipients")
 BOUNCE_DOMAINS = TopicSpec("bounce-domains",
                            doc="RecipientBounced / RecipientsMailed (internal, keyed by domain)")
 BOUNCES = TopicSpec("bounces", doc="BounceRecorded, BounceDiscounted, MailReceivedFrom, "
                     "BlacklistEdited, keyed by address: the blacklist's log")
 BLACKLIST = TopicSpec("blacklist", compacted=True,
                       doc="BlacklistChanged from the counting processor, keyed by address")
+WEBHOOK_EVENTS = TopicSpec("webhook-events",
+                           doc="bounces-topic events re-keyed by message_id for the webhooks "
+                           "processor (internal)")
+WEBHOOKS = TopicSpec("webhooks", doc="WebhookDelivered / WebhookDeadLettered, keyed by "
+                     "message_id: what became of each webhook notification")
+
 
 def untyped_by_topic(settings: Settings) -> dict[str, str]:
     """Full topic name -> the event type its untyped records are read as."""
@@ -135,5 +153,6 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     CONFIG, SEND_REQUESTED, ROUTING_DECIDED, DELIVERY, DELIVERY_DUE, STATUS, DEAD_LETTER,
     SEND_REQUESTED_MASS, ROUTING_DECIDED_MASS, RELEASED, HELD, COMMANDS, COMMAND_RESULTS,
     INBOUND, INBOUND_ROUTED, SENT_IDS, INBOUND_THREADS, INBOUND_ALIASES, INCOMING_STATUS,
-    BOUNCE_MAIL, BOUNCE_DOMAINS, BOUNCES, BLACKLIST, QUOTA, QUOTA_ANSWERS, DELIVERY_QUOTA,
+    BOUNCE_MAIL, BOUNCE_ATTRIBUTION, BOUNCE_DOMAINS, BOUNCES, BLACKLIST,
+    WEBHOOK_EVENTS, WEBHOOKS, QUOTA, QUOTA_ANSWERS, DELIVERY_QUOTA,
 )
