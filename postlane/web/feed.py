@@ -1,0 +1,180 @@
+"""The console's reading edge: follow the topics the CLI reads, from offset 0,
+outside any consumer group, and fold each record into the ``ConsoleState``
+(``model.fold``); every 10 s ask the broker which processors' consumer
+groups have members and how far behind they are.
+
+Runs on the console's event loop, so handlers and folding never race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams import metrics
+from streams.settings import Settings
+from streams.topics import (
+    BLACKLIST,
+    BOUNCES,
+    CONFIG,
+    DEAD_LETTER,
+    ROUTING_DECIDED,
+    ROUTING_DECIDED_MASS,
+    SEND_REQUESTED,
+    SEND_REQUESTED_MASS,
+    STATUS,
+    TopicSpec,
+)
+
+from . import model
+
+log = logging.getLogger("postlane.web.feed")
+
+FOLLOWED: tuple[TopicSpec, ...] = (
+    CONFIG, SEND_REQUESTED, SEND_REQUESTED_MASS, ROUTING_DECIDED, ROUTING_DECIDED_MASS, STATUS,
+    DEAD_LETTER, BLACKLIST, BOUNCES,
+)
+
+
+class Feed:
+    def __init__(self, settings: Settings, state: model.ConsoleState) -> None:
+        self.settings = settings
+        self.state = state
+        self.processors: list[dict[str, Any]] = []
+        self.ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._names = {spec.full(settings): spec.name for spec in FOLLOWED}
+
+    def start(self) -> None:
+        self._tasks = [asyncio.ensure_future(self._run()),
+                       asyncio.ensure_future(self._groups())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        self._tasks = []
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep the console alive, say why
+                log.exception("console feed failed; reading the topics again in 2 s")
+                self.state.__init__()  # type: ignore[misc]
+                await asyncio.sleep(2)
+
+    async def _follow(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap, group_id=None, enable_auto_commit=False,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms, client_id="postlane-console",
+            max_partition_fetch_bytes=self.settings.consumer_max_fetch_size,
+        )
+        await consumer.start()
+        try:
+            tps: list[TopicPartition] = []
+            while True:  # topics appear when the first worker starts
+                tps = [TopicPartition(topic, p) for topic in self._names
+                       for p in sorted(consumer.partitions_for_topic(topic) or ())]
+                if {tp.topic for tp in tps} == set(self._names):
+                    break
+                await consumer._client.force_metadata_update()
+                await asyncio.sleep(0.5)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            pruned = time.time()
+            while True:
+                batch = await consumer.getmany(*tps, timeout_ms=200, max_records=5000)
+                now = time.time()
+                for tp, records in batch.items():
+                    name = self._names[tp.topic]
+                    for rec in records:
+                        model.fold(self.state, name, rec.value, now)
+                self._publish_metrics()
+                if not self.ready.is_set() and await _at_end(consumer, tps, ends):
+                    log.info("console view ready: %d mails", len(self.state.mails))
+                    self.ready.set()
+                if now - pruned > 30:
+                    model.prune(self.state, now)
+                    pruned = now
+                if batch:
+                    await asyncio.sleep(0)  # let pages answer between batches
+        finally:
+            await consumer.stop()
+
+    def _publish_metrics(self) -> None:
+        for state in model.STATES:
+            metrics.MAILS.labels(state).set(self.state.by_state.get(state, 0))
+        for seconds in self.state.latencies:
+            metrics.LATENCY.observe(seconds)
+        self.state.latencies.clear()
+
+    async def _groups(self) -> None:
+        while True:
+            try:
+                self.processors = await asyncio.to_thread(processor_groups, self.settings)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the page says it, the rest works
+                self.processors = [{"group": "?", "members": 0, "lag": None,
+                                    "error": f"consumer groups not readable: {exc}"}]
+            await asyncio.sleep(10)
+
+
+async def _at_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
+                  ends: dict[TopicPartition, int]) -> bool:
+    for tp in tps:
+        if await consumer.position(tp) < ends[tp]:
+            return False
+    return True
+
+
+def processor_groups(s: Settings) -> list[dict[str, Any]]:
+    """Each consumer group of this deployment (``{app_prefix}-...``): its
+    members (workers) and its lag (end offsets minus committed, summed over
+    partitions, with the worst partition). Blocks: run it in a thread."""
+    from kafka import KafkaAdminClient, KafkaConsumer
+
+    from streams.offsets import true_end_offsets_sync
+
+    admin = KafkaAdminClient(bootstrap_servers=s.bootstrap, client_id="postlane-console",
+                             request_timeout_ms=5000)
+    consumer = KafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None,
+                             enable_auto_commit=False, client_id="postlane-console-lag")
+    try:
+        groups = sorted(g[0] for g in admin.list_consumer_groups()
+                        if str(g[0]).startswith(f"{s.app_prefix}-"))
+        described = {d.group: d for d in admin.describe_consumer_groups(groups)} if groups \
+            else {}
+        out = []
+        for group in groups:
+            committed = admin.list_consumer_group_offsets(group)
+            mine = {tp: meta.offset for tp, meta in committed.items()
+                    if tp.topic.startswith(s.topic_prefix) and meta.offset >= 0}
+            ends = true_end_offsets_sync(consumer, list(mine)) if mine else {}
+            lags = {f"{tp.topic[len(s.topic_prefix):]}[{tp.partition}]":
+                    max(ends.get(tp, off) - off, 0) for tp, off in mine.items()}
+            for key, lag in lags.items():
+                topic, _, part = key.partition("[")
+                metrics.CONSUMER_LAG.labels(group, s.topic_prefix + topic,
+                                            part.rstrip("]")).set(lag)
+            d = described.get(group)
+            worst = max(lags.items(), key=lambda kv: kv[1]) if lags else ("", 0)
+            out.append({"group": group, "members": len(d.members) if d else 0,
+                        "state": getattr(d, "state", ""), "lag": sum(lags.values()),
+                        "worst": worst[0] if worst[1] else "", "error": ""})
+        return out
+    finally:
+        consumer.close()
+        admin.close()
