@@ -152,28 +152,32 @@ def processor_groups(s: Settings) -> list[dict[str, Any]]:
                              request_timeout_ms=5000)
     consumer = KafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None,
                              enable_auto_commit=False, client_id="postlane-console-lag")
+    # Tansu answers DescribeGroups with authorized operations kafka-python
+    # has no name for (15): keep them as numbers (they are not shown)
+    admin._process_acl_operations = lambda d: d  # type: ignore[method-assign]
     try:
-        groups = sorted(g[0] for g in admin.list_consumer_groups()
-                        if str(g[0]).startswith(f"{s.app_prefix}-"))
-        described = {d.group: d for d in admin.describe_consumer_groups(groups)} if groups \
-            else {}
+        groups = sorted(str(g["group_id"]) for g in admin.list_groups()
+                        if str(g["group_id"]).startswith(f"{s.app_prefix}-"))
+        described = admin.describe_groups(groups) if groups else {}
+        committed: dict[str, Any] = {}
+        for group in groups:  # one at a time: brokers before OffsetFetch v8 take one
+            committed.update(admin.list_group_offsets(group))
         out = []
         for group in groups:
-            committed = admin.list_consumer_group_offsets(group)
-            mine = {tp: meta.offset for tp, meta in committed.items()
+            mine = {tp: meta.offset for tp, meta in committed.get(group, {}).items()
                     if tp.topic.startswith(s.topic_prefix) and meta.offset >= 0}
             ends = true_end_offsets_sync(consumer, list(mine)) if mine else {}
-            lags = {f"{tp.topic[len(s.topic_prefix):]}[{tp.partition}]":
-                    max(ends.get(tp, off) - off, 0) for tp, off in mine.items()}
-            for key, lag in lags.items():
-                topic, _, part = key.partition("[")
-                metrics.CONSUMER_LAG.labels(group, s.topic_prefix + topic,
-                                            part.rstrip("]")).set(lag)
-            d = described.get(group)
-            worst = max(lags.items(), key=lambda kv: kv[1]) if lags else ("", 0)
-            out.append({"group": group, "members": len(d.members) if d else 0,
-                        "state": getattr(d, "state", ""), "lag": sum(lags.values()),
-                        "worst": worst[0] if worst[1] else "", "error": ""})
+            lags = {(tp.topic, tp.partition): max(ends.get(tp, off) - off, 0)
+                    for tp, off in mine.items()}
+            for (topic, part), lag in lags.items():
+                metrics.CONSUMER_LAG.labels(group, topic, str(part)).set(lag)
+            d = described.get(group) or {}
+            worst = max(lags.items(), key=lambda kv: kv[1]) if lags else (("", 0), 0)
+            out.append({
+                "group": group, "members": len(d.get("members") or []),
+                "state": d.get("group_state", ""), "lag": sum(lags.values()),
+                "worst": (f"{worst[0][0][len(s.topic_prefix):]}[{worst[0][1]}]: {worst[1]}"
+                          if worst[1] else ""), "error": d.get("error") or ""})
         return out
     finally:
         consumer.close()
