@@ -10,7 +10,6 @@ are.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import logging
 import threading
 import time
@@ -25,7 +24,7 @@ from aiohttp import web
 
 from postlane import configops, queueops
 from processors.delivery.probe import test_connection
-from schemas import Event, OutgoingServerRemoved, SuppressionEdited
+from schemas import OutgoingServerRemoved, SuppressionEdited
 from schemas.bounces import SUPPRESSION_TYPES
 from streams.client import publish
 from streams.settings import Settings
@@ -44,7 +43,6 @@ NAV = (("/", "Overview"), ("/queue", "Queue"), ("/servers", "Outgoing servers"),
        ("/limits", "Limits"), ("/suppressions", "Suppressions"),
        ("/dead-letters", "Dead letters"))
 
-Publisher = Callable[[Settings, list[tuple[str, Event]]], None]
 
 
 @dataclass
@@ -57,6 +55,12 @@ class Console:
     sessions: auth.Sessions = field(default_factory=lambda: auth.Sessions(12))
     flashes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     command_timeout: float = 20.0
+
+
+CONSOLE = web.AppKey("console", Console)
+FEED = web.AppKey("feed", Feed)
+JINJA = web.AppKey("jinja", jinja2.Environment)
+SESSION = web.RequestKey("session", auth.Session)
 
 
 def users_file(s: Settings) -> Path:
@@ -78,7 +82,7 @@ async def security(request: web.Request,
                    ) -> web.StreamResponse:
     """Nothing without a session but the login and unsubscribe pages; every
     POST carries the session's CSRF token; no page is cached or framed."""
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     path = request.path
     if not path.startswith(PUBLIC):
         session = c.sessions.get(request.cookies.get(COOKIE), time.time())
@@ -86,7 +90,7 @@ async def security(request: web.Request,
             if request.method == "GET":
                 raise web.HTTPSeeOther("/login?" + urlencode({"next": request.path_qs}))
             raise web.HTTPForbidden(text="log in first\n")
-        request["session"] = session
+        request[SESSION] = session
         if request.method == "POST":
             form = await request.post()
             if not auth.csrf_ok(session.csrf, str(form.get("csrf") or "")):
@@ -103,24 +107,24 @@ async def security(request: web.Request,
 
 def render(request: web.Request, template: str, status: int = 200, **ctx: Any
            ) -> web.Response:
-    c: Console = request.app["console"]
-    session: auth.Session | None = request.get("session")
+    c: Console = request.app[CONSOLE]
+    session: auth.Session | None = request.get(SESSION)
     token = request.cookies.get(COOKIE, "")
     flashes = c.flashes.pop(token, []) if session is not None else []
-    body = request.app["jinja"].get_template(template).render(
+    body = request.app[JINJA].get_template(template).render(
         session=session, csrf=session.csrf if session else "", path=request.path,
         flashes=flashes, **ctx)
     return web.Response(text=body, content_type="text/html", status=status)
 
 
 def flash(request: web.Request, kind: str, text: str) -> None:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     c.flashes.setdefault(request.cookies.get(COOKIE, ""), []).append((kind, text))
 
 
 def _cookie(request: web.Request, response: web.StreamResponse, name: str, value: str,
             max_age: int) -> None:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="Strict",
                         secure=c.settings.web_public_url.startswith("https://"), path="/")
 
@@ -141,7 +145,7 @@ def _safe_next(value: str) -> str:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     form = await request.post()
     pre = request.cookies.get(PRE_COOKIE, "")
     if not pre or not auth.csrf_ok(pre, str(form.get("csrf") or "")):
@@ -169,9 +173,9 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 def _open_session(request: web.Request, user: str, to: str) -> web.StreamResponse:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     token, _ = c.sessions.open(user, time.time())
-    resp = web.HTTPSeeOther(to)
+    resp = web.Response(status=303, headers={"Location": to})
     _cookie(request, resp, COOKIE, token, int(c.sessions.seconds))
     resp.del_cookie(PRE_COOKIE, path="/")
     log.info("console login of %s from %s", user, request.remote)
@@ -179,7 +183,7 @@ def _open_session(request: web.Request, user: str, to: str) -> web.StreamRespons
 
 
 async def login_once(request: web.Request) -> web.StreamResponse:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     if not c.sessions.use_once(request.match_info["token"], time.time()):
         return web.Response(status=403, text="this login link was used or has expired: run "
                             "postlane dev again, or log in with a user "
@@ -188,9 +192,9 @@ async def login_once(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     c.sessions.close(request.cookies.get(COOKIE))
-    resp = web.HTTPSeeOther("/login")
+    resp = web.Response(status=303, headers={"Location": "/login"})
     resp.del_cookie(COOKIE, path="/")
     return resp
 
@@ -199,15 +203,15 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 async def overview(request: web.Request) -> web.Response:
-    c: Console = request.app["console"]
-    feed: Feed = request.app["feed"]
+    c: Console = request.app[CONSOLE]
+    feed: Feed = request.app[FEED]
     return render(request, "overview.html",
                   o=model.overview(c.state, time.time(), feed.processors),
                   ready=feed.ready.is_set())
 
 
 async def queue_page(request: web.Request) -> web.Response:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     f = model.QueueFilter.from_query(dict(request.query), time.time())
     q = model.queue(c.state, f)
     base = {k: v for k, v in request.query.items() if k != "page"}
@@ -216,7 +220,7 @@ async def queue_page(request: web.Request) -> web.Response:
 
 
 async def queue_command(request: web.Request) -> web.StreamResponse:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     form = await request.post()
     command = str(form.get("command") or "")
     ids = [str(v) for v in form.getall("id", [])]
@@ -224,7 +228,7 @@ async def queue_command(request: web.Request) -> web.StreamResponse:
     if command not in queueops.OWNERS or not ids:
         flash(request, "error", "choose a command and at least one mail")
         raise web.HTTPSeeOther(back)
-    session: auth.Session = request["session"]
+    session: auth.Session = request[SESSION]
     answers = await asyncio.to_thread(queueops.issue, c.settings, command, ids,
                                       f"{session.user}@console", "", c.command_timeout)
     for a in answers:
@@ -233,7 +237,7 @@ async def queue_command(request: web.Request) -> web.StreamResponse:
 
 
 async def message_page(request: web.Request) -> web.Response:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     m = model.message(c.state, request.match_info["mid"])
     if m is None:
         return render(request, "missing.html", status=404,
@@ -242,13 +246,13 @@ async def message_page(request: web.Request) -> web.Response:
 
 
 async def servers_page(request: web.Request) -> web.Response:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     rows = sorted(c.state.config.servers.values(), key=lambda s: (s.priority, s.name))
     return render(request, "servers.html", servers=rows)
 
 
 async def server_form(request: web.Request) -> web.Response:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     name = request.match_info.get("name")
     server = c.state.config.servers.get(name) if name else None
     if name and server is None:
@@ -259,7 +263,7 @@ async def server_form(request: web.Request) -> web.Response:
 
 
 async def server_save(request: web.Request) -> web.Response:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     form = {k: str(v) for k, v in (await request.post()).items()}
     editing = form.get("editing", "")
     name = form.get("name", "").strip()
@@ -289,7 +293,7 @@ async def server_save(request: web.Request) -> web.Response:
 
 
 async def server_remove(request: web.Request) -> web.StreamResponse:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     name = request.match_info["name"]
     if name not in c.state.config.servers:
         flash(request, "error", f"no server named {name!r}")
@@ -310,7 +314,7 @@ async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 async def config_page(request: web.Request) -> web.Response:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     view = c.state.config
     kind = request.path.strip("/")
     from postlane.configfile import values
@@ -326,21 +330,21 @@ async def config_page(request: web.Request) -> web.Response:
 
 
 async def limits_page(request: web.Request) -> web.Response:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     return render(request, "limits.html", lim=model.limits(c.state, time.time()))
 
 
 async def suppressions_page(request: web.Request) -> web.Response:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     q = request.query.get("q", "").strip().lower()
     rows = [r for r in model.suppression_rows(c.state) if q in r["address"]]
     return render(request, "suppressions.html", rows=rows[:1000], count=len(rows), q=q)
 
 
 async def suppression_remove(request: web.Request) -> web.StreamResponse:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     form = await request.post()
-    session: auth.Session = request["session"]
+    session: auth.Session = request[SESSION]
     stype = str(form.get("type") or "")
     if stype not in SUPPRESSION_TYPES:
         flash(request, "error", f"unknown suppression type {stype!r}")
@@ -359,7 +363,7 @@ async def suppression_remove(request: web.Request) -> web.StreamResponse:
 
 
 async def dead_letters_page(request: web.Request) -> web.Response:
-    c: Console = request.app["console"]
+    c: Console = request.app[CONSOLE]
     return render(request, "dead_letters.html", d=model.dead_letters(c.state))
 
 
@@ -370,9 +374,9 @@ async def healthz(request: web.Request) -> web.Response:
 def make_app(console: Console, feed: Feed, unsubscribe: web.Application | None = None
              ) -> web.Application:
     app = web.Application(middlewares=[security], client_max_size=1024 * 1024)
-    app["console"] = console
-    app["feed"] = feed
-    app["jinja"] = _env()
+    app[CONSOLE] = console
+    app[FEED] = feed
+    app[JINJA] = _env()
     r = app.router
     r.add_get("/login", login_page)
     r.add_post("/login", login)
@@ -476,9 +480,3 @@ class ConsoleServer:
         self.thread.join(10)
         self.loop.close()
 
-
-def operator() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001
-        return "unknown"

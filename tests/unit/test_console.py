@@ -1,0 +1,159 @@
+"""The console's pure parts (model, forms, auth, metrics labels) and its HTTP
+edge's access rules, over real HTTP (aiohttp's test server) without a broker."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from postlane.configfile import ConfigFileError, parse
+from postlane.web import auth, forms, model
+from postlane.web.app import COOKIE, Console, make_app
+from postlane.web.feed import Feed
+from streams import metrics
+from streams.settings import Settings
+
+
+def status(mid: str, state: str, at: float, eid: str, **kw: object) -> bytes:
+    return orjson.dumps({"type": "MessageStatusChanged", "message_id": mid, "state": state,
+                         "occurred_at": at, "event_id": eid, **kw})
+
+
+def request(mid: str, to: str, tenant: str = "", at: float = 1.0) -> bytes:
+    return orjson.dumps({"message_id": mid, "from_": "a@x.test", "to": [to], "subject": "S",
+                         "tenant": tenant, "text": "t", "occurred_at": at})
+
+
+def test_fold_counts_states_once_per_event_and_keeps_answers() -> None:
+    st = model.ConsoleState()
+    now = time.time()
+    model.fold(st, "send-requested", request("m1", "bob@y.test", "acme", now - 5), now)
+    model.fold(st, "status", status("m1", "sending", now - 4, "e1"), now)
+    model.fold(st, "status", status("m1", "sending", now - 4, "e1"), now)  # redelivered
+    answer = {"bob@y.test": {"state": "failed", "code": 550, "enhanced": "5.1.1",
+                             "text": "5.1.1 no such user"}}
+    model.fold(st, "status", status("m1", "failed", now - 3, "e2", server="s1",
+                                    recipients=answer), now)
+    assert st.by_state["failed"] == 1 and st.by_state["sending"] == 0
+    assert st.by_state["queued"] == 0
+    assert len(st.mails["m1"].history) == 2
+    page = model.queue(st, model.QueueFilter())
+    assert page["count"] == 1
+    assert page["rows"][0]["answers"] == [{"recipient": "bob@y.test", "state": "failed",
+                                           "answer": "550 5.1.1 no such user"}]
+    assert model.overview(st, now, [])["hour"]["failed"] == 1
+
+
+def test_queue_filters_and_pages_newest_first() -> None:
+    st = model.ConsoleState()
+    now = 10_000.0
+    for i in range(250):
+        mid = f"m{i:03}"
+        model.fold(st, "send-requested", request(mid, f"r{i}@y.test", "t1" if i % 2 else ""),
+                   now)
+        model.fold(st, "status", status(mid, "sent" if i % 5 else "deferred", now - 1000 + i,
+                                        f"e{i}", server="a" if i < 200 else "b"), now)
+    assert model.queue(st, model.QueueFilter())["count"] == 50  # open: deferred only
+    every = model.queue(st, model.QueueFilter(state="all"))
+    assert every["count"] == 250 and every["pages"] == 3
+    assert every["rows"][0]["message_id"] == "m249"
+    third = model.queue(st, model.QueueFilter(state="all", page=3))
+    assert [r["message_id"] for r in third["rows"]][-1] == "m000"
+    assert len(third["rows"]) == 50
+    assert model.queue(st, model.QueueFilter(state="sent", server="b"))["count"] == 40
+    assert model.queue(st, model.QueueFilter(state="all", tenant="t1"))["count"] == 125
+    assert model.queue(st, model.QueueFilter(state="all", recipient="r17@"))["count"] == 1
+    assert model.queue(st, model.QueueFilter(state="all", since=now - 760))["count"] == 10
+
+
+def test_a_bad_form_is_refused_with_config_apply_sentences_next_to_fields() -> None:
+    form = {"name": "local", "host": "127.0.0.1", "port": "99999", "security": "tls",
+            "from_filter": "not a domain", "priority": "10", "kind": "any",
+            "daily_limit": "0", "active": "on"}
+    result = forms.server_from_form(form)
+    assert not result.ok
+    toml = ('[[servers]]\nname = "local"\nhost = "127.0.0.1"\nport = 99999\n'
+            'security = "tls"\nfrom_filter = "not a domain"\n')
+    with pytest.raises(ConfigFileError) as refused:
+        parse(toml)
+    said = str(refused.value)
+    for fld in ("port", "security", "from_filter"):
+        assert result.errors[fld], fld
+        for sentence in result.errors[fld]:
+            assert sentence in said, (sentence, said)
+    assert forms.server_from_form({**form, "port": "abc", "security": "none",
+                                   "from_filter": ""}).errors["port"] == [
+        "field 'port' must be int, got str"]
+    ok = forms.server_from_form({**form, "port": "2525", "security": "none",
+                                 "from_filter": "example.com, boss@other.test"})
+    assert ok.ok and ok.event is not None and ok.event.port == 2525
+
+
+def test_passwords_are_scrypt_hashed_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "users"
+    assert auth.add_user(path, "ops", "correct horse")
+    text = path.read_text()
+    assert "correct horse" not in text and text.startswith("ops:scrypt$")
+    assert path.stat().st_mode & 0o777 == 0o600
+    stored = auth.read_users(path)["ops"]
+    assert auth.verify_password("correct horse", stored)
+    assert not auth.verify_password("wrong", stored)
+    with pytest.raises(auth.UserFileError):
+        auth.add_user(path, "bad name", "long enough")
+    sessions = auth.Sessions(1)
+    once = sessions.one_time(100.0)
+    assert sessions.use_once(once, 101.0) and not sessions.use_once(once, 101.0)
+    token, _ = sessions.open("ops", 100.0)
+    assert sessions.get(token, 200.0) is not None and sessions.get(token, 100.0 + 3601) is None
+
+
+def test_metric_labels_are_bounded() -> None:
+    assert metrics.reply_class(550) == "5xx" and metrics.reply_class(None) == "none"
+    assert metrics.reason_of("invalid SendRequested: to: 'x' must contain one @") == \
+        "invalid SendRequested"
+    assert metrics.reason_of("not JSON: unexpected character") == "unreadable"
+    before = metrics.DEAD_LETTERS.labels("router", "invalid SendRequested")._value.get()
+    metrics.observe_published("p.dead-letter", orjson.dumps(
+        {"type": "EventDeadLettered", "processor": "router",
+         "error": "invalid SendRequested: no recipient"}), "p.")
+    after = metrics.DEAD_LETTERS.labels("router", "invalid SendRequested")._value.get()
+    assert after == before + 1
+
+
+async def test_nothing_is_shown_without_login_and_forms_need_the_csrf_token(
+        tmp_path: Path) -> None:
+    s = Settings.from_env(environ={}, data_dir=str(tmp_path))
+    console = Console(s, tmp_path / "users")
+    auth.add_user(console.users_file, "ops", "correct horse")
+    app = make_app(console, Feed(s, console.state))
+    async with TestClient(TestServer(app)) as client:
+        for path in ("/", "/queue", "/servers", "/message/x", "/dead-letters"):
+            resp = await client.get(path, allow_redirects=False)
+            assert resp.status == 303 and resp.headers["Location"].startswith("/login"), path
+        resp = await client.post("/servers/save", data={"name": "x"}, allow_redirects=False)
+        assert resp.status == 403
+        page = await client.get("/login")
+        assert page.status == 200
+        pre = page.cookies["postlane_login"].value
+        bad = await client.post("/login", data={"csrf": pre, "username": "ops",
+                                                "password": "nope"})
+        assert bad.status == 401 and "wrong password" in await bad.text()
+        page = await client.get("/login")
+        pre = page.cookies["postlane_login"].value
+        resp = await client.post("/login", data={"csrf": pre, "username": "ops",
+                                                 "password": "correct horse"},
+                                 allow_redirects=False)
+        assert resp.status == 303
+        cookie = resp.headers["Set-Cookie"]
+        assert COOKIE in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        home = await client.get("/")
+        assert home.status == 200 and "Overview" in await home.text()
+        assert "DENY" == home.headers["X-Frame-Options"]
+        refused = await client.post("/servers/remove/x", data={"csrf": "forged"})
+        assert refused.status == 403 and "CSRF" in await refused.text()
+        form = await client.get("/servers/new")
+        assert 'name="csrf"' in await form.text()
