@@ -37,7 +37,7 @@ log = logging.getLogger("postlane.web")
 HERE = Path(__file__).parent
 COOKIE = "postlane_session"
 PRE_COOKIE = "postlane_login"
-PUBLIC = ("/login", "/static/", "/u/", "/healthz")
+PUBLIC = ("/login", "/static/", "/u/", "/healthz", "/favicon.ico")
 NAV = (("/", "Overview"), ("/queue", "Queue"), ("/servers", "Outgoing servers"),
        ("/incoming", "Incoming servers"), ("/aliases", "Aliases"), ("/settings", "Settings"),
        ("/limits", "Limits"), ("/suppressions", "Suppressions"),
@@ -133,7 +133,9 @@ def _cookie(request: web.Request, response: web.StreamResponse, name: str, value
 
 
 async def login_page(request: web.Request) -> web.Response:
-    pre = auth.secrets.token_urlsafe(24)
+    # one login token per browser: a second tab (or the favicon's redirect)
+    # must not invalidate the form already shown
+    pre = request.cookies.get(PRE_COOKIE) or auth.secrets.token_urlsafe(24)
     resp = render(request, "login.html", pre=pre, next=request.query.get("next", "/"),
                   error="")
     _cookie(request, resp, PRE_COOKIE, pre, 3600)
@@ -367,6 +369,10 @@ async def dead_letters_page(request: web.Request) -> web.Response:
     return render(request, "dead_letters.html", d=model.dead_letters(c.state))
 
 
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
@@ -398,6 +404,7 @@ def make_app(console: Console, feed: Feed, unsubscribe: web.Application | None =
     r.add_post("/suppressions/remove", suppression_remove)
     r.add_get("/dead-letters", dead_letters_page)
     r.add_static("/static/", HERE / "static")
+    r.add_get("/favicon.ico", favicon)
     if unsubscribe is not None:  # the one-click unsubscribe handlers, as they are
         for route in unsubscribe.router.routes():
             if route.method in ("GET", "POST") and route.resource is not None:

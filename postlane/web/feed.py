@@ -121,15 +121,26 @@ class Feed:
         self.state.latencies.clear()
 
     async def _groups(self) -> None:
-        while True:
-            try:
-                self.processors = await asyncio.to_thread(processor_groups, self.settings)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the page says it, the rest works
-                self.processors = [{"group": "?", "members": 0, "lag": None,
-                                    "error": f"consumer groups not readable: {exc}"}]
-            await asyncio.sleep(10)
+        reader: GroupReader | None = None
+        try:
+            while True:
+                try:
+                    if reader is None:
+                        reader = await asyncio.to_thread(GroupReader, self.settings)
+                    self.processors = await asyncio.to_thread(reader.read)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the page says it, the rest works
+                    self.processors = [{"group": "?", "members": 0, "lag": None,
+                                        "state": "", "worst": "",
+                                        "error": f"consumer groups not readable: {exc}"}]
+                    if reader is not None:
+                        await asyncio.to_thread(reader.close)
+                        reader = None
+                await asyncio.sleep(10)
+        finally:
+            if reader is not None:
+                reader.close()
 
 
 async def _at_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
@@ -140,33 +151,44 @@ async def _at_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
     return True
 
 
-def processor_groups(s: Settings) -> list[dict[str, Any]]:
+class GroupReader:
     """Each consumer group of this deployment (``{app_prefix}-...``): its
     members (workers) and its lag (end offsets minus committed, summed over
-    partitions, with the worst partition). Blocks: run it in a thread."""
-    from kafka import KafkaAdminClient, KafkaConsumer
+    partitions, with the worst partition). Blocking clients, kept open
+    between reads: run it in a thread."""
 
-    from streams.offsets import true_end_offsets_sync
+    def __init__(self, s: Settings) -> None:
+        from kafka import KafkaAdminClient, KafkaConsumer
 
-    admin = KafkaAdminClient(bootstrap_servers=s.bootstrap, client_id="postlane-console",
-                             request_timeout_ms=5000)
-    consumer = KafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None,
-                             enable_auto_commit=False, client_id="postlane-console-lag")
-    # Tansu answers DescribeGroups with authorized operations kafka-python
-    # has no name for (15): keep them as numbers (they are not shown)
-    admin._process_acl_operations = lambda d: d  # type: ignore[method-assign]
-    try:
-        groups = sorted(str(g["group_id"]) for g in admin.list_groups()
+        self.s = s
+        self.admin = KafkaAdminClient(bootstrap_servers=s.bootstrap,
+                                      client_id="postlane-console", request_timeout_ms=5000)
+        # Tansu answers DescribeGroups with authorized operations kafka-python
+        # has no name for (15): keep them as numbers (they are not shown)
+        self.admin._process_acl_operations = lambda d: d  # type: ignore[method-assign]
+        self.consumer = KafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None,
+                                      enable_auto_commit=False,
+                                      client_id="postlane-console-lag")
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.admin.close()
+
+    def read(self) -> list[dict[str, Any]]:
+        from streams.offsets import true_end_offsets_sync
+
+        s = self.s
+        groups = sorted(str(g["group_id"]) for g in self.admin.list_groups()
                         if str(g["group_id"]).startswith(f"{s.app_prefix}-"))
-        described = admin.describe_groups(groups) if groups else {}
+        described = self.admin.describe_groups(groups) if groups else {}
         committed: dict[str, Any] = {}
         for group in groups:  # one at a time: brokers before OffsetFetch v8 take one
-            committed.update(admin.list_group_offsets(group))
+            committed.update(self.admin.list_group_offsets(group))
         out = []
         for group in groups:
             mine = {tp: meta.offset for tp, meta in committed.get(group, {}).items()
                     if tp.topic.startswith(s.topic_prefix) and meta.offset >= 0}
-            ends = true_end_offsets_sync(consumer, list(mine)) if mine else {}
+            ends = true_end_offsets_sync(self.consumer, list(mine)) if mine else {}
             lags = {(tp.topic, tp.partition): max(ends.get(tp, off) - off, 0)
                     for tp, off in mine.items()}
             for (topic, part), lag in lags.items():
@@ -179,6 +201,3 @@ def processor_groups(s: Settings) -> list[dict[str, Any]]:
                 "worst": (f"{worst[0][0][len(s.topic_prefix):]}[{worst[0][1]}]: {worst[1]}"
                           if worst[1] else ""), "error": d.get("error") or ""})
         return out
-    finally:
-        consumer.close()
-        admin.close()
