@@ -331,6 +331,28 @@ async def config_page(request: web.Request) -> web.Response:
                   title=dict(NAV)[request.path])
 
 
+async def incoming_page(request: web.Request) -> web.Response:
+    c: Console = request.app[CONSOLE]
+    return render(request, "incoming.html", rows=model.incoming(c.state), report=None,
+                  tested="")
+
+
+async def incoming_test(request: web.Request) -> web.Response:
+    """Test connection of an incoming server: connect, TLS, log in, open the
+    folder, IDLE (``postlane incoming test``'s probe and sentences)."""
+    from processors.fetcher.probe import test_incoming
+
+    c: Console = request.app[CONSOLE]
+    name = request.match_info["name"]
+    server = c.state.config.incoming.get(name)
+    if server is None:
+        return render(request, "missing.html", status=404,
+                      what=f"no incoming server named {name!r}")
+    report = await test_incoming(server, timeout=10.0)
+    return render(request, "incoming.html", rows=model.incoming(c.state), report=report,
+                  tested=name)
+
+
 async def limits_page(request: web.Request) -> web.Response:
     c: Console = request.app[CONSOLE]
     return render(request, "limits.html", lim=model.limits(c.state, time.time()))
@@ -397,7 +419,9 @@ def make_app(console: Console, feed: Feed, unsubscribe: web.Application | None =
     r.add_get("/servers/edit/{name}", server_form)
     r.add_post("/servers/save", server_save)
     r.add_post("/servers/remove/{name}", server_remove)
-    for path in ("/incoming", "/aliases", "/settings"):
+    r.add_get("/incoming", incoming_page)
+    r.add_post("/incoming/test/{name}", incoming_test)
+    for path in ("/aliases", "/settings"):
         r.add_get(path, config_page)
     r.add_get("/limits", limits_page)
     r.add_get("/suppressions", suppressions_page)

@@ -72,6 +72,7 @@ class ConsoleState:
     bounces: Counter[str] = field(default_factory=Counter)  # reason -> count
     complaints: Counter[str] = field(default_factory=Counter)  # feedback type -> count
     latencies: list[float] = field(default_factory=list)  # request -> sent, newly folded
+    incoming_status: dict[str, dict[str, Any]] = field(default_factory=dict)  # the fetcher's
     records: int = 0
 
 
@@ -125,6 +126,8 @@ def fold(state: ConsoleState, topic: str, value: bytes | None, now: float) -> No
         state.bounces[str(ev.get("reason", ""))] += 1
     elif topic == "bounces" and kind == "ComplaintReceived":
         state.complaints[str(ev.get("feedback_type", ""))] += 1
+    elif topic == "incoming-status" and kind == "IncomingServerChecked":
+        state.incoming_status[str(ev.get("server", ""))] = ev
 
 
 def _fold_request(state: ConsoleState, ev: dict[str, Any]) -> None:
@@ -363,6 +366,23 @@ def limits(state: ConsoleState, now: float) -> dict[str, Any]:
     domains = [{"domain": d.domain, "rate": d.rate}
                for d in sorted(state.config.domains.values(), key=lambda d: d.domain)]
     return {"servers": servers, "tenants": tenants, "domains": domains}
+
+
+def incoming(state: ConsoleState) -> list[dict[str, Any]]:
+    """Incoming servers with the fetcher's last report on each (as
+    ``postlane incoming list``)."""
+    out = []
+    for name in sorted(state.config.incoming):
+        srv = state.config.incoming[name]
+        st = state.incoming_status.get(name)
+        out.append({"name": name, "host": srv.host, "port": srv.port,
+                    "security": srv.security, "folder": srv.folder, "active": srv.active,
+                    "tenant": srv.tenant,
+                    "state": "not polled yet" if st is None else
+                    ("ok" if st.get("ok") else "failing"),
+                    "sentence": "" if st is None else st.get("sentence", ""),
+                    "checked": "" if st is None else when(float(st.get("occurred_at") or 0))})
+    return out
 
 
 def dead_letters(state: ConsoleState) -> dict[str, Any]:

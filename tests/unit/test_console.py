@@ -157,3 +157,43 @@ async def test_nothing_is_shown_without_login_and_forms_need_the_csrf_token(
         assert refused.status == 403 and "CSRF" in await refused.text()
         form = await client.get("/servers/new")
         assert 'name="csrf"' in await form.text()
+
+
+async def test_the_console_serves_one_click_unsubscribe_without_login(tmp_path: Path) -> None:
+    from processors.unsubscribe.token import make_token
+    from processors.unsubscribe.web import make_app as unsubscribe_app
+    from schemas import UnsubscribeRequested
+
+    s = Settings.from_env(environ={}, data_dir=str(tmp_path))
+    console = Console(s, tmp_path / "users")
+    recorded: list[UnsubscribeRequested] = []
+
+    async def publish(event: UnsubscribeRequested) -> None:  # the broker's side of the edge
+        recorded.append(event)
+
+    secret = b"k" * 32
+    app = make_app(console, Feed(s, console.state), unsubscribe_app(secret, publish))
+    token = make_token(secret, "acme", "news", "bob@example.org", time.time() + 3600)
+    async with TestClient(TestServer(app)) as client:
+        page = await client.get(f"/u/{token}")
+        assert page.status == 200 and not recorded
+        assert (await client.get("/u/forged")).status == 400
+        done = await client.post(f"/u/{token}")
+        assert done.status == 200
+        assert [(e.address, e.tenant, e.list_id) for e in recorded] == [
+            ("bob@example.org", "acme", "news")]
+        assert (await client.get("/healthz")).status == 200
+        assert (await client.get("/queue", allow_redirects=False)).status == 303
+
+
+def test_incoming_servers_show_the_fetchers_last_report() -> None:
+    from schemas import IncomingServerChecked, IncomingServerConfigured, encode
+
+    st = model.ConsoleState()
+    model.fold(st, "config", encode(IncomingServerConfigured(name="inbox", host="imap.x.test")),
+               0.0)
+    assert model.incoming(st)[0]["state"] == "not polled yet"
+    model.fold(st, "incoming-status", encode(IncomingServerChecked(
+        server="inbox", ok=False, sentence="The password was refused.")), 0.0)
+    row = model.incoming(st)[0]
+    assert (row["state"], row["sentence"]) == ("failing", "The password was refused.")
