@@ -1,7 +1,7 @@
 """A console to drive in a browser: ``postlane dev`` (embedded broker, every
 processor, the console, /metrics) as a subprocess on free loopback ports, a
 console user, and a real SMTP server (aiosmtpd) that accepts every
-recipient except ``reject...@`` (550 5.1.1). Used by the browser test and
+recipient except ``reject...@`` (550 5.1.1) and ``defer...@`` (451). Used by the browser test and
 ``scripts/console-screenshots``."""
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class Handler:
                           address: str, rcpt_options: list[str]) -> str:
         if address.lower().startswith("reject"):
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if address.lower().startswith("defer"):
+            return f"451 4.7.1 <{address}>: Greylisted, try again in 5 minutes"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -40,7 +42,9 @@ class Handler:
 
 
 class ConsoleStack:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, config: str = "") -> None:
+        """``config``: a config file's text, applied by postlane dev at start
+        (``{smtp_port}`` in it is the test SMTP server's port)."""
         self.tmp = tmp
         self.settings: Settings = isolated_settings(free_port(), tmp / "data", partitions=1)
         self.web_port, self.metrics_port, self.smtp_port = free_port(), free_port(), free_port()
@@ -54,6 +58,10 @@ class ConsoleStack:
             "POSTLANE_CAPTURE_DIR": str(tmp / "captured"),
             "POSTLANE_WEB_USERS_FILE": str(tmp / "web-users"),
         }
+        if config:
+            path = tmp / "postlane.toml"
+            path.write_text(config.replace("{smtp_port}", str(self.smtp_port)))
+            self.env["POSTLANE_CONFIG_FILE"] = str(path)
         self.handler = Handler()
         self.smtp: Controller | None = None
         self.proc: subprocess.Popen[bytes] | None = None
