@@ -53,8 +53,9 @@ class MailRow:
     rule: str = ""
     header_from: str = ""
     envelope_from: str = ""
+    search: str = ""  # every recipient, lower case, for the queue's recipient filter
+    # each status change folded, with its event id (a redelivered one counts once)
     history: list[dict[str, Any]] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)  # event ids folded (redeliveries count once)
 
 
 @dataclass
@@ -145,6 +146,7 @@ def _fold_request(state: ConsoleState, ev: dict[str, Any]) -> None:
     row.headers = {str(k): str(v) for k, v in headers.items()} if isinstance(headers, dict) \
         else {}
     row.requested_at = float(ev.get("occurred_at") or 0.0)
+    _index(row)
 
 
 def _fold_status(state: ConsoleState, ev: dict[str, Any], now: float) -> None:
@@ -153,11 +155,11 @@ def _fold_status(state: ConsoleState, ev: dict[str, Any], now: float) -> None:
         return
     row = _row(state, mid)
     event_id = str(ev.get("event_id", ""))
-    if event_id in row.seen:
+    if any(h["event_id"] == event_id for h in row.history):
         return
-    row.seen.add(event_id)
     at = float(ev.get("occurred_at") or 0.0)
-    entry = {"at": at, "state": ev.get("state", ""), "previous": ev.get("previous", ""),
+    entry = {"event_id": event_id, "at": at, "state": ev.get("state", ""),
+             "previous": ev.get("previous", ""),
              "reason": ev.get("note") or ev.get("reason", ""), "server": ev.get("server", ""),
              "attempt": ev.get("attempt", 0), "note": bool(ev.get("note"))}
     row.history.append(entry)
@@ -175,6 +177,7 @@ def _fold_status(state: ConsoleState, ev: dict[str, Any], now: float) -> None:
     recipients = ev.get("recipients")
     row.recipients = recipients if isinstance(recipients, dict) else {}
     row.updated_at = at
+    _index(row)
     if new in PER_MINUTE:
         minute = int(at // 60)
         if minute >= int(now // 60) - 60:
@@ -186,6 +189,10 @@ def _fold_status(state: ConsoleState, ev: dict[str, Any], now: float) -> None:
             state.sent_today[(row.server, row.tenant)] += 1
         if row.requested_at and at >= row.requested_at:
             state.latencies.append(at - row.requested_at)
+
+
+def _index(row: MailRow) -> None:
+    row.search = "\n".join([*row.to, *row.recipients]).lower()
 
 
 def prune(state: ConsoleState, now: float) -> None:
@@ -281,7 +288,7 @@ def matches(row: MailRow, f: QueueFilter) -> bool:
         return False
     if f.until and row.updated_at > f.until:
         return False
-    if f.recipient and not any(f.recipient in r.lower() for r in (*row.to, *row.recipients)):
+    if f.recipient and f.recipient not in row.search:
         return False
     return True
 
@@ -290,13 +297,21 @@ def queue(state: ConsoleState, f: QueueFilter) -> dict[str, Any]:
     """One page of matching mails, newest update first, and the count."""
     found = [r for r in state.mails.values() if matches(r, f)]
     upto = f.page * PAGE_SIZE
-    newest = heapq.nlargest(upto, found, key=lambda r: (r.updated_at, r.message_id))
+    newest_first = _by_update
+    if upto <= 1000:  # the first pages: a partial sort
+        newest = heapq.nlargest(upto, found, key=newest_first)
+    else:  # deep pages: one full sort is cheaper than a heap of that size
+        newest = sorted(found, key=newest_first, reverse=True)[:upto]
     page = newest[upto - PAGE_SIZE:]
     return {
         "rows": [_queue_row(r) for r in page], "count": len(found), "page": f.page,
         "pages": max((len(found) + PAGE_SIZE - 1) // PAGE_SIZE, 1),
         "servers": sorted(state.config.servers), "states": STATES, "filter": f,
     }
+
+
+def _by_update(r: MailRow) -> float:
+    return r.updated_at
 
 
 def _queue_row(r: MailRow) -> dict[str, Any]:
