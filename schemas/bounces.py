@@ -155,9 +155,14 @@ class RecipientsMailed(Event):
 class BounceRecorded(_BounceFields):
     """A bounce of ``address`` (``bounces`` topic, keyed by the address).
     ``outage`` is set when the outage check found it is part of a burst of
-    the same error from one server: then it does not count."""
+    the same error from one server: then it does not count.
+    ``unattributed`` says why a bounce naming a mail (``message_id``) is not
+    that mail's: the address was not one of its recipients, or Postlane
+    never delivered such a mail. It is kept (``blacklist why``) and does not
+    count."""
 
     outage: str = ""
+    unattributed: str = ""
 
 
 class BounceDiscounted(Event):

@@ -32,6 +32,10 @@ Partition keys (why):
   fetcher worker polls which server (the partition owner does).
 - bounce-mail: key = the bounce mail's id (inbound id, or a hash of the
   bytes); stateless parsing, any spread will do.
+- bounce-attribution: key = the message_id a parsed bounce names, so it
+  meets that mail's ``DeliveryStarted`` (``delivery``, keyed the same) and
+  the table of its recipients on one partition: a bounce counts only for
+  an address the mail was sent to.
 - bounce-domains: key = the bounced recipient's domain (lower-cased), so
   the outage check of one domain (bursts of one error, mail sent there)
   lives on one partition with its table.
@@ -104,6 +108,9 @@ INCOMING_STATUS = TopicSpec("incoming-status",
 
 BOUNCE_MAIL = TopicSpec("bounce-mail", doc="BounceMailReceived: raw bounce mails to parse",
                         untyped="BounceMailReceived")
+BOUNCE_ATTRIBUTION = TopicSpec("bounce-attribution",
+                               doc="RecipientBounced naming a mail (internal, keyed by its "
+                               "message_id): checked against the mail's recipients")
 BOUNCE_DOMAINS = TopicSpec("bounce-domains",
                            doc="RecipientBounced / RecipientsMailed (internal, keyed by domain)")
 BOUNCES = TopicSpec("bounces", doc="BounceRecorded, BounceDiscounted, MailReceivedFrom, "
@@ -120,5 +127,5 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     CONFIG, SEND_REQUESTED, ROUTING_DECIDED, DELIVERY, DELIVERY_DUE, STATUS, DEAD_LETTER,
     SEND_REQUESTED_MASS, ROUTING_DECIDED_MASS, RELEASED, HELD, COMMANDS, COMMAND_RESULTS,
     INBOUND, INBOUND_ROUTED, SENT_IDS, INBOUND_THREADS, INBOUND_ALIASES, INCOMING_STATUS,
-    BOUNCE_MAIL, BOUNCE_DOMAINS, BOUNCES, BLACKLIST,
+    BOUNCE_MAIL, BOUNCE_ATTRIBUTION, BOUNCE_DOMAINS, BOUNCES, BLACKLIST,
 )

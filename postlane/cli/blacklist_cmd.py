@@ -11,22 +11,10 @@ import orjson
 
 from postlane import blacklistops as ops
 from processors.blacklist.core import Rules, explain
-from processors.bounces.core import normal_address
 from streams.client import BrokerUnavailable, ensure_topics
 from streams.topics import BLACKLIST, BOUNCES
 
-from .common import fail, settings
-
-
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts)) if ts else "?"
-
-
-def _address(value: str) -> str:
-    addr = normal_address(value)
-    if not addr:
-        fail(f"{value!r} is not an e-mail address")
-    return addr
+from .common import address_or_fail, fail, settings, when
 
 
 @click.group()
@@ -53,12 +41,12 @@ def list_(as_json: bool) -> None:
         click.echo("the blacklist is empty")
     for e in entries:
         by = "ops" if e.manual else "bounces"
-        click.echo(f"{e.address}  since {_when(e.since)} ({by}): {e.reason}")
+        click.echo(f"{e.address}  since {when(e.since)} ({by}): {e.reason}")
 
 
 def _edit(address: str, action: str, reason: str, wait: float) -> None:
     s = settings()
-    addr = _address(address)
+    addr = address_or_fail(address)
     try:
         ensure_topics(s, (BOUNCES, BLACKLIST))
         ops.edit(s, addr, action, reason, by=getpass.getuser())
@@ -105,7 +93,7 @@ def why(address: str, as_json: bool) -> None:
     """The bounces of ADDRESS and what they did: counted or not, and why;
     folded from the bounces topic with the processor's own rules."""
     s = settings()
-    addr = _address(address)
+    addr = address_or_fail(address)
     rules = Rules.from_settings(s)
     try:
         state = ops.history(s, addr, rules)

@@ -12,26 +12,13 @@ import orjson
 
 from postlane import blacklistops as ops
 from processors.blacklist.core import Rules, applies, describe, explain, suppressions
-from processors.bounces.core import normal_address
 from schemas import SuppressionEdited
 from schemas.bounces import SUPPRESSION_TYPES
 from schemas.unsubscribe import UnsubscribeRequested
 from streams.client import BrokerUnavailable, ensure_topics, publish
 from streams.topics import BLACKLIST, BOUNCES
 
-from .common import fail, settings
-
-
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts)) if ts else "?"
-
-
-def _address(value: str) -> str:
-    addr = normal_address(value)
-    if not addr:
-        fail(f"{value!r} is not an e-mail address")
-    return addr
-
+from .common import address_or_fail, fail, settings, when
 
 TYPE = click.option("--type", "stype", type=click.Choice(SUPPRESSION_TYPES), default=None,
                     help="Only this type.")
@@ -82,7 +69,7 @@ def list_(stype: str | None, tenant: str | None, as_json: bool) -> None:
     if not found:
         click.echo("no suppression")
     for r in found:
-        click.echo(f"{r['address']}  {describe(r)}  (since {_when(float(r.get('since') or 0))})")
+        click.echo(f"{r['address']}  {describe(r)}  (since {when(float(r.get('since') or 0))})")
 
 
 def _publish(addr: str, event: Any, check: Any, wait: float) -> None:
@@ -124,7 +111,7 @@ def _has(stype: str, tenant: str, list_id: str) -> Any:
               help="Seconds to wait until the blacklist processor applied it (0: don't).")
 def add(address: str, stype: str, tenant: str, list_id: str, reason: str, wait: float) -> None:
     """Suppress ADDRESS (for a tenant, a list, or every mail)."""
-    addr = _address(address)
+    addr = address_or_fail(address)
     event: Any
     if stype == "unsubscribe":
         event = UnsubscribeRequested(address=addr, tenant=tenant, list_id=list_id, via="manual",
@@ -147,7 +134,7 @@ def remove(address: str, stype: str, tenant: str, list_id: str, reason: str,
            wait: float) -> None:
     """Lift the suppression of this type and scope (hard_bounce also clears
     the counted bounces)."""
-    addr = _address(address)
+    addr = address_or_fail(address)
     event = SuppressionEdited(address=addr, action="remove", suppression_type=stype,
                               tenant=tenant, list_id=list_id, reason=reason,
                               by=getpass.getuser())
@@ -169,7 +156,7 @@ def why(address: str, stype: str | None, tenant: str | None, kind: str | None, l
     cause, and its bounces; folded from the bounces topic with the
     processor's own function."""
     s = settings()
-    addr = _address(address)
+    addr = address_or_fail(address)
     rules = Rules.from_settings(s)
     try:
         state = ops.history(s, addr, rules)

@@ -193,6 +193,8 @@ def _summary(b: dict[str, Any]) -> dict[str, Any]:
 def _not_counted(ev: BounceRecorded, st: AddressState) -> str:
     if ev.kind == "complaint":
         return "a complaint (feedback report), not a delivery failure"
+    if ev.unattributed:
+        return f"unattributed: {ev.unattributed}"
     if ev.outage:
         return f"outage: {ev.outage}"
     if ev.reason not in COUNTED_REASONS:

@@ -8,6 +8,11 @@ by address, for the counting processor. Thin glue; see core.py.
   ``postlane bounces submit``) and ``delivery`` (5xx at delivery time, and
   how many recipients each domain was sent). Stateless: failures go to
   ``bounce-domains`` keyed by the recipient's domain.
+- ``attribution`` reads ``delivery`` (``DeliveryStarted``: who each mail
+  went to) and ``bounce-attribution`` (parsed bounces naming one of our
+  mails), both keyed by message_id, and owns the ``bounce-recipients``
+  table: a bounce goes on to the outage check only for its mail's
+  recipients (attribution.py).
 - ``outage`` reads ``bounce-domains`` and owns the ``bounce-domains`` table
   (domain -> recent errors and mail sent): the outage check.
 
@@ -34,11 +39,18 @@ from schemas import (
     decode_any,
     encode,
 )
-from streams.topics import BOUNCE_DOMAINS, BOUNCE_MAIL, DEAD_LETTER, DELIVERY, INBOUND_ROUTED
+from streams.topics import (
+    BOUNCE_ATTRIBUTION,
+    BOUNCE_DOMAINS,
+    BOUNCE_MAIL,
+    DEAD_LETTER,
+    DELIVERY,
+    INBOUND_ROUTED,
+)
 
 from ..deadletter import decode_or_dead_letter, send_dead_letter
 from ..runtime import Runtime
-from . import core
+from . import attribution, core
 
 NAME = "bounces"
 TABLE = "bounce-domains"
@@ -48,6 +60,9 @@ _INTAKE: dict[str, type[Event]] = {
                             DeliveryStarted)
 }
 _OUTAGE: dict[str, type[Event]] = {c.__name__: c for c in (RecipientBounced, RecipientsMailed)}
+RECIPIENTS_TABLE = "bounce-recipients"
+_ATTRIBUTION: dict[str, type[Event]] = {
+    c.__name__: c for c in (DeliveryStarted, DeliveryAttempted, RecipientBounced)}
 
 
 def register(rt: Runtime) -> None:
@@ -61,6 +76,11 @@ def register(rt: Runtime) -> None:
                       partitions=s.partitions,
                       help="recipient domain -> recent errors and mail sent (outage check)")
     bounce_mail_topic = BOUNCE_MAIL.full(s)
+    attribution_in = rt.raw_topic(DELIVERY, BOUNCE_ATTRIBUTION)
+    attribution_topic = BOUNCE_ATTRIBUTION.full(s)
+    recipients = app.Table(RECIPIENTS_TABLE, default=None, key_type=bytes, value_type=bytes,
+                           partitions=s.partitions,
+                           help="message_id -> its recipients (JSON list): bounce attribution")
 
     async def send_all(out: core.Out) -> None:
         for spec, key, event in out:
@@ -93,6 +113,33 @@ def register(rt: Runtime) -> None:
             if words:
                 log.info("%s", words)
             await send_all(out)
+
+    @app.agent(attribution_in, name="postlane.bounce-attribution", concurrency=1)
+    async def attribute(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            ours = str(message.topic) == attribution_topic
+            try:
+                ev = decode_any(_ATTRIBUTION, message.value)
+            except InvalidEvent as exc:
+                if ours:  # delivery's owner judges its own topic
+                    await send_dead_letter(dlq, NAME, message, str(exc))
+                continue
+            if not isinstance(ev, DeliveryStarted | RecipientBounced):
+                continue
+            key = ev.message_id.encode()
+            if message.key != key:
+                if ours:
+                    await send_dead_letter(dlq, NAME, message,
+                                           f"key {message.key!r} is not the message_id "
+                                           f"{ev.message_id!r}")
+                continue
+            raw = recipients.get(key)
+            row = orjson.loads(raw) if raw else None
+            if isinstance(ev, DeliveryStarted):
+                recipients[key] = orjson.dumps(attribution.remember(row, ev))
+            else:
+                await send_all(attribution.attribute(row, ev))
 
     @app.agent(domains_in, name="postlane.bounce-outage", concurrency=1)
     async def outage(stream: Any) -> None:

@@ -4,7 +4,8 @@ Stage 1 (``intake_*``) turns its inputs into events:
 
 - an ``InboundMailRouted`` with route ``bounce`` (or a ``BounceMailReceived``)
   is parsed: each failed recipient becomes a ``RecipientBounced`` for the
-  outage check (keyed by the recipient's domain), each complaint a
+  outage check (keyed by the recipient's domain; when it names our mail,
+  first for the attribution check, keyed by that mail: attribution.py), each complaint a
   ``ComplaintReceived`` (on ``bounces``: suppressed at once), an automatic reply a
   ``MailReceivedFrom`` its author (the address works); delay notices and
   anything else produce nothing;
@@ -54,7 +55,7 @@ from schemas import (
 from schemas.addresses import AddressError, check_address, idna_domain
 from schemas.config import split_list
 from streams.settings import Settings
-from streams.topics import BOUNCE_DOMAINS, BOUNCES, TopicSpec
+from streams.topics import BOUNCE_ATTRIBUTION, BOUNCE_DOMAINS, BOUNCES, TopicSpec
 
 from .classify import best_status, classify, find_replycode
 from .parser import BounceParseError, BounceResult, ParsedBounce, parse_bounce
@@ -150,8 +151,11 @@ def from_parsed(source_id: str, parsed: ParsedBounce, at: float) -> Out:
         r = BounceResult(**{**r.__dict__, "recipient": addr})
         server = (r.remote_mta or parsed.reporting_mta or domain_of(addr)).lower()[:200]
         fields = _bounce_fields(source_id, r, at, server, "mail", parsed.format)
-        out.append((BOUNCE_DOMAINS, domain_of(addr), RecipientBounced(
-            event_id=derived_id(fields["bounce_id"], "parsed"), **fields)))
+        bounced = RecipientBounced(event_id=derived_id(fields["bounce_id"], "parsed"), **fields)
+        if r.message_id:  # it names our mail: checked against its recipients first
+            out.append((BOUNCE_ATTRIBUTION, r.message_id, bounced))
+        else:
+            out.append((BOUNCE_DOMAINS, domain_of(addr), bounced))
     for r in parsed.complaints:
         addr = normal_address(r.recipient)
         if not addr:

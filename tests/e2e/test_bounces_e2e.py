@@ -37,13 +37,14 @@ from schemas import (
     BlacklistChanged,
     BounceMailReceived,
     BounceRecorded,
+    DeliveryStarted,
     EventDeadLettered,
     InboundMailReceived,
     decode,
 )
 from streams.client import ensure_topics, publish, read_topic
 from streams.embedded import free_port
-from streams.topics import BLACKLIST, BOUNCE_MAIL, BOUNCES, DEAD_LETTER, INBOUND
+from streams.topics import BLACKLIST, BOUNCE_MAIL, BOUNCES, DEAD_LETTER, DELIVERY, INBOUND
 
 from .harness import Worker, isolated_settings, settings_env, wait_for
 
@@ -53,6 +54,7 @@ CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "bounces"
 DAY = 86400.0
 DEAD, ALIVE, GONE = "dead@example.org", "ok@example.org", "gone@example.org"
 AGAIN = "again@example.org"  # bounces, then writes to us: its count restarts
+STRANGER = "stranger@example.org"  # named in a bounce of a mail it never got
 
 
 class Sink:
@@ -125,6 +127,17 @@ target = "crm.lead"
                     log=tmp_path / "worker.log").start()
     try:
         t0 = time.time() - 10 * DAY
+        # the mails the bounces name were sent (a bounce counts only for its
+        # mail's recipients: processors/bounces/attribution.py)
+        publish(s, DELIVERY, [(f"old-{i}", DeliveryStarted(
+            message_id=f"old-{i}", attempt=1, server="primary",
+            recipients=[AGAIN if i >= 10 else DEAD])) for i in (*range(5), *range(10, 15))])
+        # a bounce naming DEAD's mail for another address, and one naming a mail
+        # never sent: recorded, not counted
+        for key, raw in (("st-1", bounce_mail(0, STRANGER)), ("st-2", bounce_mail(99, DEAD))):
+            publish(s, BOUNCE_MAIL, [(key, BounceMailReceived(
+                bounce_mail_id=key, mail=base64.b64encode(raw).decode(),
+                received_at=t0, source="test"))])
         for i, day in enumerate((0, 2, 4, 6)):
             raw = bounce_mail(i)
             publish(s, BOUNCE_MAIL, [(f"bm-{i}", BounceMailReceived(
@@ -161,6 +174,16 @@ target = "crm.lead"
         got = wait_for(lambda: blacklisted(s).get(DEAD), timeout=120,
                        what=f"{DEAD} blacklisted")
         assert len(got.bounces) == 5 and not got.manual
+        unattributed = {(b.address, b.message_id): b.unattributed
+                        for b in (decode(BounceRecorded, r.value)
+                                  for r in read_topic(s, BOUNCES.full(s), idle=0.2)
+                                  if orjson.loads(r.value).get("type") == "BounceRecorded")
+                        if b.unattributed}
+        assert set(unattributed) == {(STRANGER, "old-0"), (DEAD, "old-99")}, unattributed
+        assert f"{STRANGER} was not a recipient of mail 'old-0' (sent to {DEAD})" in \
+            unattributed[(STRANGER, "old-0")]
+        assert "no mail 'old-99' was delivered" in unattributed[(DEAD, "old-99")]
+        assert STRANGER not in blacklisted(s)
         assert {b["message_id"] for b in got.bounces} == {f"old-{i}" for i in range(5)}
         assert "8 days apart" in got.reason
         time.sleep(2)  # the router's view follows the blacklist topic
@@ -219,7 +242,7 @@ target = "crm.lead"
         out = orjson.loads(res.output)
         assert out["agree"] and out["live_table"]
         assert [e["address"] for e in out["blacklist"]] == [DEAD]
-        assert len(out["blacklist"][0]["counted"]) == 5 and out["addresses"] == 3
+        assert len(out["blacklist"][0]["counted"]) == 5 and out["addresses"] == 4  # + STRANGER
         res = cli(s, "blacklist", "why", DEAD)
         assert res.exit_code == 0 and res.output.count("counts 1") == 5, res.output
         res = cli(s, "blacklist", "list")

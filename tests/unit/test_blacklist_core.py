@@ -28,7 +28,7 @@ from schemas import (
     SettingsChanged,
 )
 from streams.settings import Settings
-from streams.topics import BOUNCE_DOMAINS, BOUNCES
+from streams.topics import BOUNCE_ATTRIBUTION, BOUNCES
 
 DAY = 86400.0
 T0 = 1_790_000_000.0
@@ -288,7 +288,8 @@ def test_a_routed_bounce_is_parsed_and_attributed() -> None:
     ev = routed("bounce", mail=base64.b64encode(raw).decode(),
                 original_message_id="pf-unknown-0001")
     out, words = intake_routed(view(), ev)
-    assert [(spec, key) for spec, key, _ in out] == [(BOUNCE_DOMAINS, "dest.test")] * 2
+    # it names our mail: checked against that mail's recipients first
+    assert [(spec, key) for spec, key, _ in out] == [(BOUNCE_ATTRIBUTION, "pf-unknown-0001")] * 2
     first = out[0][2]
     assert isinstance(first, RecipientBounced)
     assert (first.address, first.message_id, first.format) == (
