@@ -126,7 +126,9 @@ def observe_event(topic_name: str, ev: dict[str, Any]) -> None:
     elif topic_name == "held" and kind == "MailHeld":
         DEFERRALS.labels(str(ev.get("why", ""))).inc()
     elif topic_name == "bounces" and kind == "BounceRecorded":
-        BOUNCES.labels(str(ev.get("kind", "failed")), "hard" if ev.get("hard") else "soft",
+        # a bounce not attributed to a mail we sent to that address is kept, never counted
+        BOUNCES.labels("unattributed" if ev.get("unattributed") else str(ev.get("kind", "failed")),
+                       "hard" if ev.get("hard") else "soft",
                        str(ev.get("reason", ""))[:40]).inc()
     elif topic_name == "bounces" and kind == "ComplaintReceived":
         COMPLAINTS.labels(str(ev.get("feedback_type", ""))[:40]).inc()

@@ -448,6 +448,8 @@ class ConsoleServer:
     def __init__(self, settings: Settings, with_unsubscribe: bool = True) -> None:
         self.settings = settings
         self.console = Console(settings, users_file(settings),
+                               state=model.ConsoleState(timezone=settings.limit_timezone,
+                                                        day_start=settings.limit_day_start),
                                sessions=auth.Sessions(settings.web_session_hours))
         self.with_unsubscribe = with_unsubscribe
         self.loop = asyncio.new_event_loop()

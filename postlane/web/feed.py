@@ -72,7 +72,9 @@ class Feed:
                 raise
             except Exception:  # noqa: BLE001 - keep the console alive, say why
                 log.exception("console feed failed; reading the topics again in 2 s")
-                self.state.__init__()  # type: ignore[misc]
+                # read again from offset 0 into an empty view (same window rules)
+                self.state.__init__(  # type: ignore[misc]
+                    timezone=self.state.timezone, day_start=self.state.day_start)
                 await asyncio.sleep(2)
 
     async def _follow(self) -> None:

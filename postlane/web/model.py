@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from processors.config.view import ConfigView, evolve
+from processors.limiter.windows import next_window, window_start
 from schemas import CONFIG_EVENTS, InvalidEvent, decode_any
 
 STATES = ("queued", "sending", "deferred", "sent", "failed", "bounced", "rejected",
@@ -63,8 +64,11 @@ class ConsoleState:
     mails: dict[str, MailRow] = field(default_factory=dict)
     by_state: Counter[str] = field(default_factory=Counter)
     per_minute: dict[int, Counter[str]] = field(default_factory=dict)
-    sent_today: Counter[tuple[str, str]] = field(default_factory=Counter)  # (server, tenant)
-    today: int = 0  # the UTC day sent_today counts
+    # mails sent in the limiter's current daily window, per (server, tenant)
+    sent_today: Counter[tuple[str, str]] = field(default_factory=Counter)
+    timezone: str = "UTC"  # the limiter's window: POSTLANE_LIMIT_TIMEZONE ...
+    day_start: str = "00:00"  # ... and POSTLANE_LIMIT_DAY_START
+    window: tuple[float, float] = (0.0, 0.0)  # [opened, next) of the window counted
     config: ConfigView = field(default_factory=ConfigView)
     dead_letters: deque[dict[str, Any]] = field(
         default_factory=lambda: deque(maxlen=DEAD_LETTERS_KEPT))
@@ -85,8 +89,13 @@ def _row(state: ConsoleState, mid: str) -> MailRow:
     return row
 
 
-def _day(ts: float) -> int:
-    return int(ts // 86400)
+def _window(state: ConsoleState, ts: float) -> tuple[float, float]:
+    """The limiter's daily window holding ``ts`` (``processors.limiter.windows``)."""
+    opened, nxt = state.window
+    if opened <= ts < nxt:
+        return state.window
+    opened = window_start(ts, state.timezone, state.day_start)
+    return opened, next_window(ts, state.timezone, state.day_start)
 
 
 def fold(state: ConsoleState, topic: str, value: bytes | None, now: float) -> None:
@@ -123,7 +132,7 @@ def fold(state: ConsoleState, topic: str, value: bytes | None, now: float) -> No
         state.dead_letter_count[str(ev.get("processor", ""))] += 1
     elif topic == "blacklist" and kind == "BlacklistChanged":
         state.blacklist[str(ev.get("address", "")).lower()] = ev
-    elif topic == "bounces" and kind == "BounceRecorded":
+    elif topic == "bounces" and kind == "BounceRecorded" and not ev.get("unattributed"):
         state.bounces[str(ev.get("reason", ""))] += 1
     elif topic == "bounces" and kind == "ComplaintReceived":
         state.complaints[str(ev.get("feedback_type", ""))] += 1
@@ -183,9 +192,10 @@ def _fold_status(state: ConsoleState, ev: dict[str, Any], now: float) -> None:
         if minute >= int(now // 60) - 60:
             state.per_minute.setdefault(minute, Counter())[new] += 1
     if new == "sent":
-        if _day(at) > state.today:
-            state.today, state.sent_today = _day(at), Counter()
-        if _day(at) == state.today:
+        window = _window(state, at)
+        if window[0] > state.window[0]:
+            state.window, state.sent_today = window, Counter()
+        if window == state.window:
             state.sent_today[(row.server, row.tenant)] += 1
         if row.requested_at and at >= row.requested_at:
             state.latencies.append(at - row.requested_at)
@@ -362,9 +372,10 @@ def _raw_headers(r: MailRow) -> str:
 
 
 def limits(state: ConsoleState, now: float) -> dict[str, Any]:
-    """Each server and tenant with its daily limit and what was sent today
-    (UTC day; the limiter's own window may start at another hour)."""
-    today = state.sent_today if state.today == _day(now) else Counter()
+    """Each server and tenant with its daily limit and what was sent in the
+    limiter's current daily window."""
+    current = _window(state, now)
+    today = state.sent_today if current == state.window else Counter()
     per_server: Counter[str] = Counter()
     per_tenant: Counter[str] = Counter()
     for (server, tenant), n in today.items():
@@ -380,7 +391,9 @@ def limits(state: ConsoleState, now: float) -> dict[str, Any]:
         tenants.append({"name": name, "limit": 0, "used": per_tenant[name]})
     domains = [{"domain": d.domain, "rate": d.rate}
                for d in sorted(state.config.domains.values(), key=lambda d: d.domain)]
-    return {"servers": servers, "tenants": tenants, "domains": domains}
+    return {"servers": servers, "tenants": tenants, "domains": domains,
+            "window": f"{when(current[0])} to {when(current[1])} UTC "
+                      f"({state.timezone}, day starting {state.day_start})"}
 
 
 def incoming(state: ConsoleState) -> list[dict[str, Any]]:

@@ -197,3 +197,16 @@ def test_incoming_servers_show_the_fetchers_last_report() -> None:
         server="inbox", ok=False, sentence="The password was refused.")), 0.0)
     row = model.incoming(st)[0]
     assert (row["state"], row["sentence"]) == ("failing", "The password was refused.")
+
+
+def test_limits_count_sends_in_the_limiters_window() -> None:
+    # windows open at 06:00 in Lisbon (UTC+0 in winter): 2026-01-10 05:59 is the day before
+    st = model.ConsoleState(timezone="Europe/Lisbon", day_start="06:00")
+    day = 1_768_003_200.0  # 2026-01-10 00:00 UTC
+    for i, at in enumerate((day + 5 * 3600 + 3540, day + 6 * 3600 + 60, day + 7 * 3600)):
+        model.fold(st, "send-requested", request(f"m{i}", "b@y.test", "acme"), at)
+        model.fold(st, "status", status(f"m{i}", "sent", at, f"e{i}", server="s1"), at)
+    lim = model.limits(st, day + 8 * 3600)
+    assert lim["tenants"] == [{"name": "acme", "limit": 0, "used": 2}]
+    assert "2026-01-10 06:00:00 to 2026-01-11 06:00:00 UTC" in lim["window"]
+    assert model.limits(st, day + 31 * 3600)["tenants"] == []  # the next window: none yet
