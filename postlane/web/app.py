@@ -315,20 +315,62 @@ async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def config_page(request: web.Request) -> web.Response:
+async def config_page(request: web.Request, form: dict[str, str] | None = None,
+                      result: forms.FormResult | None = None) -> web.Response:
+    """Aliases (a table and a form to add or replace one) and settings (a
+    form with the live values)."""
     c: Console = request.app[CONSOLE]
     view = c.state.config
-    kind = request.path.strip("/")
+    kind = request.match_info.get("kind") or request.path.strip("/")
     from postlane.configfile import values
 
     if kind == "settings":
         rows = [values(view.settings)]
+        shown = form if form is not None else {k: str(v) for k, v in rows[0].items()}
     else:
         entries: dict[str, Any] = getattr(view, kind)
         rows = [values(entries[k]) for k in sorted(entries)]
-    hidden = {"password_env", "password_file", "key_env", "key_file"}
-    return render(request, "config.html", kind=kind, rows=rows, hidden=hidden,
-                  title=dict(NAV)[request.path])
+        shown = form or {"policy": "everyone"}
+    return render(request, "config.html", status=422 if result else 200, kind=kind,
+                  rows=rows, fields=forms.fields_of(kind), values=shown,
+                  errors=result.errors if result else {},
+                  general=result.general if result else [], title=dict(NAV)["/" + kind])
+
+
+async def config_save(request: web.Request) -> web.StreamResponse:
+    c: Console = request.app[CONSOLE]
+    kind = request.match_info["kind"]
+    form = {k: str(v) for k, v in (await request.post()).items()}
+    result = forms.config_from_form(kind, form)
+    if not result.ok:
+        return await config_page(request, form, result)
+    event = result.event
+    try:
+        await asyncio.to_thread(configops.publish_config, c.settings, [(event.key, event)])
+    except Exception as exc:  # noqa: BLE001 - the broker refused: say it on the form
+        return await config_page(request, form, forms.FormResult(general=[str(exc)]))
+    await _until(lambda: event in _config_events(c.state.config, kind))
+    flash(request, "ok", f"published {event.type} {event.key}")
+    raise web.HTTPSeeOther("/" + kind)
+
+
+def _config_events(view: Any, kind: str) -> list[Any]:
+    return [view.settings] if kind == "settings" else list(getattr(view, kind).values())
+
+
+async def alias_remove(request: web.Request) -> web.StreamResponse:
+    from schemas import AliasRemoved
+
+    c: Console = request.app[CONSOLE]
+    alias = request.match_info["alias"]
+    if alias.lower() not in c.state.config.aliases:
+        flash(request, "error", f"no alias {alias!r}")
+        raise web.HTTPSeeOther("/aliases")
+    event = AliasRemoved(alias=alias)
+    await asyncio.to_thread(configops.publish_config, c.settings, [(event.key, event)])
+    await _until(lambda: alias.lower() not in c.state.config.aliases)
+    flash(request, "ok", f"published {event.type} {event.key}")
+    raise web.HTTPSeeOther("/aliases")
 
 
 async def incoming_page(request: web.Request) -> web.Response:
@@ -423,6 +465,8 @@ def make_app(console: Console, feed: Feed, unsubscribe: web.Application | None =
     r.add_post("/incoming/test/{name}", incoming_test)
     for path in ("/aliases", "/settings"):
         r.add_get(path, config_page)
+    r.add_post("/{kind:aliases|settings}/save", config_save)
+    r.add_post("/aliases/remove/{alias}", alias_remove)
     r.add_get("/limits", limits_page)
     r.add_get("/suppressions", suppressions_page)
     r.add_post("/suppressions/remove", suppression_remove)

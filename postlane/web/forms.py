@@ -7,8 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from postlane.configfile import SERVER_KEYS, ConfigFileError, server_event_from_options, values
-from schemas import InvalidEvent, OutgoingServerConfigured
+from postlane.configfile import (
+    ALIAS_KEYS,
+    SERVER_KEYS,
+    SETTINGS_KEYS,
+    ConfigFileError,
+    _build,
+    server_event_from_options,
+    values,
+)
+from schemas import AliasConfigured, Event, InvalidEvent, OutgoingServerConfigured, SettingsChanged
 
 # the outgoing server form, in the seeds' order: (field, label, input kind)
 SERVER_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -32,7 +40,7 @@ _KINDS = {name: kind for name, _, kind in SERVER_FIELDS}
 
 @dataclass
 class FormResult:
-    event: OutgoingServerConfigured | None = None
+    event: Any = None  # the config event built
     errors: dict[str, list[str]] = field(default_factory=dict)  # field -> sentences
     general: list[str] = field(default_factory=list)  # not about one field
 
@@ -49,6 +57,8 @@ def _value(kind: str, raw: str | None) -> Any:
         return raw in ("on", "true", "1", "yes")
     text = (raw or "").strip()
     if kind == "int":
+        if not text:
+            return None  # not given: the default (or the server's current value)
         try:
             return int(text)
         except ValueError:
@@ -71,11 +81,40 @@ def server_from_form(form: dict[str, str], existing: OutgoingServerConfigured | 
         return place(problems, f"server {name!r}: ")
 
 
-def place(problems: list[str], where: str) -> FormResult:
+# the other config forms: (event class, its keys, the file's table name)
+CONFIG_FORMS: dict[str, tuple[type[Event], list[str], str]] = {
+    "settings": (SettingsChanged, SETTINGS_KEYS, "[settings]"),
+    "aliases": (AliasConfigured, ALIAS_KEYS, "[[aliases]]"),
+}
+
+
+def fields_of(kind: str) -> list[tuple[str, str]]:
+    """(field, input kind) of a config form, in the event's order."""
+    cls, keys, _ = CONFIG_FORMS[kind]
+    types = cls._options.fields
+    return [(k, "int" if types[k] is int else "bool" if types[k] is bool else "text")
+            for k in keys]
+
+
+def config_from_form(kind: str, form: dict[str, str]) -> FormResult:
+    """A settings or alias event from its form, built by ``config apply``'s
+    builder (the same checks and sentences)."""
+    cls, keys, table = CONFIG_FORMS[kind]
+    data = {k: v for k, input_kind in fields_of(kind)
+            if (v := _value(input_kind, form.get(k))) is not None}
+    try:
+        return FormResult(event=_build(cls, data, table, keys))
+    except ConfigFileError as exc:
+        cause = exc.__context__
+        problems = cause.problems if isinstance(cause, InvalidEvent) else [str(exc)]
+        return place(problems, f"{table}: ", keys)
+
+
+def place(problems: list[str], where: str, keys: list[str] | None = None) -> FormResult:
     """Attach each problem to the field its sentence names (``port 70000
     is outside 1-65535`` -> port); the rest are general."""
     out = FormResult()
-    names = sorted(SERVER_KEYS, key=len, reverse=True)
+    names = sorted(keys or SERVER_KEYS, key=len, reverse=True)
     for p in problems:
         text = p[len(where):] if p.startswith(where) else p
         target = next((n for n in names if text.startswith((n + " ", n + ":", f"field '{n}'"))),

@@ -104,6 +104,20 @@ def test_the_console_end_to_end(stack: ConsoleStack, page: Any) -> None:
     assert "published OutgoingServerConfigured server:local" in page.inner_text("main")
     assert current_view(stack.settings).servers["local"].port == stack.smtp_port
 
+    # an alias: refused in config apply's words, then added
+    page.goto(base + "/aliases")
+    page.fill("#f-alias", "sales")
+    page.fill("#f-target", "crm.lead")
+    page.fill("#f-policy", "nobody")
+    page.click("text=Save alias")
+    assert page.inner_text("#err-policy") == \
+        "policy 'nobody' must be one of everyone, contacts, followers"
+    assert "sales" not in current_view(stack.settings).aliases
+    page.fill("#f-policy", "contacts")
+    page.click("text=Save alias")
+    assert page.url == base + "/aliases"
+    assert current_view(stack.settings).aliases["sales"].policy == "contacts"
+
     # a mail reaches sent; a rejected one fails with the server's answer
     with Publisher(settings=stack.settings) as pub:
         ok = pub.send(from_="app@example.com", to=["ok@example.org"], subject="Browser OK",

@@ -210,3 +210,16 @@ def test_limits_count_sends_in_the_limiters_window() -> None:
     assert lim["tenants"] == [{"name": "acme", "limit": 0, "used": 2}]
     assert "2026-01-10 06:00:00 to 2026-01-11 06:00:00 UTC" in lim["window"]
     assert model.limits(st, day + 31 * 3600)["tenants"] == []  # the next window: none yet
+
+
+def test_settings_and_alias_forms_refuse_as_config_apply() -> None:
+    bad = forms.config_from_form("aliases", {"alias": "sales", "target": "crm.lead",
+                                             "policy": "nobody"})
+    with pytest.raises(ConfigFileError) as refused:
+        parse('[[aliases]]\nalias = "sales"\ntarget = "crm.lead"\npolicy = "nobody"\n')
+    assert bad.errors["policy"] and bad.errors["policy"][0] in str(refused.value)
+    settings = forms.config_from_form("settings", {"catchall_domain": "mycompany.example",
+                                                   "loop_minutes": "", "loop_threshold": "5"})
+    assert settings.ok
+    assert (settings.event.loop_minutes, settings.event.loop_threshold) == (120, 5)
+    assert forms.config_from_form("settings", {"loop_minutes": "soon"}).errors["loop_minutes"]
