@@ -57,6 +57,9 @@ class Console:
     command_timeout: float = 20.0
 
 
+TITLES = {"aliases": "Aliases", "settings": "Settings", "tenants": "Tenants' daily limits",
+          "domains": "Recipient domains' pacing"}
+BACK = {"tenants": "/limits", "domains": "/limits"}
 CONSOLE = web.AppKey("console", Console)
 FEED = web.AppKey("feed", Feed)
 JINJA = web.AppKey("jinja", jinja2.Environment)
@@ -334,7 +337,7 @@ async def config_page(request: web.Request, form: dict[str, str] | None = None,
     return render(request, "config.html", status=422 if result else 200, kind=kind,
                   rows=rows, fields=forms.fields_of(kind), values=shown,
                   errors=result.errors if result else {},
-                  general=result.general if result else [], title=dict(NAV)["/" + kind])
+                  general=result.general if result else [], title=TITLES[kind])
 
 
 async def config_save(request: web.Request) -> web.StreamResponse:
@@ -351,26 +354,30 @@ async def config_save(request: web.Request) -> web.StreamResponse:
         return await config_page(request, form, forms.FormResult(general=[str(exc)]))
     await _until(lambda: event in _config_events(c.state.config, kind))
     flash(request, "ok", f"published {event.type} {event.key}")
-    raise web.HTTPSeeOther("/" + kind)
+    raise web.HTTPSeeOther(BACK.get(kind, "/" + kind))
 
 
 def _config_events(view: Any, kind: str) -> list[Any]:
     return [view.settings] if kind == "settings" else list(getattr(view, kind).values())
 
 
-async def alias_remove(request: web.Request) -> web.StreamResponse:
-    from schemas import AliasRemoved
+async def config_remove(request: web.Request) -> web.StreamResponse:
+    """Remove an alias, a tenant's limit or a domain's pacing (its Removed event)."""
+    from processors.config.view import CONFIG_KINDS
 
     c: Console = request.app[CONSOLE]
-    alias = request.match_info["alias"]
-    if alias.lower() not in c.state.config.aliases:
-        flash(request, "error", f"no alias {alias!r}")
-        raise web.HTTPSeeOther("/aliases")
-    event = AliasRemoved(alias=alias)
+    kind = next(k for k in CONFIG_KINDS if k.field == request.match_info["kind"])
+    ident = request.match_info["ident"]
+    key = ident.lower() if kind.fold_case else ident
+    back = BACK.get(kind.field, "/" + kind.field)
+    if key not in getattr(c.state.config, kind.field):
+        flash(request, "error", f"no {kind.id_field} {ident!r}")
+        raise web.HTTPSeeOther(back)
+    event: Any = kind.removed(**{kind.id_field: ident})  # type: ignore[arg-type]
     await asyncio.to_thread(configops.publish_config, c.settings, [(event.key, event)])
-    await _until(lambda: alias.lower() not in c.state.config.aliases)
+    await _until(lambda: key not in getattr(c.state.config, kind.field))
     flash(request, "ok", f"published {event.type} {event.key}")
-    raise web.HTTPSeeOther("/aliases")
+    raise web.HTTPSeeOther(back)
 
 
 async def incoming_page(request: web.Request) -> web.Response:
@@ -465,8 +472,9 @@ def make_app(console: Console, feed: Feed, unsubscribe: web.Application | None =
     r.add_post("/incoming/test/{name}", incoming_test)
     for path in ("/aliases", "/settings"):
         r.add_get(path, config_page)
-    r.add_post("/{kind:aliases|settings}/save", config_save)
-    r.add_post("/aliases/remove/{alias}", alias_remove)
+    r.add_get("/{kind:tenants|domains}", config_page)
+    r.add_post("/{kind:aliases|settings|tenants|domains}/save", config_save)
+    r.add_post("/{kind:aliases|tenants|domains}/remove/{ident}", config_remove)
     r.add_get("/limits", limits_page)
     r.add_get("/suppressions", suppressions_page)
     r.add_post("/suppressions/remove", suppression_remove)

@@ -9,14 +9,24 @@ from typing import Any
 
 from postlane.configfile import (
     ALIAS_KEYS,
+    DOMAIN_KEYS,
     SERVER_KEYS,
     SETTINGS_KEYS,
+    TENANT_KEYS,
     ConfigFileError,
     _build,
     server_event_from_options,
     values,
 )
-from schemas import AliasConfigured, Event, InvalidEvent, OutgoingServerConfigured, SettingsChanged
+from schemas import (
+    AliasConfigured,
+    DomainPaceConfigured,
+    Event,
+    InvalidEvent,
+    OutgoingServerConfigured,
+    SettingsChanged,
+    TenantConfigured,
+)
 
 # the outgoing server form, in the seeds' order: (field, label, input kind)
 SERVER_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -85,6 +95,8 @@ def server_from_form(form: dict[str, str], existing: OutgoingServerConfigured | 
 CONFIG_FORMS: dict[str, tuple[type[Event], list[str], str]] = {
     "settings": (SettingsChanged, SETTINGS_KEYS, "[settings]"),
     "aliases": (AliasConfigured, ALIAS_KEYS, "[[aliases]]"),
+    "tenants": (TenantConfigured, TENANT_KEYS, "[[tenants]]"),
+    "domains": (DomainPaceConfigured, DOMAIN_KEYS, "[[domains]]"),
 }
 
 

@@ -69,7 +69,7 @@ PAGES = [
     ("04-queue-failed", "/queue?state=failed"),
     ("06-servers", "/servers"), ("07-server-form", "/servers/edit/primary"),
     ("10-incoming", "/incoming"), ("11-aliases", "/aliases"), ("12-settings", "/settings"),
-    ("13-limits", "/limits"), ("14-suppressions", "/suppressions"),
+    ("13-limits", "/limits"), ("13-tenants", "/tenants"), ("14-suppressions", "/suppressions"),
     ("15-dead-letters", "/dead-letters"),
 ]
 

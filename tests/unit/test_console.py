@@ -157,6 +157,13 @@ async def test_nothing_is_shown_without_login_and_forms_need_the_csrf_token(
         assert refused.status == 403 and "CSRF" in await refused.text()
         form = await client.get("/servers/new")
         assert 'name="csrf"' in await form.text()
+        for path in ("/queue", "/queue?state=all&page=3", "/servers", "/incoming", "/aliases",
+                     "/settings", "/tenants", "/domains", "/limits", "/suppressions",
+                     "/dead-letters"):
+            page = await client.get(path)
+            assert page.status == 200, (path, await page.text())
+            assert 'name="csrf"' in await page.text(), path  # the logout form at least
+        assert (await client.get("/message/nope")).status == 404
 
 
 async def test_the_console_serves_one_click_unsubscribe_without_login(tmp_path: Path) -> None:
@@ -223,3 +230,11 @@ def test_settings_and_alias_forms_refuse_as_config_apply() -> None:
     assert settings.ok
     assert (settings.event.loop_minutes, settings.event.loop_threshold) == (120, 5)
     assert forms.config_from_form("settings", {"loop_minutes": "soon"}).errors["loop_minutes"]
+
+
+def test_tenant_and_domain_forms() -> None:
+    assert forms.config_from_form("tenants", {"name": "acme", "daily_limit": "500"}).ok
+    refused = forms.config_from_form("domains", {"domain": "gmail.com", "rate": "fast"})
+    with pytest.raises(ConfigFileError) as said:
+        parse('[[domains]]\ndomain = "gmail.com"\nrate = "fast"\n')
+    assert refused.errors["rate"][0] in str(said.value)
