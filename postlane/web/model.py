@@ -19,6 +19,7 @@ import heapq
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -273,10 +274,24 @@ class QueueFilter:
             page = max(int(q.get("page") or 1), 1)
         except ValueError:
             page = 1
+        since = _utc(q.get("from", ""))
+        if minutes > 0:
+            since = max(since, now - minutes * 60)
         return cls(state=q.get("state", "").strip(), server=q.get("server", "").strip(),
                    tenant=q.get("tenant", "").strip(),
                    recipient=q.get("recipient", "").strip().lower(),
-                   since=now - minutes * 60 if minutes > 0 else 0.0, page=page)
+                   since=since, until=_utc(q.get("to", "")), page=page)
+
+
+def _utc(text: str) -> float:
+    """``2026-12-06T04:10`` (a datetime-local field, read as UTC) -> unix
+    seconds; 0 when empty or unreadable."""
+    for fmt in ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text.strip(), fmt).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    return 0.0
 
 
 OPEN_STATES = frozenset({"queued", "sending", "deferred", "failed"})

@@ -68,6 +68,10 @@ def test_queue_filters_and_pages_newest_first() -> None:
     assert model.queue(st, model.QueueFilter(state="all", tenant="t1"))["count"] == 125
     assert model.queue(st, model.QueueFilter(state="all", recipient="r17@"))["count"] == 1
     assert model.queue(st, model.QueueFilter(state="all", since=now - 760))["count"] == 10
+    between = model.QueueFilter.from_query({"state": "all", "from": "1970-01-01T02:30",
+                                            "to": "1970-01-01T02:31"}, now)
+    assert (between.since, between.until) == (9000.0, 9060.0)
+    assert model.queue(st, between)["count"] == 61
 
 
 def test_a_bad_form_is_refused_with_config_apply_sentences_next_to_fields() -> None:
