@@ -18,6 +18,9 @@ import pytest
 from postlane.configfile import ConfigFileError, parse
 from postlane.configops import current_view
 from postlane.publisher import Publisher
+from schemas import SuppressionEdited
+from streams.client import publish
+from streams.topics import BOUNCES
 
 from .stack import CHROMIUM, PASSWORD, USER, ConsoleStack, launch
 
@@ -145,6 +148,20 @@ def test_the_console_end_to_end(stack: ConsoleStack, page: Any) -> None:
     assert 'postlane_smtp_outcomes_total{outcome="failed",reply_class="5xx",server="local"}' \
         in text
     assert re.search(r'postlane_mails\{state="sent"\} [1-9]', text)
+
+    # a suppression added by the CLI's event is listed with why, and removed here
+    edit = SuppressionEdited(address="former@example.org", action="add",
+                             reason="asked by phone", by="ops")
+    publish(stack.settings, BOUNCES, [(edit.address, edit)])
+    body = reload_until(page, base + "/suppressions", "former@example.org")
+    assert "asked by phone" in body
+    page.click("text=Remove")
+    assert "removal of the manual suppression published" in page.inner_text("main")
+    deadline = time.monotonic() + 30
+    while "former@example.org" in page.inner_text("main") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        page.goto(base + "/suppressions")
+    assert "nobody is suppressed" in page.inner_text("main")
 
     # log out: the pages are closed again
     page.click("header form.logout button")
