@@ -146,7 +146,10 @@ async def login_page(request: web.Request) -> web.Response:
 
 
 def _safe_next(value: str) -> str:
-    return value if value.startswith("/") and not value.startswith("//") else "/"
+    """A local path only (no other host: ``//x``, ``/\\x`` and schemes are refused)."""
+    ok = value.startswith("/") and not value.startswith("//") and "\\" not in value \
+        and not any(c in value for c in "\r\n")
+    return value if ok else "/"
 
 
 async def login(request: web.Request) -> web.StreamResponse:

@@ -242,3 +242,11 @@ def test_tenant_and_domain_forms() -> None:
     with pytest.raises(ConfigFileError) as said:
         parse('[[domains]]\ndomain = "gmail.com"\nrate = "fast"\n')
     assert refused.errors["rate"][0] in str(said.value)
+
+
+def test_a_login_goes_back_to_local_pages_only() -> None:
+    from postlane.web.app import _safe_next
+
+    assert _safe_next("/queue?state=failed") == "/queue?state=failed"
+    for bad in ("//evil.example/", "/\\evil.example", "https://evil.example/", "/x\r\nSet-Cookie:"):
+        assert _safe_next(bad) == "/", bad
