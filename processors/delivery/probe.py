@@ -98,8 +98,8 @@ def _refused(
     else:
         kind = stage_kind
     facts = _facts(
-        server, code=result.code, text=result.text, address=address, step=step,
-        detail=result.text,
+        server, code=result.code, text=result.said, address=address, step=step,
+        detail=result.said,
     )
     report.failed(step, kind, explain(kind, facts))
 
@@ -171,7 +171,7 @@ async def test_connection(
             report.passed(
                 "on_behalf",
                 f"MAIL FROM:<{on_behalf}> and RCPT TO:<{rcpt}> accepted, then RSET "
-                f"({answer(mail_result.code, mail_result.text)})",
+                f"({answer(mail_result.code, mail_result.said)})",
             )
             done.append(f"may send as {on_behalf}")
 
@@ -196,7 +196,7 @@ async def test_connection(
             report.passed(
                 "send",
                 f"test mail from {sender} to {send_to} accepted "
-                f"({answer(result.code, result.text)})",
+                f"({answer(result.code, result.said)})",
             )
             done.append(f"test mail to {send_to} accepted")
 

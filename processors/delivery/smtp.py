@@ -7,7 +7,9 @@ reconnecting when it dropped. ``send`` gives ONE outcome per recipient:
 - accepted: the server confirmed the DATA (250) for that recipient;
 - deferred: a 4xx answer, a timeout, a dropped connection (also during
   DATA: every recipient the server had not confirmed yet), the deadline;
-- failed: a 5xx answer; the code, the enhanced status and the text are kept.
+- failed: a 5xx answer (but 552 to RCPT, RFC 5321's old "too many
+  recipients", is deferred); the code, the enhanced status and the text
+  (without the enhanced status repeated) are kept.
 
 Low-level commands (MAIL, RCPT, DATA) are used instead of ``send_message``
 so a refused recipient fails alone and the others still get the mail.
@@ -25,6 +27,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import socket
 import ssl
 import time
@@ -72,6 +75,11 @@ class RecipientResult:
     text: str = ""
     stage: str = ""
 
+    @property
+    def said(self) -> str:
+        """The server's words with the enhanced status: ``5.1.1 no such user``."""
+        return " ".join(p for p in (self.enhanced, self.text) if p)
+
     def as_outcome(self) -> dict[str, Any]:
         """The ``DeliveryAttempted.outcomes`` item."""
         return {
@@ -83,12 +91,29 @@ class RecipientResult:
         }
 
 
+def split_answer(text: str) -> tuple[str, str]:
+    """A server's answer text as (enhanced status code, the words without
+    it): ``"5.1.1 no such user"`` -> ``("5.1.1", "no such user")``. Every
+    reader shows code, enhanced code and text side by side, so the text
+    must not repeat the enhanced code (``550 5.1.1 5.1.1 no such user``)."""
+    enhanced = parse_enhanced(text)
+    if not enhanced:
+        return "", one_line(text)
+    lead = re.compile(rf"^\s*{re.escape(enhanced)}(?:\s+|$)")
+    return enhanced, one_line("\n".join(lead.sub("", line) for line in text.splitlines()))
+
+
 def _answered(recipient: str, code: int, text: str, stage: str) -> RecipientResult:
     """A recipient decided by a server's refusal (never "accepted")."""
     status = classify(code)
     if status == "accepted":  # an odd 2xx/3xx where 250 was needed
         status = "deferred"
-    return RecipientResult(recipient, status, code, parse_enhanced(text), one_line(text), stage)
+    if stage == "rcpt" and code == 552:
+        # RFC 5321 4.5.3.1.10: 552 to RCPT is RFC 821's "too many
+        # recipients"; clients SHOULD treat it as temporary (452), as Postfix does
+        status = "deferred"
+    enhanced, words = split_answer(text)
+    return RecipientResult(recipient, status, code, enhanced, words, stage)
 
 
 def _deferred(
@@ -142,7 +167,14 @@ class SmtpSessionError(Exception):
 
     def deferred(self, recipients: list[str]) -> list[RecipientResult]:
         """Every recipient deferred with this error (the mail waits)."""
-        enhanced = parse_enhanced(self.text) or ("4.4.1" if "timeout" in self.kind else "4.4.2")
+        enhanced = parse_enhanced(self.text)
+        if enhanced.startswith("5."):
+            # the mail waits: the server's permanent class (535 5.7.8 at
+            # login) would contradict "deferred" wherever it is shown
+            enhanced = "4." + enhanced[2:]
+        if not enhanced:
+            timed_out = self.kind in ("timeout", "no_greeting", "deadline")
+            enhanced = "4.4.1" if timed_out else "4.4.2"
         code = self.code if 400 <= self.code < 500 else 0
         return [
             RecipientResult(r, "deferred", code, enhanced, self.sentence, "connection")
@@ -725,11 +757,9 @@ class SmtpSession:
                     results[r] = _answered(r, exc.code, exc.message, "data")
                 await self._reset()
                 return
-            text = one_line(response.message)
+            enhanced, text = split_answer(response.message)
             for r in accepted:
-                results[r] = RecipientResult(
-                    r, "accepted", response.code, parse_enhanced(text), text, "data"
-                )
+                results[r] = RecipientResult(r, "accepted", response.code, enhanced, text, "data")
             self._step = ""
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
             self._defer_rest(rcpts, results, f"connection lost during {self._step.upper()}", exc,

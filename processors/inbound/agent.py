@@ -93,6 +93,19 @@ def decision_event_id(inbound_id: str) -> str:
     return uuid.uuid5(_NS, f"{inbound_id}/routed").hex
 
 
+def carried_mail(inbound: Any, parsed: Any) -> tuple[InboundMailReceived, ParsedMail]:
+    """The mail and its parse a router-internal event carries, checked as
+    strictly as an event on a topic (anyone can write those topics: a
+    broken one is dead-lettered, never a crash of the agent)."""
+    mail = decode(InboundMailReceived, inbound if isinstance(inbound, dict) else None)
+    if not isinstance(parsed, dict):
+        raise InvalidEvent("ParsedMail", [f"parsed must be an object, got {type(parsed).__name__}"])
+    try:
+        return mail, ParsedMail.from_dict(parsed)
+    except TypeError as exc:
+        raise InvalidEvent("ParsedMail", [str(exc)]) from None
+
+
 def alias_key(alias: str, sender: str) -> str:
     return f"{alias.lower()}|{sender.lower()}"
 
@@ -244,9 +257,15 @@ def register(rt: Runtime) -> None:
                                    "tenant": ev.tenant}
                 continue
             assert isinstance(ev, InboundReplyLookupRequested)
-            await lookup(ev, message)
+            try:
+                carried = carried_mail(ev.inbound, ev.parsed)
+            except InvalidEvent as exc:
+                await send_dead_letter(dlq, NAME, message, str(exc))
+                continue
+            await lookup(ev, message, carried)
 
-    async def lookup(ev: InboundReplyLookupRequested, message: Any) -> None:
+    async def lookup(ev: InboundReplyLookupRequested, message: Any,
+                     carried: tuple[InboundMailReceived, ParsedMail]) -> None:
         keyed = (message.key or b"").decode("utf-8", "replace")
         here = int(message.partition)
 
@@ -269,8 +288,7 @@ def register(rt: Runtime) -> None:
             )
             await threads_out.send(key=nxt.encode(), value=encode(forward))
             return
-        inbound = InboundMailReceived.from_data(ev.inbound)
-        mail = ParsedMail.from_dict(ev.parsed)
+        inbound, mail = carried
         if idx >= 0:
             route = core.reply(mail, ev.candidates[idx], core.SentInfo.from_dict(found))
             await emit(route, inbound, ev.inbound_key, mail)
@@ -287,8 +305,7 @@ def register(rt: Runtime) -> None:
             message = event.message
             try:
                 ev = decode(InboundAliasMatched, message.value)
-                inbound = InboundMailReceived.from_data(ev.inbound)
-                mail = ParsedMail.from_dict(ev.parsed)
+                inbound, mail = carried_mail(ev.inbound, ev.parsed)
                 alias = AliasConfigured(alias=ev.alias, target=ev.target, tenant=ev.tenant,
                                         policy=ev.policy)
             except (InvalidEvent, TypeError, ValueError) as exc:
