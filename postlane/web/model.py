@@ -64,6 +64,9 @@ class MailRow:
 class ConsoleState:
     mails: dict[str, MailRow] = field(default_factory=dict)
     by_state: Counter[str] = field(default_factory=Counter)
+    # state -> the ids of the mails in it (an ordered set): a queue page of
+    # one state looks only at those
+    ids_by_state: dict[str, dict[str, None]] = field(default_factory=dict)
     per_minute: dict[int, Counter[str]] = field(default_factory=dict)
     # mails sent in the limiter's current daily window, per (server, tenant)
     sent_today: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -87,6 +90,7 @@ def _row(state: ConsoleState, mid: str) -> MailRow:
     if row is None:
         row = state.mails[mid] = MailRow(message_id=mid)
         state.by_state["queued"] += 1
+        state.ids_by_state.setdefault("queued", {})[mid] = None
     return row
 
 
@@ -180,6 +184,8 @@ def _fold_status(state: ConsoleState, ev: dict[str, Any], now: float) -> None:
     if new != row.state:
         state.by_state[row.state] -= 1
         state.by_state[new] += 1
+        state.ids_by_state.get(row.state, {}).pop(mid, None)
+        state.ids_by_state.setdefault(new, {})[mid] = None
     row.state = new
     row.reason = str(ev.get("reason", ""))
     row.server = str(ev.get("server", ""))
@@ -298,13 +304,9 @@ OPEN_STATES = frozenset({"queued", "sending", "deferred", "failed"})
 
 
 def matches(row: MailRow, f: QueueFilter) -> bool:
-    if f.state == "all":
-        pass
-    elif f.state:
-        if row.state != f.state:
-            return False
-    elif row.state not in OPEN_STATES or (row.state == "failed" and row.acknowledged):
-        return False
+    """Everything but the state, which ``candidates`` chose by."""
+    if not f.state and row.acknowledged and row.state == "failed":
+        return False  # acknowledged failures leave the open queue
     if f.server and row.server != f.server:
         return False
     if f.tenant and row.tenant != f.tenant:
@@ -318,15 +320,25 @@ def matches(row: MailRow, f: QueueFilter) -> bool:
     return True
 
 
+def candidates(state: ConsoleState, f: QueueFilter) -> list[MailRow]:
+    """The mails in the filter's state(s), from the per-state index."""
+    if f.state == "all":
+        return list(state.mails.values())
+    wanted = [f.state] if f.state else [s for s in STATES if s in OPEN_STATES]
+    mails = state.mails
+    return [mails[mid] for s in wanted for mid in state.ids_by_state.get(s, ())]
+
+
 def queue(state: ConsoleState, f: QueueFilter) -> dict[str, Any]:
     """One page of matching mails, newest update first, and the count."""
-    found = [r for r in state.mails.values() if matches(r, f)]
+    found = candidates(state, f)
+    if not f.state or f.server or f.tenant or f.since or f.until or f.recipient:
+        found = [r for r in found if matches(r, f)]
     upto = f.page * PAGE_SIZE
-    newest_first = _by_update
     if upto <= 1000:  # the first pages: a partial sort
-        newest = heapq.nlargest(upto, found, key=newest_first)
+        newest = heapq.nlargest(upto, found, key=_by_update)
     else:  # deep pages: one full sort is cheaper than a heap of that size
-        newest = sorted(found, key=newest_first, reverse=True)[:upto]
+        newest = sorted(found, key=_by_update, reverse=True)[:upto]
     page = newest[upto - PAGE_SIZE:]
     return {
         "rows": [_queue_row(r) for r in page], "count": len(found), "page": f.page,

@@ -46,6 +46,11 @@ def test_fold_counts_states_once_per_event_and_keeps_answers() -> None:
     assert page["rows"][0]["answers"] == [{"recipient": "bob@y.test", "state": "failed",
                                            "answer": "550 5.1.1 no such user"}]
     assert model.overview(st, now, [])["hour"]["failed"] == 1
+    assert {s: len(ids) for s, ids in st.ids_by_state.items() if ids} == {"failed": 1}
+    model.fold(st, "status", status("m1", "failed", now - 2, "e3", note="ack applied",
+                                    acknowledged=True), now)
+    assert model.queue(st, model.QueueFilter())["count"] == 0  # acknowledged: not open
+    assert model.queue(st, model.QueueFilter(state="failed"))["count"] == 1
 
 
 def test_queue_filters_and_pages_newest_first() -> None:
@@ -65,6 +70,8 @@ def test_queue_filters_and_pages_newest_first() -> None:
     assert [r["message_id"] for r in third["rows"]][-1] == "m000"
     assert len(third["rows"]) == 50
     assert model.queue(st, model.QueueFilter(state="sent", server="b"))["count"] == 40
+    assert {s: len(ids) for s, ids in st.ids_by_state.items()} == {
+        "queued": 0, "sent": 200, "deferred": 50}
     assert model.queue(st, model.QueueFilter(state="all", tenant="t1"))["count"] == 125
     assert model.queue(st, model.QueueFilter(state="all", recipient="r17@"))["count"] == 1
     assert model.queue(st, model.QueueFilter(state="all", since=now - 760))["count"] == 10
