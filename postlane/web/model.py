@@ -33,6 +33,7 @@ STATES = ("queued", "sending", "deferred", "sent", "failed", "bounced", "rejecte
 PER_MINUTE = ("sent", "deferred", "failed")
 DEAD_LETTERS_KEPT = 1000
 PAGE_SIZE = 100
+TIMELINE_SLACK = 100_000  # superseded timeline places kept before they are dropped
 
 
 @dataclass
@@ -56,6 +57,7 @@ class MailRow:
     header_from: str = ""
     envelope_from: str = ""
     search: str = ""  # every recipient, lower case, for the queue's recipient filter
+    seq: int = -1  # its place in ConsoleState.timeline (its last change)
     # each status change folded, with its event id (a redelivered one counts once)
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -67,6 +69,9 @@ class ConsoleState:
     # state -> the ids of the mails in it (an ordered set): a queue page of
     # one state looks only at those
     ids_by_state: dict[str, dict[str, None]] = field(default_factory=dict)
+    # message ids in the order their changes were folded (a mail is current
+    # only at its row's ``seq``): the unfiltered queue, newest first, without a sort
+    timeline: list[str] = field(default_factory=list)
     per_minute: dict[int, Counter[str]] = field(default_factory=dict)
     # mails sent in the limiter's current daily window, per (server, tenant)
     sent_today: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -91,6 +96,7 @@ def _row(state: ConsoleState, mid: str) -> MailRow:
         row = state.mails[mid] = MailRow(message_id=mid)
         state.by_state["queued"] += 1
         state.ids_by_state.setdefault("queued", {})[mid] = None
+        _touch(state, row)
     return row
 
 
@@ -194,6 +200,7 @@ def _fold_status(state: ConsoleState, ev: dict[str, Any], now: float) -> None:
     row.recipients = recipients if isinstance(recipients, dict) else {}
     row.updated_at = at
     _index(row)
+    _touch(state, row)
     if new in PER_MINUTE:
         minute = int(at // 60)
         if minute >= int(now // 60) - 60:
@@ -206,6 +213,29 @@ def _fold_status(state: ConsoleState, ev: dict[str, Any], now: float) -> None:
             state.sent_today[(row.server, row.tenant)] += 1
         if row.requested_at and at >= row.requested_at:
             state.latencies.append(at - row.requested_at)
+
+
+def _touch(state: ConsoleState, row: MailRow) -> None:
+    row.seq = len(state.timeline)
+    state.timeline.append(row.message_id)
+    if len(state.timeline) > 4 * len(state.mails) + TIMELINE_SLACK:  # drop superseded places
+        current = [mid for i, mid in enumerate(state.timeline) if state.mails[mid].seq == i]
+        for i, mid in enumerate(current):
+            state.mails[mid].seq = i
+        state.timeline = current
+
+
+def _latest(state: ConsoleState, n: int) -> list[MailRow]:
+    """The ``n`` mails changed last, newest first (fold order)."""
+    out: list[MailRow] = []
+    mails, timeline = state.mails, state.timeline
+    for i in range(len(timeline) - 1, -1, -1):
+        row = mails[timeline[i]]
+        if row.seq == i:
+            out.append(row)
+            if len(out) == n:
+                break
+    return out
 
 
 def _index(row: MailRow) -> None:
@@ -331,18 +361,24 @@ def candidates(state: ConsoleState, f: QueueFilter) -> list[MailRow]:
 
 def queue(state: ConsoleState, f: QueueFilter) -> dict[str, Any]:
     """One page of matching mails, newest update first, and the count."""
+    upto = f.page * PAGE_SIZE
+    if f.state == "all" and not (f.server or f.tenant or f.since or f.until or f.recipient):
+        return _page(state, f, _latest(state, upto)[upto - PAGE_SIZE:], len(state.mails))
     found = candidates(state, f)
     if not f.state or f.server or f.tenant or f.since or f.until or f.recipient:
         found = [r for r in found if matches(r, f)]
-    upto = f.page * PAGE_SIZE
     if upto <= 1000:  # the first pages: a partial sort
         newest = heapq.nlargest(upto, found, key=_by_update)
     else:  # deep pages: one full sort is cheaper than a heap of that size
         newest = sorted(found, key=_by_update, reverse=True)[:upto]
-    page = newest[upto - PAGE_SIZE:]
+    return _page(state, f, newest[upto - PAGE_SIZE:], len(found))
+
+
+def _page(state: ConsoleState, f: QueueFilter, page: list[MailRow], count: int
+          ) -> dict[str, Any]:
     return {
-        "rows": [_queue_row(r) for r in page], "count": len(found), "page": f.page,
-        "pages": max((len(found) + PAGE_SIZE - 1) // PAGE_SIZE, 1),
+        "rows": [_queue_row(r) for r in page], "count": count, "page": f.page,
+        "pages": max((count + PAGE_SIZE - 1) // PAGE_SIZE, 1),
         "servers": sorted(state.config.servers), "states": STATES, "filter": f,
     }
 

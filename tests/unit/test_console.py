@@ -257,3 +257,16 @@ def test_a_login_goes_back_to_local_pages_only() -> None:
     assert _safe_next("/queue?state=failed") == "/queue?state=failed"
     for bad in ("//evil.example/", "/\\evil.example", "https://evil.example/", "/x\r\nSet-Cookie:"):
         assert _safe_next(bad) == "/", bad
+
+
+def test_the_unfiltered_queue_follows_the_latest_changes(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    monkeypatch.setattr(model, "TIMELINE_SLACK", 10)
+    st = model.ConsoleState()
+    for n in range(60):  # three mails changing in turn: m2, m0, m1, m2, ...
+        mid = f"m{(n + 2) % 3}"
+        model.fold(st, "status", status(mid, "deferred", 100.0 + n, f"e{n}"), 200.0)
+    assert len(st.timeline) <= 4 * 3 + 10
+    rows = model.queue(st, model.QueueFilter(state="all"))["rows"]
+    assert [r["message_id"] for r in rows] == ["m1", "m0", "m2"]
+    assert model.queue(st, model.QueueFilter(state="all", page=2))["rows"] == []
