@@ -16,6 +16,7 @@ Budget: every page p95 <= 200 ms, /metrics p95 <= 50 ms.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import resource
@@ -109,9 +110,14 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(int(len(ordered) * p), len(ordered) - 1)]
 
 
-async def measure(console: ConsoleServer, metrics_port: int) -> dict[str, list[float]]:
+async def measure(console: ConsoleServer, metrics_port: int
+                  ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(wall ms per request, the console thread's CPU ms per request)."""
     base = console.url
     out: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    assert console.thread is not None and console.thread.ident is not None
+    clock = time.pthread_getcpuclockid(console.thread.ident)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         page = await (await http.get(base + "/login")).text()
         pre = re.search(r'name="csrf" value="([^"]+)"', page)
@@ -128,7 +134,8 @@ async def measure(console: ConsoleServer, metrics_port: int) -> dict[str, list[f
             "overview /": "/", "queue (open)": "/queue", "queue all": "/queue?state=all",
             "queue all, page 500": "/queue?state=all&page=500",
             "queue failed, server": "/queue?state=failed&server=backup",
-            "queue recipient": "/queue?state=all&recipient=user4242@",
+            "queue recipient (address)": "/queue?state=all&recipient=user4242@example42.org",
+            "queue recipient (part)": "/queue?state=all&recipient=user4242@",
             "queue tenant, 10 min": "/queue?state=all&tenant=t3&minutes=10",
             "message": f"/message/{failed}", "servers": "/servers",
             "server form": "/servers/edit/primary", "incoming": "/incoming",
@@ -136,14 +143,15 @@ async def measure(console: ConsoleServer, metrics_port: int) -> dict[str, list[f
             "dead letters": "/dead-letters",
         }
         for name, path in pages.items():
-            times = []
+            times, used = [], []
             for _ in range(ROUNDS):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.clock_gettime(clock)
                 r = await http.get(base + path)
                 body = await r.read()
                 times.append((time.perf_counter() - t0) * 1000)
+                used.append((time.clock_gettime(clock) - c0) * 1000)
                 assert r.status == 200, (path, r.status, body[:300])
-            out[name] = times
+            out[name], cpu[name] = times, used
         times = []
         for _ in range(200):
             t0 = time.perf_counter()
@@ -151,7 +159,7 @@ async def measure(console: ConsoleServer, metrics_port: int) -> dict[str, list[f
             await r.read()
             times.append((time.perf_counter() - t0) * 1000)
         out["/metrics"] = times
-    return out
+    return out, cpu
 
 
 def main() -> None:
@@ -183,19 +191,22 @@ def main() -> None:
             print(f"console read the log in {read:.1f} s; max RSS {rss / 1024:.0f} MiB "
                   f"(+{(rss - rss0) / 1024:.0f} MiB for the view)")
             try:
-                results = asyncio.run(measure(console, s.metrics_port))
+                results, cpu = asyncio.run(measure(console, s.metrics_port))
             finally:
                 console.stop()
         finally:
             broker.stop()
-    print(f"\n{'page':28} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}   ({ROUNDS} requests each; "
-          "/metrics 200)")
+    print(f"\n{'page':28} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'CPU p50':>8} {'CPU p95':>8}"
+          f"   ({ROUNDS} requests each; /metrics 200; CPU: the console thread's)")
     worst = 0.0
     for name, times in results.items():
         p95 = pct(times, 0.95)
         if name != "/metrics":
             worst = max(worst, p95)
-        print(f"{name:28} {statistics.median(times):8.1f} {p95:8.1f} {max(times):8.1f}")
+        used = cpu.get(name)
+        spent = f"{statistics.median(used):8.1f} {pct(used, 0.95):8.1f}" if used else ""
+        print(f"{name:28} {statistics.median(times):8.1f} {p95:8.1f} {max(times):8.1f} {spent}")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} (2 cores here)")
     m95 = pct(results["/metrics"], 0.95)
     print(f"\nworst page p95 {worst:.1f} ms (budget 200): {'ok' if worst <= 200 else 'OVER'}; "
           f"/metrics p95 {m95:.1f} ms (budget 50): {'ok' if m95 <= 50 else 'OVER'}")

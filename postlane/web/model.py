@@ -72,6 +72,9 @@ class ConsoleState:
     # message ids in the order their changes were folded (a mail is current
     # only at its row's ``seq``): the unfiltered queue, newest first, without a sort
     timeline: list[str] = field(default_factory=list)
+    # lower-cased address -> the mails sent to it (add-only: a candidate is
+    # still checked), so a queue page for one full address reads only those
+    by_recipient: dict[str, set[str]] = field(default_factory=dict)
     per_minute: dict[int, Counter[str]] = field(default_factory=dict)
     # mails sent in the limiter's current daily window, per (server, tenant)
     sent_today: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -166,7 +169,7 @@ def _fold_request(state: ConsoleState, ev: dict[str, Any]) -> None:
     row.headers = {str(k): str(v) for k, v in headers.items()} if isinstance(headers, dict) \
         else {}
     row.requested_at = float(ev.get("occurred_at") or 0.0)
-    _index(row)
+    _index(state, row)
 
 
 def _fold_status(state: ConsoleState, ev: dict[str, Any], now: float) -> None:
@@ -199,7 +202,7 @@ def _fold_status(state: ConsoleState, ev: dict[str, Any], now: float) -> None:
     recipients = ev.get("recipients")
     row.recipients = recipients if isinstance(recipients, dict) else {}
     row.updated_at = at
-    _index(row)
+    _index(state, row)
     _touch(state, row)
     if new in PER_MINUTE:
         minute = int(at // 60)
@@ -238,8 +241,11 @@ def _latest(state: ConsoleState, n: int) -> list[MailRow]:
     return out
 
 
-def _index(row: MailRow) -> None:
+def _index(state: ConsoleState, row: MailRow) -> None:
     row.search = "\n".join([*row.to, *row.recipients]).lower()
+    for addr in row.search.split("\n"):
+        _, _, bare = addr.rpartition("<")  # "Name <a@b>" -> a@b
+        state.by_recipient.setdefault(bare.rstrip(">").strip(), set()).add(row.message_id)
 
 
 def prune(state: ConsoleState, now: float) -> None:
@@ -351,7 +357,15 @@ def matches(row: MailRow, f: QueueFilter) -> bool:
 
 
 def candidates(state: ConsoleState, f: QueueFilter) -> list[MailRow]:
-    """The mails in the filter's state(s), from the per-state index."""
+    """The mails in the filter's state(s), from the per-state index, or
+    those sent to the filter's recipient when it is a full address."""
+    exact = state.by_recipient.get(f.recipient) if f.recipient else None
+    if exact is not None:
+        rows = [state.mails[mid] for mid in exact]
+        if f.state == "all":
+            return rows
+        allowed = {f.state} if f.state else OPEN_STATES
+        return [r for r in rows if r.state in allowed]
     if f.state == "all":
         return list(state.mails.values())
     wanted = [f.state] if f.state else [s for s in STATES if s in OPEN_STATES]

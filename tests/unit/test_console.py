@@ -74,6 +74,9 @@ def test_queue_filters_and_pages_newest_first() -> None:
         "queued": 0, "sent": 200, "deferred": 50}
     assert model.queue(st, model.QueueFilter(state="all", tenant="t1"))["count"] == 125
     assert model.queue(st, model.QueueFilter(state="all", recipient="r17@"))["count"] == 1
+    assert model.queue(st, model.QueueFilter(state="all", recipient="r17@y.test"))["count"] == 1
+    assert model.queue(st, model.QueueFilter(recipient="r17@y.test"))["count"] == 0  # sent
+    assert model.queue(st, model.QueueFilter(recipient="r15@y.test"))["count"] == 1  # deferred
     assert model.queue(st, model.QueueFilter(state="all", since=now - 760))["count"] == 10
     between = model.QueueFilter.from_query({"state": "all", "from": "1970-01-01T02:30",
                                             "to": "1970-01-01T02:31"}, now)
