@@ -32,6 +32,7 @@ from schemas import (
     OutgoingServerRemoved,
     SettingsChanged,
     TenantConfigured,
+    WebhookConfigured,
     decode,
 )
 
@@ -52,6 +53,7 @@ class DesiredConfig:
     tenants: list[TenantConfigured] = field(default_factory=list)
     domains: list[DomainPaceConfigured] = field(default_factory=list)
     dkim: list[DkimKeyConfigured] = field(default_factory=list)
+    webhooks: list[WebhookConfigured] = field(default_factory=list)
 
 
 def _fields(cls: type[Event]) -> list[str]:
@@ -65,6 +67,7 @@ ALIAS_KEYS = _fields(AliasConfigured)
 TENANT_KEYS = _fields(TenantConfigured)
 DOMAIN_KEYS = _fields(DomainPaceConfigured)
 DKIM_KEYS = _fields(DkimKeyConfigured)
+WEBHOOK_KEYS = _fields(WebhookConfigured)
 
 
 def values(event: Event) -> dict[str, Any]:
@@ -77,6 +80,11 @@ def _build(cls: type[Event], data: dict[str, Any], where: str, allowed: list[str
         raise ConfigFileError(
             f"{where}: the private key itself is refused (keys never go on topics): use "
             'key_file = "/path/to/key.pem" or key_env = "VAR"'
+        )
+    if cls is WebhookConfigured and "secret" in data:
+        raise ConfigFileError(
+            f"{where}: the secret itself is refused (secrets never go on topics): use "
+            'secret_env = "VAR" or secret_file = "/path/to/secret"'
         )
     if "password" in data:
         raise ConfigFileError(
@@ -146,11 +154,14 @@ def parse(text: str, source: str = "<config>") -> DesiredConfig:
         doc, "domains", DomainPaceConfigured, DOMAIN_KEYS, source, "domain")
     dkim: list[DkimKeyConfigured] = _array(
         doc, "dkim", DkimKeyConfigured, DKIM_KEYS, source, "domain")
+    webhooks: list[WebhookConfigured] = _array(
+        doc, "webhooks", WebhookConfigured, WEBHOOK_KEYS, source, "name")
     return DesiredConfig(settings=settings, servers=servers, incoming=incoming, aliases=aliases,
-                         tenants=tenants, domains=domains, dkim=dkim)
+                         tenants=tenants, domains=domains, dkim=dkim, webhooks=webhooks)
 
 
-_TABLES = ("settings", "servers", "incoming", "aliases", "tenants", "domains", "dkim")
+_TABLES = ("settings", "servers", "incoming", "aliases", "tenants", "domains", "dkim",
+           "webhooks")
 
 
 def _plural(names: list[str], noun: str) -> str:
@@ -196,7 +207,7 @@ def load(path: str | Path) -> DesiredConfig:
 def events(desired: DesiredConfig) -> list[Event]:
     """All events of the file, settings first (to fold or publish in full)."""
     return [desired.settings, *desired.servers, *desired.incoming, *desired.aliases,
-            *desired.tenants, *desired.domains, *desired.dkim]
+            *desired.tenants, *desired.domains, *desired.dkim, *desired.webhooks]
 
 
 def plan(current: ConfigView, desired: DesiredConfig) -> list[tuple[str, Event]]:

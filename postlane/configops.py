@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from processors.config.view import ConfigView, evolve
-from schemas import CONFIG_EVENTS, DkimKeyConfigured, Event, InvalidEvent, decode_any
+from schemas import (
+    CONFIG_EVENTS,
+    DkimKeyConfigured,
+    Event,
+    InvalidEvent,
+    WebhookConfigured,
+    decode_any,
+)
 from streams.client import ensure_topics, publish, read_all
 from streams.settings import Settings
 from streams.topics import CONFIG
@@ -38,11 +45,27 @@ def dkim_key_problems(items: list[tuple[str, Event]]) -> list[str]:
     return out
 
 
+def webhook_secret_problems(items: list[tuple[str, Event]]) -> list[str]:
+    """Every ``[[webhooks]]`` entry about to be published whose signing
+    secret cannot be read here (the same file, or the same variable in this
+    process's environment, as the webhooks worker will read), in words."""
+    from .secrets import SecretUnavailable, webhook_secret
+
+    out = []
+    for _, event in items:
+        if isinstance(event, WebhookConfigured):
+            try:
+                webhook_secret(event)
+            except SecretUnavailable as exc:
+                out.append(str(exc))
+    return out
+
+
 def publish_config(settings: Settings, items: list[tuple[str, Event]]) -> None:
     """Publish ``items``; raises ConfigFileError, publishing nothing, when a
     DKIM key among them cannot be used (delivery would defer that domain's
     mail)."""
-    problems = dkim_key_problems(items)
+    problems = dkim_key_problems(items) + webhook_secret_problems(items)
     if problems:
         from .configfile import ConfigFileError
 

@@ -25,6 +25,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from processors.router.core import mass_recipients_problem
 from processors.router.intake import carried_limit
 from schemas import InvalidEvent, SendRequested, encode
 from schemas.send import MAX_MESSAGE_BYTES
@@ -89,6 +90,9 @@ class Publisher:
             str(fields.get("idempotency_key", "")), tenant
         )
         event = SendRequested(message_id=message_id, from_=from_, to=to_list, **fields)
+        refused = mass_recipients_problem(event)  # what the router would reject
+        if refused:
+            raise InvalidEvent("SendRequested", [refused])
         size = len(encode(event))
         if size > self.max_message_bytes:
             raise InvalidEvent("SendRequested", [

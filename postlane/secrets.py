@@ -14,7 +14,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from schemas import DkimKeyConfigured, IncomingServerConfigured, OutgoingServerConfigured
+from schemas import (
+    DkimKeyConfigured,
+    IncomingServerConfigured,
+    OutgoingServerConfigured,
+    WebhookConfigured,
+)
 
 Server = OutgoingServerConfigured | IncomingServerConfigured
 
@@ -189,3 +194,41 @@ def unsubscribe_secret(
             "unsubscribe", f"The unsubscribe token secret file {path} holds fewer than 16 "
             "characters: write a long random string into it.")
     return value.encode()
+
+
+# --- webhook signing secrets ---------------------------------------------------------------------
+
+
+def webhook_secret(entry: WebhookConfigured, environ: Mapping[str, str] | None = None) -> bytes:
+    """The HMAC-SHA256 signing secret of a ``[[webhooks]]`` entry
+    (``secret_env``: a variable of the webhooks worker; ``secret_file``: a
+    file). Raises SecretUnavailable (keyed ``webhook:<name>``) saying what to
+    fix; the secret is never in a message."""
+    who = f"webhook:{entry.name}"
+    what = f"The signing secret of webhook {entry.name!r}"
+    if entry.secret_env:
+        env = os.environ if environ is None else environ
+        value = env.get(entry.secret_env)
+        if value is None or not value.strip():
+            state = "is empty" if value is not None else "is not set"
+            raise SecretUnavailable(
+                who, f"{what} is read from the environment variable {entry.secret_env}, which "
+                f"{state}: set it (a long random string) in the webhooks worker's environment "
+                "(and where `postlane config apply` runs), or give secret_file.")
+        return value.strip().encode()
+    path = entry.secret_file
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read().strip()
+    except FileNotFoundError:
+        raise SecretUnavailable(
+            who, f"{what}: the file {path} does not exist: create it (a long random string) "
+            "or fix secret_file.") from None
+    except OSError as exc:
+        raise SecretUnavailable(
+            who, f"{what}: the file {path} cannot be read ({exc.strerror or exc}): make it "
+            "readable by the webhooks worker.") from None
+    if not raw:
+        raise SecretUnavailable(who, f"{what}: the file {path} is empty: write the secret "
+                                "into it.")
+    return raw

@@ -18,6 +18,7 @@ PROCESSORS: dict[str, str] = {
     "ingress": "processors.ingress.agent",
     "bounces": "processors.bounces.agent",
     "blacklist": "processors.blacklist.agent",
+    "webhooks": "processors.webhooks.agent",
 }
 
 

@@ -24,6 +24,8 @@ from .config import (
     OutgoingServerConfigured,
     OutgoingServerRemoved,
     SettingsChanged,
+    WebhookConfigured,
+    WebhookRemoved,
 )
 from .deadletter import EventDeadLettered
 from .delivery import DeliveryAttempted, DeliveryStarted, RetryTimeReached
@@ -56,6 +58,7 @@ from .routing import RoutingDecided
 from .send import SendRequested
 from .status import MessageStatusChanged
 from .unsubscribe import UnsubscribeRequested
+from .webhooks import WebhookDeadLettered, WebhookDelivered
 
 ALL_EVENTS: tuple[type[Event], ...] = (
     OutgoingServerConfigured,
@@ -102,6 +105,10 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     DkimKeyRemoved,
     ComplaintReceived,
     SuppressionEdited,
+    WebhookConfigured,
+    WebhookRemoved,
+    WebhookDelivered,
+    WebhookDeadLettered,
 )
 
 __all__ = [
@@ -159,4 +166,8 @@ __all__ = [
     "decode",
     "decode_any",
     "encode",
+    "WebhookConfigured",
+    "WebhookRemoved",
+    "WebhookDelivered",
+    "WebhookDeadLettered",
 ]

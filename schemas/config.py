@@ -328,6 +328,68 @@ class DkimKeyRemoved(Event):
         return f"dkim:{self.domain.lower()}"
 
 
+# what a ``[[webhooks]]`` entry may subscribe to (``events = "*"``: all of them)
+WEBHOOK_EVENT_TYPES = ("sent", "deferred", "failed", "bounced", "complained", "unsubscribed")
+
+
+class WebhookConfigured(Event):
+    """Post each of ``events`` (comma-separated names of
+    ``WEBHOOK_EVENT_TYPES``, or ``*``) of mail of ``tenant`` (empty: every
+    tenant) as signed JSON to ``url`` (http or https). The signing secret is
+    never carried: ``secret_env`` names an environment variable of the
+    webhooks worker, ``secret_file`` a file (a secret mount); the secrets
+    edge reads it."""
+
+    name: str
+    url: str
+    events: str = "*"
+    secret_env: str = ""
+    secret_file: str = ""
+    tenant: str = ""
+
+    def event_types(self) -> tuple[str, ...]:
+        """The subscribed types, in the order of ``WEBHOOK_EVENT_TYPES``."""
+        wanted = {p.strip().lower() for p in self.events.split(",") if p.strip()}
+        if "*" in wanted:
+            return WEBHOOK_EVENT_TYPES
+        return tuple(t for t in WEBHOOK_EVENT_TYPES if t in wanted)
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if not self.name or has_crlf(self.name) or "|" in self.name:
+            out.append("name must be a non-empty single line without '|'")
+        url = self.url or ""
+        scheme, sep, rest = url.partition("://")
+        if has_crlf(url) or not sep or scheme.lower() not in ("http", "https") or not rest \
+                or rest.startswith("/") or " " in url:
+            out.append(f"url {url!r} must be an http:// or https:// URL with a host")
+        names = [p.strip().lower() for p in (self.events or "").split(",") if p.strip()]
+        unknown = [n for n in names if n != "*" and n not in WEBHOOK_EVENT_TYPES]
+        if not names:
+            out.append("events must name at least one event, or \"*\" for all")
+        if unknown:
+            out.append(f"unknown event {', '.join(repr(n) for n in unknown)} in events: "
+                       f"known are {', '.join(WEBHOOK_EVENT_TYPES)} (or \"*\" for all)")
+        if bool(self.secret_env) == bool(self.secret_file):
+            out.append("give secret_env (a variable name) or secret_file (a path), exactly one; "
+                       "never the secret itself")
+        if has_crlf(self.secret_env) or has_crlf(self.secret_file) or has_crlf(self.tenant):
+            out.append("secret_env, secret_file and tenant must be single lines")
+        return out
+
+    @property
+    def key(self) -> str:
+        return f"webhook:{self.name}"
+
+
+class WebhookRemoved(Event):
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"webhook:{self.name}"
+
+
 CONFIG_EVENTS: dict[str, type[Event]] = {
     c.__name__: c
     for c in (
@@ -344,5 +406,7 @@ CONFIG_EVENTS: dict[str, type[Event]] = {
         DomainPaceRemoved,
         DkimKeyConfigured,
         DkimKeyRemoved,
+        WebhookConfigured,
+        WebhookRemoved,
     )
 }

@@ -130,6 +130,13 @@ class Settings:
     web_public_url: str = ""
     metrics_host: str = "127.0.0.1"  # /metrics of every worker and postlane dev
     metrics_port: int = 9642  # 0: off; a second worker on one machine needs its own
+    # --- webhooks (processors/webhooks) ------------------------------------------------
+    webhook_retry_for: float = 86400.0  # retry a notification this long, then dead-letter it
+    webhook_retry_first: float = 5.0  # first retry after this many seconds, doubling
+    webhook_retry_max: float = 900.0  # at most this long between two tries
+    webhook_timeout: float = 10.0  # seconds an endpoint has to answer a POST
+    webhook_concurrency: int = 4  # POSTs in flight per endpoint (one per mail at a time)
+    webhook_tick: float = 0.2  # seconds between two looks at the due notifications
     # --- dev --------------------------------------------------------------------
     config_file: str = ""  # applied by `postlane dev` at start when set
     capture_smtp_port: int = 2525  # the dev capture server (stand-in outgoing)

@@ -42,6 +42,11 @@ Partition keys (why):
 - bounces, blacklist: key = the address (lower-cased), so every event of
   one address is on one partition, in order, with the counting table;
   ``blacklist`` is compacted (latest per address is the blacklist).
+- webhook-events, webhooks: key = the mail's message_id (the address when
+  an event names no mail). ``webhook-events`` carries the ``bounces``
+  topic's events re-keyed by their message_id, so they meet the mail's
+  delivery events and the webhooks processor's tables on one partition:
+  one mail's notifications are posted in order per endpoint.
 """
 
 from __future__ import annotations
@@ -117,6 +122,12 @@ BOUNCES = TopicSpec("bounces", doc="BounceRecorded, BounceDiscounted, MailReceiv
                     "BlacklistEdited, keyed by address: the blacklist's log")
 BLACKLIST = TopicSpec("blacklist", compacted=True,
                       doc="BlacklistChanged from the counting processor, keyed by address")
+WEBHOOK_EVENTS = TopicSpec("webhook-events",
+                           doc="bounces-topic events re-keyed by message_id for the webhooks "
+                           "processor (internal)")
+WEBHOOKS = TopicSpec("webhooks", doc="WebhookDelivered / WebhookDeadLettered, keyed by "
+                     "message_id: what became of each webhook notification")
+
 
 def untyped_by_topic(settings: Settings) -> dict[str, str]:
     """Full topic name -> the event type its untyped records are read as."""
@@ -128,4 +139,5 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     SEND_REQUESTED_MASS, ROUTING_DECIDED_MASS, RELEASED, HELD, COMMANDS, COMMAND_RESULTS,
     INBOUND, INBOUND_ROUTED, SENT_IDS, INBOUND_THREADS, INBOUND_ALIASES, INCOMING_STATUS,
     BOUNCE_MAIL, BOUNCE_ATTRIBUTION, BOUNCE_DOMAINS, BOUNCES, BLACKLIST,
+    WEBHOOK_EVENTS, WEBHOOKS,
 )

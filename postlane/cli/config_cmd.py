@@ -5,7 +5,12 @@ from __future__ import annotations
 import click
 import orjson
 
-from postlane.configops import current_view, publish_config
+from postlane.configops import (
+    current_view,
+    dkim_key_problems,
+    publish_config,
+    webhook_secret_problems,
+)
 from schemas import InvalidEvent, OutgoingServerRemoved
 from streams.client import BrokerUnavailable
 
@@ -30,7 +35,12 @@ def config_apply(path: str, dry_run: bool) -> None:
         for warning in limit_warnings(desired, s.partitions):
             click.echo(f"warning: {warning}", err=True)
         items = plan(current_view(s), desired)
-        if not dry_run:
+        if dry_run:
+            # what publishing would refuse
+            problems = dkim_key_problems(items) + webhook_secret_problems(items)
+            if problems:
+                raise ConfigFileError("; ".join(problems) + " (nothing would be published)")
+        else:
             publish_config(s, items)
     except ConfigFileError as exc:
         fail(str(exc))

@@ -10,6 +10,7 @@ import click
 import orjson
 
 from postlane import blacklistops as ops
+from postlane import replayops
 from processors.blacklist.core import Rules, comparable
 from streams.client import BrokerUnavailable
 
@@ -106,6 +107,63 @@ def replay_blacklist(as_of: str | None, changelog: str | None, as_json: bool) ->
         for line in pub_diffs:
             click.echo(f"  differs: {line}")
     sys.exit(0 if agree else 1)
+
+
+def _table_command(name: str, doc: str) -> click.Command:
+    @click.command(name, help=f"Replay the {name} table ({doc}) from offset 0, compare it "
+                   "with the live table (its changelog) and exit 0 only when they agree "
+                   "(1: they differ or there is no live table; 3: no broker).")
+    @click.option("--as-of", "as_of", default=None,
+                  help="Only records written at or before this time (unix seconds or ISO "
+                  "8601), in the sources and in the live table's changelog.")
+    @click.option("--changelog", default=None,
+                  help="The live table's changelog topic (default: found by name).")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.option("--rows/--no-rows", default=True, help="Print the replayed rows.")
+    def command(as_of: str | None, changelog: str | None, as_json: bool, rows: bool) -> None:
+        s = settings()
+        cutoff = parse_time(as_of) if as_of else None
+        try:
+            out = replayops.replay(s, name, cutoff, changelog)
+        except BrokerUnavailable as exc:
+            fail(str(exc), 3)
+        if as_json:
+            click.echo(orjson.dumps({
+                "table": out.table, "as_of": out.as_of, "records": out.records,
+                "folded": out.folded, "skipped": out.skipped, "rows": len(out.rows),
+                "live_table": out.live_topic, "live_rows": len(out.live),
+                "seconds": round(out.seconds, 3),
+                "events_per_second": round(out.records / out.seconds) if out.seconds else 0,
+                "table_rows": out.rows if rows else None,
+                "differences": out.differences, "agree": out.agree,
+            }, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+            sys.exit(0 if out.agree else 1)
+        upto = f" up to {_when(cutoff)}" if cutoff is not None else ""
+        click.echo(f"replayed {out.table}{upto}: {out.records} records, {out.folded} folded, "
+                   f"{out.skipped} skipped as the processor would, {len(out.rows)} rows "
+                   f"({out.seconds:.2f} s)")
+        if rows:
+            for key in sorted(out.rows):
+                row = orjson.dumps(out.rows[key], option=orjson.OPT_SORT_KEYS).decode()
+                click.echo(f"  {key}: {row}")
+        if out.live_topic is None:
+            click.echo(f"no live table found (no {out.table} changelog topic): nothing to "
+                       "compare")
+        elif out.agree:
+            click.echo(f"agrees with the live table ({out.live_topic}, {len(out.live)} rows)")
+        else:
+            click.echo(f"differs from the live table ({out.live_topic}, {len(out.live)} rows):")
+            for line in out.differences:
+                click.echo(f"  differs: {line}")
+        sys.exit(0 if out.agree else 1)
+
+    return command
+
+
+for _name, _spec in replayops.tables().items():
+    if _name != "blacklist":  # its own command above (the blacklist topic too)
+        replay.add_command(_table_command(_name, _spec.doc))
+replay.add_command(replay_blacklist, "suppressions")
 
 
 COMMANDS = [replay]

@@ -24,6 +24,8 @@ from schemas import (
     SettingsChanged,
     TenantConfigured,
     TenantRemoved,
+    WebhookConfigured,
+    WebhookRemoved,
 )
 
 
@@ -37,6 +39,7 @@ class ConfigView:
     tenants: dict[str, TenantConfigured] = field(default_factory=dict)
     domains: dict[str, DomainPaceConfigured] = field(default_factory=dict)  # key: lower-cased
     dkim: dict[str, DkimKeyConfigured] = field(default_factory=dict)  # key: domain lower-cased
+    webhooks: dict[str, WebhookConfigured] = field(default_factory=dict)  # key: name
 
     def active_servers(self) -> list[OutgoingServerConfigured]:
         """Active servers, lowest priority number first, then by name."""
@@ -70,6 +73,7 @@ CONFIG_KINDS: tuple[ConfigKind, ...] = (
     ConfigKind("tenants", TenantConfigured, TenantRemoved, "name"),
     ConfigKind("domains", DomainPaceConfigured, DomainPaceRemoved, "domain", fold_case=True),
     ConfigKind("dkim", DkimKeyConfigured, DkimKeyRemoved, "domain", fold_case=True),
+    ConfigKind("webhooks", WebhookConfigured, WebhookRemoved, "name"),
 )
 
 

@@ -228,6 +228,18 @@ def suppress(
     return SendRequested.from_data(data), suppressed
 
 
+def mass_recipients_problem(request: SendRequested) -> str:
+    """Why a mass mail cannot go as it is ("" when it can): its one-click
+    List-Unsubscribe link (RFC 8058) names one recipient, as listmonk's and
+    the sending APIs' campaigns do, so a mass mail has exactly one."""
+    count = len(request.recipients())
+    if request.kind != "mass" or count <= 1:
+        return ""
+    return (f"a mass mail goes to one recipient (it has {count}): its one-click "
+            "List-Unsubscribe link names that recipient; publish one mail per recipient, "
+            "or send it as transactional")
+
+
 def decide(
     view: ConfigView, request: SendRequested, blacklist: Suppressions | None = None
 ) -> RoutingDecided:
@@ -248,6 +260,9 @@ def decide(
         "request": request.to_representation(),
         "suppressed": suppressed,
     }
+    refused = mass_recipients_problem(request)
+    if refused:
+        return RoutingDecided(outcome="rejected", reason=refused, **base)
     servers, skipped = eligible(view, request)
     if not servers:
         reason = _no_server_reason(view, request, skipped)

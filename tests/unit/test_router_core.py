@@ -278,3 +278,13 @@ def test_not_a_bounce_address() -> None:
     assert message_id_from_bounce("catchall+m1@mycompany.com", SETTINGS) is None
     assert message_id_from_bounce("bounce+@mycompany.com", SETTINGS) is None
     assert message_id_from_bounce("bounce+m1@mycompany.com", NO_CATCHALL) is None
+
+
+def test_a_mass_mail_goes_to_one_recipient() -> None:
+    v = view(srv("bulk", kind="mass"))
+    one = route(v, req(kind="mass"))
+    assert one.outcome == "routed"
+    two = route(v, req(kind="mass", cc=["b@x.test"]))
+    assert two.outcome == "rejected"
+    assert two.reason.startswith("a mass mail goes to one recipient (it has 2)")
+    assert route(view(srv("any")), req(cc=["b@x.test"])).outcome == "routed"

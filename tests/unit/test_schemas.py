@@ -63,9 +63,10 @@ from schemas import (
     encode,
     parse_rate,
 )
-from schemas.config import DkimKeyConfigured, DkimKeyRemoved
+from schemas.config import DkimKeyConfigured, DkimKeyRemoved, WebhookConfigured, WebhookRemoved
 from schemas.export import export_all, json_schema
 from schemas.unsubscribe import UnsubscribeRequested
+from schemas.webhooks import WebhookDeadLettered, WebhookDelivered
 
 REGISTRY = {cls.__name__: cls for cls in ALL_EVENTS}
 
@@ -308,6 +309,18 @@ SAMPLES.update({
     SuppressionEdited: {"address": "bob@example.org", "action": "add", "suppression_type": "manual",
                         "tenant": "acme", "list_id": "", "reason": "asked by phone",
                         "by": "ops"},
+})
+
+
+SAMPLES.update({
+    WebhookConfigured: {"name": "crm", "url": "https://crm.example/hooks/mail",
+                        "events": "sent, bounced", "secret_env": "CRM_WEBHOOK_SECRET"},
+    WebhookRemoved: {"name": "crm"},
+    WebhookDelivered: {"webhook": "crm", "delivery_id": "d1", "notification_id": "n1",
+                       "event": "sent", "message_id": "m-1", "recipient": "bob@example.org",
+                       "attempts": 2, "status": 204},
+    WebhookDeadLettered: {"webhook": "crm", "delivery_id": "d1", "notification_id": "n1",
+                          "event": "failed", "reason": "HTTP 503 for 24 h", "attempts": 30},
 })
 
 

@@ -1,0 +1,167 @@
+"""Fast reads of whole topics for tools (replay, export, report): aiokafka,
+every partition of every topic from offset 0 to its true end
+(``streams.offsets.true_end_offsets``: the embedded broker's ListOffsets
+answer stops at the start of a partition's last batch + 1).
+
+``read_records`` yields ``Rec`` tuples in batches, the topic's records in
+offset order per partition; a time range is applied on the records' own
+timestamps (the embedded broker's ``offsets_for_times`` is approximate), so
+a record after ``until`` is read and dropped, never trusted to an index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as AIOTopicPartition
+
+from streams.client import BrokerUnavailable
+from streams.offsets import true_end_offsets
+from streams.settings import Settings
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cycle collector off while a tool reads and folds a log: with
+    hundreds of thousands of records alive it scanned them all again and
+    again (half the time of a read; nothing here makes cycles)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class Rec(NamedTuple):
+    topic: str  # the full topic name
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+def unavailable(s: Settings, exc: BaseException) -> BrokerUnavailable:
+    return BrokerUnavailable(
+        f"no Kafka broker at {s.bootstrap} ({exc}): start it with `postlane broker` (or "
+        "`postlane dev`), or check POSTLANE_BROKER"
+    )
+
+
+async def aread(s: Settings, topics: list[str], since: float | None = None,
+                until: float | None = None,
+                progress: Callable[[int, int], None] | None = None,
+                share: tuple[int, int] | None = None,
+                ) -> AsyncIterator[list[Rec]]:
+    """Batches of records of ``topics`` (full names; a missing topic has no
+    records) with ``since <= timestamp <= until`` (unix seconds; None: open).
+    ``progress(read, total)`` is called after each fetch (total: the records
+    between offset 0 and the end when the read began). ``share=(i, n)``:
+    only the i-th of every n topic-partitions (readers in n processes)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=s.bootstrap, group_id=None, enable_auto_commit=False,
+        fetch_max_wait_ms=100, max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024, client_id="postlane-logread",
+    )
+    try:
+        await consumer.start()
+    except Exception as exc:  # noqa: BLE001 - aiokafka raises several kinds for "no broker"
+        raise unavailable(s, exc) from exc
+    try:
+        await consumer._client.force_metadata_update()  # type: ignore[attr-defined]
+        tps: list[AIOTopicPartition] = []
+        for topic in topics:
+            parts = consumer.partitions_for_topic(topic) or set()
+            tps.extend(AIOTopicPartition(topic, p) for p in sorted(parts))
+        if share is not None:
+            tps = [tp for i, tp in enumerate(tps) if i % share[1] == share[0]]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await true_end_offsets(consumer, tps)
+        total = sum(ends.values())
+        todo = {tp for tp in tps if ends.get(tp, 0) > 0}
+        read = 0
+        lo = None if since is None else since * 1000.0
+        hi = None if until is None else until * 1000.0
+        last = time.monotonic()
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=200, max_records=50000)
+            out: list[Rec] = []
+            for tp, records in batch.items():
+                end = ends[tp]
+                for r in records:
+                    if r.offset >= end:
+                        break  # written after the read began
+                    read += 1
+                    ts = r.timestamp
+                    if (lo is not None and ts < lo) or (hi is not None and ts > hi):
+                        continue
+                    out.append(Rec(tp.topic, tp.partition, r.offset, ts, r.key, r.value))
+                if records:
+                    last = time.monotonic()
+                if records and (records[-1].offset + 1 >= end):
+                    todo.discard(tp)
+            for tp in list(todo):  # a partition whose end was reached without records
+                if await consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+            if progress is not None:
+                progress(read, total)
+            if out:
+                yield out
+            if time.monotonic() - last > 15:
+                raise BrokerUnavailable(
+                    f"reading {', '.join(sorted({tp.topic for tp in todo}))} stalled for 15 s "
+                    f"before its end ({read} of {total} records read)")
+    finally:
+        await consumer.stop()
+
+
+def read_batches(s: Settings, topics: list[str], since: float | None = None,
+                 until: float | None = None,
+                 progress: Callable[[int, int], None] | None = None,
+                 share: tuple[int, int] | None = None) -> Iterator[list[Rec]]:
+    """``aread`` for synchronous callers: the read runs on its own event
+    loop in a thread, a few batches ahead of the caller."""
+    q: queue.Queue[list[Rec] | BaseException | None] = queue.Queue(maxsize=8)
+
+    async def pump() -> None:
+        async for batch in aread(s, topics, since, until, progress, share):
+            await asyncio.get_running_loop().run_in_executor(None, q.put, batch)
+
+    def run() -> None:
+        try:
+            asyncio.run(pump())
+            q.put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            q.put(exc)
+
+    thread = threading.Thread(target=run, name="logread", daemon=True)
+    thread.start()
+    while True:
+        item = q.get()
+        if item is None:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    thread.join()
+
+
+def read_all(s: Settings, topics: list[str], since: float | None = None,
+             until: float | None = None) -> list[Rec]:
+    out: list[Rec] = []
+    for batch in read_batches(s, topics, since, until):
+        out.extend(batch)
+    return out

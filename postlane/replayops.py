@@ -1,0 +1,577 @@
+"""Replay any table: fold its source topics from offset 0 with the
+processor's own pure functions, read the live table back from its changelog
+topic, and compare the two.
+
+Each table is a ``TableReplay``: the topics it is folded from, the fold
+(records -> key -> comparable row) and how a changelog value reads as a
+comparable row. A *comparable* row keeps what the table means (a mail's
+state and recipients, a ledger's accepted/failed/pending recipients ...)
+and leaves out what depends on the moment it was computed (wall-clock
+times, the order of history entries of events from different topics).
+
+With ``as_of``, only records (of the source topics and of the changelog)
+whose own timestamp is at or before it are used: the embedded broker's
+``offsets_for_times`` is approximate, so nothing is trusted to an index.
+
+The folds, by table:
+
+- ``status``: every status source, merged in timestamp order, each event
+  applied with ``processors.status.batch.apply`` (what the agent's
+  ``fold_batch`` applies per event: ``core.evolve``, ``core.acknowledge``).
+- ``delivery-ledger``: ``processors.delivery.core``: a release is
+  ``on_routed``'s decision, each ``DeliveryStarted`` is ``start`` (a
+  ledger is made with ``new_ledger`` from the recipients it names),
+  each ``DeliveryAttempted`` is ``finish`` with its own outcomes (then its
+  recorded next attempt time and next server), each forwarded command
+  ``on_command``.
+- ``limiter-held`` / ``limiter-mass``: ``limiter_replay`` (own module).
+- ``blacklist``: ``postlane.blacklistops`` (``processors.blacklist.core.evolve``).
+- ``inbound-seen``, ``sent-index``, ``alias-loops``, ``sent-threads``:
+  ``processors.inbound.core`` / ``mail`` (``duplicate``, ``loop``,
+  ``bounce_target``, ``parse_mail``), the same steps as the agent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+import orjson
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+
+from schemas import Event, InvalidEvent, decode, decode_any
+from streams.client import Record
+from streams.settings import Settings
+from streams.topics import TopicSpec
+
+from .logread import Rec, gc_paused, read_all, unavailable
+
+Fold = Callable[[Settings, list[Rec]], "Folded"]
+
+
+@dataclass
+class Folded:
+    rows: dict[str, Any] = field(default_factory=dict)  # key -> comparable row
+    folded: int = 0  # events applied
+    skipped: int = 0  # records the processor would refuse or ignore
+
+
+@dataclass(frozen=True)
+class TableReplay:
+    name: str  # what the CLI calls it
+    table: str  # the Faust table name (its changelog is <app>-<table>-changelog)
+    owner: str  # the processor writing it (``postlane worker OWNER``)
+    sources: tuple[TopicSpec, ...]
+    fold: Fold
+    live: Callable[[Settings, str, Any], Any]  # (settings, key, table value) -> comparable
+    doc: str = ""
+
+
+@dataclass
+class Outcome:
+    table: str
+    as_of: float | None
+    records: int
+    folded: int
+    skipped: int
+    rows: dict[str, Any]
+    live_topic: str | None
+    live: dict[str, Any]
+    differences: list[str]
+    seconds: float
+
+    @property
+    def agree(self) -> bool:
+        return self.live_topic is not None and not self.differences
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def changelog_topics(s: Settings, table: str) -> list[str]:
+    """Changelog topics of ``table`` (``<app_prefix>-<app>-<table>-changelog``)."""
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=s.bootstrap, client_id="postlane-admin",
+                                 request_timeout_ms=10000)
+    except KafkaError as exc:
+        raise unavailable(s, exc) from exc
+    try:
+        names = admin.list_topics()
+    finally:
+        admin.close()
+    suffix = f"-{table}-changelog"
+    return sorted(t for t in names if t.startswith(f"{s.app_prefix}-") and t.endswith(suffix))
+
+
+def pick_changelog(s: Settings, table: str, owner: str, topics: list[str]) -> str | None:
+    """The owner's own worker first (``postlane worker OWNER``), then a
+    worker running the owner with others (its app is the sorted names joined
+    by ``-``: ``limiter-OWNER-router``), then the dev stack's, else the first."""
+    if not topics:
+        return None
+    exact = f"{s.app_prefix}-{owner}-{table}-changelog"
+    if exact in topics:
+        return exact
+    for t in topics:
+        app = t[len(s.app_prefix) + 1:-len(f"-{table}-changelog")]
+        if owner in app.split("-"):
+            return t
+    dev = f"{s.app_prefix}-dev-{table}-changelog"
+    return dev if dev in topics else topics[0]
+
+
+def table_value(raw: bytes | None) -> Any:
+    """A changelog value: JSON (Faust may have wrapped it as a JSON string)."""
+    if raw is None:
+        return None
+    value: Any = orjson.loads(raw)
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
+    return value
+
+
+def table_key(raw: bytes | None) -> str:
+    key = (raw or b"").decode("utf-8", "replace")
+    return key[1:-1] if len(key) >= 2 and key[0] == key[-1] == '"' else key
+
+
+def read_live(s: Settings, topic: str, as_of: float | None,
+              live: Callable[[Settings, str, Any], Any]) -> dict[str, Any]:
+    """The table as its changelog says (the last value per key; a tombstone
+    deletes), as comparable rows."""
+    out: dict[str, Any] = {}
+    for rec in read_all(s, [topic], until=as_of):
+        key = table_key(rec.key)
+        try:
+            value = table_value(rec.value)
+        except orjson.JSONDecodeError:
+            continue
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return {k: live(s, k, v) for k, v in out.items()}
+
+
+def differences(replayed: dict[str, Any], live: dict[str, Any], limit: int = 50) -> list[str]:
+    out: list[str] = []
+    for key in sorted(set(replayed) | set(live)):
+        a, b = replayed.get(key), live.get(key)
+        if a != b:
+            if len(out) < limit:
+                out.append(f"{key}: replay {_short(a)} / live {_short(b)}")
+            else:
+                out.append("... (more differences)")
+                break
+    return out
+
+
+def _short(value: Any, width: int = 400) -> str:
+    text = "none" if value is None else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    return text if len(text) <= width else text[:width] + "..."
+
+
+def in_order(recs: list[Rec], specs: tuple[TopicSpec, ...], s: Settings) -> list[Rec]:
+    """Records of several topics in the order their writers produced them
+    (their timestamps; ties by the order of ``specs``, then offset): the
+    order a processor reading them all comes closest to. Every source is
+    keyed by the same id, so one key's events are on one partition of each."""
+    rank = {spec.full(s): i for i, spec in enumerate(specs)}
+    return sorted(recs, key=lambda r: (r.timestamp_ms, rank.get(r.topic, 99), r.offset))
+
+
+def run(s: Settings, spec: TableReplay, as_of: float | None = None,
+        changelog: str | None = None) -> Outcome:
+    """Replay ``spec`` and compare it with the live table."""
+    t0 = time.perf_counter()
+    with gc_paused():
+        recs = read_all(s, [t.full(s) for t in spec.sources], until=as_of)
+        folded = spec.fold(s, recs)
+    topic = changelog or pick_changelog(s, spec.table, spec.owner,
+                                        changelog_topics(s, spec.table))
+    with gc_paused():
+        live = read_live(s, topic, as_of, spec.live) if topic else {}
+    diffs = differences(folded.rows, live) if topic else []
+    return Outcome(spec.name, as_of, len(recs), folded.folded, folded.skipped, folded.rows,
+                   topic, live, diffs, time.perf_counter() - t0)
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+def status_comparable(st: Any) -> dict[str, Any]:
+    """What a status row means, whatever order its sources were read in."""
+    return {
+        "state": st.state, "server": st.server, "attempt": st.attempt,
+        "recipients": {a: {k: r.get(k) for k in ("state", "code", "enhanced", "server")}
+                       for a, r in st.recipients.items()},
+        "acknowledged": st.acknowledged,
+        "events": sorted({h.get("event_id", "") for h in st.history}),
+    }
+
+
+def fold_status(s: Settings, recs: list[Rec]) -> Folded:
+    from processors.status.agent import REGISTRY, SOURCES
+    from processors.status.batch import apply
+    from processors.status.core import MessageStatus
+    from schemas import QueueCommandIssued
+    from streams.topics import RELEASED, untyped_by_topic
+
+    untyped = untyped_by_topic(s)
+    released = RELEASED.full(s)
+    out = Folded()
+    events: list[Event] = []
+    for rec in in_order(recs, SOURCES, s):
+        try:
+            ev = decode_any(REGISTRY, rec.value, untyped.get(rec.topic, ""))
+        except InvalidEvent:
+            out.skipped += 1
+            continue
+        if rec.key != ev.message_id.encode():  # type: ignore[attr-defined]
+            out.skipped += 1
+            continue
+        if isinstance(ev, QueueCommandIssued) and rec.topic == released:
+            continue  # the limiter's forwarded copy (the status agent ignores it)
+        events.append(ev)
+    # batch.apply per event: what fold_batch does for each event of a batch
+    # (its merging of the published changes is not needed for the rows)
+    rows: dict[str, MessageStatus] = {}
+    for event in events:
+        mid = event.message_id  # type: ignore[attr-defined]
+        try:
+            new, _result, _changed = apply(rows.get(mid), event)
+        except Exception:  # noqa: BLE001 - the agent dead-letters what fails to fold
+            out.skipped += 1
+            continue
+        out.folded += 1
+        if new is not None:
+            rows[mid] = new
+    out.rows = {mid: status_comparable(st) for mid, st in rows.items()}
+    return out
+
+
+def status_live(_s: Settings, _key: str, value: Any) -> Any:
+    from processors.status.core import MessageStatus
+
+    return status_comparable(MessageStatus.from_dict(value, fresh=True))
+
+
+# --- delivery ledger -----------------------------------------------------------------------
+
+
+def ledger_comparable(ledger: Any) -> dict[str, Any]:
+    return {
+        "server": ledger.server, "attempt": ledger.attempt, "inflight": ledger.inflight,
+        "done": ledger.done, "cancelled": ledger.cancelled,
+        "pending": sorted(ledger.pending), "accepted": sorted(ledger.accepted),
+        "failed": sorted(ledger.failed), "interrupted_attempts": ledger.interrupted_attempts,
+        "commands": sorted(ledger.commands),
+    }
+
+
+def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
+    from processors.delivery import core
+    from schemas import (
+        DeliveryAttempted,
+        DeliveryStarted,
+        MailReleased,
+        QueueCommandIssued,
+        RoutingDecided,
+    )
+    from streams.topics import DELIVERY, RELEASED
+
+    registry: dict[str, type[Event]] = {c.__name__: c for c in (
+        MailReleased, QueueCommandIssued, DeliveryStarted, DeliveryAttempted)}
+    retry = s  # the settings are the RetrySettings delivery uses
+    out = Folded()
+    ledgers: dict[str, core.Ledger] = {}
+    decisions: dict[str, RoutingDecided] = {}
+    guessed: dict[str, bool] = {}  # message_id -> its running attempt taken as interrupted
+    for rec in in_order(recs, (RELEASED, DELIVERY), s):
+        try:
+            ev = decode_any(registry, rec.value)
+        except InvalidEvent:
+            out.skipped += 1
+            continue
+        mid: str = ev.message_id  # type: ignore[attr-defined]
+        now = rec.timestamp_ms / 1000.0
+        ledger = ledgers.get(mid)
+        try:
+            if isinstance(ev, MailReleased):
+                decision = decode(RoutingDecided, ev.decision)
+                decisions.setdefault(mid, decision)
+                if ledger is not None:
+                    continue  # on_routed on an existing ledger changes nothing in it
+            elif isinstance(ev, QueueCommandIssued):
+                new, _action, _answers = core.on_command(ledger, ev, now)
+                if new is not None:
+                    ledgers[mid] = new
+            elif isinstance(ev, DeliveryStarted):
+                if ledger is None:
+                    routed = decisions.get(mid)
+                    if routed is None:
+                        out.skipped += 1
+                        continue
+                    ledger = core.new_ledger(routed, list(ev.recipients), now)
+                elif ev.attempt <= ledger.attempt:
+                    continue  # the same start again
+                ledger = replace(ledger, server=ev.server)
+                # an attempt started over one without an outcome was interrupted
+                # (the outcome, when it comes, says for sure: below)
+                action = core.Action("deliver", interrupted=ledger.inflight)
+                guessed[mid] = action.interrupted
+                ledger, _started = core.start(ledger, action, ev.worker)
+                ledgers[mid] = ledger
+            elif isinstance(ev, DeliveryAttempted):
+                if ledger is None or not ledger.inflight or ev.attempt != ledger.attempt:
+                    continue  # an outcome folded already
+                ledger, _attempted = core.finish(
+                    ledger, list(ev.outcomes), now=ev.occurred_at, duration=ev.duration,
+                    settings=retry, session_error=ev.error, interrupted=ev.interrupted,
+                    smtp_message_id=ev.smtp_message_id)
+                # the times and the next server are the recorded ones (they
+                # were computed from the clock and the config of that moment)
+                ledger = replace(ledger, next_at=ev.next_attempt_at,
+                                 server=ev.next_server or ledger.server)
+                # a crash after the previous outcome reached the log and before
+                # the ledger recorded it: delivery took that attempt as
+                # interrupted, and this outcome says so
+                if ev.interrupted != guessed.pop(mid, False):
+                    ledger = replace(ledger, interrupted_attempts=ledger.interrupted_attempts
+                                     + (1 if ev.interrupted else -1))
+                ledgers[mid] = ledger
+            out.folded += 1
+        except (InvalidEvent, TypeError, ValueError, KeyError):
+            out.skipped += 1
+    out.rows = {mid: ledger_comparable(ledger) for mid, ledger in ledgers.items()}
+    return out
+
+
+def ledger_live(_s: Settings, _key: str, value: Any) -> Any:
+    from processors.delivery.core import Ledger
+
+    ledger = Ledger.from_dict(value)
+    return ledger_comparable(ledger) if ledger is not None else None
+
+
+# --- blacklist -----------------------------------------------------------------------------
+
+
+def fold_blacklist(s: Settings, recs: list[Rec]) -> Folded:
+    from processors.blacklist.core import Rules, comparable
+
+    from . import blacklistops
+
+    rules = Rules.from_settings(s)
+    # a Rec has what fold_records reads of a Record (timestamp_ms, key, value)
+    r = blacklistops.fold_records(iter(cast(list[Record], recs)), rules)
+    return Folded(rows={a: comparable(st, rules) for a, st in r.states.items()},
+                  folded=r.records - r.skipped - r.after, skipped=r.skipped)
+
+
+def blacklist_live(s: Settings, _key: str, value: Any) -> Any:
+    from processors.blacklist.core import AddressState, Rules, comparable
+
+    return comparable(AddressState.from_dict(value), Rules.from_settings(s))
+
+
+# --- inbound -------------------------------------------------------------------------------
+
+
+def fold_seen(s: Settings, recs: list[Rec]) -> Folded:
+    from processors.inbound import core
+    from processors.inbound.mail import MalformedMail, parse_mail
+    from schemas import InboundMailReceived
+
+    out = Folded()
+    seen: dict[str, dict[str, Any]] = {}
+    for rec in recs:
+        try:
+            data = orjson.loads(rec.value or b"null")
+            if not isinstance(data, dict) or data.get("type") != "InboundMailReceived":
+                out.skipped += 1
+                continue
+            ev = decode(InboundMailReceived, data)
+            mail = parse_mail(ev.raw(), ev.envelope_to)
+        except (InvalidEvent, MalformedMail, orjson.JSONDecodeError, ValueError):
+            out.skipped += 1
+            continue
+        key = mail.message_id or f"inbound:{ev.inbound_id}"
+        if rec.key != key.encode() or not mail.message_id:
+            continue  # re-keyed by the agent (its copy comes later) or no Message-ID
+        out.folded += 1
+        entry = seen.get(key)
+        if core.duplicate(entry, ev.inbound_id, mail.message_id) is None and entry is None:
+            seen[key] = {"inbound_id": ev.inbound_id, "server": ev.server,
+                         "source": ev.source, "received_at": ev.received_at}
+    out.rows = seen
+    return out
+
+
+def fold_sent_index(s: Settings, recs: list[Rec]) -> Folded:
+    from processors.inbound.mail import normalize_message_id
+    from schemas import SentMessageRecorded
+
+    out = Folded()
+    index: dict[str, dict[str, Any]] = {}
+    for rec in recs:
+        try:
+            ev = decode(SentMessageRecorded, rec.value)
+        except InvalidEvent:
+            out.skipped += 1
+            continue
+        key = normalize_message_id(ev.smtp_message_id)
+        if rec.key != key.encode():
+            continue  # the agent re-keys it; the re-keyed copy is folded
+        out.folded += 1
+        index[key] = {"message_id": ev.message_id, "thread_ref": ev.thread_ref,
+                      "tenant": ev.tenant}
+    out.rows = index
+    return out
+
+
+def fold_loops(s: Settings, recs: list[Rec]) -> Folded:
+    from processors.inbound import core
+    from processors.inbound.mail import ParsedMail
+    from schemas import AliasConfigured, InboundAliasMatched, InboundMailReceived
+
+    from .configops import current_view
+
+    view = current_view(s)
+    out = Folded()
+    loops: dict[str, Any] = {}
+    for rec in recs:
+        try:
+            ev = decode(InboundAliasMatched, rec.value)
+            inbound = InboundMailReceived.from_data(ev.inbound)
+            mail = ParsedMail.from_dict(ev.parsed)
+            alias = AliasConfigured(alias=ev.alias, target=ev.target, tenant=ev.tenant,
+                                    policy=ev.policy)
+        except (InvalidEvent, TypeError, ValueError):
+            out.skipped += 1
+            continue
+        key = table_key(rec.key) if rec.key else f"{ev.alias.lower()}|{ev.sender.lower()}"
+        state = core.LoopState.from_dict(loops.get(key))
+        bounce_to, _ = core.bounce_target(mail, view)
+        now = inbound.received_at or ev.occurred_at
+        new, _route = core.loop(state, core.AliasMatch(alias, ev.recipient, ev.rule),
+                                ev.sender, inbound.inbound_id, now, view.settings, bounce_to)
+        out.folded += 1
+        if new != state:
+            loops[key] = new.to_dict()
+    out.rows = {k: _loops_comparable(v) for k, v in loops.items()}
+    return out
+
+
+def _loops_comparable(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {"hits": sorted(str(i) for _, i in value.get("hits", [])),
+            "bounced": bool(value.get("bounced_at"))}
+
+
+def fold_threads(s: Settings, recs: list[Rec]) -> Folded:
+    """``sent-threads``: as the inbound index agent writes it (its steps are
+    in the agent; the Message-ID is ``delivery.message.make_smtp_message_id``)."""
+    from processors.delivery.message import make_smtp_message_id
+    from processors.inbound.agent import _header_domain
+    from schemas import DeliveryAttempted, RoutingDecided
+
+    registry: dict[str, type[Event]] = {"RoutingDecided": RoutingDecided,
+                                        "DeliveryAttempted": DeliveryAttempted}
+    out = Folded()
+    rows: dict[str, dict[str, Any]] = {}
+    for rec in recs:
+        try:
+            ev = decode_any(registry, rec.value)
+        except InvalidEvent:
+            continue  # other events of these topics
+        mid: str = ev.message_id  # type: ignore[attr-defined]
+        out.folded += 1
+        old = rows.get(mid) or {}
+        ids = list(old.get("ids", []))
+        if isinstance(ev, RoutingDecided):
+            if ev.outcome != "routed":
+                continue
+            request = ev.request or {}
+            smtp_id = make_smtp_message_id(mid, _header_domain(ev.header_from))
+            info = {"thread_ref": str(request.get("thread_ref", "")),
+                    "tenant": str(request.get("tenant", "")), "header_from": ev.header_from}
+            if smtp_id not in ids:
+                rows[mid] = {**info, "ids": [*ids, smtp_id]}
+        elif isinstance(ev, DeliveryAttempted) and ev.smtp_message_id:
+            if ev.smtp_message_id not in ids:
+                rows[mid] = {**old, "ids": [*ids, ev.smtp_message_id]}
+    out.rows = {k: _threads_comparable(v) for k, v in rows.items()}
+    return out
+
+
+def _threads_comparable(value: Any) -> Any:
+    """The Message-IDs a mail was sent with. (Its thread and tenant are
+    copied from whichever of its routing decision and attempt the agent
+    met first: after a restart it may meet the attempt first, so they are
+    not compared.)"""
+    if not isinstance(value, dict):
+        return value
+    return {"ids": sorted(value.get("ids", []))}
+
+
+def _same(_s: Settings, _key: str, value: Any) -> Any:
+    return value
+
+
+# --- the tables ----------------------------------------------------------------------------
+
+
+def tables() -> dict[str, TableReplay]:
+    from processors.status.agent import SOURCES as STATUS_SOURCES
+    from streams.topics import (
+        BOUNCES,
+        DELIVERY,
+        INBOUND,
+        INBOUND_ALIASES,
+        RELEASED,
+        ROUTING_DECIDED,
+        ROUTING_DECIDED_MASS,
+        SENT_IDS,
+    )
+
+    from . import limiter_replay
+
+    specs = [
+        TableReplay("status", "status", "status", STATUS_SOURCES, fold_status, status_live,
+                    "message_id -> status (state, recipients, history)"),
+        TableReplay("delivery-ledger", "delivery-ledger", "delivery", (RELEASED, DELIVERY),
+                    fold_ledger, ledger_live,
+                    "message_id -> attempts, accepted / failed / pending recipients"),
+        *limiter_replay.tables(),
+        TableReplay("blacklist", "blacklist", "blacklist", (BOUNCES,), fold_blacklist,
+                    blacklist_live, "address -> counted bounces, blacklisting, suppressions"),
+        TableReplay("inbound-seen", "inbound-seen", "inbound", (INBOUND,), fold_seen, _same,
+                    "Message-ID -> first inbound mail (duplicates)"),
+        TableReplay("sent-index", "sent-index", "inbound", (SENT_IDS,), fold_sent_index, _same,
+                    "Message-ID Postlane sent -> message id, thread, tenant"),
+        TableReplay("alias-loops", "alias-loops", "inbound", (INBOUND_ALIASES,), fold_loops,
+                    lambda _s, _k, v: _loops_comparable(v), "alias|sender -> loop counter"),
+        TableReplay("sent-threads", "sent-threads", "inbound",
+                    (ROUTING_DECIDED, ROUTING_DECIDED_MASS, DELIVERY), fold_threads,
+                    lambda _s, _k, v: _threads_comparable(v),
+                    "message id -> thread, tenant and the Message-IDs it was sent with"),
+    ]
+    return {t.name: t for t in specs}
+
+
+ALIASES = {"ledger": "delivery-ledger", "seen": "inbound-seen", "loops": "alias-loops",
+           "threads": "sent-threads", "suppressions": "blacklist", "held": "limiter-held",
+           "mass": "limiter-mass"}
+
+def replay(s: Settings, name: str, as_of: float | None = None,
+           changelog: str | None = None) -> Outcome:
+    spec = tables()[ALIASES.get(name, name)]
+    return run(s, spec, as_of, changelog)

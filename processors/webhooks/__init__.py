@@ -1,0 +1,1 @@
+"""Signed webhooks: what became of each mail, posted to services' endpoints."""

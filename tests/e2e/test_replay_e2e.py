@@ -1,0 +1,195 @@
+"""Replay every table end to end: one worker running the pipeline
+(router, limiter, delivery, status, inbound, bounces, blacklist) delivers
+mail to a real SMTP server (aiosmtpd on loopback), is killed with SIGKILL
+in the middle and restarted; then ``postlane replay TABLE`` folds each
+table's topics from offset 0 with the processors' own functions and must
+agree with the live table (its changelog), now and ``--as-of`` a time
+between the two halves.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from kafka import KafkaAdminClient
+
+from postlane import replayops
+from postlane.cli import main
+from postlane.publisher import Publisher
+from postlane.statusview import FINAL_STATES
+from streams.client import ensure_topics
+from streams.embedded import EmbeddedBroker, free_port
+from streams.settings import Settings
+from streams.topics import DELIVERY, RELEASED, ROUTING_DECIDED, SEND_REQUESTED, TopicSpec
+
+from .harness import Worker, isolated_settings, settings_env, wait_for
+from .test_delivery_e2e import RETRY, Sink, configure, server, sinks, statuses  # noqa: F401
+
+pytestmark = pytest.mark.e2e
+
+PROCESSORS = ("router", "limiter", "delivery", "status", "inbound", "bounces", "blacklist")
+TABLES = ("status", "delivery-ledger", "limiter-held", "limiter-mass", "blacklist",
+          "inbound-seen", "sent-index", "alias-loops", "sent-threads")
+
+
+def start(s: Settings, tmp_path: Path, n: int) -> Worker:
+    return Worker(s, *PROCESSORS, log=tmp_path / f"worker{n}.log",
+                  extra_env={"POSTLANE_WEB_PORT": str(free_port())}).start()
+
+
+def committed(s: Settings, specs: tuple[TopicSpec, ...]) -> bool:
+    group = f"{s.app_prefix}-{'-'.join(sorted(PROCESSORS))}"
+    admin = KafkaAdminClient(bootstrap_servers=s.bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    done = {(tp.topic, tp.partition) for tp, om in offsets.items() if om.offset > 0}
+    return all((spec.full(s), p) in done for spec in specs for p in range(s.partitions))
+
+
+def replay(s: Settings, table: str, *args: str) -> tuple[int, dict[str, Any]]:
+    env = settings_env(s)
+    result = CliRunner().invoke(main, ["replay", table, "--json", *args], env=env)
+    try:
+        data = orjson.loads(result.output)
+    except orjson.JSONDecodeError:
+        raise AssertionError(f"replay {table}: {result.output}\n{result.exception!r}") from None
+    return result.exit_code, data
+
+
+def send(s: Settings, start_: int, stop: int) -> list[str]:
+    with Publisher(settings=s) as pub:
+        return [pub.send(from_="app@a.test",
+                         to=[f"user{i}@dest.test"] + (["nobody@dest.test"] if i % 5 == 0
+                                                      else []),
+                         subject=f"mail {i}", text=f"body {i}") for i in range(start_, stop)]
+
+
+def test_every_table_replays_equal_to_the_live_one_after_a_kill_restart(
+    broker: EmbeddedBroker, tmp_path: Path, sinks: Any  # noqa: F811
+) -> None:
+
+    s = isolated_settings(broker.port, tmp_path / "data", **RETRY)
+    ensure_topics(s)
+    sink = Sink(data_delay=0.002)
+    sink.rcpt_replies["nobody@dest.test"] = ["550 5.1.1 <nobody@dest.test>: no such user"] * 100
+    configure(s, server("main", sinks(sink), "a.test"))
+    w1 = start(s, tmp_path, 1)
+    w2: Worker | None = None
+
+    def all_final(mids: list[str]) -> bool:
+        st = statuses(s)
+        return all(st.get(m, {}).get("state") in FINAL_STATES for m in mids)
+
+    try:
+        first = send(s, 0, 20)
+        wait_for(lambda: all_final(first), timeout=120, interval=1.0, what="the first mails")
+        # the group committed on every partition before the kill (a worker
+        # killed before its first commit on a partition loses that input on
+        # restart: a Faust issue, README "Known limits")
+        wait_for(lambda: committed(s, (SEND_REQUESTED, ROUTING_DECIDED, RELEASED, DELIVERY)),
+                 timeout=30, what="the group's first commit")
+        time.sleep(2.0)  # the tables' writes after the last status change
+        between = time.time()
+        time.sleep(1.0)
+        rest = send(s, 20, 60)
+        wait_for(lambda: len(sink.messages) >= 25, timeout=60, what="some of the rest")
+        w1.kill()
+        time.sleep(s.tuned().session_timeout + 1)  # the dead member's session ends
+        w2 = start(s, tmp_path, 2)
+        wait_for(lambda: all_final(first + rest), timeout=120, interval=1.0,
+                 what="every mail final")
+        time.sleep(3.0)  # the last table writes (status batches, limiter prune)
+
+        for table in TABLES:
+            code, out = replay(s, table)
+            assert out["live_table"], f"{table}: no live table found"
+            assert code == 0 and out["agree"], "\n".join([table, *out["differences"][:4]])
+        # the tables with rows for every mail have them all
+        code, out = replay(s, "status")
+        assert set(out["table_rows"]) >= set(first + rest)
+        assert out["table_rows"][first[0]]["recipients"]["nobody@dest.test"]["state"] \
+            == "failed"
+        code, out = replay(s, "delivery-ledger")
+        assert set(out["table_rows"]) == set(first + rest)
+        code, out = replay(s, "blacklist")
+        assert code == 0
+
+        # as of a time between the two halves: only the first mails
+        code, out = replay(s, "status", "--as-of", str(between))
+        assert code == 0 and out["agree"], out["differences"]
+        assert set(out["table_rows"]) == set(first)
+        code, out = replay(s, "delivery-ledger", "--as-of", str(between))
+        assert code == 0 and out["agree"], out["differences"]
+        assert set(out["table_rows"]) == set(first)
+
+        # an export read back with pyarrow: one row per event of the topics
+        check_export(s, tmp_path)
+        # the deliverability report counts what the sink saw
+        result = CliRunner().invoke(main, ["report", "deliverability", "--by", "server",
+                                           "--json", "--plot", str(tmp_path / "r.png")],
+                                    env=settings_env(s))
+        assert result.exit_code == 0, result.output
+        rep = orjson.loads(result.output)
+        total = rep["total"]
+        assert total["sent"] == len(first + rest)  # every user<i> accepted once
+        assert total["failed"] == 12  # nobody@ on every fifth mail: 550
+        assert total["hard_bounces"] == 12  # the 5xx answers are bounces of the address
+        assert total["latency_p50"] is not None and total["latency_p50"] > 0
+        assert [r["group"] for r in rep["rows"]] == ["main"]
+        assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    except AssertionError:
+        print(w1.log_text()[-3000:])
+        if w2 is not None:
+            print(w2.log_text()[-3000:])
+        raise
+    finally:
+        w1.stop()
+        if w2 is not None:
+            w2.stop()
+
+
+def check_export(s: Settings, tmp_path: Path) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from postlane.logread import read_all
+
+    expected = len(read_all(s, [s.topic("delivery"), s.topic("status")]))
+    env = settings_env(s)
+    out = tmp_path / "x.parquet"
+    result = CliRunner().invoke(main, ["export", "delivery", "status", "--format", "parquet",
+                                       "--out", str(out), "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.num_rows == expected
+    assert table.column("_invalid").null_count == expected
+    assert set(table.column("type").to_pylist()) == {
+        "DeliveryStarted", "DeliveryAttempted", "MessageStatusChanged"}
+    assert str(table.schema.field("attempt").type) == "int64"
+    assert str(table.schema.field("recipients").type) == "string"  # two types: JSON text
+    assert str(table.schema.field("occurred_at").type) == "double"
+    ids = table.column("event_id").to_pylist()
+    assert len(ids) == expected and all(ids)
+    csv_out = tmp_path / "x.csv"
+    result = CliRunner().invoke(main, ["export", "delivery", "status", "--format", "csv",
+                                       "--out", str(csv_out)], env=env)
+    assert result.exit_code == 0, result.output
+    assert pacsv.read_csv(csv_out).num_rows == expected
+    jl = tmp_path / "x.jsonl"
+    result = CliRunner().invoke(main, ["export", "delivery", "--format", "jsonl", "--out",
+                                       str(jl), "--jobs", "2"], env=env)
+    assert result.exit_code == 0, result.output
+    lines = jl.read_bytes().splitlines()
+    assert len(lines) == len(read_all(s, [s.topic("delivery")]))
+    assert all(orjson.loads(line)["_topic"] == "delivery" for line in lines)
+
+
+def test_tables_are_known() -> None:
+    assert set(TABLES) <= set(replayops.tables())

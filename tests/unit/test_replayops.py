@@ -1,0 +1,80 @@
+"""Replay folds (pure parts): records in, comparable rows out."""
+
+from __future__ import annotations
+
+from postlane import replayops
+from postlane.logread import Rec
+from schemas import (
+    DeliveryAttempted,
+    DeliveryStarted,
+    MailReleased,
+    RoutingDecided,
+    SendRequested,
+    encode,
+)
+from streams.settings import Settings
+
+S = Settings.from_env(environ={}, topic_prefix="t.", app_prefix="t")
+RCPT = "bob@x.test"
+
+
+def rec(topic: str, key: str, event: object, at: float, offset: int = 0) -> Rec:
+    return Rec(f"t.{topic}", 0, offset, int(at * 1000), key.encode(), encode(event))  # type: ignore[arg-type]
+
+
+def mail(mid: str, t0: float) -> list[Rec]:
+    req = SendRequested(message_id=mid, from_="a@a.test", to=[RCPT], subject="s", text="t",
+                        occurred_at=t0)
+    dec = RoutingDecided(message_id=mid, outcome="routed", server="main",
+                         header_from="a@a.test", request=req.to_representation(),
+                         occurred_at=t0 + 1)
+    return [rec("send-requested", mid, req, t0), rec("routing-decided", mid, dec, t0 + 1),
+            rec("released", mid, MailReleased(message_id=mid, lane="transactional",
+                                              decision=dec.to_representation(),
+                                              occurred_at=t0 + 2), t0 + 2)]
+
+
+def test_ledger_interrupted_attempt_and_duplicates() -> None:
+    mid = "m-1"
+    recs = mail(mid, 100.0)
+    s1 = DeliveryStarted(message_id=mid, attempt=1, server="main", recipients=[RCPT],
+                         occurred_at=103.0)
+    s2 = DeliveryStarted(message_id=mid, attempt=2, server="main", recipients=[RCPT],
+                         occurred_at=110.0)
+    ok = DeliveryAttempted(message_id=mid, attempt=2, server="main", interrupted=True,
+                           outcomes=[{"recipient": RCPT, "status": "accepted", "code": 250}],
+                           occurred_at=111.0)
+    recs += [rec("delivery", mid, s1, 103.0, 1), rec("delivery", mid, s1, 103.5, 2),
+             rec("delivery", mid, s2, 110.0, 3), rec("delivery", mid, ok, 111.0, 4)]
+    rows = replayops.fold_ledger(S, recs).rows
+    assert rows[mid] == {"server": "main", "attempt": 2, "inflight": False, "done": True,
+                         "cancelled": False, "pending": [], "accepted": [RCPT], "failed": [],
+                         "interrupted_attempts": 1, "commands": []}
+
+
+def test_status_rows_from_every_source_in_time_order() -> None:
+    mid = "m-2"
+    recs = mail(mid, 200.0)
+    recs.append(rec("delivery", mid, DeliveryStarted(
+        message_id=mid, attempt=1, server="main", recipients=[RCPT], occurred_at=203.0), 203.0))
+    recs.append(rec("delivery", mid, DeliveryAttempted(
+        message_id=mid, attempt=1, server="main", occurred_at=204.0,
+        outcomes=[{"recipient": RCPT, "status": "failed", "code": 550, "enhanced": "5.1.1"}]),
+        204.0))
+    recs.append(Rec("t.delivery", 0, 9, 205_000, b"m-2", b"garbage"))
+    folded = replayops.fold_status(S, list(reversed(recs)))  # any read order: time decides
+    row = folded.rows[mid]
+    assert row["state"] == "failed" and row["attempt"] == 1
+    assert row["recipients"][RCPT]["state"] == "failed"
+    assert row["recipients"][RCPT]["code"] == 550
+    assert folded.skipped == 1 and len(row["events"]) == 5
+
+
+def test_changelog_choice_and_differences() -> None:
+    topics = ["t-dev-status-changelog", "t-delivery-limiter-router-status-status-changelog"]
+    assert replayops.pick_changelog(S, "status", "status", topics) == topics[1]
+    assert replayops.pick_changelog(S, "status", "status", ["t-dev-status-changelog"]) \
+        == "t-dev-status-changelog"
+    assert replayops.pick_changelog(S, "status", "status", []) is None
+    diffs = replayops.differences({"a": {"x": 1}, "b": {"x": 2}}, {"a": {"x": 1}, "c": {}})
+    assert diffs == ['b: replay {"x":2} / live none', "c: replay none / live {}"]
