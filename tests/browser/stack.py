@@ -104,7 +104,11 @@ class ConsoleStack:
             self.smtp.stop()
 
     def __enter__(self) -> ConsoleStack:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # no postlane dev left running when it did not get ready
+            raise
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
