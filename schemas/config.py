@@ -36,6 +36,23 @@ def _connection_problems(host: str, port: int, security: str) -> list[str]:
     if security not in SECURITY:
         out.append(f"security {security!r} must be one of {', '.join(SECURITY)}")
     return out
+def from_filter_problems(from_filter: str) -> list[str]:
+    """Each comma-separated part must be a full address (with ``@``) or a
+    domain; empty parts are ignored."""
+    out = []
+    for part in (p.strip() for p in from_filter.split(",")):
+        if not part:
+            continue
+        try:
+            if "@" in part:
+                check_address(part)
+            else:
+                idna_domain(part)
+        except AddressError as exc:
+            out.append(f"from_filter: {part!r} is neither an address nor a domain ({exc})")
+    return out
+
+
 POLICIES = ("everyone", "contacts", "followers")
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+$")
 
@@ -80,6 +97,8 @@ class OutgoingServerConfigured(Event):
                     out.append(f"{fname}: {exc}")
         if has_crlf(self.from_filter):
             out.append("from_filter contains a line break")
+        else:
+            out += from_filter_problems(self.from_filter)
         return out
 
     @property
