@@ -86,7 +86,7 @@ def server_from_form(form: dict[str, str], existing: OutgoingServerConfigured | 
     try:
         return FormResult(event=server_event_from_options(name, existing, **fields))
     except ConfigFileError as exc:
-        cause = exc.__context__
+        cause = exc.__cause__ or exc.__context__
         problems = cause.problems if isinstance(cause, InvalidEvent) else [str(exc)]
         return place(problems, f"server {name!r}: ")
 
@@ -117,7 +117,7 @@ def config_from_form(kind: str, form: dict[str, str]) -> FormResult:
     try:
         return FormResult(event=_build(cls, data, table, keys))
     except ConfigFileError as exc:
-        cause = exc.__context__
+        cause = exc.__cause__ or exc.__context__
         problems = cause.problems if isinstance(cause, InvalidEvent) else [str(exc)]
         return place(problems, f"{table}: ", keys)
 
