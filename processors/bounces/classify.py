@@ -26,8 +26,8 @@ import re
 
 from schemas.bounces import REASONS
 
-__all__ = ["REASONS", "best_status", "classify", "find_replycode", "find_status",
-           "infer_status", "reason_of"]
+__all__ = ["REASONS", "best_status", "classify", "derived_status_overridden",
+           "find_replycode", "find_status", "infer_detail", "infer_status", "reason_of"]
 
 ALWAYS_SOFT = frozenset({"mailbox_full", "expired", "network_error"})
 HARD_REASONS = frozenset({"unknown_user", "host_unknown"})
@@ -108,6 +108,7 @@ _SPECIFIC: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"\bSPF\b", r"\bDKIM\b", r"\bDMARC\b", r"unauthenticated",
         r"sender (address )?(rejected|denied|refused|blocked)", r"rate limit",
         r"too many (connections|messages|recipients)", r"throttl", r"denied", r"prohibited",
+        r"(no|not have|without) permission to (post|send)", r"not (be )?allowed to post",
     )),
 )
 _GENERIC: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -170,15 +171,27 @@ def find_replycode(text: str) -> int:
     return int(m.group(1) or m.group(2)) if m else 0
 
 
-def best_status(declared: str, text: str) -> str:
+_LEADING = re.compile(r"^\s*(?:smtp;\s*)?[245]\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b", re.I)
+
+
+def best_status(declared: str, text: str, diagnostic: str = "") -> str:
     """The declared status, unless it is a bare ``X.0.0`` and the server's
     text has a more specific code of the same class (Exim and others write
-    ``5.0.0`` and quote ``550 5.1.1`` in the diagnostic)."""
+    ``5.0.0`` and quote ``550 5.1.1`` in the diagnostic), or the remote
+    server's own reply (``diagnostic``) starts with another specific code of
+    the same class: the reporting MTA derived its ``Status`` from the reply
+    code (Sendmail writes ``5.2.2`` for any 552, ``5.2.0`` for a refusal at
+    DATA, ``5.1.1`` for any 550 at RCPT) while the receiving server said what
+    it meant (``552 5.3.4``)."""
     found = find_status(text)
     if not declared:
         return found
     if declared.endswith(".0.0") and found and found[0] == declared[0] and found != declared:
         return found
+    m = _LEADING.match(diagnostic or "")
+    if m and m.group(1) != declared and m.group(1)[0] == declared[0] \
+            and not m.group(1).endswith(".0.0"):
+        return m.group(1)
     return declared
 
 
@@ -220,6 +233,10 @@ def classify(
     reason = reason_of(status, replycode, text)
     if action == "failed" and status.startswith("4") and reason in ("network_error", "other"):
         reason = "expired"
+    elif action == "failed" and reason == "network_error" and not replycode:
+        # a final failure whose last error is a network one (no server answered):
+        # the queue gave up retrying (Courier writes 5.0.0 and "Connection refused")
+        reason = "expired"
     hard = (
         action == "failed"
         and permanent(status, replycode)
@@ -235,7 +252,7 @@ _INFER_TEXT: tuple[tuple[str, re.Pattern[str]], ...] = (
                    r"message length exceeds", r"\bmesgtoobig\b")),
     ("2.1", _words(r"(mailbox|account|user|address)( is| has been)? (disabled|inactive|"
                    r"deactivated|suspended|closed|locked|frozen)", r"is disabled",
-                   r"mailbox (unavailable|not active)")),
+                   r"mailbox (is )?not active")),
     ("4.6", _words(r"mail (forwarding )?loop", r"too many hops", r"loops back to myself",
                    r"routing loop")),
     ("7.1", _words(r"relay(ing)? (access )?(denied|not permitted|not allowed)",
@@ -251,13 +268,38 @@ _INFER_REASON: dict[str, str] = {
 }
 
 
+def infer_detail(text: str) -> str:
+    """The subject.detail the words of ``text`` name specifically (``"3.4"`` for a
+    message too big), or ""; not from the reason class."""
+    for d, pattern in _INFER_TEXT:
+        if pattern.search(text or ""):
+            return d
+    return ""
+
+
+_BARE_REPLY = re.compile(r"^\s*(?:smtp;\s*)?[245]\d\d(?:[ -](?![245]\.\d{1,3}\.\d)|$)", re.I)
+
+
+def derived_status_overridden(declared: str, diagnostic: str, text: str) -> str:
+    """The status a server's own words give when the reporting MTA derived its
+    ``Status`` from a bare reply code: Sendmail writes ``5.2.2`` for any 552, so
+    ``552 Message size exceeds fixed maximum message size`` (no enhanced code)
+    is reported as a full mailbox. "" when the declared status stands."""
+    if not declared or declared.endswith(".0.0") or not _BARE_REPLY.match(diagnostic or ""):
+        return ""
+    detail = infer_detail(text)
+    if not detail or declared.partition(".")[2] == detail:
+        return ""
+    return f"{declared[0]}.{detail}"
+
+
 def infer_status(reason: str, text: str, replycode: int, action: str = "failed") -> str:
     """The enhanced status a bounce without one (or with only ``X.0.0``)
     implies: the class from the reply code, else the action (delayed: 4,
     failed: 5); the subject and detail from the text, else the reason.
     "" when nothing specific is known."""
-    detail = ""
-    for d, pattern in _INFER_TEXT:
+    detail = "4.7" if reason == "expired" else ""  # whatever the last error was
+    for d, pattern in () if detail else _INFER_TEXT:
         if pattern.search(text or ""):
             detail = d
             break

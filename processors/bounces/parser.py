@@ -44,7 +44,14 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 from typing import Any
 
-from .classify import best_status, classify, find_replycode, find_status, infer_status
+from .classify import (
+    best_status,
+    classify,
+    derived_status_overridden,
+    find_replycode,
+    find_status,
+    infer_status,
+)
 
 KINDS = ("bounce", "delay", "auto_reply", "feedback", "not_bounce")
 PUBLIC_FIELDS = ("recipient", "status", "replycode", "hard", "reason", "diagnostic",
@@ -195,6 +202,9 @@ def _strip_html(text: str) -> str:
 MAX_DEPTH = 60  # MIME nesting followed; deeper parts are not read
 MAX_TEXT = 1_000_000  # characters of human-readable text read
 MAX_RESULTS = 1000  # recipients per bounce
+MAX_HEADER = 1_000_000  # bytes of header block (a real bounce's is a few KB)
+MAX_MULTIPARTS = 200  # multipart containers in one mail (a real bounce has a handful)
+_MULTIPART = re.compile(rb"^content-type:[ \t]*multipart/", re.I | re.M)
 
 
 def _walk(msg: Message, parts: _Parts, depth: int = 0) -> None:
@@ -218,7 +228,8 @@ def _walk(msg: Message, parts: _Parts, depth: int = 0) -> None:
                 _walk(sub, parts, depth + 1)
     elif ctype == "text/html":
         parts.htmls.append(_strip_html(_decode_text(msg)))
-    elif ctype.startswith("text/") or not msg.get("Content-Type"):
+    elif ctype.startswith("text/") or ctype == "application/json" \
+            or not msg.get("Content-Type"):
         parts.texts.append(_decode_text(msg))
 
 
@@ -415,6 +426,11 @@ def attribute(
 
 _SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("amazon_ses", re.compile(r"amazonses\.com|sns\.amazonaws\.com", re.I)),
+    ("google_groups", re.compile(r"googlegroups\.com|Google Groups", re.I)),
+    ("sendgrid", re.compile(r"reporting-mta: ?dns; ?(\S+\.)?sendgrid\.net|automatically "
+                            r"generated message from SendGrid", re.I)),
+    ("zoho", re.compile(r"reporting-mta: ?dns; ?\S*zoho(mail)?\.(com|eu|in)\b|"
+                        r"mailer-daemon@\S*zoho(mail)?\.", re.I)),
     ("gmail", re.compile(r"mailer-daemon@google(mail)?\.com|reporting-mta: dns; ?google"
                          r"(mail)?\.com|Google tried to deliver", re.I)),
     ("office365", re.compile(r"reporting-mta: ?dns; ?\S+\.(prod\.outlook\.com|outlook\.com|"
@@ -435,7 +451,6 @@ _SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
                              re.I)),
     ("qmail", re.compile(r"This is the qmail-send program", re.I)),
     ("dma", re.compile(r"DragonFly Mail Agent", re.I)),
-    ("google_groups", re.compile(r"googlegroups\.com|Google Groups", re.I)),
     ("yahoo", re.compile(r"Sorry, we were unable to deliver your message|"
                          r"MAILER-DAEMON@yahoo\.com", re.I)),
     ("domino", re.compile(r"Domino Directory|Lotus (Domino|SMTP|Notes)|was not delivered to:|"
@@ -443,8 +458,11 @@ _SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+SIGNATURE_SPAN = 12_000  # a bounce says who wrote it at its top, not in the quoted mail
+
+
 def detect_format(head: str, text: str, reporting_mta: str) -> str:
-    blob = f"{head}\n{text}\nreporting-mta: {reporting_mta}"
+    blob = f"{head[:SIGNATURE_SPAN]}\n{text[:SIGNATURE_SPAN]}\nreporting-mta: {reporting_mta}"
     for name, pattern in _SIGNATURES:
         if pattern.search(blob):
             return name
@@ -499,10 +517,14 @@ def _sendmail(text: str) -> Found:
             addr = am.group(1).lower()
             reason = am.group(2) or ""
             if not reason:  # from the transcript: "<<< 552 5.2.2 <addr>... Mailbox full"
-                for line in body.split("\n"):
-                    if addr in line.lower() and re.search(r"\b[45]\d\d\b", line):
-                        reason = re.sub(r"^[<>\s]+", "", line).strip()
-                        break
+                lines = [ln for ln in body.split("\n") if addr in ln.lower()]
+                coded = [ln for ln in lines if re.search(r"\b[45]\d\d\b", ln)]
+                if coded or lines:  # else "<addr>... Deferred: Connection refused by x"
+                    reason = re.sub(r"^[<>\s]+", "", (coded or lines)[0]).strip()
+                gave_up = re.search(r"^Message could not be delivered for [^\n]+", body,
+                                    re.M | re.I)
+                if gave_up and not coded:
+                    reason = f"{reason} ({gave_up.group(0).strip()})"
             out.append((addr, reason))
         return out
     for am in re.finditer(rf"^<?({_ADDR})>?\.\.\. (.+)$", body, re.M):  # "<a>... Deferred: x"
@@ -629,16 +651,44 @@ _TEXT_FORMATS: tuple[tuple[str, Any], ...] = (
 )
 
 
+_REASON_WORDS = re.compile(r"\b(not|fail(ed|ure)?|unable|reject(ed)?|refused|permission|"
+                           r"denied|exist)\b", re.I)
+
+
+def _reason_paragraph(human: str) -> str:
+    """The first paragraph that says why, when no paragraph names the recipient
+    (Google Groups names the group without its domain: "the group you tried to
+    contact (announce) may not exist, or you may not have permission to post")."""
+    for para in re.split(r"\n\s*\n", human[:20000]):
+        flat = " ".join(para.split())
+        if _REASON_WORDS.search(flat) and not flat.startswith("*"):
+            return flat[:1000]
+    return ""
+
+
+def _text_reason(addr: str, human: str) -> str:
+    """What the human-readable part of a DSN says about ``addr`` (its text format's
+    reason), for DSN blocks without a Diagnostic-Code."""
+    for _, extract in _TEXT_FORMATS:
+        for a, reason in extract(human):
+            if a == addr.lower() and reason:
+                return reason
+    return ""
+
+
 # --- the parser ------------------------------------------------------------------------
 
 
 def _result(addr: str, status: str, replycode: int, text: str, diagnostic: str,
             message_id: str, action: str, remote_mta: str = "") -> BounceResult:
     words = f"{diagnostic} {text}"[:20000]
-    status = best_status(status, words)
+    status = best_status(status, words, diagnostic)
     replycode = replycode or find_replycode(diagnostic)
-    reason, hard = classify(status, replycode, words, action=action)
     inferred = False
+    override = derived_status_overridden(status, diagnostic, words)
+    if override:
+        status, inferred = override, True
+    reason, hard = classify(status, replycode, words, action=action)
     if not status or status.endswith(".0.0"):
         guess = infer_status(reason, words, replycode, action)
         if guess and guess != status and (not status or guess[0] == status[0]
@@ -674,6 +724,8 @@ def _dsn_results(parts: _Parts, human: str, message_id: str) -> tuple[list[Bounc
             para = _paragraph(addr, human)
             if not diag:
                 diag = _without_address(para, addr)
+            if not diag:  # Sendmail: no Diagnostic-Code, the reason is in its transcript
+                diag = _text_reason(addr, human)
             remote = block.get("remote-mta", "").split(";", 1)[-1].strip()
             status = find_status(block.get("status", ""))
             results.append(_result(addr, status, 0, para, diag, message_id, action, remote))
@@ -728,6 +780,80 @@ def _ses_results(data: dict[str, Any], message_id: str) -> tuple[str, list[Bounc
     return "not_bounce", out
 
 
+def _json_object(text: str) -> Any:
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        return json.loads(text[start:end + 1])
+    except ValueError:
+        return None
+
+
+def _provider_event(text: str) -> tuple[str, dict[str, Any]] | None:
+    """A provider's documented bounce/complaint webhook payload carried in a mail
+    (Mailgun and Postmark report these only as JSON events, never as bounce mails):
+    ``("mailgun", event-data)`` or ``("postmark", record)``."""
+    if '"event-data"' not in text and '"RecordType"' not in text:
+        return None
+    data = _json_object(text)
+    if not isinstance(data, dict):
+        return None
+    event = data.get("event-data")
+    if isinstance(event, dict) and event.get("event") in ("failed", "complained"):
+        return "mailgun", event
+    if data.get("RecordType") in ("Bounce", "SpamComplaint"):
+        return "postmark", data
+    return None
+
+
+# Postmark bounce types that are failures of the recipient (the others are not
+# failures: AutoResponder, Subscribe, OpenRelayTest, ... or are our own doing)
+_POSTMARK_FAILED = {"HardBounce", "SoftBounce", "Transient", "DnsError", "BadEmailAddress",
+                    "SpamNotification", "VirusNotification", "Blocked", "DMARCPolicy",
+                    "Unknown"}
+
+
+def _provider_results(name: str, data: dict[str, Any], message_id: str
+                      ) -> tuple[str, list[BounceResult]]:
+    """(kind, results) for a Mailgun event or a Postmark record."""
+    if name == "mailgun":
+        addr = _bare(str(data.get("recipient", "")))
+        if not addr:
+            return "not_bounce", []
+        if data.get("event") == "complained":
+            return "feedback", [BounceResult(addr, "", 0, False, "spam",
+                                             "complaint: feedback-type abuse (Mailgun complained "
+                                             "event)", message_id, "complaint")]
+        ds = data.get("delivery-status") or {}
+        code = ds.get("code") if isinstance(ds.get("code"), int) else 0
+        text = " ".join(str(ds.get(k) or "") for k in ("message", "description")).strip()
+        diag = f"{code} {text}".strip() if code else text
+        diag = diag or str(data.get("reason", ""))
+        action = "delayed" if data.get("severity") == "temporary" else "failed"
+        r = _result(addr, find_status(text), int(code or 0), str(data.get("reason", "")), diag,
+                    message_id, action)
+        return ("delay" if action == "delayed" else "bounce"), [r]
+    addr = _bare(str(data.get("Email", "")))
+    if not addr:
+        return "not_bounce", []
+    kind = str(data.get("Type", ""))
+    if data.get("RecordType") == "SpamComplaint" or kind == "SpamComplaint":
+        return "feedback", [BounceResult(addr, "", 0, False, "spam",
+                                         "complaint: feedback-type abuse (Postmark "
+                                         "SpamComplaint)", message_id, "complaint")]
+    if kind not in _POSTMARK_FAILED:
+        return "not_bounce", []
+    details = _clean_diagnostic(str(data.get("Details", "")))
+    words = f"{data.get('Description', '')} {data.get('Name', '')}"
+    action = "delayed" if kind == "Transient" else "failed"
+    r = _result(addr, find_status(details), 0, words, details or words.strip(), message_id,
+                action)
+    if kind != "HardBounce" and r.hard:  # Postmark says the address is not known bad
+        r = BounceResult(**{**r.__dict__, "hard": False})
+    return ("delay" if action == "delayed" else "bounce"), [r]
+
+
 def _looks_like_bounce(msg: Message, sender: str, subject: str) -> bool:
     local = sender.partition("@")[0].lower()
     name = parseaddr(_header(msg, "From"))[0].lower()
@@ -763,6 +889,14 @@ def parse_bounce(
     our message id when the envelope recipient was its bounce address."""
     if not raw or not raw.strip():
         raise BounceParseError("empty mail")
+    if len(raw) > MAX_HEADER and raw.find(b"\n\n", 0, MAX_HEADER) < 0 \
+            and raw.find(b"\n\r\n", 0, MAX_HEADER) < 0:
+        raise BounceParseError(f"a header block over {MAX_HEADER // 1_000_000} MB "
+                               "(no bounce has one): not read")
+    containers = len(_MULTIPART.findall(raw, 0, 20_000_000))
+    if containers > MAX_MULTIPARTS:  # checked before the email package spends a second on it
+        raise BounceParseError(f"{containers} multipart containers: MIME parts nested too deep "
+                               "or too many to read")
     try:
         msg = message_from_bytes(raw, policy=email_policy.compat32)
     except RecursionError:
@@ -845,6 +979,35 @@ def parse_bounce(
                             note="" if results else "an SES notification without bounces",
                             **base)
 
+    # 3b. Mailgun / Postmark webhook payloads carried in a mail
+    event = _provider_event(human)
+    if event is not None:
+        name, data = event
+        pheaders: list[tuple[str, str]] = []
+        if name == "mailgun":
+            mh = (data.get("message") or {}).get("headers") or {}
+            pheaders = [(str(k), str(v)) for k, v in mh.items()] if isinstance(mh, dict) else []
+            mid_value = next((v for k, v in pheaders if k.lower() == "message-id"), "")
+            if mid_value and not mid_value.startswith("<"):
+                pheaders.append(("Message-ID", f"<{mid_value}>"))
+        meta = data.get("Metadata") or (data.get("user-variables") or {})
+        if isinstance(meta, dict):
+            pheaders += [("X-Postlane-Id", str(v)) for k, v in meta.items()
+                        if str(k).lower().replace("_", "-") in ("x-postlane-id", "postlane-id")]
+        mid, how = attribute(msg, parts, bounce_alias=bounce_alias, domains=domains,
+                             envelope_message_id=envelope_message_id, extra_headers=pheaders)
+        kind, results = _provider_results(name, data, mid)
+        base_kw: dict[str, Any] = {"message_id": mid, "attributed_by": how, **base}
+        if kind == "feedback":
+            return ParsedBounce("feedback", name, complaints=tuple(results),
+                                note=f"a {name} complaint event", **base_kw)
+        if kind == "delay":
+            return ParsedBounce("delay", name, delayed=tuple(results),
+                                note=f"a {name} temporary failure: still retrying", **base_kw)
+        return ParsedBounce(kind if results else "not_bounce", name, tuple(results),
+                            note="" if results else f"a {name} event without a failure",
+                            **base_kw)
+
     # 4. text formats
     mid, how = attribute(msg, parts, bounce_alias=bounce_alias, domains=domains,
                          envelope_message_id=envelope_message_id)
@@ -859,7 +1022,8 @@ def parse_bounce(
         if not found and msg.get("X-Failed-Recipients"):
             failed_rcpts = [_bare(a) for a in _header(msg, "X-Failed-Recipients").split(",")
                             [:MAX_RESULTS]]
-            found = [(a, _without_address(_paragraph(a, human), a)) for a in failed_rcpts if a]
+            found = [(a, _without_address(_paragraph(a, human), a) or _reason_paragraph(human))
+                     for a in failed_rcpts if a]
         if found:
             fmt = detect_format(head, human, "") or fmt or "unknown"
             delay = bool(_DELAY_WORDS.search(f"{subject}\n{human[:3000]}")) and not re.search(

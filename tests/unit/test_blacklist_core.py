@@ -310,3 +310,20 @@ def test_an_auto_reply_resets_and_a_complaint_is_recorded() -> None:
     st, change = evolve(None, ev, Rules())
     assert change is not None and not change.blacklisted and not st.bounces
     assert [e["type"] for e in change.suppressions] == ["complaint"]
+
+
+@pytest.mark.parametrize(("name", "address", "mid", "fmt"), [
+    ("mailgun-complained", "raj.patel@example.com", "mg-2103", "mailgun"),
+    ("postmark-spam-complaint", "sam.ortiz@example.com", "pm-2203", "postmark"),
+    ("sendgrid-forwarded-spam-report", "omar.haddad@example.org", "sg-2002", "arf"),
+])
+def test_provider_complaints_are_complaints(name: str, address: str, mid: str,
+                                             fmt: str) -> None:
+    raw = (CORPUS / f"{name}.eml").read_bytes()
+    out, _ = intake_routed(view(), routed("bounce", mail=base64.b64encode(raw).decode()))
+    (spec, key, ev), = out
+    assert spec is BOUNCES and key == address
+    assert isinstance(ev, ComplaintReceived)
+    assert (ev.feedback_type, ev.message_id, ev.format) == ("abuse", mid, fmt)
+    _, change = evolve(None, ev, Rules())
+    assert change is not None and [e["type"] for e in change.suppressions] == ["complaint"]
