@@ -264,17 +264,9 @@ def to_toml(data: dict[str, Any]) -> str:
 
 
 def limit_warnings(desired: DesiredConfig, partitions: int) -> list[str]:
-    """Daily limits the per-partition shares make surprising (see the
-    limiter's core): a limit below the partition count leaves some
-    partitions a share of 0, so their mail waits for ever."""
-    out: list[str] = []
-    limited: list[tuple[str, int]] = [(f"server {s.name!r}", s.daily_limit)
-                                      for s in desired.servers]
-    limited += [(f"tenant {t.name!r}", t.daily_limit) for t in desired.tenants]
-    for who, limit in limited:
-        if 0 < limit < partitions:
-            out.append(
-                f"{who}: daily_limit {limit} is split over {partitions} partitions, so "
-                f"{partitions - limit} of them get a share of 0 and defer all their mail; "
-                "raise the limit or run with POSTLANE_PARTITIONS=1")
-    return out
+    """Daily limits that would surprise a user. None since issue 15: a
+    limit is counted by the one quota processor (processors/limiter/quota.py),
+    exact whatever the partition count (it used to be split into
+    per-partition shares, and a limit below the partition count left some
+    partitions a share of 0). Kept for the callers."""
+    return []

@@ -12,8 +12,11 @@ of the limiter changes this module only).
   makes them) minus those released or cancelled (the prune timer drops
   their rows within a second).
 
-The meters row (counts and rate buckets per partition) depends on the
-clock of each scheduling pass and is not replayed.
+The meters row (mass in flight per partition) depends on the clock of
+each scheduling pass and is not replayed; neither is the "asking" state of
+a mail waiting for the quota's answer (no event: a few ms). Released and
+cancelled markers older than ``held_keep`` (an hour) before the last
+record folded are left out, as the limiter deletes them.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def _fold(s: Settings, recs: list[Rec]) -> tuple[dict[str, str], dict[str, Any],
 
     out = Folded()
     held: dict[str, str] = {}
+    done_at: dict[str, float] = {}  # when a mail was released / cancelled
+    last = 0.0
     mass: dict[str, Any] = {}
     mass_topic = ROUTING_DECIDED_MASS.full(s)
     for rec in in_order(recs, (ROUTING_DECIDED_MASS, HELD, RELEASED, COMMAND_RESULTS), s):
@@ -57,6 +62,8 @@ def _fold(s: Settings, recs: list[Rec]) -> tuple[dict[str, str], dict[str, Any],
             out.skipped += 1
             continue
         out.folded += 1
+        at = rec.timestamp_ms / 1000.0
+        last = max(last, at)
         if isinstance(ev, RoutingDecided):
             if rec.topic != mass_topic or ev.outcome != "routed":
                 continue
@@ -71,10 +78,15 @@ def _fold(s: Settings, recs: list[Rec]) -> tuple[dict[str, str], dict[str, Any],
         elif isinstance(ev, MailReleased):
             if held.get(mid) != "cancelled":
                 held[mid] = "released"
+                done_at[mid] = at
             mass.pop(mid, None)
         elif isinstance(ev, MessageCancelled) and ev.by == NAME:
             held[mid] = "cancelled"
+            done_at[mid] = at
             mass.pop(mid, None)
+    keep = core.Limits().held_keep
+    held = {m: v for m, v in held.items()
+            if v == "held" or done_at.get(m, last) >= last - keep}
     return held, mass, out
 
 

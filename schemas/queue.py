@@ -107,3 +107,106 @@ class QueueCommandRefused(Event):
     command: str
     by: str
     reason: str
+
+
+# --- the quota: one accounting of every limited SMTP transaction ---------------------------
+
+ASKERS = ("limiter", "delivery")
+
+
+class QuotaAsked(Event):
+    """A limiter partition (before it releases a mail) or delivery (before a
+    retry, a failover or an operator's retry) asked the quota processor for
+    one token of every limit the transaction falls under. ``ask_id`` names
+    the ask (the same ask again after a crash gets the same answer and is
+    counted once); ``server``/``tenant``/``domains``: what the limits apply
+    to; ``force``: an operator's send-now, counted and never refused;
+    ``by``: who asked (the answer goes back there, keyed by message_id)."""
+
+    ask_id: str
+    message_id: str
+    server: str
+    by: str = "limiter"
+    lane: str = "transactional"
+    tenant: str = ""
+    domains: list[str] = []
+    force: bool = False
+    attempt: int = 0  # delivery: the attempt the token is for
+    partition: int = -1  # the limiter's partition of the mail (answers go there)
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if not self.ask_id or not self.message_id or not self.server:
+            out.append("ask_id, message_id and server are required")
+        if self.by not in ASKERS:
+            out.append(f"by {self.by!r} must be one of {', '.join(ASKERS)}")
+        if self.lane not in LANES:
+            out.append(f"lane {self.lane!r} must be one of {', '.join(LANES)}")
+        return out
+
+
+class QuotaGranted(Event):
+    """The quota processor counted one transaction of ``ask_id`` against
+    every limit it falls under. ``at``: the earliest it may start (later
+    than now when a rate reserved it a future slot; ``reason`` then says
+    which rate, in words)."""
+
+    ask_id: str
+    message_id: str
+    by: str = "limiter"
+    at: float = 0.0
+    reason: str = ""
+    attempt: int = 0
+
+
+class QuotaRefused(Event):
+    """The quota processor did not count ``ask_id``: a daily limit is
+    reached (``why`` daily_limit, ``until`` the next window) or a mass
+    mail's rate slot is too far ahead (``why`` paced). ``reason`` is the
+    sentence a person reads."""
+
+    ask_id: str
+    message_id: str
+    why: str
+    reason: str
+    until: float = 0.0
+    by: str = "limiter"
+    attempt: int = 0
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.why not in HOLDS:
+            out.append(f"why {self.why!r} must be one of {', '.join(HOLDS)}")
+        return out
+
+
+class QuotasAsked(Event):
+    """The asks of one limiter pass in one record (one record per pass, not
+    per mail): each item is a QuotaAsked as data."""
+
+    asks: list[dict[str, Any]] = []
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if not all(isinstance(a, dict) and a.get("type") in (None, "", "QuotaAsked")
+                   and all(isinstance(a.get(f), str) and a.get(f)
+                           for f in ("ask_id", "message_id", "server"))
+                   for a in self.asks):
+            out.append("every ask must be a QuotaAsked object with ask_id, message_id "
+                       "and server")
+        return out
+
+
+class QuotasAnswered(Event):
+    """The quota's answers to the asks of one partition of the limiter, in
+    one record (keyed to land on that partition): each item is a
+    QuotaGranted or a QuotaRefused as data (with its ``type``)."""
+
+    answers: list[dict[str, Any]] = []
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if not all(isinstance(a, dict) and a.get("type") in ("QuotaGranted", "QuotaRefused")
+                   for a in self.answers):
+            out.append("every answer must be a QuotaGranted or QuotaRefused object")
+        return out

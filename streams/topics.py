@@ -18,6 +18,16 @@ Partition keys (why):
 - commands, command-results: QueueCommandIssued and its answer, keyed by
   message_id, so a command meets the mail's state in the same partition of
   the limiter, delivery and status tables.
+- quota: QuotaAsked from the limiter and delivery, ONE partition (key =
+  message_id, for readers only): every limited SMTP transaction of every
+  server, tenant and domain is counted by one writer in one order, so a
+  daily limit L is exactly L whatever the partitions and workers (see
+  processors/limiter/quota.py; the cost is one extra hop per limited mail,
+  and one partition's pace is the ceiling for limited mail).
+- quota-answers: QuotaGranted / QuotaRefused for the limiter, keyed by
+  message_id, co-partitioned with routing-decided and the limiter's tables
+  (the answer meets its mail's partition). delivery-quota: the same for
+  delivery's retries, co-partitioned with the delivery ledger.
 - dead-letter: key = the source key; one partition is plenty.
 - inbound, inbound-routed: key = the mail's normalized Message-ID
   (``left@right-lowercased``, no brackets; ``inbound:<inbound_id>`` when it
@@ -100,6 +110,11 @@ COMMAND_RESULTS = TopicSpec("command-results",
                             doc="QueueCommandApplied / QueueCommandRefused, MessageCancelled")
 DEAD_LETTER = TopicSpec("dead-letter", single_partition=True,
                         doc="EventDeadLettered: inputs a processor refused")
+QUOTA = TopicSpec("quota", single_partition=True,
+                  doc="QuotaAsked: tokens of limits asked before a limited SMTP transaction")
+QUOTA_ANSWERS = TopicSpec("quota-answers", doc="QuotaGranted / QuotaRefused for the limiter")
+DELIVERY_QUOTA = TopicSpec("delivery-quota",
+                           doc="QuotaGranted / QuotaRefused for delivery's retries")
 
 INBOUND = TopicSpec("inbound", doc="InboundMailReceived / InboundMailRejected (raw mail)")
 INBOUND_ROUTED = TopicSpec("inbound-routed", doc="InboundMailRouted from the inbound router")
@@ -139,5 +154,5 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     SEND_REQUESTED_MASS, ROUTING_DECIDED_MASS, RELEASED, HELD, COMMANDS, COMMAND_RESULTS,
     INBOUND, INBOUND_ROUTED, SENT_IDS, INBOUND_THREADS, INBOUND_ALIASES, INCOMING_STATUS,
     BOUNCE_MAIL, BOUNCE_ATTRIBUTION, BOUNCE_DOMAINS, BOUNCES, BLACKLIST,
-    WEBHOOK_EVENTS, WEBHOOKS,
+    WEBHOOK_EVENTS, WEBHOOKS, QUOTA, QUOTA_ANSWERS, DELIVERY_QUOTA,
 )

@@ -53,6 +53,8 @@ from schemas import (
     InvalidEvent,
     MailReleased,
     QueueCommandIssued,
+    QuotaGranted,
+    QuotaRefused,
     RetryTimeReached,
     RoutingDecided,
     SendRequested,
@@ -62,11 +64,20 @@ from schemas import (
 )
 from streams.acked import acked, write_row
 from streams.batches import batches
-from streams.topics import COMMAND_RESULTS, DEAD_LETTER, DELIVERY, DELIVERY_DUE, RELEASED
+from streams.topics import (
+    COMMAND_RESULTS,
+    DEAD_LETTER,
+    DELIVERY,
+    DELIVERY_DUE,
+    DELIVERY_QUOTA,
+    QUOTA,
+    RELEASED,
+)
 
 from ..deadletter import send_dead_letter
+from ..limiter.limits import LimitsCache
 from ..runtime import Runtime
-from . import core
+from . import core, tokens
 from .sender import Sender
 
 NAME = "delivery"
@@ -75,6 +86,8 @@ _INPUTS: dict[str, type[Event]] = {
     "MailReleased": MailReleased,
     "QueueCommandIssued": QueueCommandIssued,
     "RetryTimeReached": RetryTimeReached,
+    "QuotaGranted": QuotaGranted,
+    "QuotaRefused": QuotaRefused,
 }
 
 
@@ -85,7 +98,9 @@ def register(rt: Runtime) -> None:
     results_topic = rt.topic(COMMAND_RESULTS)
     due_topic = rt.topic(DELIVERY_DUE)
     dlq = rt.topic(DEAD_LETTER)
-    source = rt.raw_topic(RELEASED, DELIVERY_DUE)
+    source = rt.raw_topic(RELEASED, DELIVERY_DUE, DELIVERY_QUOTA)
+    quota_topic = rt.topic(QUOTA)
+    limits = LimitsCache(rt.config, s)
     ledger_table = app.Table(
         "delivery-ledger", default=None, partitions=s.partitions,
         # keys are raw bytes (message_id): without key_type the changelog is
@@ -204,9 +219,22 @@ def register(rt: Runtime) -> None:
                 return None
             recipients = sender.recipients(event, request)
             ledger, action = core.on_routed(ledger, event, recipients, now)
+        elif isinstance(event, QuotaGranted | QuotaRefused):
+            new, action = tokens.on_answer(ledger, event, now)
+            if new is not ledger and new is not None and action.kind != "deliver":
+                sent.append(await write_row(ledger_table, key, new.to_dict()))
+                signalled.pop(event.message_id, None)  # the timer signals it when due
+            ledger = new
         else:
             assert isinstance(event, RetryTimeReached)
             action = core.on_retry_due(ledger, event.attempt, now)
+        if action.kind == "deliver" and ledger is not None and tokens.needs_token(
+                ledger, limits()):
+            # a later SMTP transaction: it starts once the quota granted its token
+            sent.append(await quota_topic.send(key=key, value=encode(tokens.ask(ledger))))
+            if isinstance(event, QueueCommandIssued):  # its ledger (command id) is kept
+                sent.append(await write_row(ledger_table, key, ledger.to_dict()))
+            return None
         if action.kind != "deliver" or ledger is None:
             if action.reason:
                 log.debug("%s: %s", event.message_id, action.reason)  # type: ignore[attr-defined]

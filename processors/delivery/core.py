@@ -68,6 +68,7 @@ class Ledger:
     interrupted_attempts: int = 0
     commands: list[str] = field(default_factory=list)  # ids of commands applied or refused
     cancelled: bool = False  # an operator cancelled it (done; ``pending`` never sent)
+    token: int = 0  # the attempt the quota granted a token for (tokens.py)
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)  # a deep copy, as plain JSON values

@@ -11,11 +11,17 @@ the ops commands for mail it holds.
   and is taken in as it goes out; and the consumer hands mass records over
   only when no other record is waiting (``low_priority`` topics,
   streams/upstream_patches.py).
-- ``postlane.limiter`` reads transactional decisions, ops commands and
-  delivery's attempts (which free the mass window); with the scheduler tick
-  it is the only writer of ``limiter-held`` (message_id -> held / released /
-  cancelled) and ``limiter-meters`` (one row per partition, see core.py). The
-  agent and the tick run in one process and take one lock.
+- ``postlane.limiter`` reads transactional decisions, ops commands,
+  delivery's attempts (which free the mass window) and the quota's answers
+  (``quota-answers``); with the scheduler tick it is the only writer of
+  ``limiter-held`` (message_id -> held / released / cancelled; released and
+  cancelled markers are deleted after ``held_keep``) and ``limiter-meters``
+  (one row per partition: the mass in flight). The agent and the tick run
+  in one process and take one lock.
+- ``postlane.limiter.quota`` (quota_agent.py) counts every limited
+  transaction of every partition and of delivery's retries, in one place:
+  a mail under a limit is "asking" (a held row, not visible) until it
+  answers; the asks of a pass go out as one QuotasAsked.
 
 Each scheduling pass: decide with the pure core, publish MailReleased /
 MailHeld / command results, wait until the broker acknowledged them (those
@@ -28,7 +34,8 @@ what it released: it neither re-sends nor over-sends.
 
 Keys: every input is keyed by message_id; the meters row of partition p has
 a key the partitioner puts on p (index.meters_key), so it is recovered by
-whichever worker owns p. Quotas are shared per partition (core.py).
+whichever worker owns p, and so has the QuotasAnswered for p's mail. Limits
+are counted by the quota, not per partition (core.py, quota.py).
 """
 
 from __future__ import annotations
@@ -56,8 +63,13 @@ from schemas import (
     QueueCommandApplied,
     QueueCommandIssued,
     QueueCommandRefused,
+    QuotaGranted,
+    QuotaRefused,
+    QuotasAnswered,
+    QuotasAsked,
     RoutingDecided,
     decode,
+    decode_any,
     encode,
 )
 from streams.acked import acked
@@ -69,6 +81,8 @@ from streams.topics import (
     DEAD_LETTER,
     DELIVERY,
     HELD,
+    QUOTA,
+    QUOTA_ANSWERS,
     RELEASED,
     ROUTING_DECIDED,
     ROUTING_DECIDED_MASS,
@@ -76,9 +90,10 @@ from streams.topics import (
 
 from ..deadletter import send_dead_letter
 from ..runtime import Runtime
-from . import core
+from . import core, quota
 from .index import Index, meters_key
-from .limits import limits_from
+from .limits import LimitsCache
+from .quota_agent import register_quota
 
 NAME = "limiter"
 log = logging.getLogger("postlane.limiter")
@@ -101,10 +116,25 @@ class _Out:
         self.rows: dict[bytes, Any] = {}
         self.meters: set[int] = set()
         self.done_mass: list[bytes] = []  # mass mail that left: prunable once rows are written
+        self.asks: list[dict[str, Any]] = []  # to the quota, in one QuotasAsked
+
+    def ask(self, ask: dict[str, Any]) -> None:
+        self.asks.append(ask)
 
     def send(self, topic: Any, message_id: str, event: Event | bytes) -> None:
         value = event if isinstance(event, bytes) else encode(event)
         self.events.append((topic, message_id.encode(), value))
+
+
+_ANSWERS: dict[str, type[Event]] = {"QuotaGranted": QuotaGranted, "QuotaRefused": QuotaRefused}
+_BATCH: dict[str, type[Event]] = {"QuotasAnswered": QuotasAnswered, **_ANSWERS}
+
+
+def _ask(mail: core.Mail, ask_id: str, partition: int, force: bool = False) -> dict[str, Any]:
+    """A QuotaAsked as data, an item of the pass's QuotasAsked."""
+    return {"type": "QuotaAsked", "ask_id": ask_id, "message_id": mail.message_id,
+            "server": mail.server, "by": "limiter", "lane": mail.lane, "tenant": mail.tenant,
+            "domains": mail.domains(), "force": force, "partition": partition}
 
 
 def register(rt: Runtime) -> None:
@@ -113,6 +143,8 @@ def register(rt: Runtime) -> None:
     n = s.partitions
     clock: Callable[[], float] = rt.extras.get("clock", time.time)
     released_topic, held_topic = rt.topic(RELEASED), rt.topic(HELD)
+    quota_topic = rt.topic(QUOTA)
+    register_quota(rt)
     results_topic, dlq = rt.topic(COMMAND_RESULTS), rt.topic(DEAD_LETTER)
 
     def table(name: str, help_: str) -> Any:
@@ -125,16 +157,8 @@ def register(rt: Runtime) -> None:
     index = Index(partitions=n)
     lock = asyncio.Lock()
     wake = asyncio.Event()
-    limits_cache: dict[str, Any] = {"version": -1, "limits": None}
+    limits = LimitsCache(rt.config, s)
     rt.extras["limiter_index"] = index
-
-    def limits() -> core.Limits:
-        view = rt.config.view
-        if limits_cache["version"] != view.version:
-            limits_cache["limits"] = limits_from(view, s)
-            limits_cache["version"] = view.version
-        out: core.Limits = limits_cache["limits"]
-        return out
 
     def assigned() -> frozenset[int]:
         name = ROUTING_DECIDED.full(s)
@@ -225,7 +249,8 @@ def register(rt: Runtime) -> None:
 
     # --- transactional lane, commands, delivery's attempts ----------------------------------
 
-    @app.agent(rt.raw_topic(ROUTING_DECIDED, COMMANDS, DELIVERY), name="postlane.limiter")
+    @app.agent(rt.raw_topic(ROUTING_DECIDED, COMMANDS, DELIVERY, QUOTA_ANSWERS),
+               name="postlane.limiter")
     async def limit(stream: Any) -> None:
         await rt.config.wait_ready()
         # closed when the loop ends, also by an exception: a batch left at its
@@ -269,6 +294,18 @@ def register(rt: Runtime) -> None:
                     out.meters.add(p)
                     touched.add(p)
             return
+        if topic == QUOTA_ANSWERS.full(s):
+            try:
+                got = decode_any(_BATCH, message.value)
+                answers = [quota.Answer.of(a) for a in (
+                    got.answers if isinstance(got, QuotasAnswered)
+                    else [got.to_representation()])]
+            except (InvalidEvent, KeyError, TypeError, ValueError) as exc:
+                await send_dead_letter(dlq, NAME, message, f"unreadable quota answer: {exc}")
+                return
+            for answer in answers:
+                _answer(p, answer, touched, out)
+            return
         if topic == COMMANDS.full(s):
             try:
                 command = decode(QueueCommandIssued, message.value)
@@ -287,6 +324,28 @@ def register(rt: Runtime) -> None:
             message_id=mid, lane="transactional", seq=message.offset,
             decision=dict(decision.to_representation()), received_at=clock(),
         )
+        touched.add(p)
+
+    def _answer(p: int, answer: quota.Answer, touched: set[int], out: _Out) -> None:
+        """The quota answered an ask: the mail goes (in this batch's pass) or waits."""
+        mail = index.held[p].get(answer.message_id)
+        if mail is None or not mail.asked or mail.ask_id != answer.ask_id:
+            return  # stale or repeated: released, held or asking again already
+        now = clock()
+        if answer.granted:
+            result = core.answered(index.meters[p], mail, True, now, at=answer.at,
+                                   reason=answer.reason)
+        else:
+            result = core.answered(index.meters[p], mail, False, now, why=answer.why,
+                                   until=answer.until, reason=answer.reason)
+        if result.meters is not index.meters[p]:
+            index.meters[p] = result.meters
+            out.meters.add(p)
+        if result.hold is not None:
+            _hold(p, result.mail, result.hold, out)
+        else:  # granted now: released by this batch's pass
+            index.held[p][mail.message_id] = result.mail
+            out.rows[mail.message_id.encode()] = {"state": "held", "mail": result.mail.to_dict()}
         touched.add(p)
 
     def _command(p: int, command: QueueCommandIssued, out: _Out) -> None:
@@ -328,9 +387,11 @@ def register(rt: Runtime) -> None:
                 detail=f"cancelled while {where}", event_id=result_id(cid)))
             out.rows[key] = {"state": "cancelled", "at": now, "commands": [cid]}
             return
-        # send_now: released whatever the limits say, and counted
+        # send_now: released whatever the limits say, and counted by the quota
         index.meters[p] = core.force(index.meters[p], mail, now, limits())
         out.meters.add(p)
+        if core.limited(mail.server, mail.tenant, mail.domains(), limits()):
+            out.ask(_ask(mail, f"{mid}:force:{cid}", p, force=True))
         out.send(released_topic, mid, MailReleased(
             message_id=mid, lane=mail.lane, decision=mail.decision, forced=True,
             command_id=cid, held_for=round(now - mail.received_at, 3), step=mail.step + 1))
@@ -351,7 +412,7 @@ def register(rt: Runtime) -> None:
         now = clock()
         lim = limits()
         held = index.held[p]
-        due = [m for m in held.values() if m.until <= now or not m.why]
+        due = [m for m in held.values() if core.due(m, now, lim)]
         trans = [m for m in due if m.lane == "transactional"]
         due_mass = sorted((m for m in due if m.lane == "mass"), key=lambda m: m.seq)
         pending = itertools.islice(index.pending[p].values(), s.mass_lookahead)
@@ -366,20 +427,31 @@ def register(rt: Runtime) -> None:
                 message_id=mail.message_id, lane=mail.lane, decision=mail.decision,
                 held_for=round(now - mail.received_at, 3), step=mail.step + 1))
             out.rows[mail.message_id.encode()] = {"state": "released", "at": now}
-        for mail, verdict in result.holds:
-            step = mail.step + 1 if verdict.reason else mail.step
-            new = replace(mail, why=verdict.kind, until=verdict.until, step=step)
-            if new == held.get(mail.message_id):
-                continue
-            if verdict.reason:
-                out.send(held_topic, mail.message_id, MailHeld(
-                    message_id=mail.message_id, lane=mail.lane, why=verdict.kind,
-                    reason=verdict.reason, until=verdict.until, step=step))
+        for mail in result.asks:  # asking: held (not visibly) until the quota answers
             if mail.lane == "mass":
                 index.pending[p].pop(mail.seq, None)
-            held[mail.message_id] = new
-            out.rows[mail.message_id.encode()] = {"state": "held", "mail": new.to_dict()}
-        index.refresh_due(p)
+            held[mail.message_id] = asking = replace(mail, asked=now)
+            out.rows[mail.message_id.encode()] = {"state": "held", "mail": asking.to_dict()}
+            out.ask(_ask(mail, mail.ask_id, p))
+        for mail, verdict in result.holds:
+            _hold(p, mail, verdict, out)
+        index.refresh_due(p, lim.ask_timeout)
+
+    def _hold(p: int, mail: core.Mail, verdict: core.Verdict, out: _Out) -> None:
+        """Record a hold (and announce it when it has a reason)."""
+        held = index.held[p]
+        step = mail.step + 1 if verdict.reason else mail.step
+        new = replace(mail, why=verdict.kind, until=verdict.until, step=step)
+        if new == held.get(mail.message_id):
+            return
+        if verdict.reason:
+            out.send(held_topic, mail.message_id, MailHeld(
+                message_id=mail.message_id, lane=mail.lane, why=verdict.kind,
+                reason=verdict.reason, until=verdict.until, step=step))
+        if mail.lane == "mass":
+            index.pending[p].pop(mail.seq, None)
+        held[mail.message_id] = new
+        out.rows[mail.message_id.encode()] = {"state": "held", "mail": new.to_dict()}
 
     async def _commit(out: _Out) -> None:
         """Publish, wait for the acknowledgements, then write the tables (see the module docstring).
@@ -387,6 +459,10 @@ def register(rt: Runtime) -> None:
         is retried (the lock is held: nothing else moves meanwhile); a send
         that did reach the broker before the failure is a duplicate delivery
         drops."""
+        if out.asks:  # one record for the pass's asks
+            key = out.asks[0]["message_id"]
+            out.send(quota_topic, key, QuotasAsked(asks=out.asks))
+            out.asks = []
         if not out.events and not out.rows and not out.meters:
             return
         delay = 0.5
@@ -410,6 +486,8 @@ def register(rt: Runtime) -> None:
             meters_table[meters_key(p, n)] = index.meters[p].to_dict()
         for key, row in out.rows.items():
             held_table[key] = row
+            if row.get("state") in ("released", "cancelled"):
+                index.done_held.append((float(row["at"]), key))
         index.done_mass.extend(out.done_mass)
 
     # --- the tick: held mail whose time has come, mass mail as the window frees ----------------
@@ -432,6 +510,11 @@ def register(rt: Runtime) -> None:
                             _pass(p, out)
                     await _commit(out)
                     _pace_intake()
+                    for key in index.prunable_held(now, limits().held_keep):
+                        row = held_table.get(key)
+                        if isinstance(row, dict) and row.get("state") in ("released",
+                                                                          "cancelled"):
+                            del held_table[key]
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the tick must keep running

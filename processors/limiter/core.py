@@ -1,22 +1,25 @@
-"""The limiter's pure core: which held mail may go now, and why the rest waits.
+"""The limiter's pure core: which held mail may go now, which must ask the
+quota first, and why the rest waits.
 
 No Faust, no I/O: the agent passes the partition's meters, the mail it holds
 (in order) and the clock; replay tools and tests call the same functions.
 
-Shares. The limiter runs once per partition of its input (keyed by
-message_id), and each partition meters on its own: a server's or tenant's
-daily limit L is split over the N partitions (``L // N``, the remainder to
-the lowest partitions; together exactly L), and a rate R gives each
-partition R / N. No partition ever asks another, so a busy server's quota
-scales with the partition count; the price is that one partition may defer
-mail while another still has share left (with N = 4 and L = 200, each has
-50). Choose N small when limits are small; see the README.
+Limits. The limiter runs once per partition of its input (keyed by
+message_id), but it does not count limits itself: a mail that falls under
+a daily limit or a rate (of its server, its tenant or a recipient domain)
+asks the quota processor for its token (quota.py: one partition, one
+writer, so a daily limit L is exactly L for any partition count) and waits,
+"asking", for the answer: granted (release, at once or at the slot a rate
+gave it) or refused (held until the next window, in words, or, for mass
+mail, until its rate has a slot). A mail under no limit is released at once.
 
 Order. Transactional mail goes first, in arrival order; mass mail after, in
 creation order, only while the partition has fewer than ``mass_window``
-mass mails released and not yet attempted by delivery (so delivery's input
-never holds more than that much mass ahead of an invoice), and never with a
-rate bucket a waiting transactional mail needs.
+mass mails asking, granted or released and not yet attempted by delivery
+(so delivery's input never holds more than that much mass ahead of an
+invoice). Across partitions the quota grants in the order asks arrive; a
+mass mail never books a rate slot more than ``mass_ahead`` seconds ahead,
+so a transactional mail asking later gets the next slot.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from typing import Any, Literal
 from schemas import plain
 from schemas.addresses import AddressError, split_address
 
-from .windows import next_window, window_start, words
+from .windows import words
 
-VerdictKind = Literal["release", "scheduled", "daily_limit", "paced", "busy"]
+VerdictKind = Literal["release", "ask", "scheduled", "daily_limit", "paced", "busy"]
 # holds a person sees (MailHeld); "busy" (mass window full) is not one
 VISIBLE = ("scheduled", "daily_limit", "paced")
 
@@ -52,29 +55,18 @@ class Limits:
     day_start: str = "00:00"
     mass_window: int = 32
     inflight_timeout: float = 300.0
-
-
-def daily_share(limit: int, partitions: int, partition: int, day: int = 0) -> int:
-    """Partition ``partition``'s share of a daily ``limit`` on window ``day``
-    (the shares add up to the limit). The remainder goes to different
-    partitions each day, so with a limit below the partition count no
-    partition has a share of 0 for ever."""
-    base, extra = divmod(limit, partitions)
-    return base + (1 if (partition - day) % partitions < extra else 0)
+    mass_ahead: float = 1.0  # seconds a mass mail may book a rate slot ahead
+    ask_timeout: float = 30.0  # an ask unanswered this long is asked again (same ask_id)
+    held_keep: float = 3600.0  # released / cancelled markers are deleted after this long
 
 
 @dataclass
 class Meters:
-    """One partition's counters: mails released in the current window per
-    ``server:<name>`` / ``tenant:<name>``, rate buckets per ``server:<name>``
-    / ``domain:<domain>`` (``[tokens, at]``; a bucket that has refilled is
-    dropped), and mass mail released and not yet started by delivery
-    (message_id -> released at)."""
+    """One partition's counters: mass mail asking, granted or released and
+    not yet started by delivery (message_id -> since when). The limits
+    themselves are counted by the quota processor (quota.py)."""
 
     partition: int
-    window: float = 0.0
-    counts: dict[str, int] = field(default_factory=dict)
-    buckets: dict[str, list[float]] = field(default_factory=dict)
     inflight: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,13 +76,8 @@ class Meters:
     def from_dict(cls, data: Mapping[str, Any] | None, partition: int) -> Meters:
         if not data:
             return cls(partition=partition)
-        return cls(
-            partition=int(data.get("partition", partition)),
-            window=float(data.get("window", 0.0)),
-            counts=dict(data.get("counts", {})),
-            buckets={k: list(v) for k, v in dict(data.get("buckets", {})).items()},
-            inflight=dict(data.get("inflight", {})),
-        )
+        return cls(partition=int(data.get("partition", partition)),
+                   inflight=dict(data.get("inflight", {})))
 
     def copy(self) -> Meters:
         return Meters.from_dict(self.to_dict(), self.partition)
@@ -99,7 +86,9 @@ class Meters:
 @dataclass(frozen=True)
 class Mail:
     """A routed mail the limiter holds. ``why``/``until``: its current visible
-    hold ("" when none was announced); ``step``: limiter events so far."""
+    hold ("" when none was announced); ``step``: limiter events so far;
+    ``asked``: when it asked the quota for its token (0: not asking);
+    ``slot``: the time its granted token allows it to go (0: no token)."""
 
     message_id: str
     lane: str
@@ -109,6 +98,8 @@ class Mail:
     why: str = ""
     until: float = 0.0
     step: int = 0
+    asked: float = 0.0
+    slot: float = 0.0
 
     @property
     def server(self) -> str:
@@ -128,18 +119,15 @@ class Mail:
         value = self.request.get("send_at", 0.0)
         return float(value) if isinstance(value, int | float) else 0.0
 
+    @property
+    def ask_id(self) -> str:
+        """The id of this mail's ask for a token: the same until a visible
+        hold changes its step, so an ask repeated after a crash or a timeout
+        is the same ask (counted once)."""
+        return f"{self.message_id}:{self.step}"
+
     def domains(self) -> list[str]:
-        out: list[str] = []
-        for fname in ("to", "cc", "bcc"):
-            values = self.request.get(fname)
-            for value in values if isinstance(values, list) else []:
-                try:
-                    domain = split_address(str(value))[1].rpartition("@")[2].lower()
-                except AddressError:
-                    continue
-                if domain and domain not in out:
-                    out.append(domain)
-        return out
+        return recipient_domains(self.request)
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)  # a deep copy, as plain JSON values
@@ -149,12 +137,26 @@ class Mail:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
+def recipient_domains(request: Mapping[str, Any]) -> list[str]:
+    """The recipient domains of a SendRequested (as data), lower-cased, once each."""
+    out: list[str] = []
+    for fname in ("to", "cc", "bcc"):
+        values = request.get(fname)
+        for value in values if isinstance(values, list) else []:
+            try:
+                domain = split_address(str(value))[1].rpartition("@")[2].lower()
+            except AddressError:
+                continue
+            if domain and domain not in out:
+                out.append(domain)
+    return out
+
+
 @dataclass(frozen=True)
 class Verdict:
     kind: VerdictKind
     until: float = 0.0
     reason: str = ""
-    scopes: tuple[str, ...] = ()  # the rate buckets a paced mail needs (reserved for it)
 
 
 @dataclass
@@ -163,6 +165,7 @@ class Pass:
 
     meters: Meters
     released: list[Mail] = field(default_factory=list)
+    asks: list[Mail] = field(default_factory=list)  # ask the quota (marked asking)
     holds: list[tuple[Mail, Verdict]] = field(default_factory=list)  # announce and record
 
 
@@ -170,37 +173,17 @@ class Pass:
 
 
 def roll(meters: Meters, now: float, limits: Limits) -> Meters:
-    """A new window resets the counts; mass mail released too long ago stops
-    counting against the mass window (its attempt was lost or skipped)."""
+    """Mass mail in the window too long ago stops counting against it (its
+    answer or its attempt was lost or skipped)."""
     out = meters.copy()
-    opened = window_start(now, limits.timezone, limits.day_start)
-    if out.window != opened:
-        out.window, out.counts = opened, {}
     cutoff = now - limits.inflight_timeout
     out.inflight = {k: v for k, v in out.inflight.items() if v > cutoff}
-    # a bucket that has refilled is the same as no bucket: drop it, so one
-    # per recipient domain ever seen does not pile up in the meters row
-    kept: dict[str, list[float]] = {}
-    for scope, bucket in out.buckets.items():
-        rate = _scope_rate(scope, limits)
-        if rate > 0 and _bucket(out, scope, rate, now) < max(1.0, rate):
-            kept[scope] = bucket
-    out.buckets = kept
     return out
 
 
-def _scope_rate(scope: str, limits: Limits) -> float:
-    """The per-partition rate of a bucket's scope now (0: no longer paced)."""
-    kind, _, name = scope.partition(":")
-    if kind == "server":
-        server = limits.servers.get(name)
-        return server.rate / limits.partitions if server else 0.0
-    rate, _ = limits.domains.get(name) or limits.domains.get("*") or (0.0, "")
-    return rate / limits.partitions
-
-
 def attempted(meters: Meters, message_id: str) -> Meters:
-    """Delivery started a mail: it no longer counts against the mass window."""
+    """Delivery started a mail (or the quota refused it): it no longer
+    counts against the mass window."""
     if message_id not in meters.inflight:
         return meters
     out = meters.copy()
@@ -208,91 +191,48 @@ def attempted(meters: Meters, message_id: str) -> Meters:
     return out
 
 
-def _bucket(meters: Meters, scope: str, rate: float, now: float) -> float:
-    """Tokens in ``scope``'s bucket now (capacity: one second's worth, >= 1)."""
-    cap = max(1.0, rate)
-    tokens, at = meters.buckets.get(scope, [cap, now])
-    return min(cap, tokens + max(0.0, now - at) * rate)
+def limited(server: str, tenant: str, domains: Iterable[str], limits: Limits) -> bool:
+    """Does a daily limit or a rate apply to a transaction through
+    ``server`` for ``tenant`` to ``domains`` (it must ask the quota for a
+    token; else it needs none, and no ask is made)?"""
+    s = limits.servers.get(server)
+    if s and (s.daily > 0 or s.rate > 0):
+        return True
+    if tenant and limits.tenants.get(tenant, 0) > 0:
+        return True
+    default = limits.domains.get("*")
+    return any((limits.domains.get(d) or default or (0.0, ""))[0] > 0 for d in domains)
 
 
-def _rates(mail: Mail, limits: Limits) -> list[tuple[str, float, str, str]]:
-    """(scope, per-partition rate, configured text, who) for each bucket."""
-    out: list[tuple[str, float, str, str]] = []
-    server = limits.servers.get(mail.server)
-    if server and server.rate > 0:
-        out.append((f"server:{mail.server}", server.rate / limits.partitions, server.rate_text,
-                    f"server {mail.server} sends at most {server.rate_text}"))
-    for domain in mail.domains():
-        rate, text = limits.domains.get(domain) or limits.domains.get("*") or (0.0, "")
-        if rate > 0:
-            out.append((f"domain:{domain}", rate / limits.partitions, text,
-                        f"mail to {domain} goes at most {text}"))
-    return out
+def due(mail: Mail, now: float, limits: Limits) -> bool:
+    """Is a held mail to be looked at now? Granted: once its slot came.
+    Asking: not until the ask timed out. Else once its hold ran out."""
+    if mail.slot:
+        return mail.slot <= now
+    if mail.asked and mail.asked > now - limits.ask_timeout:
+        return False
+    return mail.until <= now or not mail.why
 
 
-def _dailies(mail: Mail, limits: Limits) -> list[tuple[str, int, str]]:
-    """(scope, whole limit, who) for each daily limit that applies."""
-    out: list[tuple[str, int, str]] = []
-    server = limits.servers.get(mail.server)
-    if server and server.daily > 0:
-        out.append((f"server:{mail.server}", server.daily, f"server {mail.server}"))
-    tenant_limit = limits.tenants.get(mail.tenant, 0) if mail.tenant else 0
-    if tenant_limit > 0:
-        out.append((f"tenant:{mail.tenant}", tenant_limit, f"tenant {mail.tenant}"))
-    return out
-
-
-def check(meters: Meters, mail: Mail, now: float, limits: Limits,
-          reserved: Iterable[str] = ()) -> Verdict:
-    """May ``mail`` go now? ``meters`` must be rolled to ``now``."""
+def check(meters: Meters, mail: Mail, now: float, limits: Limits) -> Verdict:
+    """May ``mail`` go now, or must it ask the quota? ``meters`` rolled to ``now``."""
+    if mail.slot:
+        return Verdict("release") if mail.slot <= now else Verdict("paced", mail.slot)
     if mail.send_at > now:
         return Verdict("scheduled", mail.send_at,
                        f"scheduled for {words(mail.send_at, limits.timezone)}")
-    if mail.lane == "mass" and len(meters.inflight) >= limits.mass_window:
+    if (mail.lane == "mass" and mail.message_id not in meters.inflight
+            and len(meters.inflight) >= limits.mass_window):
         return Verdict("busy", reason="the mass window is full")
-    for scope, limit, who in _dailies(mail, limits):
-        day = int(meters.window // 86400)
-        share = daily_share(limit, limits.partitions, meters.partition, day)
-        if meters.counts.get(scope, 0) >= share:
-            until = next_window(now, limits.timezone, limits.day_start)
-            if limits.partitions > 1:
-                reached = (f"this partition used its share ({share}) of {who}'s daily limit "
-                           f"of {limit}")
-            else:
-                reached = f"{who} reached its daily limit of {limit}"
-            return Verdict("daily_limit", until,
-                           f"deferred: {reached}; next window {words(until, limits.timezone)}")
-    blocked = set(reserved)
-    waits: list[tuple[float, str, str]] = []
-    rates = _rates(mail, limits)
-    for scope, rate, _, who in rates:
-        tokens = _bucket(meters, scope, rate, now)
-        if tokens < 1.0 or scope in blocked:
-            wait = max(0.0, (1.0 - tokens) / rate) if tokens < 1.0 else 1.0 / rate
-            waits.append((now + wait, scope, who))
-    if waits:
-        until = max(w[0] for w in waits)
-        # every bucket it needs is reserved for it (mass must not take them meanwhile)
-        return Verdict("paced", until, "paced: " + "; ".join(w[2] for w in waits),
-                       scopes=tuple(r[0] for r in rates))
+    if limited(mail.server, mail.tenant, mail.domains(), limits):
+        return Verdict("ask")
     return Verdict("release")
 
 
-def take(meters: Meters, mail: Mail, now: float, limits: Limits) -> Meters:
-    """Count ``mail`` as released now: daily counts, rate tokens, mass window."""
-    out = meters.copy()
-    _take(out, mail, now, limits)
-    return out
-
-
-def _take(meters: Meters, mail: Mail, now: float, limits: Limits) -> None:
-    """``take`` in place, on a pass's own copy (no copy per mail)."""
-    for scope, _, _ in _dailies(mail, limits):
-        meters.counts[scope] = meters.counts.get(scope, 0) + 1
-    for scope, rate, _, _ in _rates(mail, limits):
-        meters.buckets[scope] = [_bucket(meters, scope, rate, now) - 1.0, now]
+def _in_window(meters: Meters, mail: Mail, now: float) -> None:
+    """A mass mail takes its place in the mass window (in place, on a pass's copy)."""
     if mail.lane == "mass":
-        meters.inflight[mail.message_id] = now
+        meters.inflight.setdefault(mail.message_id, now)
 
 
 # --- a scheduling pass -------------------------------------------------------------------
@@ -309,29 +249,26 @@ def _announce(mail: Mail, verdict: Verdict) -> bool:
 
 def schedule(meters: Meters, transactional: Iterable[Mail], mass: Iterable[Mail], now: float,
              limits: Limits) -> Pass:
-    """One pass over a partition's held mail: transactional first (arrival
-    order), then mass (creation order). Pure."""
+    """One pass over a partition's due mail (see ``due``): transactional
+    first (arrival order), then mass (creation order). Pure."""
     p = Pass(meters=roll(meters, now, limits))
-    reserved: set[str] = set()
     for mail in sorted(transactional, key=lambda m: m.seq):
         v = check(p.meters, mail, now, limits)
         if v.kind == "release":
-            _take(p.meters, mail, now, limits)
             p.released.append(mail)
-            continue
-        if v.kind == "paced":
-            reserved.update(v.scopes)
-        if _announce(mail, v):
+        elif v.kind == "ask":
+            p.asks.append(mail)
+        elif _announce(mail, v):
             p.holds.append((mail, v))
     for mail in sorted(mass, key=lambda m: m.seq):
-        v = check(p.meters, mail, now, limits, reserved)
+        v = check(p.meters, mail, now, limits)
         if v.kind == "busy":
             break  # woken again when delivery attempts a released one
-        if v.kind == "release":
-            _take(p.meters, mail, now, limits)
-            p.released.append(mail)
+        if v.kind in ("release", "ask"):
+            _in_window(p.meters, mail, now)
+            (p.released if v.kind == "release" else p.asks).append(mail)
             continue
-        if v.kind in ("scheduled", "daily_limit"):  # leaves the intake queue for the held table
+        if v.kind == "scheduled":  # leaves the intake queue for the held table
             if _announce(mail, v):
                 p.holds.append((mail, v))
             else:
@@ -339,6 +276,42 @@ def schedule(meters: Meters, transactional: Iterable[Mail], mass: Iterable[Mail]
     return p
 
 
+@dataclass(frozen=True)
+class Answered:
+    """What a quota answer does to the mail that asked: its new state, and
+    whether it goes now (``release``) or waits (``hold``: to record, and
+    announce when it has a reason)."""
+
+    meters: Meters
+    mail: Mail
+    release: bool = False
+    hold: Verdict | None = None
+
+
+def answered(meters: Meters, mail: Mail, granted: bool, now: float, *, at: float = 0.0,
+             why: str = "", until: float = 0.0, reason: str = "") -> Answered:
+    """The quota answered ``mail``'s ask (the agent checked that the answer
+    is for its current ask_id). Granted: it goes at ``at`` (now, or the
+    slot a rate gave it: held "paced" until then). Refused: held ``why``
+    until ``until``; a mass mail leaves the mass window."""
+    if granted:
+        new = replace(mail, asked=0.0, slot=max(at, 1e-9))
+        if at <= now:
+            return Answered(meters, new, release=True)
+        v = Verdict("paced", at, reason)
+        if not _announce(mail, v):
+            v = replace(v, reason="")
+        return Answered(meters, new, hold=v)
+    new = replace(mail, asked=0.0)
+    v = Verdict(why if why in VISIBLE else "paced", until, reason)  # type: ignore[arg-type]
+    if not _announce(mail, v):
+        v = replace(v, reason="")
+    return Answered(attempted(meters, mail.message_id), new, hold=v)
+
+
 def force(meters: Meters, mail: Mail, now: float, limits: Limits) -> Meters:
-    """An operator's send-now: released whatever the limits say, and counted."""
-    return take(roll(meters, now, limits), mail, now, limits)
+    """An operator's send-now: released whatever the limits say (the agent
+    asks the quota to count it, ``force``), in the mass window while sent."""
+    out = roll(meters, now, limits)
+    _in_window(out, mail, now)
+    return out

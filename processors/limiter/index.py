@@ -3,6 +3,7 @@ the limiter's tables after every rebalance (the tables are the truth)."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,9 +16,14 @@ from .core import Mail, Meters
 def meters_key(partition: int, partitions: int) -> bytes:
     """A key the default partitioner puts on ``partition``: the meters row of
     that partition lives (and is recovered) with the mail it meters."""
+    return key_on("meters", partition, partitions)
+
+
+def key_on(prefix: str, partition: int, partitions: int) -> bytes:
+    """The first ``<prefix>:<partition>:<i>`` the default partitioner puts on ``partition``."""
     i = 0
     while True:
-        key = f"meters:{partition}:{i}".encode()
+        key = f"{prefix}:{partition}:{i}".encode()
         if partition_for(key, partitions) == partition:
             return key
         i += 1
@@ -38,6 +44,9 @@ class Index:
     # keys of mass mail released or cancelled (its limiter-held row written):
     # the mass lane drops their limiter-mass rows
     done_mass: list[bytes] = field(default_factory=list)
+    # (when, key) of limiter-held rows saying released / cancelled, oldest
+    # first: the scheduler deletes them once older than ``held_keep``
+    done_held: deque[tuple[float, bytes]] = field(default_factory=deque)
     built: bool = False
 
     def partition(self, message_id: str) -> int:
@@ -52,10 +61,16 @@ class Index:
             p: Meters.from_dict(meters_rows.get(meters_key(p, self.partitions)), p)
             for p in assigned
         }
+        done: list[tuple[float, bytes]] = []
         for key, row in held_rows.items():
             p = partition_for(key, self.partitions)
-            if p in assigned and isinstance(row, dict) and row.get("state") == "held":
+            if p not in assigned or not isinstance(row, dict):
+                continue
+            if row.get("state") == "held":
                 self.held[p][key.decode()] = Mail.from_dict(row["mail"])
+            elif row.get("state") in ("released", "cancelled"):
+                done.append((float(row.get("at", 0.0)), key))
+        self.done_held = deque(sorted(done))
         mails: list[Mail] = []
         self.done_mass = []
         for key, row in mass_rows:
@@ -73,6 +88,25 @@ class Index:
             self.refresh_due(p)
         self.built = True
 
-    def refresh_due(self, p: int) -> None:
+    def prunable_held(self, now: float, keep: float) -> list[bytes]:
+        """Keys of released / cancelled markers older than ``keep`` seconds:
+        past any redelivery of their mail's input (delivery's ledger answers
+        a later duplicate), so they need not be kept for ever."""
+        out: list[bytes] = []
+        while self.done_held and self.done_held[0][0] < now - keep:
+            out.append(self.done_held.popleft()[1])
+        return out
+
+    def refresh_due(self, p: int, ask_timeout: float = 30.0) -> None:
         held = self.held.get(p, {})
-        self.next_due[p] = min((m.until for m in held.values()), default=float("inf"))
+        self.next_due[p] = min((wake_at(m, ask_timeout) for m in held.values()),
+                               default=float("inf"))
+
+
+def wake_at(mail: Mail, ask_timeout: float) -> float:
+    """When a held mail is next due (see core.due)."""
+    if mail.slot:
+        return mail.slot
+    if mail.asked:
+        return mail.asked + ask_timeout
+    return mail.until

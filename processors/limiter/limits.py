@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from processors.config.view import ConfigView
 from schemas import RateError, parse_rate
 from streams.settings import Settings
@@ -31,3 +33,20 @@ def limits_from(view: ConfigView, settings: Settings) -> Limits:
         mass_window=settings.mass_window,
         inflight_timeout=settings.mass_inflight_timeout,
     )
+
+
+class LimitsCache:
+    """The limits of the current config view, rebuilt only when it changed."""
+
+    def __init__(self, config: Any, settings: Settings) -> None:
+        self._config = config
+        self._settings = settings
+        self._version = -1
+        self._limits = Limits()
+
+    def __call__(self) -> Limits:
+        view = self._config.view
+        if view.version != self._version:
+            self._limits = limits_from(view, self._settings)
+            self._version = view.version
+        return self._limits

@@ -5,8 +5,11 @@ nothing over-sent), the ops commands the limiter owns, lanes (an invoice
 published after two campaigns goes out before them; campaigns in creation
 order) and send_at.
 
-One partition, so a daily limit of 3 is exactly 3 (with N partitions each
-has a share; see processors/limiter/core.py)."""
+Exact limits (issue 15): 4 partitions and 2 limiter workers, a daily limit of
+10 and 25 mails send exactly 10 (15 deferred, in words), also when the
+worker owning the quota is killed with SIGKILL after 5 sends; a tenant's
+limit over two servers; a failover and a 4xx retry counted on the server
+that took them."""
 
 from __future__ import annotations
 
@@ -32,7 +35,13 @@ from schemas import (
     QueueCommandApplied,
     QueueCommandIssued,
     QueueCommandRefused,
+    QuotaAsked,
+    QuotaGranted,
+    QuotaRefused,
+    QuotasAnswered,
+    QuotasAsked,
     SettingsChanged,
+    TenantConfigured,
 )
 from streams.client import ensure_topics, publish
 from streams.embedded import EmbeddedBroker, free_port
@@ -42,7 +51,10 @@ from streams.topics import (
     COMMANDS,
     DEAD_LETTER,
     DELIVERY,
+    DELIVERY_QUOTA,
     HELD,
+    QUOTA,
+    QUOTA_ANSWERS,
     RELEASED,
     ROUTING_DECIDED,
     ROUTING_DECIDED_MASS,
@@ -50,7 +62,7 @@ from streams.topics import (
 from tests.smtp.conftest import HOST
 
 from .harness import Worker, isolated_settings, read_events, wait_for
-from .test_delivery_e2e import Sink, sinks  # noqa: F401 - the fixture
+from .test_delivery_e2e import Sink, server, sinks  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -259,5 +271,206 @@ def test_server_rate_paces_delivery_and_says_so(
         paced = {m: h for m, h in holds(s).items() if h.why == "paced"}
         assert paced and set(paced) < set(mids)
         assert {h.reason for h in paced.values()} == {"paced: server primary sends at most 2/s"}
+    finally:
+        worker.stop()
+
+
+# --- exact limits whatever the partitions and workers (issue 15) ----------------------------
+
+DEFERRED_10 = "deferred: server primary reached its daily limit of 10; next window {}"
+
+
+def split_workers(s: Settings, tmp_path: Path, limiters: int) -> tuple[Worker, list[Worker]]:
+    """Router, delivery and status in one worker; ``limiters`` limiter workers
+    (one consumer group: they share the partitions, one of them owns the quota)."""
+    env = {"POSTLANE_WEB_PORT": str(free_port())}
+    rest = Worker(s, "router", "delivery", "status", log=tmp_path / "rest.log",
+                  extra_env=env).start()
+    return rest, [Worker(s, "limiter", log=tmp_path / f"limiter{i}.log",
+                         extra_env={"POSTLANE_WEB_PORT": str(free_port())}).start()
+                  for i in range(limiters)]
+
+
+def owned(worker: Worker) -> list[int]:
+    """The partitions the worker's limiter indexed last (from its log)."""
+    lines = [x for x in worker.log_text().splitlines() if "limiter index rebuilt" in x]
+    if not lines:
+        return []
+    listed = lines[-1].split("partitions [", 1)[1].split("]", 1)[0]
+    return [int(p) for p in listed.split(",") if p.strip()]
+
+
+def asks(s: Settings) -> list[QuotaAsked]:
+    """Every ask on the quota topic (the limiter's come a pass at a time)."""
+    out: list[QuotaAsked] = []
+    for _, e in read_events(s, QUOTA, {"QuotaAsked": QuotaAsked, "QuotasAsked": QuotasAsked}):
+        if isinstance(e, QuotasAsked):
+            out += [QuotaAsked(**a) for a in e.asks]
+        elif isinstance(e, QuotaAsked):
+            out.append(e)
+    return out
+
+
+def answers(s: Settings) -> list[QuotaGranted | QuotaRefused]:
+    """Every answer of the quota, to the limiter and to delivery."""
+    registry: dict[str, type[Event]] = {"QuotaGranted": QuotaGranted,
+                                        "QuotaRefused": QuotaRefused,
+                                        "QuotasAnswered": QuotasAnswered}
+    out: list[QuotaGranted | QuotaRefused] = []
+    for spec in (QUOTA_ANSWERS, DELIVERY_QUOTA):
+        for _, e in read_events(s, spec, registry):
+            if isinstance(e, QuotasAnswered):
+                out += [(QuotaGranted if a["type"] == "QuotaGranted" else QuotaRefused)(**a)
+                        for a in e.answers]
+            elif isinstance(e, QuotaGranted | QuotaRefused):
+                out.append(e)
+    return out
+
+
+def send_many(s: Settings, n: int, start: int = 0) -> list[str]:
+    with Publisher(settings=s) as pub:
+        return [pub.send(from_="app@a.test", to=[f"u{i}@dest.test"], subject=f"n{i}",
+                         text="hello") for i in range(start, start + n)]
+
+
+def assert_exactly_ten(s: Settings, sink: Sink, mids: list[str]) -> None:
+    wait_for(lambda: len(sink.messages) >= 10 and len(holds(s)) >= 15, timeout=90,
+             what="10 sent and 15 deferred")
+    time.sleep(2)  # nothing more goes
+    sent = sink.by_postlane_id()
+    assert len(sink.messages) == 10 and set(sent) <= set(mids) and len(sent) == 10, sent
+    held = holds(s)
+    assert set(held) == set(mids) - set(sent)
+    window = words(next_window(time.time()))
+    assert {h.reason for h in held.values()} == {DEFERRED_10.format(window)}
+    # the mails were spread over the partitions: the limit held across them
+    registry: dict[str, type[Event]] = {"MailReleased": MailReleased,
+                                        "QueueCommandIssued": QueueCommandIssued}
+    released = {r.partition for r, e in read_events(s, RELEASED, registry)
+                if isinstance(e, MailReleased)}
+    assert len(released) > 1, released
+
+
+def test_daily_limit_is_exact_over_4_partitions_and_2_limiter_workers(
+    broker: EmbeddedBroker, tmp_path: Path, sinks: Any  # noqa: F811
+) -> None:
+    s = isolated_settings(broker.port, tmp_path / "data", partitions=4, **RETRY)
+    ensure_topics(s)
+    sink = Sink()
+    configure(s, sinks(sink), daily_limit=10)
+    rest, limiters = split_workers(s, tmp_path, 2)
+    try:
+        wait_for(lambda: all(owned(w) for w in limiters), what="both limiters own partitions")
+        mids = send_many(s, 25)
+        assert_exactly_ten(s, sink, mids)
+        assert len({e.message_id for e in asks(s)}) == 25  # every limited mail asked once
+        assert sorted(owned(limiters[0]) + owned(limiters[1])) == [0, 1, 2, 3]
+    finally:
+        for w in (*limiters, rest):
+            w.stop()
+
+
+def test_daily_limit_stays_exact_when_the_quota_owner_is_killed_after_5_sends(
+    broker: EmbeddedBroker, tmp_path: Path, sinks: Any  # noqa: F811
+) -> None:
+    s = isolated_settings(broker.port, tmp_path / "data", partitions=4, **RETRY)
+    ensure_topics(s)
+    sink = Sink()
+    configure(s, sinks(sink), daily_limit=10)
+    rest, limiters = split_workers(s, tmp_path, 2)
+    try:
+        wait_for(lambda: all(owned(w) for w in limiters), what="both limiters own partitions")
+        first = send_many(s, 5)
+        wait_for(lambda: len(sink.messages) == 5, what="five mails sent")
+        # SIGKILL the worker that counts (it owns the quota's one partition) and
+        # its share of the limiter partitions; the other takes both over
+        [owner] = [w for w in limiters if "quota rebuilt" in w.log_text()]
+        [other] = [w for w in limiters if w is not owner]
+        # past the commit interval: the 5 asks are committed, so the new owner
+        # counts from the grant rows, not by deciding the same asks again
+        time.sleep(3.5)
+        owner.kill()
+        rest_of = send_many(s, 20, start=5)
+        assert_exactly_ten(s, sink, first + rest_of)
+        assert "quota rebuilt from 5 grant rows" in other.log_text()
+        assert sorted(owned(other)) == [0, 1, 2, 3]
+        assert len({e.message_id for e in started(s)}) == 10  # none started twice
+    finally:
+        for w in (*limiters, rest):
+            w.stop()
+
+
+def test_a_tenant_limit_holds_over_two_servers(
+    broker: EmbeddedBroker, tmp_path: Path, sinks: Any  # noqa: F811
+) -> None:
+    s = isolated_settings(broker.port, tmp_path / "data", partitions=4, **RETRY)
+    ensure_topics(s)
+    one, two = Sink(), Sink()
+    tenant = TenantConfigured(name="acme", daily_limit=4)
+    publish_config(s, [("settings", SettingsChanged(catchall_domain="mycompany.test")),
+                       *((x.key, x) for x in (server("one", sinks(one), "a.test"),
+                                              server("two", sinks(two), "b.test"), tenant))])
+    worker = start(s, tmp_path, 1)
+    try:
+        with Publisher(settings=s) as pub:
+            mids = [pub.send(from_=f"app@{d}", to=[f"t{i}@dest.test"], subject=f"t{i}",
+                             text="tenant", tenant="acme")
+                    for i, d in enumerate(["a.test", "b.test"] * 3)]
+            free = pub.send(from_="app@a.test", to=["x@dest.test"], subject="other tenant",
+                            text="not acme", tenant="other")
+        wait_for(lambda: len(one.messages) + len(two.messages) >= 5 and len(holds(s)) >= 2,
+                 what="4 of acme's mails and the other tenant's sent, 2 deferred")
+        time.sleep(2)
+        assert len(one.messages) + len(two.messages) == 5
+        assert one.messages and two.messages  # both servers took acme's mail
+        held = holds(s)
+        assert set(held) < set(mids) and len(held) == 2 and free not in held
+        assert all(h.reason.startswith("deferred: tenant acme reached its daily limit of 4; ")
+                   for h in held.values())
+    finally:
+        worker.stop()
+
+
+def test_a_failover_and_a_4xx_retry_take_their_token_on_the_server_that_took_them(
+    broker: EmbeddedBroker, tmp_path: Path, sinks: Any  # noqa: F811
+) -> None:
+    s = isolated_settings(broker.port, tmp_path / "data", partitions=4, **RETRY)
+    ensure_topics(s)
+    backup, grey = Sink(), Sink()
+    grey.data_replies = ["451 4.7.1 greylisted, try again later"]
+    dead = server("dead", free_port(), "d.test", priority=1)  # nothing listens there
+    failover = OutgoingServerConfigured(name="backup", host=HOST, port=sinks(backup),
+                                        security="none", from_filter="d.test", priority=2,
+                                        daily_limit=1)
+    greyed = OutgoingServerConfigured(name="grey", host=HOST, port=sinks(grey),
+                                      security="none", from_filter="g.test", daily_limit=2)
+    publish_config(s, [("settings", SettingsChanged(catchall_domain="mycompany.test")),
+                       *((x.key, x) for x in (dead, failover, greyed))])
+    worker = start(s, tmp_path, 1)
+    try:
+        with Publisher(settings=s) as pub:
+            m1 = pub.send(from_="app@d.test", to=["a@dest.test"], subject="f1", text="1")
+            g1 = pub.send(from_="app@g.test", to=["b@dest.test"], subject="g1", text="grey")
+        wait_for(lambda: len(backup.messages) == 1 and len(grey.messages) == 1,
+                 what="the failover and the greylisted mail sent")
+        with Publisher(settings=s) as pub:
+            m2 = pub.send(from_="app@d.test", to=["c@dest.test"], subject="f2", text="2")
+            g2 = pub.send(from_="app@g.test", to=["d@dest.test"], subject="g2", text="grey2")
+        def refused() -> dict[str, str]:
+            return {e.message_id: e.reason for e in answers(s) if isinstance(e, QuotaRefused)}
+
+        wait_for(lambda: {m2, g2} <= set(refused()), what="m2 and g2 refused their tokens")
+        reasons = refused()
+        # m2's failover to backup: backup's one transaction of the day went to m1's failover
+        assert reasons[m2].startswith("deferred: server backup reached its daily limit of 1")
+        # g2's release: grey's two went to g1's 451 and its retry
+        assert reasons[g2].startswith("deferred: server grey reached its daily limit of 2")
+        assert {(e.message_id, e.server, e.by, e.attempt) for e in asks(s)} >= {
+            (m1, "backup", "delivery", 2), (g1, "grey", "limiter", 0),
+            (g1, "grey", "delivery", 2), (m2, "backup", "delivery", 2),
+            (g2, "grey", "limiter", 0)}
+        assert not any(e.server == "dead" for e in asks(s))  # no limit there: nothing to ask
+        time.sleep(1.5)
+        assert len(backup.messages) == 1 and len(grey.messages) == 1
     finally:
         worker.stop()

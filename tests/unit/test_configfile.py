@@ -228,15 +228,12 @@ def test_limits_in_the_file_reach_the_view_and_the_limiter() -> None:
     assert keys == ["tenant:acme", "domain:*", "domain:gmail.com"]
 
 
-def test_a_daily_limit_below_the_partition_count_is_warned_about() -> None:
+def test_a_daily_limit_below_the_partition_count_is_exact_now_so_not_warned_about() -> None:
     from postlane.configfile import limit_warnings
 
     desired = parse('[[servers]]\nname = "tiny"\nhost = "h"\ndaily_limit = 3\n'
                     '[[tenants]]\nname = "acme"\ndaily_limit = 200\n')
-    [warning] = limit_warnings(desired, 4)
-    assert warning.startswith("server 'tiny': daily_limit 3 is split over 4 partitions, "
-                              "so 1 of them get a share of 0")
-    assert limit_warnings(desired, 1) == []
+    assert limit_warnings(desired, 4) == []  # one quota counts it (issue 15)
 
 
 @pytest.mark.parametrize(("text", "fragment"), [

@@ -1,15 +1,17 @@
-"""The limiter's pure core: windows, daily shares, pacing, lanes, schedule.
-The clock is a parameter: no sleeps."""
+"""The limiter's pure core: windows, lanes, schedule, and how a partition
+asks the quota and takes its answer. The clock is a parameter: no sleeps.
+(The quota's counting: test_limiter_quota.py.)"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from processors.limiter import core
-from processors.limiter.core import Limits, Mail, Meters, ServerLimits, daily_share, schedule
+from processors.limiter.core import Limits, Mail, Meters, ServerLimits, schedule
 from processors.limiter.windows import WindowError, next_window, window_start, words
 
 T0 = datetime(2026, 11, 22, 15, 30, tzinfo=UTC).timestamp()
@@ -57,17 +59,7 @@ def test_bad_zone_or_start_is_refused_in_words() -> None:
         window_start(T0, "UTC", "noon")
 
 
-# --- daily limits -----------------------------------------------------------------------------
-
-
-def test_shares_add_up_to_the_limit_and_the_remainder_rotates() -> None:
-    assert [daily_share(200, 4, p) for p in range(4)] == [50, 50, 50, 50]
-    assert [daily_share(7, 4, p) for p in range(4)] == [2, 2, 2, 1]
-    assert [daily_share(7, 4, p, day=1) for p in range(4)] == [1, 2, 2, 2]
-    for day in range(10):
-        assert sum(daily_share(13, 5, p, day) for p in range(5)) == 13
-    # a limit below the partition count: no partition has 0 every day
-    assert all(any(daily_share(3, 4, p, day) for day in range(4)) for p in range(4))
+# --- windows (continued) ---------------------------------------------------------------------
 
 
 def test_the_repeated_hour_at_the_end_of_dst_is_one_window() -> None:
@@ -78,98 +70,61 @@ def test_the_repeated_hour_at_the_end_of_dst_is_one_window() -> None:
     assert starts == sorted(starts) and len(set(starts)) == 2
 
 
-def test_server_daily_limit_defers_with_the_next_window_in_words() -> None:
+# --- asking the quota ----------------------------------------------------------------------
+
+
+def test_mail_under_no_limit_goes_at_once_and_limited_mail_asks() -> None:
     lim = limits(servers={"primary": ServerLimits(daily=2)})
-    mails = [mail(f"m{i}", seq=i) for i in range(3)]
-    p = schedule(Meters(0), mails, [], T0, lim)
-    assert [m.message_id for m in p.released] == ["m0", "m1"]
-    [(held, verdict)] = p.holds
-    assert held.message_id == "m2" and verdict.kind == "daily_limit"
-    assert verdict.reason == ("deferred: server primary reached its daily limit of 2; "
-                              "next window 2026-11-23 00:00 UTC")
-    assert verdict.until == MIDNIGHT
-    assert p.meters.counts == {"server:primary": 2}
+    p = schedule(Meters(0), [mail("a"), mail("b", server="other", seq=1)], [], T0, lim)
+    assert [m.message_id for m in p.released] == ["b"]
+    assert [m.message_id for m in p.asks] == ["a"]
+    assert p.asks[0].ask_id == "a:0"
 
 
-def test_the_next_window_releases_deferred_mail() -> None:
-    lim = limits(servers={"primary": ServerLimits(daily=1)})
-    first = schedule(Meters(0), [mail("a"), mail("b", seq=1)], [], T0, lim)
-    held = first.holds[0][0]
-    again = schedule(first.meters, [held], [], T0 + 3600, lim)
-    assert not again.released  # same window
-    later = schedule(first.meters, [held], [], MIDNIGHT + 1, lim)
-    assert [m.message_id for m in later.released] == ["b"]
-    assert later.meters.counts == {"server:primary": 1}
+def test_a_tenant_limit_or_a_domain_rate_makes_mail_ask() -> None:
+    assert core.limited("any", "acme", [], limits(tenants={"acme": 5}))
+    assert not core.limited("any", "other", [], limits(tenants={"acme": 5}))
+    assert core.limited("any", "", ["x.org"], limits(domains={"*": (1.0, "1/s")}))
+    assert not core.limited("any", "", ["x.org"], limits(domains={"gmail.com": (1.0, "1/s")}))
 
 
-def test_tenant_limit_spans_servers() -> None:
-    lim = limits(tenants={"acme": 2})
-    mails = [mail("a", tenant="acme"), mail("b", server="backup", seq=1, tenant="acme"),
-             mail("c", seq=2, tenant="acme"), mail("d", seq=3, tenant="other")]
-    p = schedule(Meters(0), mails, [], T0, lim)
-    assert [m.message_id for m in p.released] == ["a", "b", "d"]
-    assert "tenant acme reached its daily limit of 2" in p.holds[0][1].reason
-
-
-def test_partition_share_is_said() -> None:
-    lim = Limits(partitions=4, servers={"primary": ServerLimits(daily=200)})
-    meters = Meters(2, window=window_start(T0), counts={"server:primary": 50})
-    v = core.check(meters, mail("x"), T0, lim)
-    assert v.kind == "daily_limit"
-    assert v.reason.startswith("deferred: this partition used its share (50) of server "
-                               "primary's daily limit of 200; next window ")
-
-
-def test_counts_survive_the_table_round_trip() -> None:
+def test_an_asking_mail_waits_for_its_answer_then_asks_again_the_same_ask() -> None:
     lim = limits(servers={"primary": ServerLimits(daily=2)})
-    p = schedule(Meters(0), [mail("a")], [], T0, lim)
-    restored = Meters.from_dict(p.meters.to_dict(), 0)  # what a restarted limiter reads
-    q = schedule(restored, [mail("b", seq=1), mail("c", seq=2)], [], T0 + 60, lim)
-    assert [m.message_id for m in q.released] == ["b"]
-    assert q.holds[0][0].message_id == "c"
+    asking = mail("a", asked=T0)
+    assert not core.due(asking, T0 + 1, lim)
+    assert core.due(asking, T0 + lim.ask_timeout + 1, lim)
+    again = schedule(Meters(0), [asking], [], T0 + lim.ask_timeout + 1, lim)
+    assert [m.ask_id for m in again.asks] == ["a:0"]  # same ask: counted once by the quota
 
 
-# --- pacing -----------------------------------------------------------------------------------
+def test_granted_now_releases_granted_later_holds_paced_refused_holds_in_words() -> None:
+    asking = mail("a", asked=T0)
+    now = core.answered(Meters(0), asking, True, T0, at=T0)
+    assert now.release and now.hold is None and now.mail.slot == T0
+    assert schedule(Meters(0), [now.mail], [], T0, limits()).released == [now.mail]
+    later = core.answered(Meters(0), asking, True, T0, at=T0 + 2,
+                          reason="paced: server primary sends at most 1/s")
+    assert not later.release and later.hold is not None
+    assert later.hold.kind == "paced" and later.hold.until == T0 + 2
+    assert later.hold.reason == "paced: server primary sends at most 1/s"
+    assert not core.due(later.mail, T0 + 1, limits())
+    assert core.due(later.mail, T0 + 2, limits())
+    words_ = "deferred: server primary reached its daily limit of 2; next window ..."
+    refused = core.answered(Meters(0), asking, False, T0, why="daily_limit", until=MIDNIGHT,
+                            reason=words_)
+    assert refused.hold == core.Verdict("daily_limit", MIDNIGHT, words_)
+    assert refused.mail.asked == 0 and refused.mail.slot == 0
 
 
-def test_server_rate_paces_and_says_when() -> None:
-    lim = limits(servers={"primary": ServerLimits(rate=1.0, rate_text="1/s")})
-    p = schedule(Meters(0), [mail("a"), mail("b", seq=1)], [], T0, lim)
-    assert [m.message_id for m in p.released] == ["a"]
-    [(held, v)] = p.holds
-    assert v.kind == "paced" and v.reason == "paced: server primary sends at most 1/s"
-    assert v.until == pytest.approx(T0 + 1.0)
-    assert not schedule(p.meters, [held], [], T0 + 0.5, lim).released
-    assert schedule(p.meters, [held], [], T0 + 1.0, lim).released == [held]
-
-
-def test_rate_is_split_over_partitions() -> None:
-    lim = Limits(partitions=4, servers={"primary": ServerLimits(rate=4.0, rate_text="4/s")})
-    released = 0
-    meters = Meters(1)
-    for i in range(20):  # 10 s at one mail looked at per half second
-        p = schedule(meters, [mail(f"m{i}", seq=i)], [], T0 + i * 0.5, lim)
-        meters = p.meters
-        released += len(p.released)
-    assert released == 10  # 1/s in this partition: 4/s over 4 partitions
-
-
-def test_refilled_buckets_are_dropped_from_the_meters() -> None:
-    lim = limits(domains={"*": (1.0, "1/s")})
-    p = schedule(Meters(0), [mail(f"m{i}", seq=i, to=f"x@d{i}.test") for i in range(50)], [],
-                 T0, lim)
-    assert len(p.meters.buckets) == 50
-    assert schedule(p.meters, [], [], T0 + 2, lim).meters.buckets == {}
-
-
-def test_domain_rate_and_default_domain_rate() -> None:
-    lim = limits(domains={"gmail.com": (1 / 60, "1/min"), "*": (100.0, "100/s")})
-    mails = [mail("a", to="x@gmail.com"), mail("b", seq=1, to="y@GMAIL.com"),
-             mail("c", seq=2, to="z@example.org")]
-    p = schedule(Meters(0), mails, [], T0, lim)
-    assert [m.message_id for m in p.released] == ["a", "c"]
-    assert p.holds[0][1].reason == "paced: mail to gmail.com goes at most 1/min"
-    assert p.holds[0][1].until == pytest.approx(T0 + 60)
+def test_a_refused_mass_mail_leaves_the_mass_window_and_mass_pacing_is_not_announced() -> None:
+    lim = limits(servers={"primary": ServerLimits(rate=1.0, rate_text="1/s")}, mass_window=2)
+    p = schedule(Meters(0), [], [mail(f"c{i}", lane="mass", seq=i) for i in range(5)], T0, lim)
+    assert [m.message_id for m in p.asks] == ["c0", "c1"]  # asking counts in the window
+    assert set(p.meters.inflight) == {"c0", "c1"}
+    r = core.answered(p.meters, p.asks[1], False, T0, why="paced", until=T0 + 1,
+                      reason="paced: server primary sends at most 1/s")
+    assert set(r.meters.inflight) == {"c0"}
+    assert r.hold is not None and r.hold.kind == "paced" and r.hold.reason == ""
 
 
 # --- lanes --------------------------------------------------------------------------------------
@@ -179,22 +134,7 @@ def test_transactional_goes_before_mass_and_mass_in_creation_order() -> None:
     lim = limits(servers={"primary": ServerLimits(rate=2.0, rate_text="2/s")})
     mass = [mail(f"c{i}", lane="mass", seq=i) for i in (5, 3, 4)]
     p = schedule(Meters(0), [mail("invoice", seq=99)], mass, T0, lim)
-    # bucket of 2: the invoice first, then the oldest campaign mail
-    assert [m.message_id for m in p.released] == ["invoice", "c3"]
-
-
-def test_a_waiting_transactional_mail_reserves_its_bucket() -> None:
-    lim = limits(servers={"primary": ServerLimits(rate=1.0, rate_text="1/s")},
-                 domains={"gmail.com": (1.0, "1/s")})
-    meters = Meters(0, buckets={"domain:gmail.com": [0.0, T0]})
-    # the invoice waits for gmail's bucket; the campaign mail must not take the
-    # server's token meanwhile (the invoice would then wait for that too)
-    p = schedule(meters, [mail("invoice", to="a@gmail.com")],
-                 [mail("c1", lane="mass", to="b@example.org")], T0, lim)
-    assert p.released == []
-    p2 = schedule(p.meters, [mail("invoice", to="a@gmail.com", why="paced")],
-                  [mail("c1", lane="mass", to="b@example.org")], T0 + 1.0, lim)
-    assert [m.message_id for m in p2.released] == ["invoice"]
+    assert [m.message_id for m in p.asks] == ["invoice", "c3", "c4", "c5"]
 
 
 def test_mass_window_bounds_what_waits_in_delivery() -> None:
@@ -208,15 +148,6 @@ def test_mass_window_bounds_what_waits_in_delivery() -> None:
     # a release delivery never attempted stops counting after the timeout
     r = schedule(q.meters, [], mass[4:], T0 + lim.inflight_timeout + 2, lim)
     assert len(r.released) == 3
-
-
-def test_mass_over_the_daily_limit_leaves_the_intake_queue() -> None:
-    lim = limits(servers={"primary": ServerLimits(daily=1)})
-    mass = [mail(f"c{i}", lane="mass", seq=i) for i in range(3)]
-    p = schedule(Meters(0), [], mass, T0, lim)
-    assert [m.message_id for m in p.released] == ["c0"]
-    # the other two leave the intake queue for the held table
-    assert [(m.seq, v.kind) for m, v in p.holds] == [(1, "daily_limit"), (2, "daily_limit")]
 
 
 # --- schedule -----------------------------------------------------------------------------------
@@ -233,14 +164,18 @@ def test_send_at_holds_until_then() -> None:
 
 
 def test_a_hold_is_announced_once() -> None:
-    lim = limits(servers={"primary": ServerLimits(daily=1)})
-    meters = Meters(0, window=window_start(T0), counts={"server:primary": 1})
-    held = mail("b", why="daily_limit", until=MIDNIGHT)
-    assert schedule(meters, [held], [], T0, lim).holds == []
+    held = mail("b", why="daily_limit", until=MIDNIGHT, step=1)
+    again = core.answered(Meters(0), replace(held, asked=T0), False, T0, why="daily_limit",
+                          until=MIDNIGHT, reason="deferred: ...")
+    assert again.hold is not None and again.hold.reason == ""  # recorded, not announced
 
 
-def test_send_now_forces_and_counts() -> None:
-    lim = limits(servers={"primary": ServerLimits(daily=1)})
-    meters = Meters(0, window=window_start(T0), counts={"server:primary": 1})
-    forced = core.force(meters, mail("b"), T0, lim)
-    assert forced.counts == {"server:primary": 2}
+def test_send_now_takes_a_place_in_the_mass_window() -> None:
+    forced = core.force(Meters(0), mail("b", lane="mass"), T0, limits())
+    assert set(forced.inflight) == {"b"}
+
+
+def test_meters_read_rows_of_the_older_shape() -> None:
+    old = {"partition": 2, "window": 1.0, "counts": {"server:primary": 3},
+           "buckets": {}, "inflight": {"c1": 5.0}}
+    assert Meters.from_dict(old, 2) == Meters(2, inflight={"c1": 5.0})

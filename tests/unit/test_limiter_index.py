@@ -21,3 +21,16 @@ def test_rebuild_pending_in_creation_order_and_prunable_rows() -> None:
     assert sorted(index.done_mass) == [b"m2", b"m4"]
     index.rebuild(frozenset({0}), rows[:2], {}, {})
     assert index.done_mass == []
+
+
+def test_released_and_cancelled_markers_are_pruned_oldest_first_after_held_keep() -> None:
+    held = {b"a": {"state": "released", "at": 100.0}, b"b": {"state": "cancelled", "at": 50.0},
+            b"c": {"state": "held", "mail": mail("c", 3).to_dict()},
+            b"d": {"state": "released", "at": 900.0}}
+    index = Index(partitions=1)
+    index.rebuild(frozenset({0}), [], held, {})
+    assert index.prunable_held(now=1000.0, keep=3600.0) == []
+    assert index.prunable_held(now=3701.0, keep=3600.0) == [b"b", b"a"]  # the held one stays
+    index.done_held.append((1000.0, b"e"))  # written by a pass
+    assert index.prunable_held(now=5000.0, keep=3600.0) == [b"d", b"e"]
+    assert list(index.held[0]) == ["c"]
