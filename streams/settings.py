@@ -78,7 +78,14 @@ class Settings:
     # published once per batch (processors/status/batch.py)
     status_batch: int = 2000
     status_batch_wait: float = 0.25  # s the status agent waits for a batch to fill
+    # a moving mail's changes are written once it is final, or this many s after
+    # its first unwritten change (processors/status/batch.py, hold_batch)
+    status_hold: float = 1.0
+    status_hold_max: int = 20000  # mails held at most (the oldest are written first)
     # --- limiter (rate limits, lanes, schedule) -----------------------------------
+    # the router releases a transactional mail no limit, rate or send_at applies
+    # to itself (RoutingDecided.direct): delivery takes it without the limiter's hop
+    direct_release: bool = True
     limit_timezone: str = "UTC"  # IANA name; daily windows follow its calendar
     limit_day_start: str = "00:00"  # when a daily window opens, local time HH:MM
     limiter_tick: float = 0.2  # how often held mail is looked at (pacing precision)
