@@ -181,7 +181,7 @@ def register(rt: Runtime) -> None:
         # the log shows), never a ledger that says done for an outcome
         # nobody will ever see (the mail's status would stay "sending").
         await acked(sent)
-        rows = [await write_row(ledger_table, done.message_id.encode(), done.to_dict())
+        rows = [await write_row(ledger_table, done.message_id.encode(), core.row(done))
                 for done in finished]
         for done in finished:
             signalled.pop(done.message_id, None)
