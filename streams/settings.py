@@ -54,6 +54,10 @@ class Settings:
     # the embedded broker keeps batches as they come, so this is its memory
     # per mail too), zstd, gzip, snappy or none. Readers need the codec:
     # librdkafka and Java have them all; kafkajs needs a codec package for lz4
+    # how long a producer waits for more records before a produce request (ms):
+    # records written meanwhile share it (fewer requests, socket writes and
+    # broker work per record) for that much latency per hop
+    producer_linger_ms: int = 0
     producer_compression: str = "lz4"
     # table writes Faust may have pending before it stops handing records to
     # every agent (its default, 100, lets a campaign's table writes stall invoices)
