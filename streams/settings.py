@@ -84,7 +84,7 @@ class Settings:
     status_batch_wait: float = 0.25  # s the status agent waits for a batch to fill
     # a moving mail's changes are written once it is final, or this many s after
     # its first unwritten change (processors/status/batch.py, hold_batch)
-    status_hold: float = 1.0
+    status_hold: float = 2.0
     status_hold_max: int = 20000  # mails held at most (the oldest are written first)
     # --- limiter (rate limits, lanes, schedule) -----------------------------------
     # the router releases a transactional mail no limit, rate or send_at applies

@@ -104,6 +104,10 @@ def fold_batch(load: Callable[[str], MessageStatus | None],
 
 # --- holding a moving mail's changes (one row and one change per mail, not per batch) ----------
 
+# states a mail passes through on its way: only these are held
+MOVING = frozenset({"queued", "sending"})
+
+
 @dataclass
 class Held:
     """A mail whose latest changes are folded but not yet written: its
@@ -143,9 +147,11 @@ def hold_batch(held: dict[str, Held], load: Callable[[str], MessageStatus | None
     backlog. Writing a row and a change per batch cost ~4 of each per mail
     under load; here a mail's changes are held and written once:
 
-    - at once when the mail reached a final state (``send --wait`` and
-      webhooks see ``sent`` without delay), or when it has an answer or a
-      history note to publish (so the order a reader folds stays the log's);
+    - at once when the mail came to rest: a final state (``send --wait``
+      and webhooks see ``sent`` without delay) or ``deferred`` (its answer
+      is shown even when the retry follows within ``hold``); and when it
+      has an answer or a history note to publish (so the order a reader
+      folds stays the log's);
     - otherwise ``hold`` seconds after its first unwritten change (the
       table is never more than ``hold`` plus a batch behind);
     - and the oldest first when more than ``max_held`` mails are held.
@@ -191,7 +197,7 @@ def hold_batch(held: dict[str, Held], load: Callable[[str], MessageStatus | None
     due: dict[str, None] = {}
     for mid in touched:
         h = held[mid]
-        if h.publish or h.value.final:
+        if h.publish or h.value.state not in MOVING:
             due[mid] = None
     # oldest first (a dict keeps the order mails were first held in)
     over = len(held) - max_held

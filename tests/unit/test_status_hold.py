@@ -55,10 +55,10 @@ def test_a_resting_mail_is_written_hold_seconds_after_its_first_change() -> None
     # the next change starts from the written row and is held anew
     pub, rows, acked = run(held, [started()], 5.0, table)
     assert rows == {} and MID in held
-    pub, rows, acked = run(held, [attempted(SOFT, next_at=1_795_000_900.0)], 5.1, table)
-    assert rows == {}  # deferred is not final: still held
-    pub, rows, acked = run(held, [], 6.0, table)
-    assert changes(pub) == [(MID, "queued", "deferred")]
+    pub, rows, acked = run(held, [], 5.9, table)
+    assert rows == {}
+    pub, rows, acked = run(held, [], 6.0, table)  # sending, stuck: written after `hold`
+    assert changes(pub) == [(MID, "queued", "sending")]
 
 
 def test_an_answer_or_note_writes_the_mail_at_once_in_log_order() -> None:
@@ -96,3 +96,10 @@ def test_mails_are_kept_apart() -> None:
     pub, rows, acked = run(held, [routed(), started(), attempted(OK)], 0.5)
     assert list(rows) == [MID] and list(held) == [OTHER]
     assert "t0.0:1" not in acked  # the other mail's request waits with it
+
+
+def test_a_deferral_is_written_at_once_even_when_the_retry_follows_quickly() -> None:
+    held: dict[str, Held] = {}
+    run(held, [request(), routed(), started()], 0.0)
+    pub, rows, _ = run(held, [attempted(SOFT, next_at=1_795_000_001.0)], 0.1)
+    assert changes(pub) == [(MID, "", "deferred")] and rows[MID].state == "deferred"
