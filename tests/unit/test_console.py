@@ -3,6 +3,9 @@ edge's access rules, over real HTTP (aiohttp's test server) without a broker."""
 
 from __future__ import annotations
 
+import html
+import re
+import socket
 import time
 from pathlib import Path
 
@@ -273,3 +276,80 @@ def test_the_unfiltered_queue_follows_the_latest_changes(monkeypatch: pytest.Mon
     rows = model.queue(st, model.QueueFilter(state="all"))["rows"]
     assert [r["message_id"] for r in rows] == ["m1", "m0", "m2"]
     assert model.queue(st, model.QueueFilter(state="all", page=2))["rows"] == []
+
+
+def test_incoming_and_dkim_forms_refuse_as_config_apply() -> None:
+    form = {"name": "in1", "host": "imap.x.test", "port": "70000", "security": "tls",
+            "folder": "INBOX", "active": "on", "use_idle": "on"}
+    bad = forms.config_from_form("incoming", form)
+    with pytest.raises(ConfigFileError) as refused:
+        parse('[[incoming]]\nname = "in1"\nhost = "imap.x.test"\nport = 70000\n'
+              'security = "tls"\n')
+    for fld in ("port", "security"):
+        assert bad.errors[fld], (fld, bad)
+        for sentence in bad.errors[fld]:
+            assert sentence in str(refused.value), (sentence, str(refused.value))
+    both = forms.config_from_form("incoming", {**form, "port": "993", "security": "ssl",
+                                               "password_env": "P", "password_file": "/p"})
+    assert both.errors["password_env"] == ["give password_env or password_file, not both"]
+    ok = forms.config_from_form("incoming", {**form, "port": "143", "security": "starttls",
+                                             "poll_interval": "30"})
+    assert ok.ok and (ok.event.port, ok.event.poll_interval, ok.event.use_idle) == (143, 30.0,
+                                                                                    True)
+    assert forms.initial("incoming")["port"] == 993  # a new server: the event's defaults
+    assert forms.initial("incoming", ok.event)["poll_interval"] == 30.0
+
+    none = forms.config_from_form("dkim", {"domain": "example.com", "selector": "s1",
+                                           "algorithm": "rsa-sha256"})
+    with pytest.raises(ConfigFileError) as said:
+        parse('[[dkim]]\ndomain = "example.com"\nselector = "s1"\n')
+    assert none.errors["key_file"][0] in str(said.value)
+    pasted = forms.config_from_form("dkim", {"domain": "example.com", "selector": "s1",
+                                             "key_env": "-----BEGIN PRIVATE KEY-----MIIE"})
+    assert not pasted.ok and "never entered" in pasted.errors["key_env"][0]
+    good = forms.config_from_form("dkim", {"domain": "example.com", "selector": "s1",
+                                           "key_env": "DKIM_KEY", "algorithm": "ed25519-sha256"})
+    assert good.ok and good.event.key == "dkim:example.com"
+
+
+async def _logged_in(client: TestClient) -> str:
+    page = await client.get("/login")
+    pre = page.cookies["postlane_login"].value
+    await client.post("/login", data={"csrf": pre, "username": "ops",
+                                      "password": "correct horse"})
+    text = await (await client.get("/")).text()
+    m = re.search(r'name="csrf" value="([^"]+)"', text)
+    assert m is not None
+    return m.group(1)
+
+
+async def test_incoming_and_dkim_pages_refuse_next_to_fields_and_test_unsaved_values(
+        tmp_path: Path) -> None:
+    s = Settings.from_env(environ={}, data_dir=str(tmp_path))
+    console = Console(s, tmp_path / "users")
+    auth.add_user(console.users_file, "ops", "correct horse")
+    async with TestClient(TestServer(make_app(console, Feed(s, console.state)))) as client:
+        csrf = await _logged_in(client)
+        page = await client.post("/incoming/save", data={
+            "csrf": csrf, "name": "in1", "host": "127.0.0.1", "port": "0", "security": "none",
+            "folder": "INBOX", "action": "save"})
+        text = await page.text()
+        assert page.status == 422 and 'id="err-port"' in text
+        with socket.socket() as closed:  # a port nothing listens on
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        tested = await client.post("/incoming/save", data={
+            "csrf": csrf, "name": "in1", "host": "127.0.0.1", "port": str(port),
+            "security": "none", "folder": "INBOX", "action": "test"})
+        text = html.unescape(await tested.text())
+        assert tested.status == 200
+        assert f"in1: Nothing is listening on 127.0.0.1 port {port}" in text
+        assert not console.state.config.incoming  # tested, not saved
+        dkim = await client.post("/dkim/save", data={
+            "csrf": csrf, "domain": "example.com", "selector": "s1",
+            "key_file": "-----BEGIN PRIVATE KEY-----MIIEsecret", "algorithm": "rsa-sha256"})
+        text = await dkim.text()
+        assert dkim.status == 422 and 'id="err-key_file"' in text
+        assert "MIIEsecret" not in text  # a key pasted by mistake is not shown back
+        for path in ("/dkim", "/incoming?edit=nope", "/dkim?edit=nope"):
+            assert (await client.get(path)).status == 200, path
