@@ -4,10 +4,9 @@ the same sentences, each placed next to the field it names. Pure."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
-
-import re
 
 from postlane.configfile import (
     ALIAS_KEYS,
