@@ -54,6 +54,7 @@ class Console:
     users_file: Path
     state: model.ConsoleState = field(default_factory=model.ConsoleState)
     sessions: auth.Sessions = field(default_factory=lambda: auth.Sessions(12))
+    throttle: auth.LoginThrottle = field(default_factory=auth.LoginThrottle)
     flashes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     command_timeout: float = 20.0
 
@@ -161,6 +162,15 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not pre or not auth.csrf_ok(pre, str(form.get("csrf") or "")):
         raise web.HTTPForbidden(text="the login form expired: reload it and try again\n")
     name, password = str(form.get("username") or ""), str(form.get("password") or "")
+    keys = [f"user:{name}", f"addr:{request.remote}"]
+    wait = c.throttle.wait(keys, time.time())
+    if wait > 0:
+        log.warning("console login of %r from %s refused for %.0f s (too many failures)",
+                    name, request.remote, wait)
+        return _login_refused(request, str(form.get("next") or "/"), 429,
+                              f"too many failed logins for this user name or from this "
+                              f"address: try again in {auth.retry_after(wait)} s",
+                              {"Retry-After": auth.retry_after(wait)})
     try:
         users = await asyncio.to_thread(auth.read_users, c.users_file)
     except auth.UserFileError as exc:
@@ -171,15 +181,23 @@ async def login(request: web.Request) -> web.StreamResponse:
     ok = stored is not None and await asyncio.to_thread(auth.verify_password, password, stored)
     if not ok:
         log.info("console login refused for %r from %s", name, request.remote)
-        new_pre = auth.secrets.token_urlsafe(24)
-        resp = render(request, "login.html", status=401, pre=new_pre,
-                      next=str(form.get("next") or "/"),
-                      error=problem or ("no such user or wrong password" if users else
-                                        f"no users yet: run `postlane web adduser NAME` "
-                                        f"(users file {c.users_file})"))
-        _cookie(request, resp, PRE_COOKIE, new_pre, 3600)
-        return resp
+        if users:  # no users yet (or an unreadable file) is not a guess
+            c.throttle.failed(keys, time.time())
+        return _login_refused(request, str(form.get("next") or "/"), 401,
+                              problem or ("no such user or wrong password" if users else
+                                          f"no users yet: run `postlane web adduser NAME` "
+                                          f"(users file {c.users_file})"))
+    c.throttle.succeeded(keys[0])
     return _open_session(request, name, _safe_next(str(form.get("next") or "/")))
+
+
+def _login_refused(request: web.Request, next_: str, status: int, error: str,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    new_pre = auth.secrets.token_urlsafe(24)
+    resp = render(request, "login.html", status=status, pre=new_pre, next=next_, error=error)
+    resp.headers.update(headers or {})
+    _cookie(request, resp, PRE_COOKIE, new_pre, 3600)
+    return resp
 
 
 def _open_session(request: web.Request, user: str, to: str) -> web.StreamResponse:

@@ -353,3 +353,49 @@ async def test_incoming_and_dkim_pages_refuse_next_to_fields_and_test_unsaved_va
         assert "MIIEsecret" not in text  # a key pasted by mistake is not shown back
         for path in ("/dkim", "/incoming?edit=nope", "/dkim?edit=nope"):
             assert (await client.get(path)).status == 200, path
+
+
+def test_failed_logins_wait_longer_and_longer_per_name_and_per_address() -> None:
+    t = auth.LoginThrottle(free=5, base=2.0, most=900.0, forget=900.0)
+    bob = ["user:bob", "addr:10.0.0.1"]
+    for i in range(4):
+        assert t.failed(bob, 100.0 + i) == 0.0  # four failures: no wait yet
+    assert t.failed(bob, 104.0) == 2.0  # the fifth: 2 s
+    assert t.wait(bob, 105.0) == 1.0 and t.wait(bob, 106.0) <= 0
+    assert t.failed(bob, 106.0) == 4.0 and t.failed(bob, 110.0) == 8.0  # doubling
+    # the same name from elsewhere waits too, and another name from that address
+    assert t.wait(["user:bob", "addr:10.0.0.2"], 111.0) == 7.0
+    assert t.wait(["user:eve", "addr:10.0.0.1"], 111.0) == 7.0
+    assert t.wait(["user:eve", "addr:10.0.0.2"], 111.0) == 0.0
+    for i in range(20):
+        t.failed(bob, 200.0 + i)
+    assert t.wait(bob, 220.0) == 900.0 - 1  # at most 15 minutes
+    t.succeeded("user:bob")  # a login that worked ends the name's count, not the address's
+    assert t.wait(["user:bob", "addr:10.0.0.2"], 300.0) == 0.0
+    assert t.wait(bob, 300.0) > 0
+    assert t.failed(["addr:10.0.0.1"], 219.0 + 900 + 900) == 0.0  # forgotten: counts anew
+    assert auth.retry_after(0.2) == "1" and auth.retry_after(7.5) == "8"
+
+
+async def test_logins_are_refused_with_429_after_five_failures_over_http(
+        tmp_path: Path) -> None:
+    s = Settings.from_env(environ={}, data_dir=str(tmp_path))
+    console = Console(s, tmp_path / "users", throttle=auth.LoginThrottle(base=60.0))
+    auth.add_user(console.users_file, "ops", "correct horse")
+    async with TestClient(TestServer(make_app(console, Feed(s, console.state)))) as client:
+
+        async def attempt(name: str, password: str) -> tuple[int, str, str]:
+            page = await client.get("/login")
+            pre = page.cookies["postlane_login"].value
+            resp = await client.post("/login", allow_redirects=False, data={
+                "csrf": pre, "username": name, "password": password})
+            return resp.status, resp.headers.get("Retry-After", ""), await resp.text()
+
+        for _ in range(5):
+            assert (await attempt("ops", "guess"))[:2] == (401, "")
+        status_, retry, text = await attempt("ops", "correct horse")  # right, but too late
+        assert (status_, retry) == (429, "60") and "try again in 60 s" in text
+        assert (await attempt("admin", "guess"))[0] == 429  # the address waits too
+        assert (await client.get("/", allow_redirects=False)).status == 303  # no session
+        console.throttle = auth.LoginThrottle()
+        assert (await attempt("ops", "correct horse"))[0] == 303
