@@ -360,7 +360,7 @@ async def config_page(request: web.Request, form: dict[str, str] | None = None,
         shown = form or forms.initial(kind, entries.get(edit) or entries.get(edit.lower()))
     if result is not None and kind == "dkim":  # a key pasted by mistake is not shown back
         for name in ("key_env", "key_file"):
-            if name in result.errors:
+            if any("never entered here" in e for e in result.errors.get(name, [])):
                 shown[name] = ""
     return render(request, "config.html", status=422 if result else 200, kind=kind,
                   rows=rows, fields=forms.fields_of(kind), values=shown,
@@ -378,8 +378,12 @@ async def config_save(request: web.Request) -> web.StreamResponse:
     event = result.event
     try:
         await asyncio.to_thread(configops.publish_config, c.settings, [(event.key, event)])
-    except Exception as exc:  # noqa: BLE001 - the broker refused: say it on the form
-        return await config_page(request, form, forms.FormResult(general=[str(exc)]))
+    except Exception as exc:  # noqa: BLE001 - the broker or the key refused: say it on the form
+        refused = forms.FormResult(general=[str(exc)])
+        if kind == "dkim":  # config apply's check of the key: next to the reference given
+            refused = forms.FormResult(errors={"key_file" if event.key_file else "key_env":
+                                               [str(exc)]})
+        return await config_page(request, form, refused)
     await _until(lambda: event in _config_events(c.state.config, kind))
     flash(request, "ok", f"published {event.type} {event.key}")
     raise web.HTTPSeeOther(BACK.get(kind, "/" + kind))

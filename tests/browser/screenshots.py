@@ -51,6 +51,11 @@ security = "ssl"
 username = "support@mycompany.example"
 password_env = "SUPPORT_IMAP_PASSWORD"
 
+[[dkim]]
+domain = "mycompany.example"
+selector = "pl2026"
+key_file = "/run/secrets/dkim-mycompany.pem"
+
 [[aliases]]
 alias = "sales"
 target = "crm.lead"
@@ -70,7 +75,7 @@ PAGES = [
     ("06-servers", "/servers"), ("07-server-form", "/servers/edit/primary"),
     ("10-incoming", "/incoming"), ("11-aliases", "/aliases"), ("12-settings", "/settings"),
     ("13-limits", "/limits"), ("13-tenants", "/tenants"), ("14-suppressions", "/suppressions"),
-    ("15-dead-letters", "/dead-letters"),
+    ("15-dead-letters", "/dead-letters"), ("16-dkim", "/dkim"),
 ]
 
 
@@ -129,9 +134,18 @@ def main(out: Path) -> None:
             page.goto(stack.url + "/servers/edit/primary")
             page.click("button[value=test]")
             page.screenshot(path=str(out / "09-server-test-connection.png"), full_page=True)
+            page.fill("#f-send_to", "postmaster@example.org")
+            page.fill("#f-on_behalf", "billing@mycompany.example")
+            page.click("button[value=test]")
+            page.screenshot(path=str(out / "09-server-test-send.png"), full_page=True)
             page.goto(stack.url + "/incoming")
             page.click("text=Test connection")
             page.screenshot(path=str(out / "10-incoming-test.png"), full_page=True)
+            page.goto(stack.url + "/incoming?edit=support-inbox")
+            page.fill("#f-port", "99999")
+            page.fill("#f-poll_interval", "often")
+            page.click("button[value=save]")
+            page.screenshot(path=str(out / "10-incoming-form-refused.png"), full_page=True)
             browser.close()
     print(f"screenshots in {out}: {', '.join(sorted(p.name for p in out.glob('*.png')))}")
 

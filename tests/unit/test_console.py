@@ -351,6 +351,12 @@ async def test_incoming_and_dkim_pages_refuse_next_to_fields_and_test_unsaved_va
         text = await dkim.text()
         assert dkim.status == 422 and 'id="err-key_file"' in text
         assert "MIIEsecret" not in text  # a key pasted by mistake is not shown back
+        unset = await client.post("/dkim/save", data={
+            "csrf": csrf, "domain": "example.com", "selector": "s1",
+            "key_env": "POSTLANE_TEST_NO_SUCH_VARIABLE", "algorithm": "rsa-sha256"})
+        text = await unset.text()  # config apply's check of the key, next to the reference
+        assert unset.status == 422 and 'id="err-key_env"' in text
+        assert "POSTLANE_TEST_NO_SUCH_VARIABLE" in text
         for path in ("/dkim", "/incoming?edit=nope", "/dkim?edit=nope"):
             assert (await client.get(path)).status == 200, path
 
