@@ -68,7 +68,7 @@ def main() -> None:
     table = SimpleNamespace(data=store)
 
     t = cpu()
-    for (old, new) in pairs:
+    for _, new in pairs:
         orjson.dumps(orjson.loads(new))
     anchor = (cpu() - t) / n
     t = cpu()
