@@ -5,6 +5,7 @@ chromium."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +55,7 @@ password_env = "SUPPORT_IMAP_PASSWORD"
 [[dkim]]
 domain = "mycompany.example"
 selector = "pl2026"
-key_file = "/run/secrets/dkim-mycompany.pem"
+key_file = "{dkim_key}"
 
 [[aliases]]
 alias = "sales"
@@ -81,7 +82,17 @@ PAGES = [
 
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, ConsoleStack(Path(tmp), CONFIG) as stack:
+    with tempfile.TemporaryDirectory() as tmp:
+        key = Path(tmp) / "dkim-mycompany.pem"  # config apply reads the key before publishing
+        subprocess.run([sys.executable, "-m", "postlane", "dkim", "keygen", "--domain",
+                        "mycompany.example", "--selector", "pl2026", "--out", str(key)],
+                       check=True, capture_output=True)
+        shoot(out, ConsoleStack(Path(tmp), CONFIG.replace("{dkim_key}", str(key))))
+    print(f"screenshots in {out}: {', '.join(sorted(p.name for p in out.glob('*.png')))}")
+
+
+def shoot(out: Path, console: ConsoleStack) -> None:
+    with console as stack:
         s = stack.settings
         with Publisher(settings=s) as pub:
             mids = [pub.send(from_="billing@mycompany.example", to=[f"client{i}@example.org"],
@@ -143,11 +154,10 @@ def main(out: Path) -> None:
             page.screenshot(path=str(out / "10-incoming-test.png"), full_page=True)
             page.goto(stack.url + "/incoming?edit=support-inbox")
             page.fill("#f-port", "99999")
-            page.fill("#f-poll_interval", "often")
+            page.fill("#f-folder", "")
             page.click("button[value=save]")
             page.screenshot(path=str(out / "10-incoming-form-refused.png"), full_page=True)
             browser.close()
-    print(f"screenshots in {out}: {', '.join(sorted(p.name for p in out.glob('*.png')))}")
 
 
 if __name__ == "__main__":
