@@ -117,13 +117,6 @@ def test_status_workers_serve_mails_by_state_rebuilt_after_a_restart(
                               and mails(*ports[1:]) == {"sent": 3.0, "queued": 1.0}),
                      timeout=90, what="two status workers, each its own partition")
         except AssertionError as exc:
-            crash = "IllegalStateError: No current assignment for partition"
-            if crash in workers[0].log_text():
-                # not the counting: the first worker's Fetcher crashed in the rebalance
-                # (upstream_patches' seek_to_committed raced the new assignment), so it
-                # serves nothing; reported to the lead (notes/issue-17-b.md)
-                pytest.xfail("the first status worker crashed when the second joined: "
-                             f"{crash} (streams/upstream_patches.py seek_to_committed)")
             raise AssertionError(f"{exc}\n{[mails(p) for p in ports[1:]]}\n"
                                  f"{workers[0].log_text()[-3000:]}\n---\n"
                                  f"{workers[1].log_text()[-3000:]}") from None
