@@ -3,9 +3,10 @@
 Building each mail with the email package (``message.build_message``:
 header objects parsed and refolded, the content manager, the generator) was
 about a third of delivery's CPU per mail (bench/README.md, issue 14). Most
-mail a business application sends is plain: ASCII text, ASCII headers that
-need no quoting, encoding or folding. For such a mail ``plain_wire`` writes
-the same bytes directly; for anything else it returns None and the caller
+mail a business application sends is plain: a text body, ASCII headers
+that need no quoting, encoding or folding. For such a mail ``plain_wire``
+writes the same bytes directly (the body encoded by the email package's own
+``_encode_text``, as ``set_content`` does); for anything else it returns None and the caller
 builds the mail with the email package as before. The two are compared
 byte for byte over generated mails in tests/unit/test_plainwire.py, so this
 file never decides how a mail looks: it only recognises the mails whose
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from email.contentmanager import _encode_text  # type: ignore[attr-defined]
 from email.utils import format_datetime
 
 from schemas import OutgoingServerConfigured, RoutingDecided, SendRequested
 from schemas.addresses import AddressError, idna_domain, split_address
 
-from .message import feedback_id
+from .message import SMTP_POLICY, feedback_id
 
 MAX_LINE = 78  # SMTP_POLICY.max_line_length: longer lines are folded or encoded
 # printable ASCII words separated by single spaces; no encoded-word lookalike
@@ -77,7 +79,7 @@ def plain_wire(
     """The mail ``message.build_message`` would build, as ``message_bytes``
     gives it, and its header names in order (for DKIM), when the mail is
     plain; None when it is not (build it with the email package)."""
-    if request.html or request.attachments or not request.text.isascii():
+    if request.html or request.attachments:
         return None
     headers: list[tuple[str, str]] = []
     sender = _address(decision.header_from or request.from_)
@@ -129,14 +131,14 @@ def plain_wire(
         headers.append(("Feedback-ID", fid))
     if not _text(request.message_id):
         return None
+    # the body as the email package's content manager encodes it (7bit,
+    # quoted-printable or base64, its own choice), with its own function
+    cte, data = _encode_text(request.text, "utf-8", None, SMTP_POLICY)
     tail = [("X-Postlane-Id", request.message_id),
             ("Content-Type", 'text/plain; charset="utf-8"'),
-            ("Content-Transfer-Encoding", "7bit"), ("MIME-Version", "1.0")]
+            ("Content-Transfer-Encoding", cte), ("MIME-Version", "1.0")]
     lines = [f"{n}: {v}" for n, v in headers]
     if any(len(line) > MAX_LINE for line in lines):
-        return None
-    body_lines = request.text.encode("ascii").splitlines()
-    if any(len(line) > MAX_LINE for line in body_lines):
         return None
     # the list headers come after the request's own, before Feedback-ID
     n_before = len(headers) - (1 if "feedback-id" not in
@@ -146,5 +148,5 @@ def plain_wire(
         f"{n}: {v}\r\n" for n, v in tail)
     names = [n for n, _ in headers[:n_before]] + list(list_headers or {}) + [
         n for n, _ in headers[n_before:]] + [n for n, _ in tail]
-    body = b"\r\n".join(body_lines) + b"\r\n"
-    return head.encode("ascii") + b"\r\n" + body, names
+    body = "\r\n".join(data.splitlines()) + ("\r\n" if data.endswith("\n") else "")
+    return (head + "\r\n" + body).encode("ascii"), names
