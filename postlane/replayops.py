@@ -16,8 +16,10 @@ whose own timestamp is at or before it are used: the embedded broker's
 The folds, by table:
 
 - ``status``: every status source, merged in timestamp order, each event
-  applied with ``processors.status.batch.apply`` (what the agent's
-  ``fold_batch`` applies per event: ``core.evolve``, ``core.acknowledge``).
+  applied with ``processors.status.core.fold_in_place``: the value
+  ``batch.apply`` gives (what the agent's ``fold_batch`` applies per event:
+  ``core.evolve``, ``core.acknowledge``), the same transitions made in place
+  and without the MessageStatusChanged the replay would drop.
 - ``delivery-ledger``: ``processors.delivery.core``: a release is
   ``on_routed``'s decision, each ``DeliveryStarted`` is ``start`` (a
   ledger is made with ``new_ledger`` from the recipients it names),
@@ -218,34 +220,30 @@ def status_comparable(st: Any) -> dict[str, Any]:
 
 def fold_status(s: Settings, recs: list[Rec]) -> Folded:
     from processors.status.agent import REGISTRY, SOURCES
-    from processors.status.batch import apply
-    from processors.status.core import MessageStatus
+    from processors.status.core import MessageStatus, fold_in_place
     from schemas import QueueCommandIssued
     from streams.topics import RELEASED, untyped_by_topic
 
     untyped = untyped_by_topic(s)
     released = RELEASED.full(s)
     out = Folded()
-    events: list[Event] = []
+    rows: dict[str, MessageStatus] = {}
     for rec in in_order(recs, SOURCES, s):
         try:
             ev = decode_any(REGISTRY, rec.value, untyped.get(rec.topic, ""))
         except InvalidEvent:
             out.skipped += 1
             continue
-        if rec.key != ev.message_id.encode():  # type: ignore[attr-defined]
+        mid: str = ev.message_id  # type: ignore[attr-defined]
+        if rec.key != mid.encode():
             out.skipped += 1
             continue
         if isinstance(ev, QueueCommandIssued) and rec.topic == released:
             continue  # the limiter's forwarded copy (the status agent ignores it)
-        events.append(ev)
-    # batch.apply per event: what fold_batch does for each event of a batch
-    # (its merging of the published changes is not needed for the rows)
-    rows: dict[str, MessageStatus] = {}
-    for event in events:
-        mid = event.message_id  # type: ignore[attr-defined]
+        # the value batch.apply gives (what fold_batch applies per event),
+        # made in place: only each mail's last value is kept
         try:
-            new, _result, _changed = apply(rows.get(mid), event)
+            new = fold_in_place(rows.get(mid), ev)
         except Exception:  # noqa: BLE001 - the agent dead-letters what fails to fold
             out.skipped += 1
             continue

@@ -114,13 +114,18 @@ def decode(cls: type[E], raw: bytes | str | dict[str, Any] | None) -> E:
             raise InvalidEvent(name, [f"not JSON: {exc}"]) from None
     if not isinstance(data, dict):
         raise InvalidEvent(name, [f"expected a JSON object, got {type(data).__name__}"])
+    return _decode_object(cls, data)
+
+
+def _decode_object(cls: type[E], data: dict[str, Any]) -> E:
+    name = cls.__name__
     if "__faust" in data:
         data = {k: v for k, v in data.items() if k != "__faust"}
     declared = data.get("type")
     if declared not in (None, "", name):
         raise InvalidEvent(name, [f"type is {declared!r}, expected {name!r}"])
     shape = _shape(cls)
-    if not shape.required.issubset(data.keys()):
+    if not data.keys() >= shape.required:
         missing = [f for f in shape.required_order if f not in data]
         raise InvalidEvent(name, [f"missing field {f!r}" for f in missing])
     if not shape.types_ok(data):
@@ -128,7 +133,7 @@ def decode(cls: type[E], raw: bytes | str | dict[str, Any] | None) -> E:
         if problems:
             raise InvalidEvent(name, problems)
     try:
-        return construct(cls, data)
+        return _build(shape, cls, data)
     except InvalidEvent:
         raise
     except (TypeError, ValueError) as exc:
@@ -230,10 +235,13 @@ def construct(cls: type[E], data: dict[str, Any]) -> E:
     """``cls(**data)``, without the cost of Faust's field descriptors: the
     same instance (the same values, defaults and validation), the same
     TypeError for an unknown field and the same InvalidEvent."""
-    shape = _shape(cls)
+    return _build(_shape(cls), cls, data)
+
+
+def _build(shape: _Shape, cls: type[E], data: dict[str, Any]) -> E:
     if not shape.fast:
         return cls(**data)
-    if not shape.known.issuperset(data.keys()):
+    if not data.keys() <= shape.known:
         extra = data.keys() - shape.known
         if extra & _INIT_NAMES:
             return cls(**data)  # what Faust's __init__ makes of its own parameters
@@ -241,7 +249,7 @@ def construct(cls: type[E], data: dict[str, Any]) -> E:
 
         raise TypeError("{} got unexpected {}: {}".format(
             cls.__name__, pluralize(len(extra), "argument"), ", ".join(map(str, sorted(extra)))))
-    if not shape.required.issubset(data.keys()):
+    if not data.keys() >= shape.required:
         return cls(**data)  # Faust's own TypeError for a missing argument
     obj = cls.__new__(cls)
     values = shape.template.copy()  # the order of Faust's setters
@@ -308,4 +316,4 @@ def decode_any(registry: dict[str, type[Event]], raw: bytes | str | None,
     cls = registry.get(tname) if isinstance(tname, str) else None
     if cls is None:
         raise InvalidEvent("event", [f"unknown type {tname!r}; expected one of {sorted(registry)}"])
-    return decode(cls, data)
+    return _decode_object(cls, data)
