@@ -70,6 +70,9 @@ class TableReplay:
     fold: Fold
     live: Callable[[Settings, str, Any], Any]  # (settings, key, table value) -> comparable
     doc: str = ""
+    # the comparable rows of the whole live table, when a row's meaning
+    # depends on the others (applied to what ``live`` gave)
+    live_all: Callable[[Settings, dict[str, Any]], dict[str, Any]] | None = None
 
 
 @dataclass
@@ -199,6 +202,8 @@ def run(s: Settings, spec: TableReplay, as_of: float | None = None,
                                         changelog_topics(s, spec.table))
     with gc_paused():
         live = read_live(s, topic, as_of, spec.live) if topic else {}
+        if topic and spec.live_all is not None:
+            live = spec.live_all(s, live)
     diffs = differences(folded.rows, live) if topic else []
     return Outcome(spec.name, as_of, len(recs), folded.folded, folded.skipped, folded.rows,
                    topic, live, diffs, time.perf_counter() - t0)
