@@ -60,6 +60,10 @@ class Event(
     event_id: str = ""
     occurred_at: float = 0.0
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _fast_init(cls)
+
     def __post_init__(self) -> None:
         self.type = type(self).__name__
         if not self.schema:
@@ -231,6 +235,30 @@ def _shape(cls: type[Event]) -> _Shape:
     return shape
 
 
+def _fast_init(cls: type[Event]) -> None:
+    """Give ``cls`` an ``__init__`` that builds it as ``construct`` does
+    when called with keyword arguments only (every event built in the
+    pipeline), and calls Faust's generated one (kept as ``_faust_init``)
+    for anything else (positional arguments, ``from_data``'s non-strict
+    mode, a class whose fields are not all plain)."""
+    faust_init = cls.__dict__.get("__init__")
+    if faust_init is None or getattr(faust_init, "_postlane_fast", False):
+        return
+    cls._faust_init = faust_init  # type: ignore[attr-defined]
+
+    def __init__(self: Event, *args: Any, **kwargs: Any) -> None:
+        shape = _SHAPES.get(cls) or _shape(cls)
+        if (args or not shape.fast or not kwargs.keys() <= shape.known
+                or not kwargs.keys() >= shape.required):
+            faust_init(self, *args, **kwargs)  # its own errors and its own modes
+            return
+        _fill(self, shape, cls, kwargs)
+
+    __init__._postlane_fast = True  # type: ignore[attr-defined]
+    __init__.__doc__ = faust_init.__doc__
+    cls.__init__ = __init__  # type: ignore[method-assign]
+
+
 def construct(cls: type[E], data: dict[str, Any]) -> E:
     """``cls(**data)``, without the cost of Faust's field descriptors: the
     same instance (the same values, defaults and validation), the same
@@ -252,6 +280,13 @@ def _build(shape: _Shape, cls: type[E], data: dict[str, Any]) -> E:
     if not data.keys() >= shape.required:
         return cls(**data)  # Faust's own TypeError for a missing argument
     obj = cls.__new__(cls)
+    _fill(obj, shape, cls, data)
+    return obj
+
+
+def _fill(obj: Event, shape: _Shape, cls: type[Event], data: dict[str, Any]) -> None:
+    """What Faust's ``__init__`` (strict mode) and ``__post_init__`` store
+    in ``obj``, for ``data`` with every required field and no other."""
     values = shape.template.copy()  # the order of Faust's setters
     values.update(data)
     values["__evaluated_fields__"] = set()
@@ -272,7 +307,6 @@ def _build(shape: _Shape, cls: type[E], data: dict[str, Any]) -> E:
     problems = obj.problems()
     if problems:
         raise InvalidEvent(cls.__name__, problems)
-    return obj
 
 
 def _type_problems(cls: type[Event], data: dict[str, Any]) -> list[str]:
