@@ -110,6 +110,7 @@ def test_every_table_replays_equal_to_the_live_one_after_a_kill_restart(
         # the group committed on every partition before the kill (a worker
         # killed before its first commit on a partition loses that input on
         # restart: a Faust issue, README "Known limits")
+        # (limits apply here: every mail goes through the limiter's release)
         wait_for(lambda: committed(s, (SEND_REQUESTED, ROUTING_DECIDED, RELEASED, DELIVERY)),
                  timeout=30, what="the group's first commit")
         time.sleep(2.0)  # the tables' writes after the last status change
