@@ -151,6 +151,7 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
     config: list[tuple[int, Event]] = []  # (timestamp ms, config event)
     asks: dict[str, list[tuple[int, int, int, quota.Ask]]] = {}  # ask_id -> (ts, off, i, ask)
     grants: dict[str, tuple[str, float]] = {}  # ask_id -> (batch key, decided_at)
+    refused: dict[str, list[int]] = {}  # ask_id -> when refusals of it were answered (ms)
     topic = {t.full(s): t.name for t in (CONFIG, QUOTA, QUOTA_ANSWERS, DELIVERY_QUOTA)}
     for rec in recs:
         name = topic.get(rec.topic)
@@ -176,6 +177,9 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
             else:
                 answers = data.get("answers") if data.get("type") == "QuotasAnswered" else [data]
                 for item in answers if isinstance(answers, list) else []:
+                    if isinstance(item, dict) and item.get("type") == "QuotaRefused":
+                        refused.setdefault(str(item.get("ask_id", "")), []).append(
+                            rec.timestamp_ms)
                     if not isinstance(item, dict) or item.get("type") != "QuotaGranted":
                         continue
                     ask_id, batch = str(item.get("ask_id", "")), str(item.get("batch") or "")
@@ -186,17 +190,20 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
                         out.skipped += 1  # from before answers named their row
         except (InvalidEvent, KeyError, TypeError, ValueError):
             out.skipped += 1
-    # the quota's order: by the moment of each batch, then the asks' offsets; the ask
-    # decided is the last one written before that moment (an ask repeated later is
-    # answered from the row)
+    # the quota's order: by the moment of each batch, then the asks' offsets. The ask
+    # decided is the first one written after its last refusal before that moment (an
+    # ask the limiter repeated, timed out, in the same batch is answered from the row;
+    # one repeated after the grant too)
     todo: list[tuple[float, int, int, str, quota.Ask]] = []
     for ask_id, (batch, at) in grants.items():
         seen = asks.get(ask_id)
         if not seen:
             out.skipped += 1
             continue
-        before = [a for a in seen if a[0] <= at * 1000.0 + 1] or seen[:1]
-        _ts, off, i, ask = before[-1]
+        until = at * 1000.0 + 1
+        after = max((t for t in refused.get(ask_id, ()) if t <= until), default=-1)
+        chosen = [a for a in seen if after < a[0] <= until] or seen[:1]
+        _ts, off, i, ask = chosen[0]
         todo.append((at, off, i, batch, ask))
     todo.sort(key=lambda t: (t[0], t[1], t[2]))
     config.sort(key=lambda c: c[0])
