@@ -148,6 +148,7 @@ class Settings:
     webhook_timeout: float = 10.0  # seconds an endpoint has to answer a POST
     webhook_concurrency: int = 4  # POSTs in flight per endpoint (one per mail at a time)
     webhook_tick: float = 0.2  # seconds between two looks at the due notifications
+    webhook_keep: float = 604800.0  # a delivered / dead notification's row is kept this long
     # --- dev --------------------------------------------------------------------
     config_file: str = ""  # applied by `postlane dev` at start when set
     capture_smtp_port: int = 2525  # the dev capture server (stand-in outgoing)
