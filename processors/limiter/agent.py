@@ -428,10 +428,14 @@ def register(rt: Runtime) -> None:
                 held_for=round(now - mail.received_at, 3), step=mail.step + 1))
             out.rows[mail.message_id.encode()] = {"state": "released", "at": now}
         for mail in result.asks:  # asking: held (not visibly) until the quota answers
-            if mail.lane == "mass":
-                index.pending[p].pop(mail.seq, None)
             held[mail.message_id] = asking = replace(mail, asked=now)
-            out.rows[mail.message_id.encode()] = {"state": "held", "mail": asking.to_dict()}
+            if mail.lane == "mass":
+                # no row: its limiter-mass row (or its earlier hold's row) brings it
+                # back after a crash, and it asks again with the same ask id
+                index.pending[p].pop(mail.seq, None)
+            else:
+                out.rows[mail.message_id.encode()] = {"state": "held",
+                                                      "mail": asking.to_dict()}
             out.ask(_ask(mail, mail.ask_id, p))
         for mail, verdict in result.holds:
             _hold(p, mail, verdict, out)
