@@ -20,8 +20,9 @@ the ops commands for mail it holds.
   in one process and take one lock.
 - ``postlane.limiter.quota`` (quota_agent.py) counts every limited
   transaction of every partition and of delivery's retries, in one place:
-  a mail under a limit is "asking" (a held row, not visible) until it
-  answers; the asks of a pass go out as one QuotasAsked.
+  a mail under a limit is "asking" (not visible; a held row for
+  transactional mail, the limiter-mass row for mass) until it answers; the
+  asks of a pass go out as one QuotasAsked.
 
 Each scheduling pass: decide with the pure core, publish MailReleased /
 MailHeld / command results, wait until the broker acknowledged them (those
