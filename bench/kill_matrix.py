@@ -42,8 +42,11 @@ limits"). Then it waits until everything arrived or nothing moved for
   carries the same event id (or bounce id), so readers drop it.
 
 ``missing`` must be 0 and every duplicate marked; the exit status is 1
-otherwise. Every process it starts (broker, sink, Dovecot, workers) is
-stopped by its PID at the end, also on an error or Ctrl-C. Not part of CI.
+otherwise. A round with missing mail prints each missing mail's events,
+where they are on ``released`` (partition, offsets), the killed processor's
+group's committed offsets there and the partitions' true end offsets. Every
+process it starts (broker, sink, Dovecot, workers) is stopped by its PID at
+the end, also on an error or Ctrl-C. Not part of CI.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ from schemas import (
 )
 from streams.client import ensure_topics
 from streams.embedded import EmbeddedBroker, free_port
+from streams.offsets import true_end_offsets_sync
 from streams.settings import Settings
 from streams.topics import (
     BLACKLIST,
@@ -135,6 +139,7 @@ class Tail:
                 except orjson.JSONDecodeError:
                     continue
                 if isinstance(value, dict):
+                    value["_at"] = (r.partition, r.offset)  # where it is on its topic
                     out.append(value)
                     got += 1
         return got
@@ -415,6 +420,40 @@ class KillMatrix:
         for a in sorted(rnd.bounced - black)[:5]:
             lines.append(f"  not blacklisted {a}: BounceRecorded {a in recorded}")
         lines.append(f"  {len(missing)} mails missing; logs in {self.workdir}")
+        if missing:
+            try:
+                lines.append(self._offsets(rnd, missing))
+            except Exception as exc:  # noqa: BLE001 - a diagnosis must not lose the round
+                lines.append(f"  offsets not read: {exc!r}")
+        return "\n".join(lines)
+
+    def _offsets(self, rnd: Round, missing: list[str]) -> str:
+        """Where the missing mails are on ``released``, the killed
+        processor's group's committed offsets and the topics' true ends."""
+        s = self.settings
+        released: dict[int, list[int]] = collections.defaultdict(list)
+        wanted = set(missing)
+        for e in self.ev("released"):
+            if e.get("message_id") in wanted:
+                p, o = e["_at"]
+                released[p].append(o)
+        spans = {p: f"{min(o)}-{max(o)} ({len(o)})" for p, o in sorted(released.items())}
+        lines = [f"  missing on released (partition: offsets): {spans}"]
+        tps = [TopicPartition(RELEASED.full(s), p) for p in range(s.partitions)]
+        group = f"{s.app_prefix}-{rnd.killed}"
+        reader = KafkaConsumer(bootstrap_servers=s.bootstrap, group_id=group,
+                               enable_auto_commit=False, client_id="kill-matrix-committed")
+        try:  # asks the group's committed offsets; never joins it
+            lines.append(f"  committed by {group}: " + ", ".join(
+                f"{tp.topic}[{tp.partition}]={reader.committed(tp)}" for tp in tps))
+        finally:
+            reader.close()
+        assert self.tail is not None
+        ends = true_end_offsets_sync(self.tail.consumer, tps)
+        listed = self.tail.consumer.end_offsets(tps)
+        lines.append("  true ends: " + ", ".join(f"{tp.topic}[{tp.partition}]={o}"
+                                                 f" (listed {listed.get(tp)})"
+                                                 for tp, o in sorted(ends.items())))
         return "\n".join(lines)
 
     def _count(self, rnd: Round) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from schemas import (
     WebhookConfigured,
     decode,
 )
+from schemas.config import from_filter_problems
 
 _META = ("type", "schema", "event_id", "occurred_at")
 ConfigEvent = OutgoingServerConfigured | OutgoingServerRemoved | SettingsChanged
@@ -101,10 +102,19 @@ def _build(cls: type[Event], data: dict[str, Any], where: str, allowed: list[str
         k: float(v) if cls._options.fields[k] is float and type(v) is int else v
         for k, v in data.items()
     }
+    # checked here, where configuration is made, not in the event (a logged one stays readable)
+    made_here = (from_filter_problems(str(data.get("from_filter") or ""))
+                 if cls is OutgoingServerConfigured else [])
     try:
-        return decode(cls, data)
+        event = decode(cls, data)
     except InvalidEvent as exc:
-        raise ConfigFileError(f"{where}: " + "; ".join(exc.problems)) from None
+        problems = exc.problems + made_here
+    else:
+        if not made_here:
+            return event
+        problems = made_here
+    raise ConfigFileError(f"{where}: " + "; ".join(problems)) from InvalidEvent(
+        cls.__name__, problems)
 
 
 def server_event_from_options(

@@ -34,6 +34,7 @@ class DevStack:
         self.notes: list[str] = []
         self._stopping = False
         self.unsubscribe: Any = None  # (UnsubscribeServer, close) once started
+        self.console: Any = None  # postlane.web.app.ConsoleServer once started
 
     def start(self) -> None:
         try:
@@ -68,6 +69,7 @@ class DevStack:
         )
         self._start_unsubscribe()
         self._apply_config()
+        self._start_console()
 
     def _start_unsubscribe(self) -> None:
         """The one-click unsubscribe service, on loopback."""
@@ -85,6 +87,27 @@ class DevStack:
         self.unsubscribe = (server, close)
         self.notes.append(f"unsubscribe service on {server.url} (links: "
                           f"{s.unsubscribe_url}/u/TOKEN)")
+
+    def _start_console(self) -> None:
+        """The web console on loopback, with a one-time login link, and
+        /metrics; a taken port is said, not fatal (the pipeline runs on)."""
+        from streams import metrics
+
+        from .web.app import ConsoleServer
+
+        s = self.settings.replace(web_host="127.0.0.1")
+        console = ConsoleServer(s)
+        try:
+            console.start()
+        except OSError as exc:
+            self.notes.append(f"console NOT started: 127.0.0.1:{s.web_port} is taken "
+                              f"({exc.strerror}); set POSTLANE_WEB_PORT to a free port")
+        else:
+            self.console = console
+            self.notes.append(f"console on {console.url}; log in once with "
+                              f"{console.login_link()} (valid 10 minutes, one use)")
+        if metrics.serve(s.metrics_host, s.metrics_port) is not None:
+            self.notes.append(f"metrics on http://{s.metrics_host}:{s.metrics_port}/metrics")
 
     def _apply_config(self) -> None:
         from .configfile import load, plan
@@ -135,6 +158,8 @@ class DevStack:
 
     def stop(self) -> None:
         self._stopping = True
+        if self.console is not None:
+            self.console.stop()
         if self.unsubscribe is not None:
             server, close = self.unsubscribe
             server.stop()

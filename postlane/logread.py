@@ -101,17 +101,23 @@ async def aread(s: Settings, topics: list[str], since: float | None = None,
             out: list[Rec] = []
             for tp, records in batch.items():
                 end = ends[tp]
-                for r in records:
-                    if r.offset >= end:
-                        break  # written after the read began
-                    read += 1
-                    ts = r.timestamp
-                    if (lo is not None and ts < lo) or (hi is not None and ts > hi):
-                        continue
-                    out.append(Rec(tp.topic, tp.partition, r.offset, ts, r.key, r.value))
+                topic, partition = tp.topic, tp.partition
+                if records and records[-1].offset >= end:  # written after the read began
+                    records = [r for r in records if r.offset < end]
+                read += len(records)
+                if lo is None and hi is None:
+                    out.extend([Rec(topic, partition, r.offset, r.timestamp, r.key, r.value)
+                                for r in records])
+                else:
+                    out.extend([Rec(topic, partition, r.offset, r.timestamp, r.key, r.value)
+                                for r in records
+                                if (lo is None or r.timestamp >= lo)
+                                and (hi is None or r.timestamp <= hi)])
                 if records:
                     last = time.monotonic()
                 if records and (records[-1].offset + 1 >= end):
+                    todo.discard(tp)
+                elif batch[tp] and batch[tp][-1].offset >= end:
                     todo.discard(tp)
             for tp in list(todo):  # a partition whose end was reached without records
                 if await consumer.position(tp) >= ends[tp]:

@@ -36,6 +36,28 @@ def _connection_problems(host: str, port: int, security: str) -> list[str]:
     if security not in SECURITY:
         out.append(f"security {security!r} must be one of {', '.join(SECURITY)}")
     return out
+
+
+def from_filter_problems(from_filter: str) -> list[str]:
+    """Each comma-separated part must be a full address (with ``@``) or a
+    domain; empty parts are ignored. Checked where configuration is made
+    (``postlane/configfile.py``: config apply, servers add, the console's
+    forms), not when an event is read: events already in a log stay
+    readable."""
+    out = []
+    for part in (p.strip() for p in from_filter.split(",")):
+        if not part:
+            continue
+        try:
+            if "@" in part:
+                check_address(part)
+            else:
+                idna_domain(part)
+        except AddressError as exc:
+            out.append(f"from_filter: {part!r} is neither an address nor a domain ({exc})")
+    return out
+
+
 POLICIES = ("everyone", "contacts", "followers")
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+$")
 

@@ -17,7 +17,7 @@ import faust
 
 from schemas.base import CODEC
 
-from . import broker_watch, upstream_patches
+from . import broker_watch, metrics, upstream_patches
 from .settings import Settings
 from .topics import TopicSpec
 
@@ -43,10 +43,10 @@ def create_app(name: str, settings: Settings) -> faust.App:
         producer_compression_type=settings.compression_type,  # lz4 by default
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
-        web_enabled=settings.web_enabled,
+        web_enabled=settings.faust_web_enabled,
         web_host="127.0.0.1",
         web_bind="127.0.0.1",
-        web_port=settings.web_port,
+        web_port=settings.faust_web_port,
         key_serializer="raw",  # table keys are bytes (message ids, addresses)
         value_serializer=CODEC,  # table values are plain dicts, as JSON
         table_cleanup_interval=60.0,
@@ -59,6 +59,7 @@ def create_app(name: str, settings: Settings) -> faust.App:
     app.producer.buffer.max_messages = settings.producer_buffer_max
     upstream_patches.apply_all(settings, app)
     broker_watch.install(app, settings)  # stops the worker if its broker lost its log
+    metrics.install(app, settings.topic_prefix)  # counts records in and out (/metrics)
     return app
 
 

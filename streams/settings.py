@@ -36,8 +36,9 @@ class Settings:
     app_prefix: str = "postlane"
     data_dir: str = ".postlane"
     store: str = "memory://"  # or rocksdb:// (needs rocksdict)
-    web_port: int = 6066
-    web_enabled: bool = False
+    # Faust's own web server (off; its port when POSTLANE_FAUST_WEB_ENABLED=true)
+    faust_web_port: int = 6066
+    faust_web_enabled: bool = False
     uvloop: bool = True  # run the workers' event loops on uvloop (postlane/runner.py)
     session_timeout: float = 60.0  # broker_session_timeout (embedded: 6.0)
     heartbeat_interval: float = 3.0  # broker_heartbeat_interval (embedded: 1.0)
@@ -118,6 +119,17 @@ class Settings:
     unsubscribe_secret_file: str = ""
     unsubscribe_token_days: float = 90.0  # how long a link works
     unsubscribe_alias: str = "unsubscribe"  # mailto:<alias>@<catchall_domain>?subject=... TOKEN
+    # --- web console and metrics ---------------------------------------------------
+    web_host: str = "127.0.0.1"  # where `postlane web` (and postlane dev's console) listens
+    web_port: int = 8642
+    # the console's users: one `name:scrypt$...` line each (`postlane web adduser NAME`);
+    # empty: <data_dir>/web-users
+    web_users_file: str = ""
+    web_session_hours: float = 12.0  # a login lasts this long
+    # the public base URL when behind an HTTPS proxy (cookies are then Secure); empty: none
+    web_public_url: str = ""
+    metrics_host: str = "127.0.0.1"  # /metrics of every worker and postlane dev
+    metrics_port: int = 9642  # 0: off; a second worker on one machine needs its own
     # --- webhooks (processors/webhooks) ------------------------------------------------
     webhook_retry_for: float = 86400.0  # retry a notification this long, then dead-letter it
     webhook_retry_first: float = 5.0  # first retry after this many seconds, doubling

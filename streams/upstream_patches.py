@@ -103,6 +103,11 @@ TARGETS: dict[str, tuple[Target, ...]] = {
     "fix_partition_stalls_after_dropped_batch": (
         Target(_FCONSUMER, "Consumer.getmany", FAUST, "4b168d84882a70d6"),
     ),
+    "fix_seek_undone_by_a_record_handed_over_meanwhile": (
+        Target(_FCONSUMER, "Consumer.seek", FAUST, "b86a9fe05f956b30"),
+        Target(_FCONSUMER, "Consumer.perform_seek", FAUST, "0e8c130ff4b0afd8"),
+        Target(_FCONSUMER, "Consumer._drain_messages", FAUST, "44a2500309e83c63"),
+    ),
     "fix_buffer_flush_gives_up_after_100ms": (
         Target(_FPRODUCER, "ProducerBuffer.flush", FAUST, "26fbebb124ad9c98"),
         Target(_FPRODUCER, "ProducerBuffer.flush_atmost", FAUST, "4966e8c5f9b42eb9"),
@@ -331,12 +336,21 @@ def _skipped_before(consumer: Any, tp: Any, offset: int,
     if tp.topic not in contiguous:
         return None
     read = consumer._read_offset.get(tp)
-    if not read or offset - read <= 1:  # Faust's own test for a gap
+    if not read:
         return None
-    # after a seek the read offset is the next to read (equal to the
-    # committed offset); otherwise the last handed over
-    committed = consumer._committed_offset.get(tp)
-    first = read if committed is not None and read <= committed else read + 1
+    if tp in _fresh_seeks(consumer):
+        # sought, nothing handed over since: the read offset is the next to
+        # read (fix_seek_undone_by_a_record_handed_over_meanwhile)
+        if offset <= read:
+            return None
+        first = read
+    else:
+        if offset - read <= 1:  # Faust's own test for a gap
+            return None
+        # after a seek the read offset is the next to read (equal to the
+        # committed offset); otherwise the last handed over
+        committed = consumer._committed_offset.get(tp)
+        first = read if committed is not None and read <= committed else read + 1
     holes: dict[Any, tuple[int, int]] = consumer.__dict__.setdefault("_postlane_holes", {})
     seen, times = holes.get(tp, (-1, 0))
     times = times + 1 if seen == first else 1
@@ -365,6 +379,8 @@ async def _getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         return
     contiguous: frozenset[str] = getattr(self.app, "_postlane_contiguous", frozenset())
     skipped: set[Any] = set()  # partitions whose records before this batch were skipped
+    seeks = _seek_marks(self)  # fix_seek_undone_by_a_record_handed_over_meanwhile
+    at_fetch = {tp: seeks.get(tp) for tp in records}
     # tp -> first offset of this batch not yet handed over
     undelivered = {tp: batch[0].offset for tp, batch in records.items() if batch}
     last = {tp: batch[-1].offset for tp, batch in records.items() if batch}
@@ -378,6 +394,12 @@ async def _getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
                 break
             if tp in skipped:
                 continue
+            if seeks.get(tp) is not at_fetch[tp]:
+                # sought since this batch was fetched: its records are from
+                # before the seek; fetch from where the seek went
+                skipped.add(tp)
+                undelivered[tp] = _sought_position(seeks[tp])
+                continue
             if (active_partitions is None or tp in active_partitions
                     or tp in self._buffered_partitions):
                 first = _skipped_before(self, tp, record.offset, contiguous)
@@ -387,6 +409,19 @@ async def _getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
                     continue
                 self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                 yield tp, self._to_message(tp, record)
+                if seeks.get(tp) is not at_fetch[tp]:
+                    # sought while the record was handed over: Faust's drain
+                    # loop has just set the read offset to this record's,
+                    # over the seek's; put the seek's back
+                    self._read_offset[tp] = seeks[tp][1]
+                    skipped.add(tp)
+                    undelivered[tp] = _sought_position(seeks[tp])
+                    _getmany_log.warning(
+                        "%s[%d]: sought while record %d was handed over: reading again "
+                        "from %d", tp.topic, tp.partition, record.offset, undelivered[tp])
+                    continue
+                if self._read_offset.get(tp) == record.offset:  # taken, not dropped
+                    _fresh_seeks(self).discard(tp)
                 undelivered[tp] = record.offset + 1
     finally:
         for tp, offset in undelivered.items():
@@ -422,6 +457,113 @@ def fix_getmany_drops_records_not_handed_over(settings: Settings, app: faust.App
     _replace(Consumer, "getmany", _getmany, "fix_getmany_drops_records_not_handed_over")
 
 
+# --- faust-streaming: a seek undone by the record being handed over ------------------------
+
+
+def _seek_marks(consumer: Any) -> dict[Any, tuple[int, int | None]]:
+    """tp -> (a number that changes with each seek of it, the read offset
+    the seek set) for ``consumer`` (empty while the fix is off)."""
+    marks: dict[Any, tuple[int, int | None]] = consumer.__dict__.setdefault(
+        "_postlane_seeks", {})
+    return marks
+
+
+def _fresh_seeks(consumer: Any) -> set[Any]:
+    """The partitions of ``consumer`` sought with no record handed over
+    since: their read offset is the next to read, not the last read."""
+    fresh: set[Any] = consumer.__dict__.setdefault("_postlane_fresh_seeks", set())
+    return fresh
+
+
+def _mark_sought(consumer: Any, tp: Any) -> None:
+    from faust.transport.consumer import ensure_TP
+
+    tp = ensure_TP(tp)
+    marks = _seek_marks(consumer)
+    count = marks[tp][0] + 1 if tp in marks else 1
+    marks[tp] = (count, consumer._read_offset.get(tp))
+    _fresh_seeks(consumer).add(tp)
+
+
+def _sought_position(mark: tuple[int, int | None]) -> int:
+    """Where a seek sent the fetch position: the read offset Faust set for
+    it (None for 0, and for a partition never committed, which
+    ``fix_seek_to_committed_skips_uncommitted_partitions`` seeks to 0)."""
+    return mark[1] or 0
+
+
+async def _seek(self: Any, partition: Any, offset: int) -> None:
+    await original(_faust_consumer(), "seek")(self, partition, offset)
+    _mark_sought(self, partition)
+
+
+async def _perform_seek(self: Any) -> None:
+    """faust-streaming 0.15.3's ``Consumer.perform_seek``, marking each
+    partition it seeks."""
+    from faust.transport.consumer import ensure_TP
+
+    read_offset = self._read_offset
+    _committed_offsets = await self.seek_to_committed()
+    read_offset.update(
+        {
+            tp: offset if offset is not None and offset >= 0 else None
+            for tp, offset in _committed_offsets.items()
+        }
+    )
+    committed_offsets = {
+        ensure_TP(tp): offset if offset else None
+        for tp, offset in _committed_offsets.items()
+        if offset is not None
+    }
+    self._committed_offset.update(committed_offsets)
+    for tp in _committed_offsets:
+        _mark_sought(self, tp)
+
+
+def _faust_consumer() -> type:
+    from faust.transport.consumer import Consumer
+
+    return Consumer
+
+
+def fix_seek_undone_by_a_record_handed_over_meanwhile(settings: Settings,
+                                                      app: faust.App) -> None:
+    """faust-streaming 0.15.3's ``Consumer._drain_messages`` sets a
+    partition's read offset to a record's offset *after* awaiting its
+    hand-over to the agent. A seek made meanwhile (``Consumer.perform_seek``
+    after table recovery; the seek-backs of ``_getmany``; the fetch
+    watchdog) set the read offset to where it sought, and is overwritten
+    with the handed record's. Records fetched again from the sought
+    position are below that read offset: Faust drops them without a word
+    ("DROPPED MESSAGE", a dev log) and never acks them. After recovery
+    (``Recovery._resume_streams``) the stream partitions are resumed before
+    ``perform_seek`` and the fetcher is already running, so records are
+    handed over while the seek runs (in the traced round none of them was
+    ever acked: the seek is what reads them again), and the last one's
+    read offset undid the seek. Seen after a
+    SIGKILL and restart of the delivery worker (kill matrix, about 1 round
+    in 3): ``released[3]`` committed at 18, records 18-25 handed over while
+    the seek ran (never acked), the read offset set to 25 after it, the rest of
+    that batch (26-77) delivered, then 18-76 fetched again and dropped:
+    18-25 never delivered, the commit stuck at 18, those mails ``queued``
+    until the next rebalance. Any broker. ``Consumer.seek`` and
+    ``Consumer.perform_seek`` (Faust's, copied) mark each partition they
+    seek; ``_getmany`` then puts back the read offset a seek set while a
+    record was handed over, and hands over no record of a partition sought
+    since its batch was fetched (it fetches from the sought position
+    again). The hole guard (``_skipped_before``) and the fetch watchdog
+    also know from the marks that a sought partition's next record is at
+    its read offset: they guessed from the committed offset, and after a
+    seek past it (the watchdog's, a seek-back) took read offset + 1,
+    letting one record slip."""
+    cls = _faust_consumer()
+    if _installed(cls, "seek"):
+        return
+    _replace(cls, "seek", _seek, "fix_seek_undone_by_a_record_handed_over_meanwhile")
+    _replace(cls, "perform_seek", _perform_seek,
+             "fix_seek_undone_by_a_record_handed_over_meanwhile")
+
+
 # --- faust-streaming: a partition stalled behind a dropped batch -------------------------
 
 
@@ -455,7 +597,7 @@ async def _watch_pass(app: Any, seen: dict[Any, _Stall], interval: float, patien
         # committed offset, it may be either: re-read that one record
         if read is None:
             first = committed or 0
-        elif committed is not None and read <= committed:
+        elif tp in _fresh_seeks(consumer) or (committed is not None and read <= committed):
             first = read
         else:
             first = read + 1
@@ -676,6 +818,7 @@ FIXES: dict[str, Fix] = {
         fix_seek_to_committed_skips_uncommitted_partitions,
         fix_getmany_drops_records_not_handed_over,
         fix_partition_stalls_after_dropped_batch,
+        fix_seek_undone_by_a_record_handed_over_meanwhile,
         fix_buffer_flush_gives_up_after_100ms,
         fix_end_offsets_at_last_batch_start,
         fix_fetch_answered_at_half_the_remaining_wait,

@@ -11,7 +11,7 @@ _MODULES = (
     "route", "schemas_cmd", "config_cmd", "run_cmd", "send_cmd", "status_cmd", "smtp_cmd",
     "inbound_cmd", "incoming_cmd", "bounces_cmd", "blacklist_cmd", "replay_cmd",
     "queue_cmd", "dkim_cmd", "unsubscribe_cmd", "suppressions_cmd",
-    "export_cmd", "report_cmd", "webhooks_cmd",
+    "export_cmd", "report_cmd", "webhooks_cmd", "web_cmd",
 )
 
 

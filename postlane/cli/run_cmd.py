@@ -49,8 +49,11 @@ def worker(names: tuple[str, ...], loglevel: str) -> None:
     """Run only the named processors (router, delivery, status) against the
     configured broker. Each name set is its own consumer group, so each can
     be started, scaled and killed on its own."""
+    from streams import metrics
+
     s = settings()
     ensure_topics(s)
+    metrics.serve(s.metrics_host, s.metrics_port)
     run(build(list(names), s), loglevel)
 
 

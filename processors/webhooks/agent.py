@@ -98,8 +98,11 @@ def register(rt: Runtime) -> None:
 
     @app.agent(rt.raw_topic(BOUNCES), name="postlane.webhooks-rekey")
     async def rekey(stream: Any) -> None:
+        await rt.config.wait_ready()
         async for event in stream.events():
             message = event.message
+            if not rt.config.view.webhooks:
+                continue  # no endpoint: nothing to notify
             try:
                 ev = decode_any(_BOUNCES, message.value)
             except InvalidEvent:

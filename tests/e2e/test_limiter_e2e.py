@@ -156,6 +156,12 @@ def test_daily_limit_defers_restart_keeps_counts_and_ops_commands(
         # timeout in 4 of 7 runs (never routing the late mail): give it 3 s more
         time.sleep(s.session_timeout + 3)
         worker = start(s, tmp_path, 2)
+        # published once the new worker is up: a record handed over while Faust's
+        # flow control is still stopped (table recovery) is skipped by the stream
+        # that reads it then and stays unrouted until the next restart, while the
+        # status agent of the same worker takes it (seen in CI; README known limits)
+        wait_for(lambda: "limiter index rebuilt" in worker.log_text(), timeout=60,
+                 what="the restarted worker ready")
         with Publisher(settings=s) as pub:
             late = pub.send(from_="app@a.test", to=["late@dest.test"], subject="late",
                             text="after the restart")

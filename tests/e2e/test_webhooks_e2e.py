@@ -229,3 +229,63 @@ def test_webhooks_signed_in_order_retried_and_dead_lettered(
         crm.stop()
         garbage.close()
         silent.close()
+
+
+def test_webhooks_survive_a_kill_of_their_worker(
+    broker: EmbeddedBroker, tmp_path: Path, sinks: Any, loop: Loop,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The webhooks worker is SIGKILLed while its endpoint is down and every
+    notification waits in the outbox; a new worker recovers the outbox from
+    its changelog and, once the endpoint is up, posts each notification once."""
+    monkeypatch.setenv("CRM_SECRET", SECRET)
+    s = isolated_settings(broker.port, tmp_path / "data", **RETRY)
+    ensure_topics(s)
+    sink = Sink()
+    crm_port = free_port()
+    crm = Receiver(loop, crm_port)
+    hook = WebhookConfigured(name="crm", url=f"http://{HOST}:{crm_port}/hooks/mail",
+                             events="sent", secret_env="CRM_SECRET")
+    srv = OutgoingServerConfigured(name="main", host=HOST, port=sinks(sink), security="none",
+                                   from_filter="a.test")
+    publish_config(s, [("settings", SettingsChanged(catchall_domain="mycompany.test")),
+                       (srv.key, srv), (hook.key, hook)])
+    env = {"POSTLANE_WEB_PORT": str(free_port()), **WEBHOOK_ENV}
+    pipeline = Worker(s, "router", "limiter", "delivery", log=tmp_path / "pipeline.log",
+                      extra_env=env).start()
+    hooks1 = Worker(s, "webhooks", log=tmp_path / "hooks1.log",
+                    extra_env={**env, "POSTLANE_WEB_PORT": str(free_port()),
+                               "POSTLANE_WEBHOOK_RETRY_FOR": "600"}).start()
+    hooks2: Worker | None = None
+    try:
+        with Publisher(settings=s) as pub:
+            mids = [pub.send(from_="app@a.test", to=[f"user{i}@dest.test"], subject=f"m{i}",
+                             text="hi") for i in range(8)]
+        wait_for(lambda: len(sink.messages) >= 8, timeout=90, what="the mails at the sink")
+
+        def retried() -> bool:  # every notification planned and tried (the endpoint is down)
+            return hooks1.log_text().count("will be retried") >= 8
+        wait_for(retried, timeout=60, what="the notifications retried")
+        hooks1.kill()
+        time.sleep(s.tuned().session_timeout + 1)  # the dead member's session ends
+        crm.start()
+        hooks2 = Worker(s, "webhooks", log=tmp_path / "hooks2.log",
+                        extra_env={**env, "POSTLANE_WEB_PORT": str(free_port()),
+                                   "POSTLANE_WEBHOOK_RETRY_FOR": "600"}).start()
+        wait_for(lambda: len(crm.got) >= 8, timeout=90, what="every notification after "
+                 "the restart")
+        time.sleep(3.0)
+        bodies = crm.bodies()
+        assert sorted(b["message_id"] for b in bodies) == sorted(mids)
+        assert len({b["id"] for b in bodies}) == len(bodies) == 8
+    except AssertionError:
+        print(hooks1.log_text()[-3000:])
+        if hooks2 is not None:
+            print(hooks2.log_text()[-3000:])
+        raise
+    finally:
+        pipeline.stop()
+        hooks1.stop()
+        if hooks2 is not None:
+            hooks2.stop()
+        crm.stop()

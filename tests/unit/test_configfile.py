@@ -265,3 +265,13 @@ def test_every_unknown_key_of_a_table_is_named() -> None:
         parse('[[servers]]\nname = "a"\nhots = "h.test"\nprot = 25\nsecurity = "none"\n')
     said = str(caught.value)
     assert "unknown keys 'hots' (did you mean 'host'?), 'prot' (did you mean 'port'?)" in said
+
+
+def test_a_from_filter_part_must_be_an_address_or_a_domain_where_config_is_made() -> None:
+    with pytest.raises(ConfigFileError, match=r"from_filter: 'not a domain!' is neither"):
+        parse('[[servers]]\nname = "a"\nhost = "h.test"\nfrom_filter = "x.test, not a domain!"\n')
+    # an event already in the log stays readable
+    from schemas import OutgoingServerConfigured, decode
+
+    old = OutgoingServerConfigured(name="a", host="h.test", from_filter="not a domain!")
+    assert decode(OutgoingServerConfigured, old.to_representation()).from_filter == "not a domain!"

@@ -316,6 +316,106 @@ def test_a_hole_the_broker_no_longer_has_is_let_through_after_three_fetches() ->
     assert c.sought == [(tp, 10)] * 3
 
 
+# --- fix_seek_undone_by_a_record_handed_over_meanwhile ------------------------------------
+# Faust's own (patched) ``Consumer.seek`` and ``Consumer.perform_seek`` run on
+# the stand-in; ``drain`` plays ``_drain_messages`` in its order: the read
+# offset test, the hand-over (awaited: here a seek may run), then the read
+# offset set to the record's.
+
+
+class _Log:
+    def dev(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+@dataclass
+class SeekingConsumer(Consumer):
+    committed_on_broker: dict[TP, int] = field(default_factory=dict)
+    log = _Log()
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        await faust_consumer.Consumer.seek(self, tp, offset)  # type: ignore[arg-type]
+
+    async def _seek(self, tp: TP, offset: int) -> None:
+        self.sought.append((tp, offset))
+
+    async def seek_to_committed(self) -> dict[TP, int]:
+        self.sought.extend(self.committed_on_broker.items())
+        return dict(self.committed_on_broker)
+
+    async def perform_seek(self) -> None:
+        await faust_consumer.Consumer.perform_seek(self)  # type: ignore[arg-type]
+
+
+def drained(consumer: SeekingConsumer, during: Any = None) -> list[int]:
+    """Every offset handed over by one ``getmany`` (dropped ones not
+    included), ``during(consumer, offset)`` awaited inside each hand-over."""
+    fix("fix_getmany_drops_records_not_handed_over")
+    fix("fix_seek_undone_by_a_record_handed_over_meanwhile")
+
+    async def drain() -> list[int]:
+        got: list[int] = []
+        async for tp, message in faust_consumer.Consumer.getmany(consumer, 0.1):  # type: ignore[arg-type]
+            r_offset = consumer._read_offset.get(tp)
+            if r_offset is None or message.offset >= r_offset:
+                got.append(message.offset)
+                if during is not None:
+                    await during(consumer, message.offset)
+                consumer._read_offset[tp] = message.offset
+        return got
+
+    return asyncio.run(drain())
+
+
+def test_a_seek_made_while_a_record_is_handed_over_is_not_undone() -> None:
+    """The kill matrix's delivery loss: the restarted worker handed over
+    released records 26.. (read offset None) while the seek to the committed
+    11 ran; the read offset was then set to the handed record's, over the
+    seek's, and 11-25, fetched again, were dropped as already read."""
+    tp = TP(INPUT, 3)
+    c = SeekingConsumer({tp: [26, 27, 28]}, {}, {}, committed_on_broker={tp: 11})
+
+    async def seek_to_committed_at_26(consumer: SeekingConsumer, offset: int) -> None:
+        if offset == 26:
+            await consumer.perform_seek()
+
+    first = drained(c, seek_to_committed_at_26)
+    c.fetched[tp] = list(range(11, 29))  # fetched again from the committed offset
+    again = drained(c)
+    assert set(range(11, 29)) <= set(first) | set(again)
+    assert again[:15] == list(range(11, 26))
+
+
+def test_records_fetched_before_a_seek_are_not_handed_over_after_it() -> None:
+    """A seek (here the fetch watchdog's) lands after a batch was fetched:
+    the rest of that batch is not handed over, and the partition is read
+    again from where the seek sent it."""
+    tp, other = TP(INPUT, 0), TP(INPUT, 1)
+    c = SeekingConsumer({other: [5], tp: [40, 41]}, {tp: 39, other: 4}, {tp: 30, other: 4})
+
+    async def watchdog_seeks_at_5(consumer: SeekingConsumer, offset: int) -> None:
+        if offset == 5:
+            await consumer.seek(tp, 31)
+
+    assert drained(c, watchdog_seeks_at_5) == [5]
+    assert c.sought[-1] == (tp, 31)
+    assert c._read_offset[tp] == 31
+
+
+def test_after_a_seek_past_the_committed_offset_the_next_record_is_the_sought_one() -> None:
+    """The hole guard took the next record after a seek to 31 (committed 30)
+    to be 32: a fetch starting at 32 went through, record 31 never came."""
+    tp = TP(INPUT, 0)
+    c = SeekingConsumer({tp: []}, {tp: 39}, {tp: 30})
+    fix("fix_seek_undone_by_a_record_handed_over_meanwhile")
+    asyncio.run(c.seek(tp, 31))
+    c.fetched[tp] = [32, 33]
+    assert drained(c) == []
+    assert c.sought[-1] == (tp, 31)
+    c.fetched[tp] = [31, 32, 33]
+    assert drained(c) == [31, 32, 33]
+
+
 # --- fix_partition_stalls_after_dropped_batch -----------------------------------------------
 
 
