@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AIOTopicPartition
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from processors.blacklist.core import (
@@ -32,7 +32,7 @@ from processors.blacklist.core import (
     evolve,
 )
 from schemas import BlacklistChanged, BlacklistEdited, Event, InvalidEvent, decode, decode_any
-from streams.client import BrokerUnavailable, Record, publish, read_topic
+from streams.client import Record, publish, read_topic, unavailable
 from streams.offsets import true_end_offsets, true_end_offsets_sync
 from streams.partitioning import partition_for
 from streams.settings import Settings
@@ -40,13 +40,6 @@ from streams.topics import BLACKLIST, BOUNCES
 
 REGISTRY: dict[str, type[Event]] = {cls.__name__: cls for cls in FOLDED_EVENTS}
 TABLE = "blacklist"
-
-
-def _unavailable(s: Settings, exc: Exception) -> BrokerUnavailable:
-    return BrokerUnavailable(
-        f"no Kafka broker at {s.bootstrap} ({exc}): start it with `postlane broker` (or "
-        "`postlane dev`), or check POSTLANE_BROKER"
-    )
 
 
 def published(s: Settings, as_of: float | None = None) -> dict[str, BlacklistChanged]:
@@ -106,33 +99,6 @@ def replay(s: Settings, rules: Rules, as_of: float | None = None) -> Replay:
     return fold_records(read_topic(s, BOUNCES.full(s), idle=0.5), rules, as_of)
 
 
-def changelog_topics(s: Settings) -> list[str]:
-    """Changelog topics of blacklist tables (``<prefix>-<app>-blacklist-changelog``)."""
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=s.bootstrap, client_id="postlane-admin",
-                                 request_timeout_ms=10000)
-    except KafkaError as exc:
-        raise _unavailable(s, exc) from exc
-    try:
-        names = admin.list_topics()
-    finally:
-        admin.close()
-    suffix = f"-{TABLE}-changelog"
-    return sorted(t for t in names if t.startswith(f"{s.app_prefix}-") and t.endswith(suffix))
-
-
-def pick_changelog(s: Settings, topics: list[str]) -> str | None:
-    """The processor's own group first (``postlane worker blacklist``),
-    else the one and only, else the dev stack's."""
-    if not topics:
-        return None
-    for name in (f"{s.app_prefix}-blacklist-{TABLE}-changelog",
-                 f"{s.app_prefix}-dev-{TABLE}-changelog"):
-        if name in topics:
-            return name
-    return topics[0]
-
-
 def _table_value(raw: bytes | None) -> dict[str, Any] | None:
     """A changelog value: the table's JSON bytes (Faust may have wrapped
     them as a JSON string)."""
@@ -155,9 +121,9 @@ async def _read_raw(s: Settings, topic: str, idle: float,
     try:
         await consumer.start()
     except KafkaError as exc:  # aiokafka's errors derive from kafka-python's name only
-        raise _unavailable(s, exc) from exc
+        raise unavailable(s, exc) from exc
     except Exception as exc:  # noqa: BLE001
-        raise _unavailable(s, exc) from exc
+        raise unavailable(s, exc) from exc
     out: list[tuple[bytes | None, bytes | None]] = []
     try:
         await consumer._client.force_metadata_update()
@@ -224,7 +190,7 @@ def history(s: Settings, address: str, rules: Rules) -> AddressState | None:
                                  enable_auto_commit=False, client_id="postlane-blacklist-why",
                                  fetch_max_wait_ms=100)
     except KafkaError as exc:
-        raise _unavailable(s, exc) from exc
+        raise unavailable(s, exc) from exc
     state: AddressState | None = None
     try:
         parts = consumer.partitions_for_topic(topic)

@@ -23,7 +23,7 @@ from typing import NamedTuple
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AIOTopicPartition
 
-from streams.client import BrokerUnavailable
+from streams.client import BrokerUnavailable, unavailable
 from streams.offsets import true_end_offsets
 from streams.settings import Settings
 
@@ -49,13 +49,6 @@ class Rec(NamedTuple):
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
-
-
-def unavailable(s: Settings, exc: BaseException) -> BrokerUnavailable:
-    return BrokerUnavailable(
-        f"no Kafka broker at {s.bootstrap} ({exc}): start it with `postlane broker` (or "
-        "`postlane dev`), or check POSTLANE_BROKER"
-    )
 
 
 async def aread(s: Settings, topics: list[str], since: float | None = None,

@@ -28,7 +28,8 @@ class BrokerUnavailable(RuntimeError):
     """No broker answered at the configured address."""
 
 
-def _unavailable(settings: Settings, exc: Exception) -> BrokerUnavailable:
+def unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailable:
+    """The error, in words, when no broker answered: what to start or check."""
     where = settings.bootstrap
     hint = (
         "start it with `postlane broker` (or `postlane dev`)"
@@ -44,7 +45,7 @@ def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS)
         admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="postlane-admin",
                                  request_timeout_ms=10000)
     except KafkaError as exc:
-        raise _unavailable(settings, exc) from exc
+        raise unavailable(settings, exc) from exc
     try:
         existing = set(admin.list_topics())
         new = [
@@ -78,7 +79,7 @@ def producer(settings: Settings) -> KafkaProducer:
             max_request_size=settings.max_request_bytes,
         )
     except KafkaError as exc:
-        raise _unavailable(settings, exc) from exc
+        raise unavailable(settings, exc) from exc
 
 
 def publish(
@@ -123,7 +124,7 @@ def read_topic(settings: Settings, topic: str, idle: float = 1.0) -> Iterator[Re
             client_id="postlane-reader", fetch_max_wait_ms=100,
         )
     except KafkaError as exc:
-        raise _unavailable(settings, exc) from exc
+        raise unavailable(settings, exc) from exc
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]

@@ -60,7 +60,8 @@ def replay_blacklist(as_of: str | None, changelog: str | None, as_json: bool) ->
     cutoff = parse_time(as_of) if as_of else None
     try:
         result = ops.replay(s, rules, cutoff)
-        topic = changelog or ops.pick_changelog(s, ops.changelog_topics(s))
+        topic = changelog or replayops.pick_changelog(
+            s, ops.TABLE, "blacklist", replayops.changelog_topics(s, ops.TABLE))
         # with --as-of, the live table and the blacklist topic as they were then
         live = ops.live_table(s, topic, cutoff) if topic else {}
         published = ops.published(s, cutoff)
