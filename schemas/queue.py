@@ -133,6 +133,8 @@ class QuotaAsked(Event):
     force: bool = False
     attempt: int = 0  # delivery: the attempt the token is for
     partition: int = -1  # the limiter's partition of the mail (answers go there)
+    mail: str = ""  # the limiter's transactional mail (JSON), carried back in the answer
+    give_back: bool = False  # the mail of this granted ask was cancelled: not counted
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -157,6 +159,7 @@ class QuotaGranted(Event):
     at: float = 0.0
     reason: str = ""
     attempt: int = 0
+    mail: str = ""  # the ask's ``mail``, carried back
 
 
 class QuotaRefused(Event):
@@ -172,6 +175,7 @@ class QuotaRefused(Event):
     until: float = 0.0
     by: str = "limiter"
     attempt: int = 0
+    mail: str = ""  # the ask's ``mail``, carried back
 
     def problems(self) -> list[str]:
         out = super().problems()

@@ -1,8 +1,9 @@
 """The quota agent (``postlane.limiter.quota``, in every limiter worker; the
 one that owns the one partition of the ``quota`` topic does the counting).
 
-Input: QuotasAsked (the asks of one limiter pass) and QuotaAsked (delivery's) (see
-quota.py for what is counted and why in one place). Per batch: decide each
+Input: QuotasAsked (the asks of one limiter pass, and the tokens it gives
+back) and QuotaAsked (delivery's) (see quota.py for what is counted and
+why in one place). Per batch: decide each
 ask with the pure core; write the batch's grants as one row of the
 ``limiter-quota`` table (batch key -> grants; this agent is its only
 writer) straight to the changelog and wait until the broker acknowledged
@@ -106,6 +107,11 @@ def register_quota(rt: Runtime) -> None:
                 await send_dead_letter(dlq, NAME, message, str(exc))
                 continue
             for ask in asks:
+                if ask.give_back:  # a cancelled mail's token: recorded, not answered
+                    returned = quota.give_back(q, ask, now, lim)
+                    if returned is not None:
+                        rows.append(returned)
+                    continue
                 answer, row = quota.decide(q, ask, now, lim)
                 if row is not None:
                     rows.append(row)

@@ -449,6 +449,9 @@ def _apply_routing(st: MessageStatus, ev: RoutingDecided, advance: bool) -> None
         st.reason = ev.reason or "every recipient is blacklisted"
     elif ev.outcome == "routed":
         st.state, st.server, st.reason = "queued", ev.server, f"routed to {ev.server}"
+        if isinstance(ev.request, dict) and ev.request.get("kind") == "mass":
+            st.reason += ("; mass mail waits its turn in the mass lane (taken in as the "
+                          "mass mail routed before it goes out, after transactional mail)")
     elif ev.outcome == "no_server":
         st.state = "failed"
         st.reason = ev.reason or "no outgoing server can send this mail"
