@@ -10,7 +10,9 @@ writer) straight to the changelog and wait until the broker acknowledged
 it; then publish the answers and wait for those: to the limiter one
 QuotasAnswered per partition of ``quota-answers`` (keyed to land on the
 partition of the mails it answers), to delivery one QuotaGranted /
-QuotaRefused per ask on ``delivery-quota``, keyed by message_id. A batch
+QuotaRefused per ask on ``delivery-quota``, keyed by message_id (a refusal
+also on ``held``, with the limiter's MailHeld, where the status processor
+folds it: the mail's status says why its next attempt waits). A batch
 costs the quota a few records, not a few per mail. The batch is acknowledged after that.
 
 So a grant is counted exactly when its row is on the log: a crash before
@@ -44,7 +46,7 @@ from schemas import (
 from streams.acked import acked, write_row
 from streams.batches import batches
 from streams.partitioning import partition_for
-from streams.topics import DEAD_LETTER, DELIVERY_QUOTA, QUOTA, QUOTA_ANSWERS
+from streams.topics import DEAD_LETTER, DELIVERY_QUOTA, HELD, QUOTA, QUOTA_ANSWERS
 
 from ..deadletter import send_dead_letter
 from ..runtime import Runtime
@@ -63,6 +65,7 @@ def register_quota(rt: Runtime) -> None:
     limits = LimitsCache(rt.config, s)
     reply = {"limiter": rt.topic(QUOTA_ANSWERS), "delivery": rt.topic(DELIVERY_QUOTA)}
     dlq = rt.topic(DEAD_LETTER)
+    held = rt.topic(HELD)
     table = app.Table("limiter-quota", default=None, key_type=bytes, partitions=1,
                       use_partitioner=True,
                       help="batch key -> the grants counted in it (quota agent only)")
@@ -122,7 +125,10 @@ def register_quota(rt: Runtime) -> None:
                 else:
                     data = answer.to_data()
                     event = (QuotaGranted if answer.granted else QuotaRefused)(**data)
-                    answers.append((reply[ask.by], ask.message_id.encode(), encode(event)))
+                    value = encode(event)
+                    answers.append((reply[ask.by], ask.message_id.encode(), value))
+                    if not answer.granted:  # the mail's status says why the attempt waits
+                        answers.append((held, ask.message_id.encode(), value))
         for p, items in sorted(to_limiter.items()):
             answers.append((reply["limiter"], key_on("answers", p, n),
                             encode(QuotasAnswered(answers=items))))

@@ -43,6 +43,7 @@ from schemas import (
     QueueCommandApplied,
     QueueCommandIssued,
     QueueCommandRefused,
+    QuotaRefused,
     RoutingDecided,
     SendRequested,
     plain,
@@ -58,7 +59,7 @@ OUTCOME_STATES = ("sent", "deferred", "failed")
 # events with a place in the mail's life (see progress_of)
 LIFE_EVENTS: tuple[type[Event], ...] = (
     SendRequested, RoutingDecided, MailHeld, MailReleased, DeliveryStarted, DeliveryAttempted,
-    MessageCancelled,
+    MessageCancelled, QuotaRefused,
 )
 # ops commands and their answers: history only
 COMMAND_EVENTS: tuple[type[Event], ...] = (
@@ -142,6 +143,8 @@ def progress_of(event: Event) -> tuple[int, int, int]:
         return (2, event.attempt, 1)
     if isinstance(event, MessageCancelled):
         return (3, 0, 0)
+    if isinstance(event, QuotaRefused):  # delivery's next attempt waits for its token
+        return (2, max(event.attempt - 1, 0), 2)
     raise TypeError(f"the status projection does not fold {type(event).__name__}")
 
 
@@ -182,6 +185,9 @@ def evolve(
         _apply_released(st, event, advance)
     elif isinstance(event, MessageCancelled):
         _apply_cancelled(st, event, advance)
+    elif isinstance(event, QuotaRefused) and advance:
+        st.state, st.next_attempt_at = "deferred", event.until
+        st.reason = f"{event.reason} (attempt {event.attempt} waits for it)"
     if st.state != "failed":
         st.acknowledged = False  # an acknowledgement is of one failure
     if advance:

@@ -34,6 +34,7 @@ from schemas import (
     MailHeld,
     MailReleased,
     MessageCancelled,
+    MessageStatusChanged,
     OutgoingServerConfigured,
     QueueCommandApplied,
     QueueCommandIssued,
@@ -61,6 +62,7 @@ from streams.topics import (
     RELEASED,
     ROUTING_DECIDED,
     ROUTING_DECIDED_MASS,
+    STATUS,
 )
 from tests.smtp.conftest import HOST
 
@@ -479,6 +481,18 @@ def test_a_failover_and_a_4xx_retry_take_their_token_on_the_server_that_took_the
             (g1, "grey", "delivery", 2), (m2, "backup", "delivery", 2),
             (g2, "grey", "limiter", 0)}
         assert not any(e.server == "dead" for e in asks(s))  # no limit there: nothing to ask
+
+        def m2_status() -> MessageStatusChanged | None:
+            changes = [e for _, e in read_events(s, STATUS, {
+                "MessageStatusChanged": MessageStatusChanged})
+                if isinstance(e, MessageStatusChanged) and e.message_id == m2]
+            return changes[-1] if changes else None
+
+        # the retry the quota refused is in m2's status, in words
+        last = wait_for(lambda: (c := m2_status()) and c.reason.endswith(
+            "(attempt 2 waits for it)") and c, what="m2's status says why it waits")
+        assert last.state == "deferred" and last.reason.startswith(
+            "deferred: server backup reached its daily limit of 1; next window "), last.reason
         time.sleep(1.5)
         assert len(backup.messages) == 1 and len(grey.messages) == 1
     finally:

@@ -345,3 +345,29 @@ def test_the_status_of_a_mass_mail_not_yet_taken_in_says_why_it_waits() -> None:
     assert st.reason == ("routed to primary; mass mail waits its turn in the mass lane (taken "
                          "in as the mass mail routed before it goes out, after transactional "
                          "mail)")
+
+
+def test_the_status_of_a_retry_the_quota_refused_says_why_it_waits() -> None:
+    from processors.status.core import fold
+    from schemas import DeliveryAttempted, DeliveryStarted, QuotaRefused, RoutingDecided
+
+    routed = RoutingDecided(message_id="m", outcome="routed", server="grey",
+                            header_from="app@a.test",
+                            request={"message_id": "m", "to": ["a@b.test"]})
+    started = DeliveryStarted(message_id="m", server="grey", attempt=1, recipients=["a@b.test"])
+    attempted = DeliveryAttempted(
+        message_id="m", server="grey", attempt=1, next_attempt_at=T0 + 60,
+        outcomes=[{"recipient": "a@b.test", "status": "deferred", "code": 451,
+                   "text": "greylisted"}])
+    refused = QuotaRefused(ask_id="m:attempt:2", message_id="m", by="delivery", attempt=2,
+                           why="daily_limit", until=T0 + 3600,
+                           reason="deferred: server grey reached its daily limit of 2; "
+                                  "next window 2026-11-23 00:00 UTC")
+    st = fold([routed, started, attempted, refused])
+    assert st is not None and st.state == "deferred" and st.next_attempt_at == T0 + 3600
+    assert st.reason == ("deferred: server grey reached its daily limit of 2; next window "
+                         "2026-11-23 00:00 UTC (attempt 2 waits for it)")
+    # the attempt it waited for, once it starts, goes on as usual
+    later = DeliveryStarted(message_id="m", server="grey", attempt=2, recipients=["a@b.test"])
+    st = fold([later], st)
+    assert st is not None and st.state == "sending"
