@@ -304,7 +304,11 @@ def run_pass(index: Index, p: int, now: float, limits: core.Limits, lookahead: i
         out.send(RELEASED, mail.message_id, MailReleased(
             message_id=mail.message_id, lane=mail.lane, decision=mail.decision,
             held_for=round(now - mail.received_at, 3), step=mail.step + 1))
-        out.rows[mail.message_id.encode()] = {"state": "released", "at": now}
+        if not (mail.token and not mail.why and mail.lane == "transactional"):
+            out.rows[mail.message_id.encode()] = {"state": "released", "at": now}
+        # else no row: it had none (never held), and the quota's grant row is the record
+        # of its release (a repeated ask gets the same grant, uncounted; a second
+        # MailReleased after a crash is a duplicate delivery's ledger drops)
     for mail in result.asks:
         held.pop(mail.message_id, None)
         if mail.lane == "mass":

@@ -102,13 +102,37 @@ def test_limited_mail_asks_without_a_row_and_the_grant_releases_it() -> None:
     assert steps.take_answer(ix, P, answers[0], T0, rows.row, lim, out)
     steps.run_pass(ix, P, T0, lim, 16, out)
     assert [e.message_id for e in sent(out, MailReleased)] == ["a"]
-    assert out.rows[b"a"]["state"] == "released"
+    # no row: the quota's grant row is the record of its release
+    assert b"a" not in out.rows
     assert not ix.asking[P] and not ix.held[P]
-    # the same answer again (redelivered) does nothing
+    # its decision delivered again (a crash before the offset commit): it asks
+    # again under the same id and the quota gives the same grant, uncounted
     rows.commit(ix, out)
     again = steps.Out()
-    assert not steps.take_answer(ix, P, answers[0], T0, rows.row, lim, again)
-    assert again.empty()
+    assert steps.take_routed(ix, P, mail("a"), rows.row)
+    steps.run_pass(ix, P, T0 + 1, lim, 16, again)
+    assert [a["ask_id"] for a in again.asks] == ["a:0"]
+    assert ask_through(q, again, T0 + 1, lim)[0].granted
+    assert q.counts == {"server:primary": 1}
+
+
+def test_a_mail_held_before_its_grant_leaves_a_released_row() -> None:
+    ix, rows, lim, q = index(), Rows(), limits(rate=1.0), quota.Quota()
+    out = steps.Out()
+    for i, mid in enumerate(("a", "b")):
+        steps.take_routed(ix, P, mail(mid, seq=i), rows.row)
+    steps.run_pass(ix, P, T0, lim, 16, out)
+    answers = ask_through(q, out, T0, lim)
+    out = steps.Out()
+    for answer in answers:
+        steps.take_answer(ix, P, answer, T0, rows.row, lim, out)
+    steps.run_pass(ix, P, T0, lim, 16, out)
+    assert out.rows[b"b"]["state"] == "held"  # paced: its slot is 1 s ahead
+    rows.commit(ix, out)
+    later = steps.Out()
+    steps.run_pass(ix, P, T0 + 1, lim, 16, later)
+    assert [e.message_id for e in sent(later, MailReleased)] == ["b"]
+    assert later.rows[b"b"] == {"state": "released", "at": T0 + 1}  # its held row replaced
 
 
 def test_a_refusal_holds_the_mail_in_words_with_a_row() -> None:
