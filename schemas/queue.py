@@ -53,6 +53,7 @@ class MailReleased(Event):
     command_id: str = ""
     held_for: float = 0.0
     step: int = 1
+    token: str = ""  # the ask id of the quota grant it goes with ("": no limit, or forced)
 
     def problems(self) -> list[str]:
         out = super().problems()

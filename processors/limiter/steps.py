@@ -303,8 +303,8 @@ def run_pass(index: Index, p: int, now: float, limits: core.Limits, lookahead: i
         forget(index, p, mail, out)
         out.send(RELEASED, mail.message_id, MailReleased(
             message_id=mail.message_id, lane=mail.lane, decision=mail.decision,
-            held_for=round(now - mail.received_at, 3), step=mail.step + 1))
-        if not (mail.token and not mail.why and mail.lane == "transactional"):
+            held_for=round(now - mail.received_at, 3), step=mail.step + 1, token=mail.token))
+        if not unrecorded_release(mail.lane, mail.token, mail.step + 1):
             out.rows[mail.message_id.encode()] = {"state": "released", "at": now}
         # else no row: it had none (never held), and the quota's grant row is the record
         # of its release (a repeated ask gets the same grant, uncounted; a second
@@ -318,6 +318,14 @@ def run_pass(index: Index, p: int, now: float, limits: core.Limits, lookahead: i
     for mail, verdict in result.holds:
         hold(index, p, mail, verdict, out)
     index.refresh_due(p, limits.ask_timeout)
+
+
+def unrecorded_release(lane: str, token: str, step: int) -> bool:
+    """Is a (not forced) release written without a limiter-held row? A
+    transactional mail that goes with its quota token and was never held
+    (its MailReleased is its first limiter event, ``step`` 1): the quota's
+    grant row records it (limiter_replay.py folds the same)."""
+    return bool(token) and lane == "transactional" and step == 1
 
 
 def hold(index: Index, p: int, mail: core.Mail, verdict: core.Verdict, out: Out) -> None:

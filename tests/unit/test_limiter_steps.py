@@ -395,3 +395,39 @@ def test_the_status_of_a_retry_the_quota_refused_says_why_it_waits() -> None:
     later = DeliveryStarted(message_id="m", server="grey", attempt=2, recipients=["a@b.test"])
     st = fold([later], st)
     assert st is not None and st.state == "sending"
+
+
+def test_replay_of_limiter_held_leaves_out_the_releases_the_limiter_writes_no_row_for() -> None:
+    import time
+
+    from postlane.limiter_replay import fold_held
+    from postlane.logread import Rec
+    from schemas import encode
+    from streams.settings import Settings
+    from streams.topics import HELD, RELEASED
+
+    s = Settings.from_env(environ={})
+    ix, rows, lim, q = index(), Rows(), limits(daily=1), quota.Quota()
+    out = steps.Out()
+    for i, mid in enumerate(("a", "b")):
+        steps.take_routed(ix, P, mail(mid, seq=i), rows.row)
+    steps.run_pass(ix, P, T0, lim, 16, out)
+    answers = ask_through(q, out, T0, lim)
+    out = steps.Out()
+    for answer in answers:
+        steps.take_answer(ix, P, answer, T0, rows.row, lim, out)
+    steps.run_pass(ix, P, T0, lim, 16, out)
+    free = steps.Out()
+    steps.take_routed(ix, P, mail("c", seq=3), rows.row)
+    steps.run_pass(ix, P, T0, Limits(), 16, free)  # no limit: no token, a row
+    rows.commit(ix, out)
+    rows.commit(ix, free)
+    [released] = sent(out, MailReleased)
+    assert released.token == "a:0" and released.step == 1
+    now_ms = int(time.time() * 1000)
+    topic = {steps.RELEASED: RELEASED.full(s), steps.HELD: HELD.full(s)}
+    recs = [Rec(topic[where], P, i, now_ms + i, mid.encode(), encode(ev))
+            for i, (where, mid, ev) in enumerate(out.events + free.events)]
+    replayed = fold_held(s, recs).rows
+    live = {k.decode(): {"state": v["state"]} for k, v in rows.items()}
+    assert replayed == live == {"b": {"state": "held"}, "c": {"state": "released"}}
