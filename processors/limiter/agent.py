@@ -160,9 +160,8 @@ def register(rt: Runtime) -> None:
             if decision is None:
                 continue
             key = message.key
-            mail = core.Mail(message_id=decision.message_id, lane="mass", seq=message.offset,
-                             decision=dict(decision.to_representation()),
-                             received_at=clock())
+            mail = core.Mail(message_id=str(decision["message_id"]), lane="mass",
+                             seq=message.offset, decision=decision, received_at=clock())
             store, full, room = steps.take_mass(
                 index, message.partition, mail, mass_table.get(key), held_table.get(key),
                 s.mass_intake_ahead, s.mass_window)
@@ -184,18 +183,21 @@ def register(rt: Runtime) -> None:
             if key in mass_table:
                 del mass_table[key]
 
-    async def _decision(message: Any) -> RoutingDecided | None:
-        try:
-            decision = decode(RoutingDecided, message.value)
-        except InvalidEvent as exc:
-            await send_dead_letter(dlq, NAME, message, str(exc))
-            return None
-        if message.key != decision.message_id.encode():
+    async def _decision(message: Any) -> dict[str, Any] | None:
+        """The routed decision as data, or None (not ours; dead-lettered when bad)."""
+        data = steps.plain_decision(message.value)  # the common case, without a Record
+        if data is None:  # anything unusual: the full decode, and its words if it fails
+            try:
+                data = dict(decode(RoutingDecided, message.value).to_representation())
+            except InvalidEvent as exc:
+                await send_dead_letter(dlq, NAME, message, str(exc))
+                return None
+        if message.key != str(data["message_id"]).encode():
             await send_dead_letter(dlq, NAME, message, f"key {message.key!r} is not the "
-                                   f"message_id {decision.message_id!r}")
+                                   f"message_id {data['message_id']!r}")
             return None
         # direct: the router released it itself (nothing of ours applied), delivery has it
-        return decision if decision.outcome == "routed" and not decision.direct else None
+        return data if data["outcome"] == "routed" and not data.get("direct") else None
 
     # --- transactional lane, commands, delivery's attempts ----------------------------------
 
@@ -265,9 +267,8 @@ def register(rt: Runtime) -> None:
         decision = await _decision(message)
         if decision is None:
             return
-        mail = core.Mail(message_id=decision.message_id, lane="transactional",
-                         seq=message.offset, decision=dict(decision.to_representation()),
-                         received_at=clock())
+        mail = core.Mail(message_id=str(decision["message_id"]), lane="transactional",
+                         seq=message.offset, decision=decision, received_at=clock())
         if steps.take_routed(index, p, mail, held_table.get):
             touched.add(p)
 

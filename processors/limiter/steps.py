@@ -41,6 +41,7 @@ from schemas import (
     QueueCommandApplied,
     QueueCommandIssued,
     QueueCommandRefused,
+    RoutingDecided,
 )
 
 from . import core, quota
@@ -377,6 +378,36 @@ def written(index: Index, out: Out) -> None:
         if row.get("state") in ("released", "cancelled"):
             index.done_held.append((float(row["at"]), key))
     index.done_mass.extend(out.done_mass)
+
+
+def plain_decision(raw: bytes | None) -> dict[str, Any] | None:
+    """A RoutingDecided as data when it is plainly well formed (JSON, its
+    type, a schema this reader knows, the fields the limiter and the
+    events it writes use, with their types; a routed one with its server,
+    header_from and request), without building a Record (a third of a
+    limited mail's decode and release in the limiter). None: anything
+    else, for the full ``schemas.decode`` to accept or refuse in words."""
+    try:
+        data = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("type") != "RoutingDecided" or "__faust" in data:
+        return None
+    schema = data.get("schema")
+    if type(schema) is not int or not 1 <= schema <= RoutingDecided.SCHEMA:
+        return None
+    for name in ("message_id", "outcome", "server", "header_from", "event_id"):
+        if not isinstance(data.get(name), str):
+            return None
+    if not data["message_id"] or not isinstance(data.get("request"), dict):
+        return None
+    if type(data.get("direct", False)) is not bool:
+        return None
+    if data["outcome"] != "routed":
+        return None  # not ours anyway: the full decode says so, or dead-letters it
+    if not (data["server"] and data["header_from"]):
+        return None
+    return data
 
 
 def answers_of(data: Mapping[str, Any]) -> list[quota.Answer]:

@@ -431,3 +431,34 @@ def test_replay_of_limiter_held_leaves_out_the_releases_the_limiter_writes_no_ro
     replayed = fold_held(s, recs).rows
     live = {k.decode(): {"state": v["state"]} for k, v in rows.items()}
     assert replayed == live == {"b": {"state": "held"}, "c": {"state": "released"}}
+
+
+def test_a_plainly_well_formed_decision_is_read_without_a_record_and_as_the_decode_reads_it(
+) -> None:
+    import orjson
+
+    from processors.config.view import ConfigView, evolve
+    from processors.router.core import decide
+    from schemas import (
+        OutgoingServerConfigured,
+        RoutingDecided,
+        SendRequested,
+        SettingsChanged,
+        decode,
+        encode,
+    )
+
+    view = evolve(evolve(ConfigView(), OutgoingServerConfigured(
+        name="primary", host="127.0.0.1", port=25, security="none", daily_limit=3)),
+        SettingsChanged(catchall_domain="c.test"))
+    request = SendRequested(message_id="m1", from_="app@a.test", to=["x@b.test"], subject="s",
+                            text="t")
+    raw = encode(decide(view, request))
+    plain = steps.plain_decision(raw)
+    assert plain == dict(decode(RoutingDecided, raw).to_representation())
+    data = orjson.loads(raw)
+    for bad in ({**data, "schema": 99}, {**data, "server": 3}, {**data, "request": "x"},
+                {**data, "type": "MailReleased"}, {**data, "direct": "yes"},
+                {**data, "outcome": "rejected"}, {**data, "header_from": ""}):
+        assert steps.plain_decision(orjson.dumps(bad)) is None, bad  # the full decode decides
+    assert steps.plain_decision(b"{not json") is None and steps.plain_decision(None) is None
