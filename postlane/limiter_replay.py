@@ -15,9 +15,7 @@ of the limiter changes this module only).
 The meters row (mass in flight per partition) depends on the clock of
 each scheduling pass and is not replayed; neither is the "asking" state of
 a mail waiting for the quota's answer (no event: a few ms, and no row).
-A transactional mail released with its quota token and never held has no
-row either (``steps.unrecorded_release``: the quota's grant row records
-it): its MailReleased is left out the same way. Released and
+Released and
 cancelled markers older than ``held_keep`` (an hour) before the last
 record folded are left out, as the limiter deletes them.
 """
@@ -48,7 +46,6 @@ _EVENTS: dict[str, type[Event]] = {c.__name__: c for c in (
 
 def _fold(s: Settings, recs: list[Rec]) -> tuple[dict[str, str], dict[str, Any], Folded]:
     from processors.limiter import core
-    from processors.limiter.steps import unrecorded_release
 
     out = Folded()
     held: dict[str, str] = {}
@@ -80,10 +77,6 @@ def _fold(s: Settings, recs: list[Rec]) -> tuple[dict[str, str], dict[str, Any],
             if held.get(mid) not in ("released", "cancelled"):
                 held[mid] = "held"
         elif isinstance(ev, MailReleased):
-            if not ev.forced and unrecorded_release(ev.lane, ev.token, ev.step):
-                held.pop(mid, None)  # released with its token, never held: no row
-                mass.pop(mid, None)
-                continue
             if held.get(mid) != "cancelled":
                 held[mid] = "released"
                 done_at[mid] = at

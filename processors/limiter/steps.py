@@ -305,11 +305,10 @@ def run_pass(index: Index, p: int, now: float, limits: core.Limits, lookahead: i
         out.send(RELEASED, mail.message_id, MailReleased(
             message_id=mail.message_id, lane=mail.lane, decision=mail.decision,
             held_for=round(now - mail.received_at, 3), step=mail.step + 1, token=mail.token))
-        if not unrecorded_release(mail.lane, mail.token, mail.step + 1):
-            out.rows[mail.message_id.encode()] = {"state": "released", "at": now}
-        # else no row: it had none (never held), and the quota's grant row is the record
-        # of its release (a repeated ask gets the same grant, uncounted; a second
-        # MailReleased after a crash is a duplicate delivery's ledger drops)
+        # its row answers a redelivery of its decision or of its answer after a
+        # crash: without it, the mail would be released again while delivery may be
+        # sending it (a duplicate it could take for an interrupted attempt)
+        out.rows[mail.message_id.encode()] = {"state": "released", "at": now}
     for mail in result.asks:
         held.pop(mail.message_id, None)
         if mail.lane == "mass":
@@ -319,14 +318,6 @@ def run_pass(index: Index, p: int, now: float, limits: core.Limits, lookahead: i
     for mail, verdict in result.holds:
         hold(index, p, mail, verdict, out)
     index.refresh_due(p, limits.ask_timeout)
-
-
-def unrecorded_release(lane: str, token: str, step: int) -> bool:
-    """Is a (not forced) release written without a limiter-held row? A
-    transactional mail that goes with its quota token and was never held
-    (its MailReleased is its first limiter event, ``step`` 1): the quota's
-    grant row records it (limiter_replay.py folds the same)."""
-    return bool(token) and lane == "transactional" and step == 1
 
 
 def hold(index: Index, p: int, mail: core.Mail, verdict: core.Verdict, out: Out) -> None:

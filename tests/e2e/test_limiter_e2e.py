@@ -96,7 +96,9 @@ def started(s: Settings) -> list[DeliveryStarted]:
 
 
 def holds(s: Settings) -> dict[str, MailHeld]:
-    return {e.message_id: e for _, e in read_events(s, HELD, {"MailHeld": MailHeld})
+    # the topic also carries the quota's refusals of delivery retries (for the status)
+    registry: dict[str, type[Event]] = {"MailHeld": MailHeld, "QuotaRefused": QuotaRefused}
+    return {e.message_id: e for _, e in read_events(s, HELD, registry)
             if isinstance(e, MailHeld)}
 
 
