@@ -57,7 +57,7 @@ class Settings:
     # how long a producer waits for more records before a produce request (ms):
     # records written meanwhile share it (fewer requests, socket writes and
     # broker work per record) for that much latency per hop
-    producer_linger_ms: int = 1
+    producer_linger_ms: int = 0
     producer_compression: str = "lz4"
     # table writes Faust may have pending before it stops handing records to
     # every agent (its default, 100, lets a campaign's table writes stall invoices)
