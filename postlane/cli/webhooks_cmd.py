@@ -11,7 +11,7 @@ import orjson
 
 from postlane.configfile import ConfigFileError
 from postlane.configfile import load as load_file
-from postlane.secrets import SecretUnavailable, webhook_secret
+from streams.secrets import SecretUnavailable, webhook_secret
 from processors.config.view import ConfigView
 from processors.config.view import fold as fold_view
 from processors.webhooks import core

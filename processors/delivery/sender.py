@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import replace
 
-from postlane.secrets import SecretUnavailable, read_dkim_key, unsubscribe_secret
+from streams.secrets import SecretUnavailable, read_dkim_key, unsubscribe_secret
 from schemas import DeliveryAttempted, OutgoingServerConfigured, RoutingDecided, SendRequested
 from schemas.addresses import domain_of, split_address
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import aiosmtplib
 
-from postlane.secrets import SecretUnavailable, require_password
+from streams.secrets import SecretUnavailable, require_password
 from schemas import OutgoingServerConfigured
 
 from .backoff import Status, classify, parse_enhanced

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import aioimaplib
 from aioimaplib import Command
 
-from postlane.secrets import SecretUnavailable, resolve_password
+from streams.secrets import SecretUnavailable, resolve_password
 from schemas import IncomingServerConfigured
 
 from .diagnose import Facts, explain

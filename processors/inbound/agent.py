@@ -33,7 +33,7 @@ import time
 import uuid
 from typing import Any
 
-from postlane.secrets import unsubscribe_secret
+from streams.secrets import unsubscribe_secret
 from schemas import (
     AliasConfigured,
     DeliveryAttempted,

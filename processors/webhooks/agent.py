@@ -145,7 +145,7 @@ def register(rt: Runtime) -> None:
                     wake.set()
 
     def secret_of(hook: WebhookConfigured) -> bytes:
-        from postlane.secrets import webhook_secret
+        from streams.secrets import webhook_secret
 
         ident = (hook.name, hook.secret_env, hook.secret_file)
         if ident not in secrets:
@@ -155,7 +155,7 @@ def register(rt: Runtime) -> None:
     async def post(lane: bytes, row: dict[str, Any], hook: WebhookConfigured) -> None:
         sem = limits.setdefault(hook.name, asyncio.Semaphore(max(1, s.webhook_concurrency)))
         async with sem:
-            from postlane.secrets import SecretUnavailable
+            from streams.secrets import SecretUnavailable
 
             try:
                 secret = secret_of(hook)

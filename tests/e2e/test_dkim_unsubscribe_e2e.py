@@ -32,7 +32,7 @@ from click.testing import CliRunner
 from postlane.cli.dkim_cmd import dkim as dkim_group
 from postlane.configops import publish_config
 from postlane.publisher import Publisher
-from postlane.secrets import unsubscribe_secret
+from streams.secrets import unsubscribe_secret
 from postlane.statusview import wait_final
 from processors.unsubscribe.token import make_token
 from processors.unsubscribe.web import UnsubscribeServer, kafka_publisher

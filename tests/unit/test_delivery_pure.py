@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from postlane.secrets import SecretUnavailable, require_password, resolve_password
+from streams.secrets import SecretUnavailable, require_password, resolve_password
 from processors.delivery.backoff import classify, next_attempt_at, parse_enhanced, retry_delay
 from processors.delivery.diagnose import KINDS, Facts, ProbeReport, explain
 from processors.delivery.message import (
