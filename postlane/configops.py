@@ -32,7 +32,6 @@ def dkim_key_problems(items: list[tuple[str, Event]]) -> list[str]:
     as the delivery worker will read it: the same file, or the same
     variable in this process's environment.)"""
     from processors.delivery.dkim import DkimError, load_key
-
     from streams.secrets import SecretUnavailable, read_dkim_key
 
     out = []

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from schemas import Event, encode
+from streams import tables
 from streams.topics import BLACKLIST, BOUNCES, DEAD_LETTER
 
 from ..deadletter import decode_or_dead_letter, send_dead_letter
@@ -24,7 +25,6 @@ from ..runtime import Runtime
 from .core import FOLDED_EVENTS, AddressState, Rules, address_of, evolve
 
 NAME = "blacklist"
-TABLE = "blacklist"
 REGISTRY: dict[str, type[Event]] = {cls.__name__: cls for cls in FOLDED_EVENTS}
 log = logging.getLogger("postlane.blacklist")
 
@@ -42,10 +42,7 @@ def register(rt: Runtime) -> None:
     rules = Rules.from_settings(s)
     out = rt.topic(BLACKLIST)
     dlq = rt.topic(DEAD_LETTER)
-    table = rt.app.Table(
-        TABLE, default=None, key_type=bytes, value_type=bytes, partitions=s.partitions,
-        help="address -> AddressState (JSON): counted bounces and the blacklisting",
-    )
+    table = rt.table(tables.BLACKLIST)
     rt.extras["blacklist_table"] = table
 
     @rt.app.agent(rt.topic(BOUNCES), name="postlane.blacklist", concurrency=1)

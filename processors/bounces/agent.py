@@ -39,6 +39,7 @@ from schemas import (
     decode_any,
     encode,
 )
+from streams import tables
 from streams.topics import (
     BOUNCE_ATTRIBUTION,
     BOUNCE_DOMAINS,
@@ -53,14 +54,12 @@ from ..runtime import Runtime
 from . import attribution, core
 
 NAME = "bounces"
-TABLE = "bounce-domains"
 log = logging.getLogger("postlane.bounces")
 _INTAKE: dict[str, type[Event]] = {
     c.__name__: c for c in (InboundMailRouted, BounceMailReceived, DeliveryAttempted,
                             DeliveryStarted)
 }
 _OUTAGE: dict[str, type[Event]] = {c.__name__: c for c in (RecipientBounced, RecipientsMailed)}
-RECIPIENTS_TABLE = "bounce-recipients"
 _ATTRIBUTION: dict[str, type[Event]] = {
     c.__name__: c for c in (DeliveryStarted, DeliveryAttempted, RecipientBounced)}
 
@@ -72,15 +71,11 @@ def register(rt: Runtime) -> None:
     rules = core.BurstRules.from_settings(s)
     source = rt.raw_topic(INBOUND_ROUTED, BOUNCE_MAIL, DELIVERY)
     domains_in = rt.raw_topic(BOUNCE_DOMAINS)
-    table = app.Table(TABLE, default=None, key_type=bytes, value_type=bytes,
-                      partitions=s.partitions,
-                      help="recipient domain -> recent errors and mail sent (outage check)")
+    table = rt.table(tables.BOUNCE_DOMAINS)
     bounce_mail_topic = BOUNCE_MAIL.full(s)
     attribution_in = rt.raw_topic(DELIVERY, BOUNCE_ATTRIBUTION)
     attribution_topic = BOUNCE_ATTRIBUTION.full(s)
-    recipients = app.Table(RECIPIENTS_TABLE, default=None, key_type=bytes, value_type=bytes,
-                           partitions=s.partitions,
-                           help="message_id -> its recipients (JSON list): bounce attribution")
+    recipients = rt.table(tables.BOUNCE_RECIPIENTS)
 
     async def send_all(out: core.Out) -> None:
         for spec, key, event in out:

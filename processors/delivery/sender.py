@@ -14,9 +14,9 @@ import logging
 import time
 from dataclasses import replace
 
-from streams.secrets import SecretUnavailable, read_dkim_key, unsubscribe_secret
 from schemas import DeliveryAttempted, OutgoingServerConfigured, RoutingDecided, SendRequested
 from schemas.addresses import domain_of, split_address
+from streams.secrets import SecretUnavailable, read_dkim_key, unsubscribe_secret
 
 from ..router.core import decide
 from ..runtime import Runtime

@@ -37,8 +37,8 @@ from typing import Any
 
 import aiosmtplib
 
-from streams.secrets import SecretUnavailable, require_password
 from schemas import OutgoingServerConfigured
+from streams.secrets import SecretUnavailable, require_password
 
 from .backoff import Status, classify, parse_enhanced
 from .diagnose import OPERATOR_KINDS, Facts, explain, one_line

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import aioimaplib
 from aioimaplib import Command
 
-from streams.secrets import SecretUnavailable, resolve_password
 from schemas import IncomingServerConfigured
+from streams.secrets import SecretUnavailable, resolve_password
 
 from .diagnose import Facts, explain
 

@@ -33,7 +33,6 @@ import time
 import uuid
 from typing import Any
 
-from streams.secrets import unsubscribe_secret
 from schemas import (
     AliasConfigured,
     DeliveryAttempted,
@@ -52,7 +51,9 @@ from schemas import (
     encode,
 )
 from schemas.addresses import AddressError, domain_of, split_address
+from streams import tables
 from streams.partitioning import partition_for
+from streams.secrets import unsubscribe_secret
 from streams.topics import (
     BOUNCES,
     DEAD_LETTER,
@@ -137,14 +138,10 @@ def register(rt: Runtime) -> None:
                                              s.unsubscribe_secret_file, s.data_dir))
         return core.UnsubscribeCheck(s.unsubscribe_alias, secret[0], now)
 
-    seen = app.Table("inbound-seen", default=None, key_type=bytes, partitions=n,
-                     help="normalized Message-ID -> the first inbound mail with it")
-    sent_index = app.Table("sent-index", default=None, key_type=bytes, partitions=n,
-                           help="normalized Message-ID Postlane sent -> message id, thread")
-    loops = app.Table("alias-loops", default=None, key_type=bytes, partitions=n,
-                      help="alias|sender -> mails counted in the loop window")
-    sent_threads = app.Table("sent-threads", default=None, key_type=bytes, partitions=n,
-                             help="message id -> thread_ref, tenant, Message-IDs indexed")
+    seen = rt.table(tables.INBOUND_SEEN)
+    sent_index = rt.table(tables.SENT_INDEX)
+    loops = rt.table(tables.ALIAS_LOOPS)
+    sent_threads = rt.table(tables.SENT_THREADS)
 
     async def emit(route: core.Route, inbound: InboundMailReceived | InboundMailRejected,
                    key: str, mail: ParsedMail | None) -> None:

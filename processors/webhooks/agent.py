@@ -48,6 +48,7 @@ from schemas import (
     decode_any,
     encode,
 )
+from streams import tables
 from streams.acked import acked, write_row
 from streams.topics import (
     BOUNCES,
@@ -75,16 +76,12 @@ _SCAN_EVERY = 5.0  # seconds between full scans of the outbox (rows recovered on
 def register(rt: Runtime) -> None:
     s = rt.settings
     app = rt.app
-    n = s.partitions
     results = rt.topic(WEBHOOKS)
     events_out = rt.topic(WEBHOOK_EVENTS)
     dlq = rt.topic(DEAD_LETTER)
     webhook_events = WEBHOOK_EVENTS.full(s)
-    tenants = app.Table("webhook-tenants", default=None, key_type=bytes, partitions=n,
-                        use_partitioner=True, help="message_id -> the mail's tenant")
-    outbox = app.Table("webhook-outbox", default=None, key_type=bytes, partitions=n,
-                       use_partitioner=True,
-                       help="lane (message_id) -> {rows: delivery_id -> notification row}")
+    tenants = rt.table(tables.WEBHOOK_TENANTS)
+    outbox = rt.table(tables.WEBHOOK_OUTBOX)
     lock = asyncio.Lock()
     wake = asyncio.Event()
     poster = Poster(s.webhook_timeout)

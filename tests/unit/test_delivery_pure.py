@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from streams.secrets import SecretUnavailable, require_password, resolve_password
 from processors.delivery.backoff import classify, next_attempt_at, parse_enhanced, retry_delay
 from processors.delivery.diagnose import KINDS, Facts, ProbeReport, explain
 from processors.delivery.message import (
@@ -22,6 +21,7 @@ from processors.delivery.message import (
     message_bytes,
 )
 from schemas import OutgoingServerConfigured, RoutingDecided, SendRequested
+from streams.secrets import SecretUnavailable, require_password, resolve_password
 from streams.settings import Settings
 
 # --- back-off -------------------------------------------------------------------
