@@ -11,11 +11,13 @@ import re
 from email.headerregistry import Address
 from email.utils import formataddr, getaddresses, parseaddr
 
+from .errors import PostlaneError
+
 _LOCAL_OK = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-\u0080-\U0010ffff]+$")
 _LABEL_OK = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
-class AddressError(ValueError):
+class AddressError(PostlaneError, ValueError):
     """An address is malformed; the message says what is wrong."""
 
 

@@ -16,10 +16,12 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
+from schemas.errors import PostlaneError
+
 from .settings import Settings
 
 
-class BrokerError(RuntimeError):
+class BrokerError(PostlaneError, RuntimeError):
     """The embedded broker could not be started."""
 
 

@@ -20,17 +20,17 @@ from schemas import (
     OutgoingServerConfigured,
     WebhookConfigured,
 )
+from schemas.errors import PostlaneError
 
 Server = OutgoingServerConfigured | IncomingServerConfigured
 
 
-class SecretUnavailable(RuntimeError):
+class SecretUnavailable(PostlaneError, RuntimeError):
     """The password of a server cannot be read. The message says what to set
     (and never contains the value)."""
 
     def __init__(self, server: str, message: str) -> None:
-        self.server = server
-        super().__init__(message)
+        super().__init__(message, server=server)
 
 
 def _worker(server: Server) -> str:

@@ -14,10 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from schemas.errors import PostlaneError
+
 ENV_PREFIX = "POSTLANE_"
 
 
-class SettingsError(ValueError):
+class SettingsError(PostlaneError, ValueError):
     """A POSTLANE_ variable has a value of the wrong type."""
 
 

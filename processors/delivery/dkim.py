@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, uti
 
 from schemas import DkimKeyConfigured
 from schemas.addresses import AddressError, idna_domain
+from schemas.errors import PostlaneError
 
 # Signed when present: the identity and content headers, MIME headers, the
 # one-click unsubscribe pair and the feedback loop id (RFC 6376 5.4.1 and
@@ -48,13 +49,13 @@ SIGNED_HEADERS = (
 MIN_RSA_BITS = 1024
 
 
-class DkimError(Exception):
+class DkimError(PostlaneError):
     """A DKIM key cannot be used. ``domain`` is the ``[[dkim]]`` entry; the
     message says what the operator should do (never the key)."""
 
     def __init__(self, domain: str, message: str) -> None:
         self.domain = domain
-        super().__init__(message)
+        super().__init__(message, processor="delivery")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from schemas import SendRequested, UnsubscribeRequested
 from schemas.addresses import AddressError, split_address
+from schemas.errors import PostlaneError
 
 VERSION = "1"
 _SEP = "\x1f"
@@ -32,7 +33,7 @@ _EVENT_NS = uuid.UUID("8d7c1f52-0b5e-4a43-a1a3-64f2c7b0e9d4")
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
 
-class TokenError(ValueError):
+class TokenError(PostlaneError, ValueError):
     """A token that is not ours, altered, or expired; ``reason`` is one of
     malformed, forged, expired. The message is safe to show."""
 
