@@ -43,7 +43,6 @@ def register(rt: Runtime) -> None:
     out = rt.topic(BLACKLIST)
     dlq = rt.topic(DEAD_LETTER)
     table = rt.table(tables.BLACKLIST)
-    rt.extras["blacklist_table"] = table
 
     @rt.app.agent(rt.topic(BOUNCES), name="postlane.blacklist", concurrency=1)
     async def count(stream: Any) -> None:

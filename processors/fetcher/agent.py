@@ -152,7 +152,6 @@ def register(rt: Runtime) -> None:
     store = TableStore(rt, checkpoints)
     bus = KafkaBus(rt)
     pollers: dict[str, tuple[IncomingServerConfigured, Poller, asyncio.Task[None]]] = {}
-    rt.extras["fetcher_pollers"] = pollers
 
     @app.agent(rt.topic(INCOMING_STATUS), name="postlane.fetcher-status")
     async def keep_status(stream: Any) -> None:

@@ -51,6 +51,7 @@ from schemas import (
     encode,
 )
 from schemas.addresses import AddressError, domain_of, split_address
+from schemas.ids import INBOUND_ROUTED
 from streams import tables
 from streams.partitioning import partition_for
 from streams.secrets import unsubscribe_secret
@@ -76,7 +77,7 @@ from .mail import MalformedMail, ParsedMail, normalize_message_id, parse_mail
 
 NAME = "inbound"
 log = logging.getLogger("postlane.inbound")
-_NS = uuid.UUID("0f7d0a47-61c3-4f57-8a8b-3b9e6d1c2a90")
+_NS = INBOUND_ROUTED
 _INBOUND: dict[str, type[Event]] = {
     "InboundMailReceived": InboundMailReceived, "InboundMailRejected": InboundMailRejected,
 }

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from processors.config.view import ConfigView
-from schemas import AliasConfigured, SendRequested, SettingsChanged
+from schemas import AliasConfigured, SendRequested, SettingsChanged, ids
 from schemas.addresses import AddressError, idna_domain
 from schemas.config import split_list
 
@@ -51,7 +51,7 @@ class UnsubscribeCheck:
     secret: bytes
     now: float
 
-_BOUNCE_NS = uuid.UUID("6c0b7a8e-3f52-4c1e-9a57-0d1f1b0c5e21")
+_BOUNCE_NS = ids.INBOUND_BOUNCE
 _NO_REPLY_LOCALS = ("mailer-daemon", "postmaster", "no-reply", "noreply", "do-not-reply")
 
 

@@ -21,7 +21,7 @@ import hmac
 import uuid
 from dataclasses import dataclass
 
-from schemas import SendRequested, UnsubscribeRequested
+from schemas import SendRequested, UnsubscribeRequested, ids
 from schemas.addresses import AddressError, split_address
 from schemas.errors import PostlaneError
 
@@ -29,7 +29,7 @@ VERSION = "1"
 _SEP = "\x1f"
 _MAC_BYTES = 10
 _CONTEXT = b"postlane-unsubscribe\x00"
-_EVENT_NS = uuid.UUID("8d7c1f52-0b5e-4a43-a1a3-64f2c7b0e9d4")
+_EVENT_NS = ids.UNSUBSCRIBED
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
 

@@ -91,7 +91,6 @@ def register(rt: Runtime) -> None:
     limits: dict[str, asyncio.Semaphore] = {}
     secrets: dict[tuple[str, str, str], bytes] = {}
     tasks: set[asyncio.Task[None]] = set()
-    rt.extras["webhook_outbox"] = outbox
 
     @app.agent(rt.raw_topic(BOUNCES), name="postlane.webhooks-rekey")
     async def rekey(stream: Any) -> None:
