@@ -51,7 +51,7 @@ from schemas import (
     encode,
 )
 from schemas.addresses import AddressError, domain_of, split_address
-from schemas.ids import INBOUND_ROUTED
+from schemas.ids import INBOUND_ROUTED as ROUTED_NS
 from streams import tables
 from streams.partitioning import partition_for
 from streams.secrets import unsubscribe_secret
@@ -77,7 +77,7 @@ from .mail import MalformedMail, ParsedMail, normalize_message_id, parse_mail
 
 NAME = "inbound"
 log = logging.getLogger("postlane.inbound")
-_NS = INBOUND_ROUTED
+_NS = ROUTED_NS
 _INBOUND: dict[str, type[Event]] = {
     "InboundMailReceived": InboundMailReceived, "InboundMailRejected": InboundMailRejected,
 }
