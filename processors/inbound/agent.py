@@ -230,9 +230,10 @@ def register(rt: Runtime) -> None:
                 if dup is not None:
                     await emit(dup, ev, key, mail)
                     continue
-                if entry is None:
-                    seen[key.encode()] = {"inbound_id": ev.inbound_id, "server": ev.server,
-                                          "source": ev.source, "received_at": ev.received_at}
+                first = core.first_seen(entry, ev.inbound_id, ev.server, ev.source,
+                                        ev.received_at)
+                if first is not None:
+                    seen[key.encode()] = first
             check = unsubscribe_check(ev.received_at or time.time())
             await dispatch(core.classify(mail, rt.config.view, ev.tenant, check), ev, key, mail)
 
@@ -251,8 +252,7 @@ def register(rt: Runtime) -> None:
                 if message.key != key:
                     await sent_out.send(key=key, value=message.value)
                     continue
-                sent_index[key] = {"message_id": ev.message_id, "thread_ref": ev.thread_ref,
-                                   "tenant": ev.tenant}
+                sent_index[key] = core.sent_index_row(ev.message_id, ev.thread_ref, ev.tenant)
                 continue
             assert isinstance(ev, InboundReplyLookupRequested)
             try:
@@ -348,14 +348,12 @@ def register(rt: Runtime) -> None:
                 info = {"thread_ref": str(request.get("thread_ref", "")),
                         "tenant": str(request.get("tenant", "")),
                         "header_from": ev.header_from}
-                old = sent_threads.get(key) or {}
-                ids = list(old.get("ids", []))
-                if smtp_id not in ids:
-                    await record(ev.message_id, smtp_id, info)
-                    sent_threads[key] = {**info, "ids": [*ids, smtp_id]}
+                row = core.sent_thread(sent_threads.get(key), smtp_id, info)
+                if row is not None:
+                    await record(ev.message_id, smtp_id, row)
+                    sent_threads[key] = row
             elif isinstance(ev, DeliveryAttempted) and ev.smtp_message_id:
-                old = sent_threads.get(key) or {}
-                ids = list(old.get("ids", []))
-                if ev.smtp_message_id not in ids:
-                    await record(ev.message_id, ev.smtp_message_id, old)
-                    sent_threads[key] = {**old, "ids": [*ids, ev.smtp_message_id]}
+                row = core.sent_thread(sent_threads.get(key), ev.smtp_message_id)
+                if row is not None:
+                    await record(ev.message_id, ev.smtp_message_id, row)
+                    sent_threads[key] = row

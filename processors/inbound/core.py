@@ -190,6 +190,37 @@ def duplicate(seen: dict[str, Any] | None, inbound_id: str, message_id: str) -> 
     )
 
 
+def first_seen(seen: dict[str, Any] | None, inbound_id: str, server: str, source: str,
+               received_at: float) -> dict[str, Any] | None:
+    """The duplicate table's row to write for a mail not a duplicate: its
+    first copy (None when the Message-ID has a row already)."""
+    if seen is not None:
+        return None
+    return {"inbound_id": inbound_id, "server": server, "source": source,
+            "received_at": received_at}
+
+
+# --- the tables of what Postlane sent ------------------------------------------------------
+
+
+def sent_index_row(message_id: str, thread_ref: str, tenant: str) -> dict[str, str]:
+    """``sent-index``: a Message-ID Postlane sent -> its mail and thread."""
+    return {"message_id": message_id, "thread_ref": thread_ref, "tenant": tenant}
+
+
+def sent_thread(row: dict[str, Any] | None, smtp_id: str,
+                info: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """``sent-threads`` after Postlane sent ``smtp_id`` for a mail: the row
+    with it added (to record once on ``sent-ids``), or None when it is known
+    already. ``info`` (thread_ref, tenant, header_from) comes with a routing
+    decision; a delivery attempt keeps the row's."""
+    old = row or {}
+    ids = list(old.get("ids", []))
+    if smtp_id in ids:
+        return None
+    return {**(old if info is None else info), "ids": [*ids, smtp_id]}
+
+
 def bounce(mail: ParsedMail, settings: SettingsChanged) -> Route | None:
     """Step 2."""
     alias = (settings.bounce_alias.strip() or "bounce").lower()
