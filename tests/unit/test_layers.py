@@ -5,6 +5,7 @@ never imports a layer above its own, also inside a function."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,19 @@ def test_the_check_sees_a_lazy_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from postlane.secrets import x\n    return x\n")
     assert imported(module) == {"postlane"}
+
+
+def test_every_path_the_readme_layout_names_exists() -> None:
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout"):text.index("\n## ", text.index("## Layout") + 3)]
+    named = {m for m in re.findall(r"`([\w./<>-]+)`", layout) if "/" in m or m.endswith(".py")}
+    assert len(named) > 10
+    missing = []
+    for name in named:
+        if "<name>" in name:
+            continue
+        candidates = [ROOT / name] + [p for p in ROOT.glob(f"*/**/{name}")
+                                      if ".venv" not in p.parts]
+        if not any(c.exists() for c in candidates):
+            missing.append(name)
+    assert missing == []
