@@ -22,7 +22,7 @@ its fold is with a ``Fold``:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -48,6 +48,9 @@ class Fold(Generic[S]):
     accepts: tuple[type[Event], ...] = ()  # () = every type of the registry
     judges: Callable[[str], bool] = field(default=lambda topic: True)
     doing: str = "fold"  # what the fold is, for the refusal when it raises
+    # full topic name -> the type its records without ``type`` are read as
+    # (streams.topics.untyped_by_topic)
+    untyped: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,11 +67,12 @@ class Step:
     event: Event | None = None
 
 
-def step(spec: Fold[Any], topic: str, key: bytes | None, value: bytes | None,
-         get_row: Callable[[bytes], bytes | None]) -> Step:
-    """The decision for one record (``get_row`` reads the table)."""
+def admit(spec: Fold[Any], topic: str, key: bytes | None, value: bytes | None) -> Step:
+    """Decode and key check one record: ``write`` (with ``event`` and ``key``)
+    when it is to be folded, else ``skip`` or ``dead_letter``. A batching
+    agent calls this per record and folds the batch itself."""
     try:
-        ev = decode_any(spec.registry, value)
+        ev = decode_any(spec.registry, value, spec.untyped.get(topic, ""))
     except InvalidEvent as exc:
         return Step("dead_letter", str(exc)) if spec.judges(topic) else Step("skip")
     if spec.accepts and not isinstance(ev, spec.accepts):
@@ -79,6 +83,17 @@ def step(spec: Fold[Any], topic: str, key: bytes | None, value: bytes | None,
             return Step("skip", event=ev)
         return Step("dead_letter", f"key {key!r} is not {spec.what} {want.decode()!r}: "
                     "every event must be keyed by it", event=ev)
+    return Step("write", key=want, event=ev)
+
+
+def step(spec: Fold[Any], topic: str, key: bytes | None, value: bytes | None,
+         get_row: Callable[[bytes], bytes | None]) -> Step:
+    """The decision for one record (``get_row`` reads the table)."""
+    admitted = admit(spec, topic, key, value)
+    if admitted.kind != "write":
+        return admitted
+    ev, want = admitted.event, admitted.key
+    assert ev is not None
     try:
         raw = get_row(want)
         new, outputs = spec.fold(None if raw is None else spec.load(raw), ev)

@@ -81,3 +81,20 @@ def test_attribution_judges_only_its_own_topic() -> None:
     assert apply(spec, table, encode(started), b"other", "postlane.delivery").kind == "skip"
     assert apply(spec, table, b"junk", b"m1", OWN).kind == "dead_letter"
     assert table == {}
+
+
+def test_admit_reads_an_untyped_record_as_its_topic_says() -> None:
+    from processors.fold import Fold, admit
+    from schemas import SendRequested
+
+    spec = Fold("status", {"SendRequested": SendRequested}, key_of=lambda ev: ev.message_id,
+                what="the message_id", load=orjson.loads, dump=orjson.dumps,
+                fold=lambda row, ev: (row, []),
+                untyped={"postlane.send-requested": "SendRequested"})
+    request = orjson.loads(encode(SendRequested(message_id="m1", from_="a@b.c", to=["d@e.f"],
+                                                subject="s", text="t")))
+    del request["type"]
+    raw = orjson.dumps(request)
+    did = admit(spec, "postlane.send-requested", b"m1", raw)
+    assert did.kind == "write" and did.key == b"m1" and isinstance(did.event, SendRequested)
+    assert admit(spec, "postlane.other", b"m1", raw).kind == "dead_letter"
