@@ -50,7 +50,6 @@ from schemas import (
     decode_any,
     encode,
 )
-from schemas.addresses import AddressError, domain_of, split_address
 from schemas.ids import INBOUND_ROUTED as ROUTED_NS
 from streams import tables
 from streams.partitioning import partition_for
@@ -70,7 +69,6 @@ from streams.topics import (
 )
 
 from ..deadletter import decode_or_dead_letter, send_dead_letter
-from ..delivery.message import make_smtp_message_id
 from ..runtime import Runtime
 from . import core
 from .mail import MalformedMail, ParsedMail, normalize_message_id, parse_mail
@@ -110,13 +108,6 @@ def carried_mail(inbound: Any, parsed: Any) -> tuple[InboundMailReceived, Parsed
 
 def alias_key(alias: str, sender: str) -> str:
     return f"{alias.lower()}|{sender.lower()}"
-
-
-def _header_domain(header_from: str) -> str:
-    try:
-        return domain_of(split_address(header_from)[1])
-    except (AddressError, ValueError):
-        return "postlane.invalid"
 
 
 def register(rt: Runtime) -> None:
@@ -339,21 +330,10 @@ def register(rt: Runtime) -> None:
                 ev = decode_any(_INDEX, event.message.value)
             except InvalidEvent:
                 continue  # other events of these topics, or garbage their owners dead-letter
-            key = ev.message_id.encode()  # type: ignore[attr-defined]
-            if isinstance(ev, RoutingDecided):
-                if ev.outcome != "routed":
-                    continue
-                request = ev.request or {}
-                smtp_id = make_smtp_message_id(ev.message_id, _header_domain(ev.header_from))
-                info = {"thread_ref": str(request.get("thread_ref", "")),
-                        "tenant": str(request.get("tenant", "")),
-                        "header_from": ev.header_from}
-                row = core.sent_thread(sent_threads.get(key), smtp_id, info)
-                if row is not None:
-                    await record(ev.message_id, smtp_id, row)
-                    sent_threads[key] = row
-            elif isinstance(ev, DeliveryAttempted) and ev.smtp_message_id:
-                row = core.sent_thread(sent_threads.get(key), ev.smtp_message_id)
-                if row is not None:
-                    await record(ev.message_id, ev.smtp_message_id, row)
-                    sent_threads[key] = row
+            assert isinstance(ev, RoutingDecided | DeliveryAttempted)
+            key = ev.message_id.encode()
+            sent = core.sent_with(sent_threads.get(key), ev)
+            if sent is not None:
+                smtp_id, row = sent
+                await record(ev.message_id, smtp_id, row)
+                sent_threads[key] = row

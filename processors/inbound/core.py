@@ -34,10 +34,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from processors.config.view import ConfigView
-from schemas import AliasConfigured, SendRequested, SettingsChanged, ids
-from schemas.addresses import AddressError, idna_domain
+from schemas import (
+    AliasConfigured,
+    DeliveryAttempted,
+    RoutingDecided,
+    SendRequested,
+    SettingsChanged,
+    ids,
+)
+from schemas.addresses import AddressError, domain_of, idna_domain, split_address
 from schemas.config import split_list
 
+from ..delivery.message import make_smtp_message_id
 from ..unsubscribe.token import TokenError, read_token, unsubscribe_event
 from .mail import MalformedMail, ParsedMail, parse_mail
 
@@ -206,6 +214,37 @@ def first_seen(seen: dict[str, Any] | None, inbound_id: str, server: str, source
 def sent_index_row(message_id: str, thread_ref: str, tenant: str) -> dict[str, str]:
     """``sent-index``: a Message-ID Postlane sent -> its mail and thread."""
     return {"message_id": message_id, "thread_ref": thread_ref, "tenant": tenant}
+
+
+def header_domain(header_from: str) -> str:
+    """The domain of a mail's header From (``postlane.invalid`` when it has
+    none), as delivery builds its SMTP Message-ID with."""
+    try:
+        return domain_of(split_address(header_from)[1])
+    except (AddressError, ValueError):
+        return "postlane.invalid"
+
+
+def sent_with(row: dict[str, Any] | None,
+              ev: RoutingDecided | DeliveryAttempted) -> tuple[str, dict[str, Any]] | None:
+    """``sent-threads`` after a mail's routing decision (the Message-ID
+    delivery will give it, with its thread, tenant and header From) or a
+    delivery attempt (the Message-ID it was sent with): (the Message-ID to
+    record on ``sent-ids``, the new row), or None when nothing is new."""
+    if isinstance(ev, RoutingDecided):
+        if ev.outcome != "routed":
+            return None
+        request = ev.request or {}
+        smtp_id = make_smtp_message_id(ev.message_id, header_domain(ev.header_from))
+        info = {"thread_ref": str(request.get("thread_ref", "")),
+                "tenant": str(request.get("tenant", "")), "header_from": ev.header_from}
+        new = sent_thread(row, smtp_id, info)
+    elif ev.smtp_message_id:
+        smtp_id = ev.smtp_message_id
+        new = sent_thread(row, smtp_id)
+    else:
+        return None
+    return None if new is None else (smtp_id, new)
 
 
 def sent_thread(row: dict[str, Any] | None, smtp_id: str,
