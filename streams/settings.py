@@ -116,7 +116,7 @@ class Settings:
     unsubscribe_host: str = "127.0.0.1"  # where `postlane unsubscribe serve` listens
     unsubscribe_port: int = 8089
     # the token secret: an environment variable's name or a file (read by
-    # postlane/secrets.py); neither: <data_dir>/unsubscribe.secret, made when missing
+    # streams/secrets.py); neither: <data_dir>/unsubscribe.secret, made when missing
     unsubscribe_secret_env: str = ""
     unsubscribe_secret_file: str = ""
     unsubscribe_token_days: float = 90.0  # how long a link works

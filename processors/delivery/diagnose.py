@@ -1,6 +1,6 @@
 """What went wrong with an outgoing server, in one sentence a person can act on.
 
-Pure: no I/O. ``smtp.py`` turns low-level errors into a failure *kind* plus
+Pure: no I/O. ``session.py`` turns low-level errors into a failure *kind* plus
 the facts (server, host, port, code, text); ``explain`` turns those into the
 sentence shown by "test connection", written to ``DeliveryAttempted.error``
 and logged. ``ProbeReport`` is the answer of ``probe.test_connection``.

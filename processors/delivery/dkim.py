@@ -10,7 +10,7 @@ header selection and folding are dkimpy's; nothing here rewrites them).
   (called after every header change: From rewrite, List-Unsubscribe,
   Feedback-ID; the archive BCC is envelope-only).
 - ``Signer``: the delivery worker's keys, read once per config entry
-  through ``postlane.secrets`` (the only place a key is read; it is never
+  through ``streams.secrets`` (the only place a key is read; it is never
   on a topic or in a log).
 
 Speed: dkimpy does the RSA operation in pure Python (~7 ms per mail with a

@@ -1,5 +1,5 @@
 """Unsubscribe tokens and the headers that carry them. Pure: the secret and
-the clock are arguments (the secret is read by ``postlane.secrets``).
+the clock are arguments (the secret is read by ``streams.secrets``).
 
 A token names a tenant, a list and a recipient address, and when it
 expires; an HMAC-SHA256 (truncated to 80 bits) over those with the

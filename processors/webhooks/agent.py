@@ -1,7 +1,7 @@
 """Webhooks processor (consumer group ``postlane-webhooks``): signed POSTs of
 what became of each mail to the ``[[webhooks]]`` endpoints. Thin glue; the
 decisions are core.py's, the HTTP is http.py's, the secret is read by
-``postlane.secrets``.
+``streams.secrets``.
 
 - ``postlane.webhooks-rekey`` reads ``bounces`` (keyed by address) and
   re-publishes the events that notify (bounces, complaints, unsubscribes) on

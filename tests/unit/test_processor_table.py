@@ -28,9 +28,9 @@ NOT_FOLLOWED = {"processors.runtime", "processors.config.reader", "processors.co
                 "processors.registry"}
 
 
-def built(name: str) -> Any:
+def built(name: str, data_dir: Path) -> Any:
     """A Faust app holding only ``name`` (not started)."""
-    s = Settings(uvloop=False)
+    s = Settings(uvloop=False, data_dir=str(data_dir))
     rt = make_runtime(create_app(f"table-{name}", s), s)
     registry.registrar(name)(rt)
     return rt.app
@@ -81,8 +81,8 @@ def imported_names(trees: dict[str, ast.Module], module: str) -> set[str]:
 
 
 @pytest.mark.parametrize("p", ALL, ids=lambda p: p.name)
-def test_inputs_and_tables_are_the_declared_ones(p: Processor) -> None:
-    app = built(p.name)
+def test_inputs_and_tables_are_the_declared_ones(p: Processor, tmp_path: Path) -> None:
+    app = built(p.name, tmp_path)
     inputs = {name.removeprefix("postlane.") for agent in app.agents.values()
               for name in getattr(agent.channel, "topics", ())}
     assert inputs == {spec.name for spec in p.reads}
