@@ -284,16 +284,16 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
         QueueCommandIssued,
         RoutingDecided,
     )
-    from streams.topics import DELIVERY, RELEASED
+    from streams.topics import DELIVERY, RELEASED, ROUTING_DECIDED
 
     registry: dict[str, type[Event]] = {c.__name__: c for c in (
-        MailReleased, QueueCommandIssued, DeliveryStarted, DeliveryAttempted)}
+        MailReleased, RoutingDecided, QueueCommandIssued, DeliveryStarted, DeliveryAttempted)}
     retry = s  # the settings are the RetrySettings delivery uses
     out = Folded()
     ledgers: dict[str, core.Ledger] = {}
     decisions: dict[str, RoutingDecided] = {}
     guessed: dict[str, bool] = {}  # message_id -> its running attempt taken as interrupted
-    for rec in in_order(recs, (RELEASED, DELIVERY), s):
+    for rec in in_order(recs, (RELEASED, ROUTING_DECIDED, DELIVERY), s):
         try:
             ev = decode_any(registry, rec.value)
         except InvalidEvent:
@@ -303,8 +303,13 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
         now = rec.timestamp_ms / 1000.0
         ledger = ledgers.get(mid)
         try:
-            if isinstance(ev, MailReleased):
-                decision = decode(RoutingDecided, ev.decision)
+            if isinstance(ev, MailReleased | RoutingDecided):
+                # a release, or the router's own (direct); the limiter's other
+                # decisions come as releases
+                if isinstance(ev, RoutingDecided) and not ev.direct:
+                    continue
+                decision = ev if isinstance(ev, RoutingDecided) else decode(
+                    RoutingDecided, ev.decision)
                 decisions.setdefault(mid, decision)
                 if ledger is not None:
                     continue  # on_routed on an existing ledger changes nothing in it
@@ -534,7 +539,8 @@ def tables() -> dict[str, TableReplay]:
     specs = [
         TableReplay("status", "status", "status", STATUS_SOURCES, fold_status, status_live,
                     "message_id -> status (state, recipients, history)"),
-        TableReplay("delivery-ledger", "delivery-ledger", "delivery", (RELEASED, DELIVERY),
+        TableReplay("delivery-ledger", "delivery-ledger", "delivery",
+                    (RELEASED, ROUTING_DECIDED, DELIVERY),
                     fold_ledger, ledger_live,
                     "message_id -> attempts, accepted / failed / pending recipients"),
         *limiter_replay.tables(),

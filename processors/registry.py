@@ -44,6 +44,7 @@ class Processor:
     secrets: tuple[str, ...] = ()
     scales: bool = True  # more workers of this name share its partitions
     outside: str = ""  # what it talks to besides the broker
+    note: str = ""  # what the table cannot say (which records of an input it takes)
 
     @property
     def group(self) -> str:
@@ -61,13 +62,16 @@ ALL: tuple[Processor, ...] = (
                      t.QUOTA, t.QUOTA_ANSWERS),
               writes=(t.RELEASED, t.HELD, t.COMMAND_RESULTS, t.QUOTA, t.QUOTA_ANSWERS,
                       t.DELIVERY_QUOTA, _DL),
-              tables=(T.LIMITER_MASS, T.LIMITER_HELD, T.LIMITER_METERS, T.LIMITER_QUOTA)),
+              tables=(T.LIMITER_MASS, T.LIMITER_HELD, T.LIMITER_METERS, T.LIMITER_QUOTA),
+              note="not the router's `direct` decisions (delivery takes those)"),
     Processor("delivery", "processors.delivery.agent",
-              reads=(t.RELEASED, t.DELIVERY_DUE, t.DELIVERY_QUOTA),
+              reads=(t.RELEASED, t.ROUTING_DECIDED, t.DELIVERY_DUE, t.DELIVERY_QUOTA),
               writes=(t.DELIVERY, t.DELIVERY_DUE, t.COMMAND_RESULTS, t.QUOTA, _DL),
               tables=(T.DELIVERY_LEDGER,),
               secrets=("server-password", "dkim-key", "unsubscribe-secret"),
-              outside="SMTP servers"),
+              outside="SMTP servers",
+              note="of routing-decided only the router's `direct` decisions (no limit "
+                   "applies)"),
     Processor("status", "processors.status.agent",
               reads=(t.SEND_REQUESTED, t.SEND_REQUESTED_MASS, t.ROUTING_DECIDED,
                      t.ROUTING_DECIDED_MASS, t.HELD, t.RELEASED, t.DELIVERY, t.COMMANDS,
@@ -148,6 +152,8 @@ def markdown() -> str:
         reads = _topics(p.reads)
         if p.outside:
             reads = f"{reads}; {p.outside}" if p.reads else p.outside
+        if p.note:
+            reads = f"{reads} ({p.note})"
         owned = "; ".join(f"`{x.name}` ({x.key} -> {x.doc}, {x.value})" for x in p.tables)
         rows.append(f"| {p.name} | {reads} | {_topics(p.follows)} | {_topics(p.writes)} | "
                     f"{owned or '-'} | {', '.join(p.secrets) or '-'} | "

@@ -25,7 +25,10 @@ class RoutingDecided(Event):
     says why. ``request`` carries the SendRequested (event-carried state,
     so delivery needs no join). ``suppressed``: blacklisted recipients
     (address -> why), left out of ``request``; outcome ``suppressed`` when
-    every recipient is."""
+    every recipient is. ``direct``: no daily limit, rate or ``send_at``
+    applied to this transactional mail when it was decided, so the router
+    released it itself: delivery takes it from ``routing-decided`` and the
+    limiter lets it pass (one hop and one record less per mail)."""
 
     message_id: str
     outcome: str
@@ -36,9 +39,12 @@ class RoutingDecided(Event):
     reason: str = ""
     request: dict[str, Any] = {}
     suppressed: dict[str, str] = {}
+    direct: bool = False
 
     def problems(self) -> list[str]:
         out = super().problems()
+        if self.direct and self.outcome != "routed":
+            out.append("only a routed decision can be direct")
         if self.outcome not in OUTCOMES:
             out.append(f"outcome {self.outcome!r} must be one of {', '.join(OUTCOMES)}")
         if self.rule not in RULES:

@@ -40,8 +40,8 @@ def _waiting(stream: Any) -> int:
         return 0
 
 
-async def batches(stream: Any, max_: int, within: float,
-                  eager: bool = True) -> AsyncGenerator[list[Any], None]:
+async def batches(stream: Any, max_: int, within: float, eager: bool = True,
+                  ack: bool = True, idle: bool = False) -> AsyncGenerator[list[Any], None]:
     """Lists of at most ``max_`` events (Faust ``EventT``; ``event.message``
     is the record): handed over when ``max_`` are buffered, when nothing
     more is waiting on the stream (``eager``; without it a batch collects
@@ -52,7 +52,13 @@ async def batches(stream: Any, max_: int, within: float,
     (``async with contextlib.aclosing(batches(...)) as taken``): a loop left
     by an exception otherwise leaves the generator suspended with its
     processor on the stream, and the restarted agent's events wait behind
-    it forever."""
+    it forever.
+
+    ``ack=False``: the caller acknowledges each event itself
+    (``await stream.ack(event)``), when what it made is written: an agent
+    that holds some events' effects across batches (the status projection).
+    ``idle=True``: an empty batch is handed over when ``within`` passed with
+    nothing to take, so such an agent can write what it held."""
     events: list[Any] = []
     ready = asyncio.Event()  # hand the buffer over
     consumed = asyncio.Event()  # the buffer was handed over and processed
@@ -86,6 +92,8 @@ async def batches(stream: Any, max_: int, within: float,
             await stream.wait_for_stopped(ready, timeout=within)
             if not events:
                 ready.clear()
+                if idle:
+                    yield []
                 continue
             consuming = asyncio.get_running_loop().create_future()
             batch = list(events)
@@ -95,7 +103,7 @@ async def batches(stream: Any, max_: int, within: float,
                 finished = True
             finally:
                 events.clear()
-                if finished:
+                if finished and ack:
                     for event in batch:
                         await stream.ack(event)
                 ready.clear()

@@ -16,10 +16,13 @@ count are read from the published events themselves:
 - ``postlane_consumer_lag{group,topic,partition}``: each assigned partition's
   high-water mark minus the next offset the worker will read, every 5 s.
 
-``postlane_mails{state}`` (mails by state over the whole status log) and
-``postlane_delivery_latency_seconds`` (request to sent) come from the web
-console's view of the status topic (``postlane/web/feed.py``), so they are
-served where the console runs (``postlane web``, ``postlane dev``).
+- ``postlane_mails{state}`` (mails by current state) and
+  ``postlane_delivery_latency_seconds`` (request to sent): by every worker
+  that runs the status processor, from the rows of the status table it
+  holds (``streams/mail_states.py``: the sensor sees each write of the
+  table; the counts are rebuilt from the table when a rebalance ends).
+  Several status workers each serve their own partitions: sum them,
+  ``sum by (state) (postlane_mails)``.
 
 The label values are bounded: a dead letter's reason is its error's kind
 (``reason_of``), never its text; a reply class is ``2xx``/``4xx``/``5xx``/``none``.
@@ -56,8 +59,9 @@ STATUS_CHANGES = Counter("postlane_status_changes", "Status changes published, b
 CONSUMER_LAG = Gauge("postlane_consumer_lag",
                      "High-water mark minus the next offset to read, per assigned partition",
                      ["group", "topic", "partition"])
-# served where the console's status view runs (postlane web, postlane dev)
-MAILS = Gauge("postlane_mails", "Mails by current state (the status topic)", ["state"])
+# served by workers running the status processor, for the partitions they hold
+MAILS = Gauge("postlane_mails", "Mails by current state, in this worker's partitions of the "
+              "status table (sum over status workers)", ["state"])
 LATENCY = Histogram(
     "postlane_delivery_latency_seconds", "From the send request to sent, per mail",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600))
@@ -137,9 +141,13 @@ def observe_event(topic_name: str, ev: dict[str, Any]) -> None:
 
 
 def install(app: Any, prefix: str) -> None:
-    """Count this Faust app's records (a sensor) and its consumer lag (a
-    timer every 5 s)."""
+    """Count this Faust app's records (a sensor), its mails by state when it
+    runs the status processor, and its consumer lag (a timer every 5 s)."""
     from faust.sensors import Sensor
+
+    from .mail_states import TABLE, MailStates
+
+    states = MailStates(app, MAILS, LATENCY).install()
 
     class MetricsSensor(Sensor):  # type: ignore[misc]
         def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
@@ -152,6 +160,20 @@ def install(app: Any, prefix: str) -> None:
             except Exception:  # noqa: BLE001 - a metric never stops a send
                 log.debug("metrics: could not count a record of %s", topic, exc_info=True)
             return None
+
+        def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+            if table.name == TABLE:
+                try:
+                    states.on_set(table, key, value)
+                except Exception:  # noqa: BLE001 - a metric never stops a write
+                    log.debug("metrics: a status row not counted", exc_info=True)
+
+        def on_table_del(self, table: Any, key: Any) -> None:
+            if table.name == TABLE:
+                try:
+                    states.on_del(table, key)
+                except Exception:  # noqa: BLE001
+                    log.debug("metrics: a removed status row not counted", exc_info=True)
 
     app.sensors.add(MetricsSensor())
     group = app.conf.id

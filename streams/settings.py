@@ -56,6 +56,10 @@ class Settings:
     # the embedded broker keeps batches as they come, so this is its memory
     # per mail too), zstd, gzip, snappy or none. Readers need the codec:
     # librdkafka and Java have them all; kafkajs needs a codec package for lz4
+    # how long a producer waits for more records before a produce request (ms):
+    # records written meanwhile share it (fewer requests, socket writes and
+    # broker work per record) for that much latency per hop
+    producer_linger_ms: int = 0
     producer_compression: str = "lz4"
     # table writes Faust may have pending before it stops handing records to
     # every agent (its default, 100, lets a campaign's table writes stall invoices)
@@ -80,7 +84,14 @@ class Settings:
     # published once per batch (processors/status/batch.py)
     status_batch: int = 2000
     status_batch_wait: float = 0.25  # s the status agent waits for a batch to fill
+    # a moving mail's changes are written once it is final, or this many s after
+    # its first unwritten change (processors/status/batch.py, hold_batch)
+    status_hold: float = 2.0
+    status_hold_max: int = 20000  # mails held at most (the oldest are written first)
     # --- limiter (rate limits, lanes, schedule) -----------------------------------
+    # the router releases a transactional mail no limit, rate or send_at applies
+    # to itself (RoutingDecided.direct): delivery takes it without the limiter's hop
+    direct_release: bool = True
     limit_timezone: str = "UTC"  # IANA name; daily windows follow its calendar
     limit_day_start: str = "00:00"  # when a daily window opens, local time HH:MM
     limiter_tick: float = 0.2  # how often held mail is looked at (pacing precision)

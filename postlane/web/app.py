@@ -39,7 +39,8 @@ COOKIE = "postlane_session"
 PRE_COOKIE = "postlane_login"
 PUBLIC = ("/login", "/static/", "/u/", "/healthz", "/favicon.ico")
 NAV = (("/", "Overview"), ("/queue", "Queue"), ("/servers", "Outgoing servers"),
-       ("/incoming", "Incoming servers"), ("/aliases", "Aliases"), ("/settings", "Settings"),
+       ("/incoming", "Incoming servers"), ("/dkim", "DKIM keys"), ("/aliases", "Aliases"),
+       ("/settings", "Settings"),
        ("/limits", "Limits"), ("/suppressions", "Suppressions"),
        ("/dead-letters", "Dead letters"))
 
@@ -53,12 +54,14 @@ class Console:
     users_file: Path
     state: model.ConsoleState = field(default_factory=model.ConsoleState)
     sessions: auth.Sessions = field(default_factory=lambda: auth.Sessions(12))
+    throttle: auth.LoginThrottle = field(default_factory=auth.LoginThrottle)
     flashes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     command_timeout: float = 20.0
 
 
 TITLES = {"aliases": "Aliases", "settings": "Settings", "tenants": "Tenants' daily limits",
-          "domains": "Recipient domains' pacing"}
+          "domains": "Recipient domains' pacing", "dkim": "DKIM signing keys",
+          "incoming": "Incoming servers"}
 BACK = {"tenants": "/limits", "domains": "/limits"}
 CONSOLE = web.AppKey("console", Console)
 FEED = web.AppKey("feed", Feed)
@@ -159,6 +162,15 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not pre or not auth.csrf_ok(pre, str(form.get("csrf") or "")):
         raise web.HTTPForbidden(text="the login form expired: reload it and try again\n")
     name, password = str(form.get("username") or ""), str(form.get("password") or "")
+    keys = [f"user:{name}", f"addr:{request.remote}"]
+    wait = c.throttle.wait(keys, time.time())
+    if wait > 0:
+        log.warning("console login of %r from %s refused for %.0f s (too many failures)",
+                    name, request.remote, wait)
+        return _login_refused(request, str(form.get("next") or "/"), 429,
+                              f"too many failed logins for this user name or from this "
+                              f"address: try again in {auth.retry_after(wait)} s",
+                              {"Retry-After": auth.retry_after(wait)})
     try:
         users = await asyncio.to_thread(auth.read_users, c.users_file)
     except auth.UserFileError as exc:
@@ -169,15 +181,23 @@ async def login(request: web.Request) -> web.StreamResponse:
     ok = stored is not None and await asyncio.to_thread(auth.verify_password, password, stored)
     if not ok:
         log.info("console login refused for %r from %s", name, request.remote)
-        new_pre = auth.secrets.token_urlsafe(24)
-        resp = render(request, "login.html", status=401, pre=new_pre,
-                      next=str(form.get("next") or "/"),
-                      error=problem or ("no such user or wrong password" if users else
-                                        f"no users yet: run `postlane web adduser NAME` "
-                                        f"(users file {c.users_file})"))
-        _cookie(request, resp, PRE_COOKIE, new_pre, 3600)
-        return resp
+        if users:  # no users yet (or an unreadable file) is not a guess
+            c.throttle.failed(keys, time.time())
+        return _login_refused(request, str(form.get("next") or "/"), 401,
+                              problem or ("no such user or wrong password" if users else
+                                          f"no users yet: run `postlane web adduser NAME` "
+                                          f"(users file {c.users_file})"))
+    c.throttle.succeeded(keys[0])
     return _open_session(request, name, _safe_next(str(form.get("next") or "/")))
+
+
+def _login_refused(request: web.Request, next_: str, status: int, error: str,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    new_pre = auth.secrets.token_urlsafe(24)
+    resp = render(request, "login.html", status=status, pre=new_pre, next=next_, error=error)
+    resp.headers.update(headers or {})
+    _cookie(request, resp, PRE_COOKIE, new_pre, 3600)
+    return resp
 
 
 def _open_session(request: web.Request, user: str, to: str) -> web.StreamResponse:
@@ -336,7 +356,12 @@ async def config_page(request: web.Request, form: dict[str, str] | None = None,
     else:
         entries: dict[str, Any] = getattr(view, kind)
         rows = [values(entries[k]) for k in sorted(entries)]
-        shown = form or {"policy": "everyone"}
+        edit = request.query.get("edit", "")
+        shown = form or forms.initial(kind, entries.get(edit) or entries.get(edit.lower()))
+    if result is not None and kind == "dkim":  # a key pasted by mistake is not shown back
+        for name in ("key_env", "key_file"):
+            if any("never entered here" in e for e in result.errors.get(name, [])):
+                shown[name] = ""
     return render(request, "config.html", status=422 if result else 200, kind=kind,
                   rows=rows, fields=forms.fields_of(kind), values=shown,
                   errors=result.errors if result else {},
@@ -353,8 +378,12 @@ async def config_save(request: web.Request) -> web.StreamResponse:
     event = result.event
     try:
         await asyncio.to_thread(configops.publish_config, c.settings, [(event.key, event)])
-    except Exception as exc:  # noqa: BLE001 - the broker refused: say it on the form
-        return await config_page(request, form, forms.FormResult(general=[str(exc)]))
+    except Exception as exc:  # noqa: BLE001 - the broker or the key refused: say it on the form
+        refused = forms.FormResult(general=[str(exc)])
+        if kind == "dkim":  # config apply's check of the key: next to the reference given
+            refused = forms.FormResult(errors={"key_file" if event.key_file else "key_env":
+                                               [str(exc)]})
+        return await config_page(request, form, refused)
     await _until(lambda: event in _config_events(c.state.config, kind))
     flash(request, "ok", f"published {event.type} {event.key}")
     raise web.HTTPSeeOther(BACK.get(kind, "/" + kind))
@@ -383,15 +412,50 @@ async def config_remove(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(back)
 
 
-async def incoming_page(request: web.Request) -> web.Response:
+async def incoming_page(request: web.Request, form: dict[str, Any] | None = None,
+                        result: forms.FormResult | None = None, report: Any = None,
+                        tested: str = "", status: int = 200) -> web.Response:
+    """The incoming servers with the fetcher's last report on each, a Test
+    connection per server, and the form to add, replace or test one."""
     c: Console = request.app[CONSOLE]
-    return render(request, "incoming.html", rows=model.incoming(c.state), report=None,
-                  tested="")
+    if form is None:
+        form = forms.initial("incoming", c.state.config.incoming.get(
+            request.query.get("edit", "")))
+    return render(request, "incoming.html", status=status, rows=model.incoming(c.state),
+                  report=report, tested=tested, kind="incoming",
+                  fields=forms.fields_of("incoming"), values=form,
+                  errors=result.errors if result else {},
+                  general=result.general if result else [])
+
+
+async def incoming_save(request: web.Request) -> web.StreamResponse:
+    """Save (IncomingServerConfigured, built as ``config apply`` builds it)
+    or, with ``action=test``, test the form's values without saving them."""
+    from processors.fetcher.probe import test_incoming
+
+    c: Console = request.app[CONSOLE]
+    form = {k: str(v) for k, v in (await request.post()).items()}
+    result = forms.config_from_form("incoming", form)
+    if not result.ok:
+        return await incoming_page(request, form, result, status=422)
+    event = result.event
+    if form.get("action") == "test":
+        report = await test_incoming(event, timeout=10.0)
+        return await incoming_page(request, form, report=report, tested=event.name)
+    try:
+        await asyncio.to_thread(configops.publish_config, c.settings, [(event.key, event)])
+    except Exception as exc:  # noqa: BLE001 - the broker refused: say it on the form
+        return await incoming_page(request, form, forms.FormResult(general=[str(exc)]),
+                                   status=503)
+    await _until(lambda: c.state.config.incoming.get(event.name) == event)
+    flash(request, "ok", f"published {event.type} {event.key}")
+    raise web.HTTPSeeOther("/incoming")
 
 
 async def incoming_test(request: web.Request) -> web.Response:
-    """Test connection of an incoming server: connect, TLS, log in, open the
-    folder, IDLE (``postlane incoming test``'s probe and sentences)."""
+    """Test connection of a configured incoming server: connect, TLS, log
+    in, open the folder, IDLE (``postlane incoming test``'s probe and
+    sentences)."""
     from processors.fetcher.probe import test_incoming
 
     c: Console = request.app[CONSOLE]
@@ -401,8 +465,7 @@ async def incoming_test(request: web.Request) -> web.Response:
         return render(request, "missing.html", status=404,
                       what=f"no incoming server named {name!r}")
     report = await test_incoming(server, timeout=10.0)
-    return render(request, "incoming.html", rows=model.incoming(c.state), report=report,
-                  tested=name)
+    return await incoming_page(request, report=report, tested=name)
 
 
 async def limits_page(request: web.Request) -> web.Response:
@@ -473,11 +536,12 @@ def make_app(console: Console, feed: Feed, unsubscribe: web.Application | None =
     r.add_post("/servers/remove/{name}", server_remove)
     r.add_get("/incoming", incoming_page)
     r.add_post("/incoming/test/{name}", incoming_test)
+    r.add_post("/incoming/save", incoming_save)
     for path in ("/aliases", "/settings"):
         r.add_get(path, config_page)
-    r.add_get("/{kind:tenants|domains}", config_page)
-    r.add_post("/{kind:aliases|settings|tenants|domains}/save", config_save)
-    r.add_post("/{kind:aliases|tenants|domains}/remove/{ident}", config_remove)
+    r.add_get("/{kind:tenants|domains|dkim}", config_page)
+    r.add_post("/{kind:aliases|settings|tenants|domains|dkim}/save", config_save)
+    r.add_post("/{kind:aliases|tenants|domains|incoming|dkim}/remove/{ident}", config_remove)
     r.add_get("/limits", limits_page)
     r.add_get("/suppressions", suppressions_page)
     r.add_post("/suppressions/remove", suppression_remove)

@@ -8,6 +8,12 @@
   cookie is HttpOnly and SameSite=Strict (Secure behind an https URL).
 - One-time login: ``postlane dev`` prints ``/login/once/TOKEN``; the token
   works once, within ten minutes.
+- Failed logins (``LoginThrottle``), per user name and per client address,
+  in the console's memory (a restart forgets them): after 5 failures the
+  name or the address is refused (HTTP 429 with Retry-After) for 2 s,
+  then twice as long after each further failure, at most 15 minutes; a
+  name's count ends with its next successful login, an address's 15
+  minutes after its last failure.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import os
 import re
 import secrets
@@ -127,3 +134,45 @@ class Sessions:
 
 def csrf_ok(expected: str, given: str | None) -> bool:
     return bool(given) and hmac.compare_digest(expected.encode(), str(given).encode())
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    last: float = 0.0
+    until: float = 0.0  # refused before this time
+
+
+class LoginThrottle:
+    """Failed logins per key (``user:NAME``, ``addr:ADDRESS``), in memory."""
+
+    def __init__(self, free: int = 5, base: float = 2.0, most: float = 900.0,
+                 forget: float = 900.0, keep: int = 10_000) -> None:
+        self.free, self.base, self.most, self.forget, self.keep = free, base, most, forget, keep
+        self._seen: dict[str, _Failures] = {}
+
+    def wait(self, keys: list[str], now: float) -> float:
+        """Seconds until a login with these keys is heard again (0: now)."""
+        return max([0.0, *(f.until - now for k in keys if (f := self._seen.get(k)) is not None)])
+
+    def failed(self, keys: list[str], now: float) -> float:
+        """Count a failure for each key; the wait it starts (0: none yet)."""
+        if len(self._seen) > self.keep:  # forget the old ones first (memory stays bounded)
+            self._seen = {k: f for k, f in self._seen.items() if now - f.last < self.forget}
+        for key in keys:
+            f = self._seen.get(key)
+            if f is None or now - f.last >= self.forget:
+                f = self._seen[key] = _Failures()
+            f.count += 1
+            f.last = now
+            if f.count >= self.free:
+                f.until = now + min(self.base * 2 ** (f.count - self.free), self.most)
+        return self.wait(keys, now)
+
+    def succeeded(self, key: str) -> None:
+        self._seen.pop(key, None)
+
+
+def retry_after(seconds: float) -> str:
+    """The Retry-After header's whole seconds (at least 1)."""
+    return str(max(1, math.ceil(seconds)))

@@ -104,7 +104,6 @@ class Feed:
                     name = self._names[tp.topic]
                     for rec in records:
                         model.fold(self.state, name, rec.value, now)
-                self._publish_metrics()
                 if not self.ready.is_set() and await _at_end(consumer, tps, ends):
                     log.info("console view ready: %d mails", len(self.state.mails))
                     self.ready.set()
@@ -115,13 +114,6 @@ class Feed:
                     await asyncio.sleep(0)  # let pages answer between batches
         finally:
             await consumer.stop()
-
-    def _publish_metrics(self) -> None:
-        for state in model.STATES:
-            metrics.MAILS.labels(state).set(self.state.by_state.get(state, 0))
-        for seconds in self.state.latencies:
-            metrics.LATENCY.observe(seconds)
-        self.state.latencies.clear()
 
     async def _groups(self) -> None:
         reader: GroupReader | None = None

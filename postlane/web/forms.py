@@ -4,12 +4,15 @@ the same sentences, each placed next to the field it names. Pure."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from postlane.configfile import (
     ALIAS_KEYS,
+    DKIM_KEYS,
     DOMAIN_KEYS,
+    INCOMING_KEYS,
     SERVER_KEYS,
     SETTINGS_KEYS,
     TENANT_KEYS,
@@ -20,13 +23,16 @@ from postlane.configfile import (
 )
 from schemas import (
     AliasConfigured,
+    DkimKeyConfigured,
     DomainPaceConfigured,
     Event,
+    IncomingServerConfigured,
     InvalidEvent,
     OutgoingServerConfigured,
     SettingsChanged,
     TenantConfigured,
 )
+from schemas.config import DKIM_ALGORITHMS
 
 # the outgoing server form, in the seeds' order: (field, label, input kind)
 SERVER_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -66,11 +72,11 @@ def _value(kind: str, raw: str | None) -> Any:
     if kind == "bool":
         return raw in ("on", "true", "1", "yes")
     text = (raw or "").strip()
-    if kind == "int":
+    if kind in ("int", "float"):
         if not text:
             return None  # not given: the default (or the server's current value)
         try:
-            return int(text)
+            return int(text) if kind == "int" else float(text)
         except ValueError:
             return text
     return text
@@ -97,21 +103,56 @@ CONFIG_FORMS: dict[str, tuple[type[Event], list[str], str]] = {
     "aliases": (AliasConfigured, ALIAS_KEYS, "[[aliases]]"),
     "tenants": (TenantConfigured, TENANT_KEYS, "[[tenants]]"),
     "domains": (DomainPaceConfigured, DOMAIN_KEYS, "[[domains]]"),
+    "incoming": (IncomingServerConfigured, INCOMING_KEYS, "[[incoming]]"),
+    "dkim": (DkimKeyConfigured, DKIM_KEYS, "[[dkim]]"),
 }
+# text fields offered as a choice (a forged value is still refused by the builder)
+CHOICES = {("incoming", "security"): "choice:ssl,starttls,none",
+           ("dkim", "algorithm"): "choice:" + ",".join(DKIM_ALGORITHMS)}
+_TYPES = {int: "int", bool: "bool", float: "float"}
+# what a DKIM key reference looks like: a variable name, a path (not the key itself)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def fields_of(kind: str) -> list[tuple[str, str]]:
     """(field, input kind) of a config form, in the event's order."""
     cls, keys, _ = CONFIG_FORMS[kind]
     types = cls._options.fields
-    return [(k, "int" if types[k] is int else "bool" if types[k] is bool else "text")
-            for k in keys]
+    return [(k, CHOICES.get((kind, k)) or _TYPES.get(types[k], "text")) for k in keys]
+
+
+def initial(kind: str, entry: Event | None = None) -> dict[str, Any]:
+    """A config form's first values: an entry's own (to edit it) or the
+    event's defaults (a new one)."""
+    if entry is not None:
+        return values(entry)
+    cls, keys, _ = CONFIG_FORMS[kind]
+    defaults = cls._options.defaults
+    return {k: defaults[k] for k in keys if k in defaults}
+
+
+def _key_itself(form: dict[str, str]) -> FormResult | None:
+    """A DKIM form whose key_env or key_file holds the key itself (a
+    browser's text field keeps a pasted PEM on one line, so the file's
+    line-break check would not see it): refused before anything is built,
+    and the value is not shown back."""
+    env, path = (form.get("key_env") or "").strip(), (form.get("key_file") or "").strip()
+    out = FormResult()
+    if env and not _ENV_NAME.match(env):
+        out.errors["key_env"] = ["key_env names an environment variable (letters, digits, _) "
+                                 "of the delivery workers; the key itself is never entered here"]
+    if "-----BEGIN" in path or "PRIVATE KEY" in path:
+        out.errors["key_file"] = ["key_file is a path to the key (a secret mount); "
+                                  "the key itself is never entered here"]
+    return out if out.errors else None
 
 
 def config_from_form(kind: str, form: dict[str, str]) -> FormResult:
     """A settings or alias event from its form, built by ``config apply``'s
     builder (the same checks and sentences)."""
     cls, keys, table = CONFIG_FORMS[kind]
+    if kind == "dkim" and (refused := _key_itself(form)) is not None:
+        return refused
     data = {k: v for k, input_kind in fields_of(kind)
             if (v := _value(input_kind, form.get(k))) is not None}
     try:
@@ -131,6 +172,8 @@ def place(problems: list[str], where: str, keys: list[str] | None = None) -> For
         text = p[len(where):] if p.startswith(where) else p
         target = next((n for n in names if text.startswith((n + " ", n + ":", f"field '{n}'"))),
                       None)
+        if target is None and text.startswith("give "):  # "give key_file ... or key_env ..."
+            target = next((n for n in keys or SERVER_KEYS if f" {n} " in text), None)
         if target is None:
             out.general.append(text)
         else:

@@ -88,7 +88,6 @@ class ConsoleState:
     blacklist: dict[str, Any] = field(default_factory=dict)  # address -> BlacklistChanged dict
     bounces: Counter[str] = field(default_factory=Counter)  # reason -> count
     complaints: Counter[str] = field(default_factory=Counter)  # feedback type -> count
-    latencies: list[float] = field(default_factory=list)  # request -> sent, newly folded
     incoming_status: dict[str, dict[str, Any]] = field(default_factory=dict)  # the fetcher's
     records: int = 0
 
@@ -214,8 +213,6 @@ def _fold_status(state: ConsoleState, ev: dict[str, Any], now: float) -> None:
             state.window, state.sent_today = window, Counter()
         if window == state.window:
             state.sent_today[(row.server, row.tenant)] += 1
-        if row.requested_at and at >= row.requested_at:
-            state.latencies.append(at - row.requested_at)
 
 
 def _touch(state: ConsoleState, row: MailRow) -> None:

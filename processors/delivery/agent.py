@@ -2,6 +2,9 @@
 more workers, up to the partition count).
 
 Input: the limiter's releases (MailReleased, carrying the routing decision),
+the router's ``direct`` decisions (RoutingDecided on ``routing-decided`` that
+no limit applied to: released by the router itself; the others are the
+limiter's and are skipped here),
 the operators' commands it forwards (QueueCommandIssued: retry, send_now,
 cancel) and retry signals, all keyed by message_id and
 co-partitioned with the ``ledger`` table. The agent (concurrency 1) is the
@@ -72,6 +75,7 @@ from streams.topics import (
     DELIVERY_QUOTA,
     QUOTA,
     RELEASED,
+    ROUTING_DECIDED,
 )
 
 from ..deadletter import send_dead_letter
@@ -84,6 +88,7 @@ NAME = "delivery"
 log = logging.getLogger("postlane.delivery")
 _INPUTS: dict[str, type[Event]] = {
     "MailReleased": MailReleased,
+    "RoutingDecided": RoutingDecided,
     "QueueCommandIssued": QueueCommandIssued,
     "RetryTimeReached": RetryTimeReached,
     "QuotaGranted": QuotaGranted,
@@ -98,7 +103,7 @@ def register(rt: Runtime) -> None:
     results_topic = rt.topic(COMMAND_RESULTS)
     due_topic = rt.topic(DELIVERY_DUE)
     dlq = rt.topic(DEAD_LETTER)
-    source = rt.raw_topic(RELEASED, DELIVERY_DUE, DELIVERY_QUOTA)
+    source = rt.raw_topic(RELEASED, ROUTING_DECIDED, DELIVERY_DUE, DELIVERY_QUOTA)
     quota_topic = rt.topic(QUOTA)
     limits = LimitsCache(rt.config, s)
     ledger_table = app.Table(
@@ -176,7 +181,7 @@ def register(rt: Runtime) -> None:
         # the log shows), never a ledger that says done for an outcome
         # nobody will ever see (the mail's status would stay "sending").
         await acked(sent)
-        rows = [await write_row(ledger_table, done.message_id.encode(), done.to_dict())
+        rows = [await write_row(ledger_table, done.message_id.encode(), core.row(done))
                 for done in finished]
         for done in finished:
             signalled.pop(done.message_id, None)
@@ -191,6 +196,8 @@ def register(rt: Runtime) -> None:
         ledger row written; their acks are added to ``sent``."""
         try:
             event = decode_any(_INPUTS, message.value)
+            if isinstance(event, RoutingDecided) and not event.direct:
+                return None  # the limiter's: it comes as a MailReleased when it may go
             if isinstance(event, MailReleased):
                 event = decode(RoutingDecided, event.decision)
             if isinstance(event, RoutingDecided) and event.outcome == "routed":

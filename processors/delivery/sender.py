@@ -24,6 +24,7 @@ from ..unsubscribe.token import list_unsubscribe_headers
 from . import core
 from .dkim import DkimError, Signer, sign
 from .message import build_message, envelope_recipients, make_smtp_message_id, message_bytes
+from .plainwire import plain_wire
 from .policy import Trouble, fails_over
 from .pool import SmtpPool, deliver
 
@@ -58,11 +59,17 @@ class Sender:
         From's domain has a key (after every header change). Raises
         MessageError (the request cannot be mailed), DkimError or
         SecretUnavailable (a key or secret cannot be used: defer)."""
-        msg = build_message(request, decision, server, smtp_id,
-                            list_headers=self.list_headers(request))
-        data = message_bytes(msg)
+        lists = self.list_headers(request)
+        # a plain mail is written directly (plainwire.py: the same bytes); the
+        # rest is built with the email package
+        plain = plain_wire(request, decision, server, smtp_id, list_headers=lists)
+        if plain is not None:
+            data, names = plain
+        else:
+            msg = build_message(request, decision, server, smtp_id, list_headers=lists)
+            data, names = message_bytes(msg), list(msg.keys())
         key = self.signer.key_for(self.rt.config.view.dkim, _domain(decision.header_from))
-        return data if key is None else sign(data, key, msg.keys())
+        return data if key is None else sign(data, key, names)
 
     def recipients(self, decision: RoutingDecided, request: SendRequested) -> list[str]:
         server = self.rt.config.view.servers.get(decision.server)

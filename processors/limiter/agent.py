@@ -245,7 +245,8 @@ def register(rt: Runtime) -> None:
             await send_dead_letter(dlq, NAME, message, f"key {message.key!r} is not the "
                                    f"message_id {decision.message_id!r}")
             return None
-        return decision if decision.outcome == "routed" else None
+        # direct: the router released it itself (nothing of ours applied), delivery has it
+        return decision if decision.outcome == "routed" and not decision.direct else None
 
     # --- transactional lane, commands, delivery's attempts ----------------------------------
 

@@ -6,10 +6,16 @@ front of an invoice. Stateless but for the config view and the blacklist view
 (blacklisted recipients are suppressed); keyed by message_id, so
 it scales to as many workers as there are partitions. A redelivered
 request gives the same decision again; delivery's ledger drops the
-duplicate."""
+duplicate.
+
+A routed transactional mail that no limit, rate or ``send_at`` applies to
+is marked ``direct`` (``core.direct``): delivery takes it from
+``routing-decided`` and the limiter lets it pass
+(``POSTLANE_DIRECT_RELEASE=false`` sends every mail through the limiter)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from schemas import encode
@@ -24,6 +30,7 @@ from streams.topics import (
 
 from ..blacklist.reader import BlacklistReader
 from ..deadletter import send_dead_letter
+from ..limiter.limits import LimitsCache
 from ..runtime import Runtime
 from .core import decide
 from .intake import take
@@ -35,6 +42,7 @@ def register(rt: Runtime) -> None:
     dlq = rt.topic(DEAD_LETTER)
     blacklist = BlacklistReader(rt.settings)  # see processors/blacklist/reader.py
     rt.extras["blacklist"] = blacklist
+    limits = LimitsCache(rt.config, rt.settings) if rt.settings.direct_release else None
 
     @rt.app.task
     async def _start_blacklist_reader() -> None:
@@ -56,7 +64,8 @@ def register(rt: Runtime) -> None:
                         await out.send(key=message.key, value=encode(taken.answer))
                     continue
                 request = taken.request
-                decision = decide(rt.config.view, request, blacklist.view.as_mapping())
+                decision = decide(rt.config.view, request, blacklist.view.as_mapping(),
+                                  limits() if limits is not None else None, time.time())
                 await out.send(key=request.message_id.encode(), value=encode(decision))
 
     lane(SEND_REQUESTED, ROUTING_DECIDED, "postlane.router")

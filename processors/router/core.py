@@ -18,6 +18,7 @@ from typing import Any
 
 from processors.blacklist.core import applies, describe
 from processors.config.view import ConfigView
+from processors.limiter.core import Limits, limited, recipient_domains
 from schemas import OutgoingServerConfigured, RoutingDecided, SendRequested, SettingsChanged
 from schemas.addresses import AddressError, check_address, idna_domain, normalize, split_address
 
@@ -241,10 +242,13 @@ def mass_recipients_problem(request: SendRequested) -> str:
 
 
 def decide(
-    view: ConfigView, request: SendRequested, blacklist: Suppressions | None = None
+    view: ConfigView, request: SendRequested, blacklist: Suppressions | None = None,
+    limits: Limits | None = None, now: float = 0.0,
 ) -> RoutingDecided:
     """The routing decision for one request; never raises on bad addresses.
-    Recipients in ``blacklist`` are suppressed (see ``suppress``)."""
+    Recipients in ``blacklist`` are suppressed (see ``suppress``). With
+    ``limits``, a routed mail none of them applies to at ``now`` is
+    ``direct`` (see ``direct``)."""
     suppressed: dict[str, str] = {}
     if blacklist:
         request, suppressed = suppress(request, blacklist)
@@ -285,5 +289,22 @@ def decide(
         envelope_from=envelope_sender(settings, server, addr, request.message_id),
         rule=rule,
         reason=reason,
+        direct=limits is not None and direct(request, server.name, limits, now),
         **base,
     )
+
+
+
+def direct(request: SendRequested, server: str, limits: Limits, now: float) -> bool:
+    """May the router release this routed mail itself (``RoutingDecided.direct``)?
+    Yes when the limiter has nothing to do with it: a transactional mail
+    that no daily limit or rate (of ``server``, its tenant, its recipients'
+    domains or ``*``) and no future ``send_at`` applies to. Delivery then
+    takes it from ``routing-decided`` (one hop, one record and one table row
+    less per mail); anything limited, scheduled or of the mass lane goes
+    through the limiter. A limit configured after the decision applies from
+    the next decision on."""
+    if request.kind == "mass" or (request.send_at or 0.0) > now:
+        return False
+    data = {"to": request.to, "cc": request.cc, "bcc": request.bcc}
+    return not limited(server, request.tenant, recipient_domains(data), limits)

@@ -5,6 +5,7 @@ chromium."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +52,11 @@ security = "ssl"
 username = "support@mycompany.example"
 password_env = "SUPPORT_IMAP_PASSWORD"
 
+[[dkim]]
+domain = "mycompany.example"
+selector = "pl2026"
+key_file = "{dkim_key}"
+
 [[aliases]]
 alias = "sales"
 target = "crm.lead"
@@ -70,13 +76,23 @@ PAGES = [
     ("06-servers", "/servers"), ("07-server-form", "/servers/edit/primary"),
     ("10-incoming", "/incoming"), ("11-aliases", "/aliases"), ("12-settings", "/settings"),
     ("13-limits", "/limits"), ("13-tenants", "/tenants"), ("14-suppressions", "/suppressions"),
-    ("15-dead-letters", "/dead-letters"),
+    ("15-dead-letters", "/dead-letters"), ("16-dkim", "/dkim"),
 ]
 
 
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, ConsoleStack(Path(tmp), CONFIG) as stack:
+    with tempfile.TemporaryDirectory() as tmp:
+        key = Path(tmp) / "dkim-mycompany.pem"  # config apply reads the key before publishing
+        subprocess.run([sys.executable, "-m", "postlane", "dkim", "keygen", "--domain",
+                        "mycompany.example", "--selector", "pl2026", "--out", str(key)],
+                       check=True, capture_output=True)
+        shoot(out, ConsoleStack(Path(tmp), CONFIG.replace("{dkim_key}", str(key))))
+    print(f"screenshots in {out}: {', '.join(sorted(p.name for p in out.glob('*.png')))}")
+
+
+def shoot(out: Path, console: ConsoleStack) -> None:
+    with console as stack:
         s = stack.settings
         with Publisher(settings=s) as pub:
             mids = [pub.send(from_="billing@mycompany.example", to=[f"client{i}@example.org"],
@@ -129,11 +145,19 @@ def main(out: Path) -> None:
             page.goto(stack.url + "/servers/edit/primary")
             page.click("button[value=test]")
             page.screenshot(path=str(out / "09-server-test-connection.png"), full_page=True)
+            page.fill("#f-send_to", "postmaster@example.org")
+            page.fill("#f-on_behalf", "billing@mycompany.example")
+            page.click("button[value=test]")
+            page.screenshot(path=str(out / "09-server-test-send.png"), full_page=True)
             page.goto(stack.url + "/incoming")
             page.click("text=Test connection")
             page.screenshot(path=str(out / "10-incoming-test.png"), full_page=True)
+            page.goto(stack.url + "/incoming?edit=support-inbox")
+            page.fill("#f-port", "99999")
+            page.fill("#f-folder", "")
+            page.click("button[value=save]")
+            page.screenshot(path=str(out / "10-incoming-form-refused.png"), full_page=True)
             browser.close()
-    print(f"screenshots in {out}: {', '.join(sorted(p.name for p in out.glob('*.png')))}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,22 @@
 """The console in a real browser (Debian's chromium driven by Playwright)
-against ``postlane dev`` and a real SMTP server: log in, refuse a bad
-server form in config apply's words (publishing nothing), add the server
-with the form, Test connection, watch a mail reach ``sent``, see a failed
-one with the server's answer, retry it, log out."""
+against ``postlane dev``, a real SMTP server and a real IMAP server
+(Dovecot): log in, refuse a bad server form in config apply's words
+(publishing nothing), add the server with the form, Test connection and a
+test send, add an incoming server (refused, then Test connection with a
+wrong and a right password, saved, removed), a DKIM key by reference,
+watch a mail reach ``sent``, see a failed one with the server's answer,
+retry it, log out."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +25,11 @@ import pytest
 from postlane.configfile import ConfigFileError, parse
 from postlane.configops import current_view
 from postlane.publisher import Publisher
+from processors.fetcher.probe import test_incoming as probe_incoming
 from schemas import SuppressionEdited
 from streams.client import publish
 from streams.topics import BOUNCES
+from tests.imap.dovecot import Dovecot
 
 from .stack import CHROMIUM, PASSWORD, USER, ConsoleStack, launch
 
@@ -60,7 +69,20 @@ def reload_until(page: Any, url: str, text: str, timeout: float = 60.0) -> str:
     raise AssertionError(f"{text!r} not on {url} after {timeout} s; page:\n{body[-2000:]}")
 
 
-def test_the_console_end_to_end(stack: ConsoleStack, page: Any) -> None:
+def current_form_server(page: Any) -> Any:
+    """The incoming server the page's form describes (as the console builds it)."""
+    from postlane.web import forms
+
+    values = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
+        'form.server input, form.server select')].filter(e => e.name && e.name !== 'csrf')
+        .map(e => [e.name, e.type === 'checkbox' ? (e.checked ? 'on' : '') : e.value]))""")
+    result = forms.config_from_form("incoming", values)
+    assert result.ok, result
+    return result.event
+
+
+def test_the_console_end_to_end(stack: ConsoleStack, page: Any, dovecot: Dovecot,
+                                tmp_path: Path) -> None:
     base = stack.url
     # nothing without logging in
     page.goto(base + "/queue")
@@ -106,6 +128,84 @@ def test_the_console_end_to_end(stack: ConsoleStack, page: Any) -> None:
     assert page.url == base + "/servers"
     assert "published OutgoingServerConfigured server:local" in page.inner_text("main")
     assert current_view(stack.settings).servers["local"].port == stack.smtp_port
+
+    # a test send from the saved server's form (postlane servers test --send-to)
+    page.goto(base + "/servers/edit/local")
+    page.fill("#f-send_to", "probe@example.org")
+    page.click("button[value=test]")
+    assert "There is no sender address for the test mail" in page.inner_text(".report")
+    page.fill("#f-on_behalf", "app@example.com")
+    page.click("button[value=test]")
+    report = page.inner_text(".report")
+    assert "works: " in report and "test mail to probe@example.org accepted" in report, report
+    assert any("probe@example.org" in e.rcpt_tos for e in stack.handler.received)
+
+    # an incoming server: refused as config apply refuses, tested against Dovecot, saved
+    wrong, right = tmp_path / "wrong", tmp_path / "right"
+    wrong.write_text("not-the-password\n")
+    right.write_text("s3cret-imap\n")
+    page.goto(base + "/incoming")
+    page.fill("#f-name", "inbox")
+    page.fill("#f-host", "127.0.0.1")
+    page.fill("#f-port", str(dovecot.port))
+    page.select_option("#f-security", "none")
+    page.fill("#f-username", "gateway")
+    page.fill("#f-password_file", str(wrong))
+    page.fill("#f-poll_interval", "soon")
+    page.uncheck("#f-active")  # not polled: other tests read this Dovecot's mailboxes
+    page.click("button[value=save]")
+    with pytest.raises(ConfigFileError) as refused:
+        parse('[[incoming]]\nname = "inbox"\nhost = "127.0.0.1"\npoll_interval = "soon"\n')
+    assert page.inner_text("#err-poll_interval") in str(refused.value)
+    assert "inbox" not in current_view(stack.settings).incoming
+    page.fill("#f-poll_interval", "30")
+    page.click("button[value=test]")
+    said = page.inner_text(".report b")
+    tried = current_form_server(page)
+    with ThreadPoolExecutor(1) as other:  # Playwright's loop runs on this thread
+        cli = other.submit(lambda: asyncio.run(probe_incoming(tried, timeout=10.0))).result()
+    assert not cli.ok and said == f"inbox: {cli.sentence}", (said, cli.sentence)
+    assert "refused the login of 'gateway'" in said
+    page.fill("#f-password_file", str(right))
+    page.click("button[value=test]")
+    said = page.inner_text(".report b")
+    assert said.startswith(f"inbox: The incoming server inbox (127.0.0.1 port {dovecot.port}) "
+                           "works: no encryption, login as 'gateway' accepted"), said
+    assert "inbox" not in current_view(stack.settings).incoming  # a test publishes nothing
+    page.click("button[value=save]")
+    assert page.url == base + "/incoming"
+    assert "published IncomingServerConfigured incoming:inbox" in page.inner_text("main")
+    saved = current_view(stack.settings).incoming["inbox"]
+    assert (saved.port, saved.password_file, saved.active) == (dovecot.port, str(right), False)
+    page.click("tr:has-text('inbox') button:has-text('Test connection')")
+    assert "works" in page.inner_text(".report b")
+    page.click("tr:has-text('inbox') button:has-text('Remove')")
+    assert "published IncomingServerRemoved incoming:inbox" in page.inner_text("main")
+    assert "inbox" not in current_view(stack.settings).incoming
+
+    # a DKIM key by reference only: a pasted key is refused and not shown back
+    page.goto(base + "/dkim")
+    page.fill("#f-domain", "example.com")
+    page.fill("#f-selector", "pl1")
+    page.fill("#f-key_env", "-----BEGIN PRIVATE KEY-----MIIEvQIBADANBg")
+    page.click("text=Save DKIM key")
+    assert "never entered here" in page.inner_text("#err-key_env")
+    assert "MIIEvQIBADANBg" not in page.content()
+    page.fill("#f-key_env", "DKIM_EXAMPLE_KEY")  # not in postlane dev's environment
+    page.click("text=Save DKIM key")
+    assert "DKIM_EXAMPLE_KEY" in page.inner_text("#err-key_env")  # config apply's key check
+    assert "example.com" not in current_view(stack.settings).dkim
+    key = tmp_path / "dkim-example.key"
+    subprocess.run([sys.executable, "-m", "postlane", "dkim", "keygen", "--domain",
+                    "example.com", "--selector", "pl1", "--algorithm", "ed25519-sha256",
+                    "--out", str(key)], check=True, capture_output=True)
+    page.fill("#f-key_env", "")
+    page.fill("#f-key_file", str(key))
+    page.select_option("#f-algorithm", "ed25519-sha256")
+    page.click("text=Save DKIM key")
+    assert page.url == base + "/dkim", page.inner_text("main")
+    assert current_view(stack.settings).dkim["example.com"].key_file == str(key)
+    assert key.read_text().strip() not in page.content()  # the key itself is never shown
 
     # an alias: refused in config apply's words, then added
     page.goto(base + "/aliases")

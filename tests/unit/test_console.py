@@ -3,6 +3,9 @@ edge's access rules, over real HTTP (aiohttp's test server) without a broker."""
 
 from __future__ import annotations
 
+import html
+import re
+import socket
 import time
 from pathlib import Path
 
@@ -273,3 +276,132 @@ def test_the_unfiltered_queue_follows_the_latest_changes(monkeypatch: pytest.Mon
     rows = model.queue(st, model.QueueFilter(state="all"))["rows"]
     assert [r["message_id"] for r in rows] == ["m1", "m0", "m2"]
     assert model.queue(st, model.QueueFilter(state="all", page=2))["rows"] == []
+
+
+def test_incoming_and_dkim_forms_refuse_as_config_apply() -> None:
+    form = {"name": "in1", "host": "imap.x.test", "port": "70000", "security": "tls",
+            "folder": "INBOX", "active": "on", "use_idle": "on"}
+    bad = forms.config_from_form("incoming", form)
+    with pytest.raises(ConfigFileError) as refused:
+        parse('[[incoming]]\nname = "in1"\nhost = "imap.x.test"\nport = 70000\n'
+              'security = "tls"\n')
+    for fld in ("port", "security"):
+        assert bad.errors[fld], (fld, bad)
+        for sentence in bad.errors[fld]:
+            assert sentence in str(refused.value), (sentence, str(refused.value))
+    both = forms.config_from_form("incoming", {**form, "port": "993", "security": "ssl",
+                                               "password_env": "P", "password_file": "/p"})
+    assert both.errors["password_env"] == ["give password_env or password_file, not both"]
+    ok = forms.config_from_form("incoming", {**form, "port": "143", "security": "starttls",
+                                             "poll_interval": "30"})
+    assert ok.ok and (ok.event.port, ok.event.poll_interval, ok.event.use_idle) == (143, 30.0,
+                                                                                    True)
+    assert forms.initial("incoming")["port"] == 993  # a new server: the event's defaults
+    assert forms.initial("incoming", ok.event)["poll_interval"] == 30.0
+
+    none = forms.config_from_form("dkim", {"domain": "example.com", "selector": "s1",
+                                           "algorithm": "rsa-sha256"})
+    with pytest.raises(ConfigFileError) as said:
+        parse('[[dkim]]\ndomain = "example.com"\nselector = "s1"\n')
+    assert none.errors["key_file"][0] in str(said.value)
+    pasted = forms.config_from_form("dkim", {"domain": "example.com", "selector": "s1",
+                                             "key_env": "-----BEGIN PRIVATE KEY-----MIIE"})
+    assert not pasted.ok and "never entered" in pasted.errors["key_env"][0]
+    good = forms.config_from_form("dkim", {"domain": "example.com", "selector": "s1",
+                                           "key_env": "DKIM_KEY", "algorithm": "ed25519-sha256"})
+    assert good.ok and good.event.key == "dkim:example.com"
+
+
+async def _logged_in(client: TestClient) -> str:
+    page = await client.get("/login")
+    pre = page.cookies["postlane_login"].value
+    await client.post("/login", data={"csrf": pre, "username": "ops",
+                                      "password": "correct horse"})
+    text = await (await client.get("/")).text()
+    m = re.search(r'name="csrf" value="([^"]+)"', text)
+    assert m is not None
+    return m.group(1)
+
+
+async def test_incoming_and_dkim_pages_refuse_next_to_fields_and_test_unsaved_values(
+        tmp_path: Path) -> None:
+    s = Settings.from_env(environ={}, data_dir=str(tmp_path))
+    console = Console(s, tmp_path / "users")
+    auth.add_user(console.users_file, "ops", "correct horse")
+    async with TestClient(TestServer(make_app(console, Feed(s, console.state)))) as client:
+        csrf = await _logged_in(client)
+        page = await client.post("/incoming/save", data={
+            "csrf": csrf, "name": "in1", "host": "127.0.0.1", "port": "0", "security": "none",
+            "folder": "INBOX", "action": "save"})
+        text = await page.text()
+        assert page.status == 422 and 'id="err-port"' in text
+        with socket.socket() as closed:  # a port nothing listens on
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        tested = await client.post("/incoming/save", data={
+            "csrf": csrf, "name": "in1", "host": "127.0.0.1", "port": str(port),
+            "security": "none", "folder": "INBOX", "action": "test"})
+        text = html.unescape(await tested.text())
+        assert tested.status == 200
+        assert f"in1: Nothing is listening on 127.0.0.1 port {port}" in text
+        assert not console.state.config.incoming  # tested, not saved
+        dkim = await client.post("/dkim/save", data={
+            "csrf": csrf, "domain": "example.com", "selector": "s1",
+            "key_file": "-----BEGIN PRIVATE KEY-----MIIEsecret", "algorithm": "rsa-sha256"})
+        text = await dkim.text()
+        assert dkim.status == 422 and 'id="err-key_file"' in text
+        assert "MIIEsecret" not in text  # a key pasted by mistake is not shown back
+        unset = await client.post("/dkim/save", data={
+            "csrf": csrf, "domain": "example.com", "selector": "s1",
+            "key_env": "POSTLANE_TEST_NO_SUCH_VARIABLE", "algorithm": "rsa-sha256"})
+        text = await unset.text()  # config apply's check of the key, next to the reference
+        assert unset.status == 422 and 'id="err-key_env"' in text
+        assert "POSTLANE_TEST_NO_SUCH_VARIABLE" in text
+        for path in ("/dkim", "/incoming?edit=nope", "/dkim?edit=nope"):
+            assert (await client.get(path)).status == 200, path
+
+
+def test_failed_logins_wait_longer_and_longer_per_name_and_per_address() -> None:
+    t = auth.LoginThrottle(free=5, base=2.0, most=900.0, forget=900.0)
+    bob = ["user:bob", "addr:10.0.0.1"]
+    for i in range(4):
+        assert t.failed(bob, 100.0 + i) == 0.0  # four failures: no wait yet
+    assert t.failed(bob, 104.0) == 2.0  # the fifth: 2 s
+    assert t.wait(bob, 105.0) == 1.0 and t.wait(bob, 106.0) <= 0
+    assert t.failed(bob, 106.0) == 4.0 and t.failed(bob, 110.0) == 8.0  # doubling
+    # the same name from elsewhere waits too, and another name from that address
+    assert t.wait(["user:bob", "addr:10.0.0.2"], 111.0) == 7.0
+    assert t.wait(["user:eve", "addr:10.0.0.1"], 111.0) == 7.0
+    assert t.wait(["user:eve", "addr:10.0.0.2"], 111.0) == 0.0
+    for i in range(20):
+        t.failed(bob, 200.0 + i)
+    assert t.wait(bob, 220.0) == 900.0 - 1  # at most 15 minutes
+    t.succeeded("user:bob")  # a login that worked ends the name's count, not the address's
+    assert t.wait(["user:bob", "addr:10.0.0.2"], 300.0) == 0.0
+    assert t.wait(bob, 300.0) > 0
+    assert t.failed(["addr:10.0.0.1"], 219.0 + 900 + 900) == 0.0  # forgotten: counts anew
+    assert auth.retry_after(0.2) == "1" and auth.retry_after(7.5) == "8"
+
+
+async def test_logins_are_refused_with_429_after_five_failures_over_http(
+        tmp_path: Path) -> None:
+    s = Settings.from_env(environ={}, data_dir=str(tmp_path))
+    console = Console(s, tmp_path / "users", throttle=auth.LoginThrottle(base=60.0))
+    auth.add_user(console.users_file, "ops", "correct horse")
+    async with TestClient(TestServer(make_app(console, Feed(s, console.state)))) as client:
+
+        async def attempt(name: str, password: str) -> tuple[int, str, str]:
+            page = await client.get("/login")
+            pre = page.cookies["postlane_login"].value
+            resp = await client.post("/login", allow_redirects=False, data={
+                "csrf": pre, "username": name, "password": password})
+            return resp.status, resp.headers.get("Retry-After", ""), await resp.text()
+
+        for _ in range(5):
+            assert (await attempt("ops", "guess"))[:2] == (401, "")
+        status_, retry, text = await attempt("ops", "correct horse")  # right, but too late
+        assert (status_, retry) == (429, "60") and "try again in 60 s" in text
+        assert (await attempt("admin", "guess"))[0] == 429  # the address waits too
+        assert (await client.get("/", allow_redirects=False)).status == 303  # no session
+        console.throttle = auth.LoginThrottle()
+        assert (await attempt("ops", "correct horse"))[0] == 303

@@ -297,3 +297,20 @@ def test_the_retry_timer_parses_only_open_rows() -> None:
         assert not core.orphaned(ledger, running=False)
         assert not core.open_row(ledger.to_dict())
     assert not core.open_row(None) and not core.open_row({})
+
+
+def test_a_sent_mails_row_drops_the_body_and_still_refuses_it_again() -> None:
+    ledger = started()
+    assert core.row(ledger)["decision"]["request"]["text"] == "t"  # in flight: all of it
+    new, _ = core.finish(ledger, [ok(A), ok(B)], now=T0 + 1, duration=0.1, settings=RETRY)
+    value = core.row(new)
+    assert "text" not in value["decision"]["request"]
+    assert value["decision"]["request"]["to"] == [A, B]
+    back = Ledger.from_dict(value)
+    assert back is not None and back.done
+    # a redelivered decision is still a duplicate, a retry still refused
+    assert core.on_routed(back, decision(), [A, B], T0 + 2)[1].kind == "skip"
+    # a mail with a failed recipient keeps its body: a retry re-sends it
+    bad = refused(B, 550, "5.1.1 no such user")
+    failed, _ = core.finish(started(), [ok(A), bad], now=T0 + 1, duration=0.1, settings=RETRY)
+    assert core.row(failed)["decision"]["request"]["text"] == "t"

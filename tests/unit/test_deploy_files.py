@@ -206,3 +206,18 @@ def test_example_config_loads_with_the_config_file_reader() -> None:
     assert [(s.name, s.host, s.port, s.security) for s in desired.servers] == [
         ("mailpit", "mailpit", 1025, "none")
     ]
+
+
+def test_every_worker_serves_metrics_on_the_network(services: dict[str, Any]) -> None:
+    yaml = pytest.importorskip("yaml")
+    workers = [n for n, svc in services.items() if "command" in svc and argv(svc)[:1] == ["worker"]]
+    assert set(PROCESSORS) <= set(workers)
+    for name in workers:
+        e = env(services[name])
+        assert (e["POSTLANE_METRICS_HOST"], e["POSTLANE_METRICS_PORT"]) == ("0.0.0.0",
+                                                                           "9642"), name
+        assert "9642" in [str(p) for p in services[name].get("expose", [])], name
+    assert re.search(r"^EXPOSE 9642$", DOCKERFILE.read_text(), re.M)
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    sd = scrape["scrape_configs"][0]["dns_sd_configs"][0]
+    assert sd["port"] == 9642 and set(sd["names"]) == set(workers)

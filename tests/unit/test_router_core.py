@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from processors.config.view import ConfigView, fold
+from processors.limiter.core import Limits, ServerLimits
 from processors.router.core import (
     bounce_address,
     decide,
@@ -15,7 +16,13 @@ from processors.router.core import (
     message_id_from_bounce,
     notifications_address,
 )
-from schemas import OutgoingServerConfigured, RoutingDecided, SendRequested, SettingsChanged
+from schemas import (
+    InvalidEvent,
+    OutgoingServerConfigured,
+    RoutingDecided,
+    SendRequested,
+    SettingsChanged,
+)
 
 SETTINGS = SettingsChanged(default_from="notifications", catchall_domain="mycompany.com")
 NO_CATCHALL = SettingsChanged(default_from="notifications", catchall_domain="")
@@ -288,3 +295,39 @@ def test_a_mass_mail_goes_to_one_recipient() -> None:
     assert two.outcome == "rejected"
     assert two.reason.startswith("a mass mail goes to one recipient (it has 2)")
     assert route(view(srv("any")), req(cc=["b@x.test"])).outcome == "routed"
+
+
+# --- released by the router itself (RoutingDecided.direct) --------------------------------
+
+NOW = 1_795_000_000.0
+
+
+def direct_of(r: SendRequested, limits: Limits | None) -> bool:
+    return decide(view(srv("main")), r, None, limits, NOW).direct
+
+
+def test_a_mail_no_limit_applies_to_is_released_by_the_router() -> None:
+    assert direct_of(req(), Limits()) is True
+    # an empty domain entry (no rate) limits nothing either
+    assert direct_of(req(), Limits(domains={"dest.test": (0.0, "")})) is True
+
+
+@pytest.mark.parametrize("limits", [
+    Limits(servers={"main": ServerLimits(daily=10)}),
+    Limits(servers={"main": ServerLimits(rate=1.0, rate_text="60/min")}),
+    Limits(tenants={"acme": 5}),
+    Limits(domains={"dest.test": (1.0, "60/min")}),
+    Limits(domains={"*": (1.0, "60/min")}),
+], ids=["server-daily", "server-rate", "tenant", "domain-rate", "any-domain-rate"])
+def test_a_limited_mail_goes_through_the_limiter(limits: Limits) -> None:
+    assert direct_of(req(tenant="acme"), limits) is False
+
+
+def test_scheduled_mass_unrouted_or_without_limits_is_never_direct() -> None:
+    assert direct_of(req(send_at=NOW + 60), Limits()) is False
+    assert direct_of(req(send_at=NOW - 60), Limits()) is True  # its time has come
+    assert direct_of(req(kind="mass", list_id="news"), Limits()) is False
+    assert direct_of(req(), None) is False  # the router was not given the limits
+    assert decide(view(), req(), None, Limits(), NOW).direct is False  # no_server
+    with pytest.raises(InvalidEvent, match="only a routed decision can be direct"):
+        RoutingDecided(message_id="m-1", outcome="no_server", reason="x", direct=True)
