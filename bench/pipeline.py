@@ -865,7 +865,7 @@ def hop_report(ph: Phase, sink: Sink, h: dict[str, dict[str, float]]) -> list[st
     rows: dict[str, list[float]] = {k: [] for k in (
         "publish acked by broker", "publish -> routed (router)",
         "routed -> released (limiter)", "released -> delivery started",
-        "started -> accepted by SMTP",
+        "routed -> delivery started (direct)", "started -> accepted by SMTP",
         "accepted -> outcome recorded", "outcome -> status 'sent'",
     )}
     for mid, t_pub in ph.published.items():
@@ -883,6 +883,8 @@ def hop_report(ph: Phase, sink: Sink, h: dict[str, dict[str, float]]) -> list[st
             rows["routed -> released (limiter)"].append(t_rel - t_route)
         if t_rel is not None and t_start is not None:
             rows["released -> delivery started"].append(t_start - t_rel)
+        elif t_route is not None and t_start is not None:  # released by the router itself
+            rows["routed -> delivery started (direct)"].append(t_start - t_route)
         if t_start is not None and t_sink is not None:
             rows["started -> accepted by SMTP"].append(t_sink - t_start)
         if t_sink is not None and t_att is not None:

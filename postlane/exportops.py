@@ -239,24 +239,43 @@ def jsonl_lines(recs: list[Rec], cols: Columns, short: dict[str, str],
     """The same rows as JSON lines (objects and lists kept as JSON, not text)."""
     datas, invalid = parse_records(recs, untyped)
     names = list(cols.kinds)
+    # every row's keys in the columns' order: a copy of this, then filled
+    template: dict[str, Any] = dict.fromkeys(
+        ["_topic", "_partition", "_offset", "_timestamp", "_key", *names, "_invalid"])
+    known = frozenset(names)
+    stamps = _iso_all([r.timestamp_ms for r in recs])
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     out = []
-    for r, d, bad in zip(recs, datas, invalid, strict=True):
-        row: dict[str, Any] = {
-            "_topic": short.get(r.topic, r.topic), "_partition": r.partition,
-            "_offset": r.offset, "_timestamp": _iso(r.timestamp_ms),
-            "_key": None if r.key is None else r.key.decode("utf-8", "replace")}
-        for name in names:
-            row[name] = d.get(name)
+    for r, d, bad, stamp in zip(recs, datas, invalid, stamps, strict=True):
+        row = template.copy()
+        if d.keys() <= known:
+            row.update(d)
+        else:  # an event type the topic is not known to carry: its known columns only
+            for name in names:
+                row[name] = d.get(name)
+        row["_topic"] = short.get(r.topic, r.topic)
+        row["_partition"] = r.partition
+        row["_offset"] = r.offset
+        row["_timestamp"] = stamp
+        row["_key"] = None if r.key is None else r.key.decode("utf-8", "replace")
         row["_invalid"] = bad
-        out.append(orjson.dumps(row))
-    out.append(b"")
-    return b"\n".join(out), sum(1 for bad in invalid if bad is not None)
+        out.append(dumps(row, option=newline))
+    return b"".join(out), sum(1 for bad in invalid if bad is not None)
 
 
 def _iso(ms: int) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(ms / 1000.0, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _iso_all(ms: list[int]) -> list[str]:
+    """``_iso`` of each (``2026-12-06T06:53:20.123+00:00``), formatted by arrow."""
+    import pyarrow.compute as pc
+
+    stamps = pc.strftime(pa.array(ms, pa.timestamp("ms", tz="UTC")),
+                         format="%Y-%m-%dT%H:%M:%S", locale="C")
+    return [f"{t}+00:00" for t in stamps.to_pylist()]
 
 
 class _Writer:

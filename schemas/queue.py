@@ -149,7 +149,9 @@ class QuotaGranted(Event):
     """The quota processor counted one transaction of ``ask_id`` against
     every limit it falls under. ``at``: the earliest it may start (later
     than now when a rate reserved it a future slot; ``reason`` then says
-    which rate, in words)."""
+    which rate, in words). ``batch``: the key of the ``limiter-quota`` row
+    that holds the grant, ``decided_at``: when the quota counted it (what a
+    replay of that table needs; empty/0 from before they were recorded)."""
 
     ask_id: str
     message_id: str
@@ -157,6 +159,8 @@ class QuotaGranted(Event):
     at: float = 0.0
     reason: str = ""
     attempt: int = 0
+    batch: str = ""
+    decided_at: float = 0.0
 
 
 class QuotaRefused(Event):

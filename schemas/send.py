@@ -52,7 +52,7 @@ class SendRequested(Event):
         return list(seen)
 
     def approx_size(self) -> int:
-        size = len(self.subject) + len(self.text.encode()) + len(self.html.encode())
+        size = len(self.subject) + _utf8_len(self.text) + _utf8_len(self.html)
         for att in self.attachments:
             size += len(str(att.get("data", ""))) if isinstance(att, dict) else 0
         return size
@@ -129,6 +129,11 @@ def _attachment_problems(i: int, att: Any) -> list[str]:
         except (binascii.Error, ValueError):
             out.append(f"attachment {i}: data is not valid base64")
     return out
+
+
+def _utf8_len(text: str) -> int:
+    """``len(text.encode())``, without encoding ASCII text."""
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def check_recipient(addr: str) -> None:

@@ -59,7 +59,7 @@ class Settings:
     # how long a producer waits for more records before a produce request (ms):
     # records written meanwhile share it (fewer requests, socket writes and
     # broker work per record) for that much latency per hop
-    producer_linger_ms: int = 0
+    producer_linger_ms: int = 1
     producer_compression: str = "lz4"
     # table writes Faust may have pending before it stops handing records to
     # every agent (its default, 100, lets a campaign's table writes stall invoices)
@@ -150,6 +150,7 @@ class Settings:
     webhook_timeout: float = 10.0  # seconds an endpoint has to answer a POST
     webhook_concurrency: int = 4  # POSTs in flight per endpoint (one per mail at a time)
     webhook_tick: float = 0.2  # seconds between two looks at the due notifications
+    webhook_keep: float = 604800.0  # a delivered / dead notification's row is kept this long
     # --- dev --------------------------------------------------------------------
     config_file: str = ""  # applied by `postlane dev` at start when set
     capture_smtp_port: int = 2525  # the dev capture server (stand-in outgoing)

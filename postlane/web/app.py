@@ -30,7 +30,7 @@ from streams.client import publish
 from streams.settings import Settings
 from streams.topics import BOUNCES
 
-from . import auth, forms, model
+from . import auth, forms, model, report_page
 from .feed import Feed
 
 log = logging.getLogger("postlane.web")
@@ -546,6 +546,7 @@ def make_app(console: Console, feed: Feed, unsubscribe: web.Application | None =
     r.add_get("/suppressions", suppressions_page)
     r.add_post("/suppressions/remove", suppression_remove)
     r.add_get("/dead-letters", dead_letters_page)
+    report_page.register(app)  # /report (issue 18)
     r.add_static("/static/", HERE / "static")
     r.add_get("/favicon.ico", favicon)
     if unsubscribe is not None:  # the one-click unsubscribe handlers, as they are

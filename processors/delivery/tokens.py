@@ -55,8 +55,12 @@ def on_answer(ledger: Ledger | None, answer: QuotaGranted | QuotaRefused,
     now: deliver. Granted for later: wait until the slot (the retry timer
     signals it then). Refused: wait until ``answer.until`` (the timer
     signals it and the attempt asks again). A ledger that moved on (the
-    attempt started, the mail is done or cancelled) is left as it is."""
-    if (ledger is None or ledger.done or ledger.cancelled or ledger.inflight
+    attempt started, the mail is done or cancelled) is left as it is. A
+    ledger still in flight asked for the attempt that retries an
+    interrupted one (a restart): granted, that one is delivered as
+    interrupted (it used to be dropped as stale, leaving the mail in flight
+    for good)."""
+    if (ledger is None or ledger.done or ledger.cancelled
             or ledger.attempt + 1 != answer.attempt or ledger.token == answer.attempt):
         return ledger, Action("skip", "stale quota answer")
     if isinstance(answer, QuotaRefused):
@@ -65,4 +69,4 @@ def on_answer(ledger: Ledger | None, answer: QuotaGranted | QuotaRefused,
     granted = replace(ledger, token=answer.attempt, next_at=max(answer.at, now))
     if answer.at > now:
         return granted, Action("skip", f"attempt {answer.attempt} paced: {answer.reason}")
-    return granted, Action("deliver", "token granted")
+    return granted, Action("deliver", "token granted", interrupted=ledger.inflight)

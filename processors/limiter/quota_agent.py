@@ -96,6 +96,8 @@ def register_quota(rt: Runtime) -> None:
         rows: list[dict[str, Any]] = []
         answers: list[tuple[Any, bytes, bytes]] = []
         to_limiter: dict[int, list[dict[str, Any]]] = {}
+        to_delivery: list[tuple[Any, bytes, dict[str, Any]]] = []
+        granted: list[dict[str, Any]] = []  # answers that name their grant's row (replay)
         for event in batch:
             message = event.message
             try:
@@ -109,20 +111,28 @@ def register_quota(rt: Runtime) -> None:
                 answer, row = quota.decide(q, ask, now, lim)
                 if row is not None:
                     rows.append(row)
+                data = answer.to_data()
+                if answer.granted:
+                    grant = q.grants.get(ask.ask_id) or {}
+                    data.update(batch=grant.get("batch", ""), decided_at=grant.get("at", now))
+                    granted.append(data)
                 if ask.by == "limiter":
                     p = ask.partition if 0 <= ask.partition < n else partition_for(
                         ask.message_id, n)
-                    to_limiter.setdefault(p, []).append(answer.to_data())
+                    to_limiter.setdefault(p, []).append(data)
                 else:
-                    data = answer.to_data()
-                    event = (QuotaGranted if answer.granted else QuotaRefused)(**data)
-                    answers.append((reply[ask.by], ask.message_id.encode(), encode(event)))
+                    to_delivery.append((reply[ask.by], ask.message_id.encode(), data))
+        key = f"{now:.6f}:{rows[0]['ask_id']}" if rows else ""
+        for data in granted:  # a grant of this batch: its row is written under ``key``
+            data["batch"] = data["batch"] or key
+        for topic, mid, data in to_delivery:
+            event = (QuotaGranted if data["type"] == "QuotaGranted" else QuotaRefused)(**data)
+            answers.append((topic, mid, encode(event)))
         for p, items in sorted(to_limiter.items()):
             answers.append((reply["limiter"], key_on("answers", p, n),
                             encode(QuotasAnswered(answers=items))))
         written: list[tuple[bytes, Any]] = []
         if rows:
-            key = f"{now:.6f}:{rows[0]['ask_id']}"
             written.append((key.encode(), quota.record(q, key, rows)))
         delay = 0.5
         while True:  # rows and answers are idempotent: sent again until they are on the log

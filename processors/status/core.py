@@ -26,7 +26,7 @@ retry). ``ack`` is the exception: this projection owns it, and
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field, fields
@@ -48,6 +48,7 @@ from schemas import (
     plain,
 )
 from schemas.addresses import AddressError, split_address
+from schemas.base import construct
 
 FINAL_STATES = frozenset({"sent", "failed", "cancelled", "rejected", "bounced", "suppressed"})
 # final states a newer event (an ops retry, a re-route) may still leave
@@ -66,6 +67,7 @@ COMMAND_EVENTS: tuple[type[Event], ...] = (
 )
 FOLDED_EVENTS: tuple[type[Event], ...] = LIFE_EVENTS + COMMAND_EVENTS
 _STATUS_NS = uuid.UUID("6f0c3d7e-2b1a-4c6e-9a51-7d0f3b9e2c44")
+_STATUS_NS_BYTES = _STATUS_NS.bytes
 
 
 @dataclass
@@ -106,7 +108,10 @@ class MessageStatus:
         return self.progress[0] >= 0
 
     def seen(self, event_id: str) -> bool:
-        return any(h.get("event_id") == event_id for h in self.history)
+        for h in self.history:
+            if h.get("event_id") == event_id:
+                return True
+        return False
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)  # a deep copy, as plain JSON values
@@ -121,8 +126,24 @@ class MessageStatus:
         return cls(**(values if fresh else plain(values)))
 
     def copy(self) -> MessageStatus:
-        """A deep copy (``evolve`` never modifies the status it is given)."""
-        return MessageStatus.from_dict(plain(self), fresh=True)
+        """A copy ``evolve`` may change without changing this one: its own
+        recipients (each its own dict), history list, ``to`` and
+        ``progress``. History entries are shared: an entry is never changed
+        once appended. (It was a deep copy through JSON: a quarter of
+        ``evolve``'s time, growing with the history.)"""
+        new = object.__new__(MessageStatus)
+        new.__dict__.update(self.__dict__)
+        new.recipients = _copy_recipients(self.recipients)
+        new.history = list(self.history)
+        new.to = list(self.to)
+        new.progress = list(self.progress)
+        return new
+
+
+def _copy_recipients(recipients: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each recipient's dict copied (its values are strings and numbers;
+    transitions replace or set them, never change one in place)."""
+    return {addr: dict(r) if type(r) is dict else plain(r) for addr, r in recipients.items()}
 
 
 _FIELDS = frozenset(f.name for f in fields(MessageStatus))
@@ -150,21 +171,48 @@ def evolve(
 ) -> tuple[MessageStatus, MessageStatusChanged | None]:
     """Apply one event; returns the new status (``status`` itself is not
     modified) and the visible change, or None when there is none."""
-    message_id: str = event.message_id  # type: ignore[attr-defined]
     if status is not None and status.seen(event.event_id):
         return status, None
     if status is None:
-        st = MessageStatus(message_id=message_id, created_at=event.occurred_at)
+        st = MessageStatus(message_id=event.message_id,  # type: ignore[attr-defined]
+                           created_at=event.occurred_at)
     else:
         st = status.copy()
-    if isinstance(event, COMMAND_EVENTS):
-        record_command(st, event)
+    before = st.state
+    if _step(st, event):  # an ops command or its answer
         if not st.known:
             return st, None
         # visible in the history `postlane status` shows; the state stays
         return st, status_changed(st, st.state, event, note=st.history[-1]["reason"])
+    if status is not None and status.known and _visible(status) == _visible(st):
+        return st, None
+    return st, status_changed(st, before if status is not None and status.known else "", event)
+
+
+def fold_in_place(status: MessageStatus | None, event: Event) -> MessageStatus | None:
+    """The status ``batch.apply`` gives for one event (``evolve``'s, or
+    ``acknowledge``'s for an ``ack``), made by changing ``status`` itself
+    and without the MessageStatusChanged: for a replay, which keeps only the
+    last value of each mail (the same transitions as ``evolve``; a quarter
+    of its cost)."""
+    if isinstance(event, QueueCommandIssued) and event.command == "ack":
+        return acknowledge(status, event)[0]
+    if status is not None and status.seen(event.event_id):
+        return status
+    if status is None:
+        status = MessageStatus(message_id=event.message_id,  # type: ignore[attr-defined]
+                               created_at=event.occurred_at)
+    _step(status, event)
+    return status
+
+
+def _step(st: MessageStatus, event: Event) -> bool:
+    """Apply ``event`` to ``st`` (changed in place); True when it was an ops
+    command or an answer (history only)."""
+    if isinstance(event, COMMAND_EVENTS):
+        record_command(st, event)
+        return True
     rank = progress_of(event)
-    before = st.state
     advance = rank >= tuple(st.progress) and (
         st.state not in FINAL_STATES or st.state in RETRYABLE_STATES
     )
@@ -200,9 +248,7 @@ def evolve(
         "event": type(event).__name__,
         "event_id": event.event_id,
     })
-    if status is not None and status.known and _visible(status) == _visible(st):
-        return st, None
-    return st, status_changed(st, before if status is not None and status.known else "", event)
+    return False
 
 
 def fold(events: list[Event], status: MessageStatus | None = None) -> MessageStatus | None:
@@ -216,19 +262,28 @@ def status_changed(st: MessageStatus, previous: str, cause: Event,
                    note: str = "") -> MessageStatusChanged:
     """The public event for ``st``. Its event_id is derived from the cause's,
     so a redelivered cause gives the same id and readers can drop it."""
-    return MessageStatusChanged(
-        message_id=st.message_id,
-        state=st.state,
-        previous=previous,
-        reason=st.reason,
-        server=st.server,
-        attempt=st.attempt,
-        recipients=copy.deepcopy(st.recipients),
-        acknowledged=st.acknowledged,
-        note=note,
-        event_id=uuid.uuid5(_STATUS_NS, cause.event_id).hex,
-        occurred_at=cause.occurred_at,
-    )
+    return construct(MessageStatusChanged, {
+        "message_id": st.message_id,
+        "state": st.state,
+        "previous": previous,
+        "reason": st.reason,
+        "server": st.server,
+        "attempt": st.attempt,
+        "recipients": _copy_recipients(st.recipients),
+        "acknowledged": st.acknowledged,
+        "note": note,
+        "event_id": derived_id(_STATUS_NS_BYTES, cause.event_id),
+        "occurred_at": cause.occurred_at,
+    })
+
+
+def derived_id(namespace: bytes, name: str) -> str:
+    """``uuid.uuid5(UUID(bytes=namespace), name).hex``, without building
+    two UUID objects (a tenth of ``evolve``)."""
+    digest = bytearray(hashlib.sha1(namespace + name.encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest.hex()
 
 
 # --- ops commands -----------------------------------------------------------------------------
@@ -240,7 +295,7 @@ _RESULT_NS = uuid.UUID("9d2e4c71-5a3b-4f08-b6c1-2e8f0a7d3c95")  # answers to ack
 def result_id(command_id: str) -> str:
     """The event_id of the answer to a command: derived from the command's
     id, so a redelivered command gives the same answer (readers drop it)."""
-    return uuid.uuid5(_RESULT_NS, command_id).hex
+    return derived_id(_RESULT_NS.bytes, command_id)
 
 
 def command_words(command: str) -> str:
@@ -395,6 +450,7 @@ def _key(recipients: dict[str, dict[str, Any]], addr: str) -> str:
 
 def _bare_addresses(values: list[Any]) -> list[str]:
     out: list[str] = []
+    lowered: set[str] = set()
     for value in values:
         if not isinstance(value, str):
             continue
@@ -402,7 +458,9 @@ def _bare_addresses(values: list[Any]) -> list[str]:
             addr = split_address(value)[1]
         except AddressError:
             continue
-        if addr.lower() not in (a.lower() for a in out):
+        low = addr.lower()
+        if low not in lowered:
+            lowered.add(low)
             out.append(addr)
     return out
 

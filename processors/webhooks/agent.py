@@ -71,6 +71,7 @@ _BOUNCES: dict[str, type[Event]] = {c.__name__: c for c in core.BOUNCE_TOPIC_EVE
 _INPUTS: dict[str, type[Event]] = {c.__name__: c for c in (
     RoutingDecided, DeliveryAttempted, BounceRecorded, ComplaintReceived, UnsubscribeRequested)}
 _SCAN_EVERY = 5.0  # seconds between full scans of the outbox (rows recovered on a rebalance)
+_PRUNE_EVERY = 60.0  # seconds between two prunes of finished rows (at most; core.prune)
 
 
 def register(rt: Runtime) -> None:
@@ -215,10 +216,31 @@ def register(rt: Runtime) -> None:
                 answers.append((lane, row["delivery_id"], core.removed(row["webhook"]), now))
                 inflight.add(row["delivery_id"])
 
+    async def prune(now: float) -> None:
+        """Drop the rows finished more than ``webhook_keep`` ago (lanes left
+        empty are deleted); a lane with a row in flight is left for later."""
+        writes = []
+        pruned = 0
+        for key, value in list(outbox.items()):
+            if any(did in inflight for did in (value or {}).get("rows", {})):
+                continue
+            changed, new = core.prune(value, now, s.webhook_keep)
+            if not changed:
+                continue
+            pruned += 1
+            if new is None:
+                del outbox[key]
+                lanes.discard(key)
+            else:
+                writes.append(await write_row(outbox, key, new))
+        await acked(writes)
+        if pruned:
+            log.info("webhook outbox: finished rows pruned from %d lanes", pruned)
+
     @app.task
     async def dispatcher() -> None:
         await rt.config.wait_ready()
-        last_scan = 0.0
+        last_scan = last_prune = 0.0
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=s.webhook_tick)
@@ -231,6 +253,9 @@ def register(rt: Runtime) -> None:
                     if now - last_scan >= _SCAN_EVERY:
                         last_scan = now
                         lanes.update(k for k, v in list(outbox.items()) if core.pending(v))
+                    if now - last_prune >= min(_PRUNE_EVERY, max(1.0, s.webhook_keep / 2)):
+                        last_prune = now
+                        await prune(now)
                     await dispatch(now)
             except asyncio.CancelledError:
                 raise

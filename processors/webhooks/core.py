@@ -27,6 +27,12 @@ other. A row is retried with back-off (``retry_first`` doubling up to
 ``retry_max``) on timeouts, connection errors, garbage answers, 408, 429 and
 5xx, for ``retry_for`` seconds from its first try; then, or at once for
 another 4xx, it is dead-lettered with the reason.
+
+A finished row (delivered or dead) stays in its lane so that a
+redelivered cause finds it and posts nothing again; ``prune`` drops it
+``webhook_keep`` seconds after it finished (a lane left empty is deleted).
+A cause redelivered later than that (its worker crashed before committing
+it and stayed down that long) is posted again, with the same ``id``.
 """
 
 from __future__ import annotations
@@ -215,6 +221,26 @@ def pending(lane: Mapping[str, Any] | None) -> bool:
                               for r in lane.get("rows", {}).values())  # type: ignore[union-attr]
 
 
+FINISHED = frozenset({"delivered", "dead"})
+
+
+def prune(lane: Mapping[str, Any] | None, now: float, keep: float
+          ) -> tuple[bool, dict[str, Any] | None]:
+    """The lane without its rows that finished more than ``keep`` seconds
+    ago: ``(changed, value)``, value None when no row is left (delete the
+    lane). A pending row is never dropped, however old. (Rows finished
+    before ``done_at`` was recorded count from their first try.)"""
+    if not lane:
+        return False, None
+    rows: dict[str, Any] = lane.get("rows", {})
+    kept = {did: row for did, row in rows.items()
+            if row.get("state") not in FINISHED
+            or float(row.get("done_at") or row.get("first_at") or 0.0) > now - keep}
+    if len(kept) == len(rows):
+        return False, dict(lane)
+    return True, ({**lane, "rows": kept} if kept else None)
+
+
 @dataclass(frozen=True)
 class Answer:
     """What one POST came to: ``ok`` (2xx), else whether it is worth
@@ -257,7 +283,7 @@ def after_attempt(row: Mapping[str, Any], answer: Answer, now: float,
         first_tried_at=new["first_at"],
         event_id=uuid.uuid5(_DELIVERY_NS, f"{row['delivery_id']}/result").hex)
     if answer.ok:
-        new.update(state="delivered", last="")
+        new.update(state="delivered", last="", done_at=now)
         return new, WebhookDelivered(**common)
     waited = now - new["first_at"]
     if answer.retry and waited < policy.webhook_retry_for:
@@ -268,7 +294,7 @@ def after_attempt(row: Mapping[str, Any], answer: Answer, now: float,
         why = (f"{answer.reason}; retried {new['attempts']} times over "
                f"{_duration(waited)} (POSTLANE_WEBHOOK_RETRY_FOR is "
                f"{_duration(policy.webhook_retry_for)})")
-    new.update(state="dead", last=why)
+    new.update(state="dead", last=why, done_at=now)
     payload = orjson.dumps(note).decode()
     return new, WebhookDeadLettered(reason=why, payload=payload, **common)
 

@@ -5,6 +5,11 @@ in the middle and restarted; then ``postlane replay TABLE`` folds each
 table's topics from offset 0 with the processors' own functions and must
 agree with the live table (its changelog), now and ``--as-of`` a time
 between the two halves.
+
+The server has a daily limit and a rate, so every mail asks the quota
+(``limiter-quota`` rows); at the end the limit is lowered under what was
+sent, two more mails are held, and an operator's ``send-now`` and
+``cancel`` of them go into the status, ledger, held and quota tables too.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ from kafka import KafkaAdminClient
 
 from postlane import replayops
 from postlane.cli import main
+from postlane.configops import publish_config
 from postlane.publisher import Publisher
 from postlane.statusview import FINAL_STATES
+from schemas import OutgoingServerConfigured
 from streams.client import ensure_topics
 from streams.embedded import EmbeddedBroker, free_port
 from streams.settings import Settings
-from streams.topics import DELIVERY, ROUTING_DECIDED, SEND_REQUESTED, TopicSpec
+from streams.topics import DELIVERY, RELEASED, ROUTING_DECIDED, SEND_REQUESTED, TopicSpec
+from tests.smtp.conftest import HOST
 
 from .harness import Worker, isolated_settings, settings_env, wait_for
 from .test_delivery_e2e import RETRY, Sink, configure, server, sinks, statuses  # noqa: F401
@@ -33,8 +41,16 @@ from .test_delivery_e2e import RETRY, Sink, configure, server, sinks, statuses  
 pytestmark = pytest.mark.e2e
 
 PROCESSORS = ("router", "limiter", "delivery", "status", "inbound", "bounces", "blacklist")
-TABLES = ("status", "delivery-ledger", "limiter-held", "limiter-mass", "blacklist",
-          "inbound-seen", "sent-index", "alias-loops", "sent-threads")
+TABLES = ("status", "delivery-ledger", "limiter-held", "limiter-mass", "limiter-quota",
+          "blacklist", "inbound-seen", "sent-index", "alias-loops", "sent-threads")
+
+
+def limited(port: int, daily: int) -> OutgoingServerConfigured:
+    """The sink as server ``main`` with a daily limit and a rate (every mail
+    asks the quota; the rate is high enough never to make one wait long)."""
+    return OutgoingServerConfigured(name="main", host=HOST, port=port, security="none",
+                                    from_filter="a.test", priority=10, daily_limit=daily,
+                                    rate="200/s")
 
 
 def start(s: Settings, tmp_path: Path, n: int) -> Worker:
@@ -79,7 +95,8 @@ def test_every_table_replays_equal_to_the_live_one_after_a_kill_restart(
     ensure_topics(s)
     sink = Sink(data_delay=0.002)
     sink.rcpt_replies["nobody@dest.test"] = ["550 5.1.1 <nobody@dest.test>: no such user"] * 100
-    configure(s, server("main", sinks(sink), "a.test"))
+    port = sinks(sink)
+    configure(s, limited(port, 1000))
     w1 = start(s, tmp_path, 1)
     w2: Worker | None = None
 
@@ -93,7 +110,8 @@ def test_every_table_replays_equal_to_the_live_one_after_a_kill_restart(
         # the group committed on every partition before the kill (a worker
         # killed before its first commit on a partition loses that input on
         # restart: a Faust issue, README "Known limits")
-        wait_for(lambda: committed(s, (SEND_REQUESTED, ROUTING_DECIDED, DELIVERY)),
+        # (limits apply here: every mail goes through the limiter's release)
+        wait_for(lambda: committed(s, (SEND_REQUESTED, ROUTING_DECIDED, RELEASED, DELIVERY)),
                  timeout=30, what="the group's first commit")
         time.sleep(2.0)  # the tables' writes after the last status change
         between = time.time()
@@ -117,6 +135,21 @@ def test_every_table_replays_equal_to_the_live_one_after_a_kill_restart(
         result = CliRunner().invoke(main, ["ack", retried], env=env)
         assert result.exit_code in (0, 1), result.output  # applied, or refused in words
         acked = result.exit_code == 0
+        # the limit lowered under what went today: two more mails are held
+        # (deferred, daily limit); one is sent now, the other cancelled
+        lowered = limited(port, 1)
+        publish_config(s, [(lowered.key, lowered)])
+        time.sleep(2.0)  # the limiter's and the quota's config view
+        held_now, held_cancel = send(s, 61, 63)  # no nobody@ among them
+        wait_for(lambda: all(statuses(s).get(m, {}).get("state") == "deferred"
+                             for m in (held_now, held_cancel)),
+                 timeout=60, what="the two mails held by the daily limit")
+        for what, mid in (("send-now", held_now), ("cancel", held_cancel)):
+            result = CliRunner().invoke(main, [what, mid], env=env)
+            assert result.exit_code == 0, result.output
+        wait_for(lambda: statuses(s).get(held_now, {}).get("state") == "sent"
+                 and statuses(s).get(held_cancel, {}).get("state") == "cancelled",
+                 timeout=60, what="the sent-now mail sent, the other cancelled")
         time.sleep(3.0)  # the last table writes (status batches, limiter prune)
 
         for table in TABLES:
@@ -129,10 +162,22 @@ def test_every_table_replays_equal_to_the_live_one_after_a_kill_restart(
         assert out["table_rows"][first[0]]["recipients"]["nobody@dest.test"]["state"] \
             == "failed"
         assert out["table_rows"][retried]["acknowledged"] is acked
+        assert out["table_rows"][held_now]["state"] == "sent"
+        assert out["table_rows"][held_cancel]["state"] == "cancelled"
         code, out = replay(s, "delivery-ledger")
-        assert set(out["table_rows"]) == set(first + rest)
+        assert set(first + rest + [held_now]) <= set(out["table_rows"])
         assert out["table_rows"][retried]["attempt"] == 2
         assert len(out["table_rows"][retried]["commands"]) == 1
+        code, out = replay(s, "limiter-held")
+        assert out["table_rows"][held_now]["state"] == "released"
+        assert out["table_rows"][held_cancel]["state"] == "cancelled"
+        code, out = replay(s, "limiter-quota")
+        grants = {a: g for rows in out["table_rows"].values() for a, g in rows.items()}
+        by_mail = {g["message_id"] for g in grants.values()}
+        assert set(first + rest + [held_now]) <= by_mail, "a sent mail without its grant"
+        assert held_cancel not in by_mail  # held: never granted
+        assert any(g["force"] for g in grants.values() if g["message_id"] == held_now)
+        assert all(g["daily"] == ["server:main"] for g in grants.values())
         code, out = replay(s, "blacklist")
         assert code == 0
 
@@ -153,7 +198,7 @@ def test_every_table_replays_equal_to_the_live_one_after_a_kill_restart(
         assert result.exit_code == 0, result.output
         rep = orjson.loads(result.output)
         total = rep["total"]
-        assert total["sent"] == len(first + rest)  # every user<i> accepted once
+        assert total["sent"] == len(first + rest) + 1  # each user<i> once, the sent-now
         assert total["failed"] == 12  # nobody@ on every fifth mail: 550 (the retry's once)
         assert total["hard_bounces"] == 13  # the 5xx answers are bounces (and the retry's)
         assert total["latency_p50"] is not None and total["latency_p50"] > 0

@@ -50,7 +50,7 @@ SECRET = "s3cret-for-the-crm-endpoint-0123456789"
 PROCESSORS = ("router", "limiter", "delivery", "bounces", "webhooks")
 WEBHOOK_ENV = {"POSTLANE_WEBHOOK_RETRY_FIRST": "0.5", "POSTLANE_WEBHOOK_RETRY_MAX": "1",
                "POSTLANE_WEBHOOK_RETRY_FOR": "4", "POSTLANE_WEBHOOK_TIMEOUT": "1",
-               "CRM_SECRET": SECRET}
+               "POSTLANE_WEBHOOK_KEEP": "8", "CRM_SECRET": SECRET}
 
 
 class Loop:
@@ -221,6 +221,21 @@ def test_webhooks_signed_in_order_retried_and_dead_lettered(
                                     env={**settings_env(s), "CRM_SECRET": SECRET,
                                          "POSTLANE_WEBHOOK_TIMEOUT": "1"})
         assert result.exit_code == 1 and "no answer" in result.output
+
+        # finished rows are pruned POSTLANE_WEBHOOK_KEEP (8 s) after they finished:
+        # the outbox ends empty (every lane deleted), and nothing was posted again
+        from postlane import replayops
+
+        topics = replayops.changelog_topics(s, "webhook-outbox")
+        assert topics, "no outbox changelog"
+
+        def outbox() -> dict[str, Any]:
+            return replayops.read_live(s, topics[0], None, lambda _s, _k, v: v)
+
+        wait_for(lambda: outbox() == {}, timeout=60, interval=1.0, what="the outbox pruned")
+        assert "finished rows pruned" in worker.log_text()
+        time.sleep(1.0)
+        assert len(crm.got) == 13  # the 12 notifications and the ping, none twice
     except AssertionError:
         print(worker.log_text()[-5000:])
         raise

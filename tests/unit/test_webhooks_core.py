@@ -167,3 +167,22 @@ def test_the_secret_itself_is_refused_and_a_missing_one_stops_config_apply(
         publish_config(s, [(h.key, h) for h in desired.webhooks])
     assert "NO_SUCH_SECRET_VAR" in str(info.value) and "is not set" in str(info.value)
     assert "nothing was published" in str(info.value)
+
+
+def test_finished_rows_are_pruned_after_webhook_keep_pending_never() -> None:
+    from processors.webhooks.core import prune
+
+    lane = {"rows": {
+        "d1": {"state": "delivered", "done_at": 1000.0, "first_at": 990.0},
+        "d2": {"state": "dead", "done_at": 5000.0, "first_at": 100.0},
+        "d3": {"state": "pending", "first_at": 10.0, "next_at": 20.0},
+        "d4": {"state": "delivered", "first_at": 900.0},  # from before done_at: its first try
+    }}
+    assert prune(lane, 1500.0, keep=1000.0) == (False, lane)  # nothing finished long enough
+    changed, value = prune(lane, 2500.0, keep=1000.0)
+    assert changed and value is not None and set(value["rows"]) == {"d2", "d3"}  # d1, d4 gone
+    changed, value = prune(value, 10_000.0, keep=1000.0)
+    assert changed and value is not None and set(value["rows"]) == {"d3"}  # pending stays
+    done = {"rows": {"d1": {"state": "delivered", "done_at": 1.0}}}
+    assert prune(done, 5000.0, keep=1000.0) == (True, None)  # the lane is deleted
+    assert prune(None, 5000.0, keep=1000.0) == (False, None)
