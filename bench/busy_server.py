@@ -2,7 +2,7 @@
 
     python -m bench.busy_server [--n 5000] [--limiters 1] [--partitions 4]
                                 [--daily 1000000000] [--rate TEXT] [--stall 60]
-                                [--json FILE] [--keep]
+                                [--idle 3] [--json FILE] [--keep]
 
 Only the limiter, on its own embedded Tansu broker (memory storage, loopback,
 every process stopped by PID): ``--limiters`` ``postlane worker limiter``
@@ -18,7 +18,10 @@ by message_id. It measures:
   server reaches through the limiter (each mail: partition -> quota ->
   partition -> released);
 - the CPU of every limiter process per released mail (the issue's budget:
-  at most 0.4 ms), and of the broker;
+  at most 0.4 ms), and of the broker; and the same above the limiters'
+  idle use (``--idle`` seconds with no mail, measured just before: a Faust
+  worker polls its topics and ticks its timers when there is nothing to
+  do, and that share per mail grows as the throughput falls);
 - exactness: released == min(--n, --daily), none twice; with ``--rate``, the
   most mails released in any 60 s (or the whole run, if shorter) against
   the rate.
@@ -176,6 +179,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         procs = {f"limiter {i}": w.pid for i, w in enumerate(workers)}
         procs["tansu broker"] = broker.proc.pid if broker.proc else 0
         procs["bench (publisher, reader)"] = os.getpid()
+        idle = CpuMeter(procs)  # the anchor: what the workers burn with no mail at all
+        idle.start()
+        time.sleep(args.idle)
+        idle_cpu = idle.stop()
+        out["idle_limiter_cores"] = sum(c for n, c in idle_cpu.items() if n.startswith("limiter"))
         meter = CpuMeter(procs)
         meter.start()
         t0 = time.time()
@@ -204,6 +212,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             limiter_cpu = sum(c for n, c in cpu.items() if n.startswith("limiter"))
             out["cpu_ms_per_mail"] = limiter_cpu * wall / got * 1000
             out["cpu_ms_per_decision"] = limiter_cpu * wall / args.n * 1000
+            busy = max(0.0, limiter_cpu - out["idle_limiter_cores"])
+            out["net_cpu_ms_per_mail"] = busy * wall / got * 1000
             out["broker_cpu_ms_per_mail"] = cpu["tansu broker"] * wall / got * 1000
         if args.rate and got > 1:
             span = min(60.0, times[-1] - times[0])
@@ -236,6 +246,9 @@ def report(r: dict[str, Any]) -> bool:
               f"{r['cpu_ms_per_decision']:.3f} ms per mail handled (released or held; all "
               f"limiter processes, quota included); broker {r['broker_cpu_ms_per_mail']:.3f} ms "
               "per released mail")
+        print(f"  NET CPU     {r['net_cpu_ms_per_mail']:.3f} ms per released mail above the "
+              f"limiters' idle use ({r['idle_limiter_cores'] * 100:.1f}% of a core with no "
+              "mail, measured just before the phase)")
     print(cpu_line(r["cpu_cores"]))
     exact = r["released"] == r["expected"] and r["twice"] == 0 and r["missing"] == 0
     print(f"  EXACT       released {r['released']} (expected {r['expected']}), held by the "
@@ -261,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", default="", help="the server's rate, e.g. 50/s")
     p.add_argument("--stall", type=float, default=60.0,
                    help="give up when nothing new was released for this long")
+    p.add_argument("--idle", type=float, default=3.0,
+                   help="seconds the idle use of the limiters is measured before the phase")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     p.add_argument("--keep", action="store_true", help="keep the logs and broker data dir")
     args = p.parse_args(argv)

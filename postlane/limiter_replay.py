@@ -28,7 +28,8 @@ of the limiter changes this module only).
 
 The meters row (mass in flight per partition) depends on the clock of
 each scheduling pass and is not replayed; neither is the "asking" state of
-a mail waiting for the quota's answer (no event: a few ms). Released and
+a mail waiting for the quota's answer (no event: a few ms, and no row).
+Released and
 cancelled markers older than ``held_keep`` (an hour) before the last
 record folded are left out, as the limiter deletes them.
 """

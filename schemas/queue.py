@@ -53,6 +53,7 @@ class MailReleased(Event):
     command_id: str = ""
     held_for: float = 0.0
     step: int = 1
+    token: str = ""  # the ask id of the quota grant it goes with ("": no limit, or forced)
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -133,6 +134,8 @@ class QuotaAsked(Event):
     force: bool = False
     attempt: int = 0  # delivery: the attempt the token is for
     partition: int = -1  # the limiter's partition of the mail (answers go there)
+    mail: str = ""  # the limiter's transactional mail (JSON), carried back in the answer
+    give_back: bool = False  # the mail of this granted ask was cancelled: not counted
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -161,6 +164,7 @@ class QuotaGranted(Event):
     attempt: int = 0
     batch: str = ""
     decided_at: float = 0.0
+    mail: str = ""  # the ask's ``mail``, carried back
 
 
 class QuotaRefused(Event):
@@ -176,6 +180,7 @@ class QuotaRefused(Event):
     until: float = 0.0
     by: str = "limiter"
     attempt: int = 0
+    mail: str = ""  # the ask's ``mail``, carried back
 
     def problems(self) -> list[str]:
         out = super().problems()

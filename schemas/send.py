@@ -83,7 +83,15 @@ class SendRequested(Event):
                 out.append(f"reply_to: {exc}")
         if has_crlf(self.subject):
             out.append("subject contains a line break (header injection?)")
-        for name, value in self.headers.items():
+        # a request carried in another event (RoutingDecided.request) is not
+        # type-checked field by field before this: wrong types are refused
+        # here in words instead of failing below
+        texts = all(isinstance(v, str) for v in (self.subject, self.text, self.html))
+        if not texts:
+            out.append("subject, text and html must be strings")
+        if not isinstance(self.headers, dict):
+            out.append("headers must be an object of header name -> value")
+        for name, value in (self.headers.items() if isinstance(self.headers, dict) else ()):
             if not isinstance(value, str) or has_crlf(name) or has_crlf(value):
                 out.append(f"header {name!r} must be a single-line string")
             elif not name or ":" in name or " " in name or not name.isascii():
@@ -100,7 +108,7 @@ class SendRequested(Event):
             out.append("no body: give text or html (or both)")
         for i, att in enumerate(self.attachments):
             out.extend(_attachment_problems(i, att))
-        if self.approx_size() > MAX_MESSAGE_BYTES:
+        if texts and self.approx_size() > MAX_MESSAGE_BYTES:
             out.append(
                 f"message is about {self.approx_size()} bytes, over the limit of "
                 f"{MAX_MESSAGE_BYTES}: send a link instead of the attachment"

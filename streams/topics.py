@@ -103,7 +103,8 @@ ROUTING_DECIDED_MASS = TopicSpec("routing-decided-mass", low_priority=True,
                                  doc="RoutingDecided for mass mail (the mass lane)")
 RELEASED = TopicSpec("released", doc="MailReleased from the limiter, and the ops commands "
                      "it forwards to delivery")
-HELD = TopicSpec("held", doc="MailHeld from the limiter: scheduled, deferred, paced")
+HELD = TopicSpec("held", doc="MailHeld from the limiter: scheduled, deferred, paced; "
+                 "QuotaRefused of a delivery retry (the status says why it waits)")
 COMMANDS = TopicSpec("commands", doc="QueueCommandIssued: retry, send-now, cancel, ack",
                      untyped="QueueCommandIssued")
 COMMAND_RESULTS = TopicSpec("command-results",

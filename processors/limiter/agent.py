@@ -20,8 +20,14 @@ the ops commands for mail it holds.
   in one process and take one lock.
 - ``postlane.limiter.quota`` (quota_agent.py) counts every limited
   transaction of every partition and of delivery's retries, in one place:
-  a mail under a limit is "asking" (a held row, not visible) until it
-  answers; the asks of a pass go out as one QuotasAsked.
+  a mail under a limit is "asking" (not visible, no row: a transactional
+  ask carries its mail and the answer brings it back; a mass mail has its
+  limiter-mass row) until it answers; the asks of a pass go out as one
+  QuotasAsked.
+
+Glue only: every decision is in steps.py (state + input -> new state +
+what to publish and write) and core.py / quota.py; this module decodes,
+takes the lock, calls them, publishes, waits, writes.
 
 Each scheduling pass: decide with the pure core, publish MailReleased /
 MailHeld / command results, wait until the broker acknowledged them (those
@@ -42,34 +48,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import aclosing
-from dataclasses import replace
 from typing import Any
 
 import orjson
 
 from schemas import (
-    Event,
     InvalidEvent,
-    MailHeld,
-    MailReleased,
-    MessageCancelled,
-    QueueCommandApplied,
     QueueCommandIssued,
-    QueueCommandRefused,
-    QuotaGranted,
-    QuotaRefused,
-    QuotasAnswered,
     QuotasAsked,
     RoutingDecided,
     decode,
-    decode_any,
     encode,
 )
 from streams.acked import acked
@@ -90,51 +82,14 @@ from streams.topics import (
 
 from ..deadletter import send_dead_letter
 from ..runtime import Runtime
-from . import core, quota
+from . import core, steps
 from .index import Index, meters_key
 from .limits import LimitsCache
 from .quota_agent import register_quota
 
-NAME = "limiter"
+NAME = steps.NAME
 log = logging.getLogger("postlane.limiter")
-RESULT_NS = uuid.UUID("3b8f6a52-9c1e-4d7a-b0e4-5a2c9d1f7e63")
-
-
-_WHERE = {"daily_limit": "deferred (daily limit)", "scheduled": "scheduled", "paced": "paced"}
-
-
-def result_id(command_id: str, what: str = "result") -> str:
-    """The event_id of a command's answer: a redelivered command answers the same."""
-    return uuid.uuid5(RESULT_NS, f"{what}:{command_id}").hex
-
-
-class _Out:
-    """What a pass publishes, and the table rows it writes once they are acknowledged."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[Any, bytes, bytes]] = []
-        self.rows: dict[bytes, Any] = {}
-        self.meters: set[int] = set()
-        self.done_mass: list[bytes] = []  # mass mail that left: prunable once rows are written
-        self.asks: list[dict[str, Any]] = []  # to the quota, in one QuotasAsked
-
-    def ask(self, ask: dict[str, Any]) -> None:
-        self.asks.append(ask)
-
-    def send(self, topic: Any, message_id: str, event: Event | bytes) -> None:
-        value = event if isinstance(event, bytes) else encode(event)
-        self.events.append((topic, message_id.encode(), value))
-
-
-_ANSWERS: dict[str, type[Event]] = {"QuotaGranted": QuotaGranted, "QuotaRefused": QuotaRefused}
-_BATCH: dict[str, type[Event]] = {"QuotasAnswered": QuotasAnswered, **_ANSWERS}
-
-
-def _ask(mail: core.Mail, ask_id: str, partition: int, force: bool = False) -> dict[str, Any]:
-    """A QuotaAsked as data, an item of the pass's QuotasAsked."""
-    return {"type": "QuotaAsked", "ask_id": ask_id, "message_id": mail.message_id,
-            "server": mail.server, "by": "limiter", "lane": mail.lane, "tenant": mail.tenant,
-            "domains": mail.domains(), "force": force, "partition": partition}
+result_id = steps.result_id  # the command answers' event ids (kept importable here)
 
 
 def register(rt: Runtime) -> None:
@@ -142,10 +97,11 @@ def register(rt: Runtime) -> None:
     app = rt.app
     n = s.partitions
     clock: Callable[[], float] = rt.extras.get("clock", time.time)
-    released_topic, held_topic = rt.topic(RELEASED), rt.topic(HELD)
+    topics = {steps.RELEASED: rt.topic(RELEASED), steps.HELD: rt.topic(HELD),
+              steps.RESULTS: rt.topic(COMMAND_RESULTS)}
     quota_topic = rt.topic(QUOTA)
     register_quota(rt)
-    results_topic, dlq = rt.topic(COMMAND_RESULTS), rt.topic(DEAD_LETTER)
+    dlq = rt.topic(DEAD_LETTER)
 
     def table(name: str, help_: str) -> Any:
         return app.Table(name, default=None, key_type=bytes, partitions=n,
@@ -159,6 +115,7 @@ def register(rt: Runtime) -> None:
     wake = asyncio.Event()
     limits = LimitsCache(rt.config, s)
     rt.extras["limiter_index"] = index
+    names = {spec.full(s): spec for spec in (ROUTING_DECIDED, COMMANDS, DELIVERY, QUOTA_ANSWERS)}
 
     def assigned() -> frozenset[int]:
         name = ROUTING_DECIDED.full(s)
@@ -188,18 +145,11 @@ def register(rt: Runtime) -> None:
 
     def _pace_intake() -> None:
         """Fetch a partition's mass lane only while fewer than
-        ``mass_intake_ahead`` of its mass mails wait here (taken in, or held
-        by a daily limit or a send_at); resume at half. A campaign of
-        100,000 then waits in its topic, not in this process's memory and
-        tables, and is taken in as fast as it goes out."""
-        ahead = s.mass_intake_ahead
-        for p in index.assigned:
-            waiting = len(index.pending[p]) + sum(
-                1 for m in index.held[p].values() if m.lane == "mass")
-            if waiting >= ahead:
-                set_fetching(app, mass_topic, p, False)
-            elif waiting <= ahead // 2:
-                set_fetching(app, mass_topic, p, True)
+        ``mass_intake_ahead`` of its mass mails wait here (steps.intake_fetching):
+        a campaign of 100,000 then waits in its topic, not in this process's
+        memory and tables, and is taken in as fast as it goes out."""
+        for p, fetch in steps.intake_fetching(index, s.mass_intake_ahead).items():
+            set_fetching(app, mass_topic, p, fetch)
 
     @app.agent(rt.raw_topic(ROUTING_DECIDED_MASS), name="postlane.limiter.mass")
     async def intake(stream: Any) -> None:
@@ -210,19 +160,17 @@ def register(rt: Runtime) -> None:
             if decision is None:
                 continue
             key = message.key
-            if mass_table.get(key) is not None or held_table.get(key) is not None:
-                continue  # redelivered: taken in already (maybe released and pruned)
-            mail = core.Mail(message_id=decision.message_id, lane="mass", seq=message.offset,
-                             decision=dict(decision.to_representation()),
-                             received_at=clock())
-            mass_table[key] = mail.to_dict()
-            p = message.partition
-            if index.built and p in index.assigned and held_table.get(key) is None:
-                index.pending[p][mail.seq] = mail
-                if len(index.pending[p]) >= s.mass_intake_ahead:
-                    set_fetching(app, mass_topic, p, False)  # enough ahead: see _pace_intake
-                if len(index.meters[p].inflight) < s.mass_window:
-                    wake.set()  # room in the mass window: release without waiting a tick
+            mail = core.Mail(message_id=str(decision["message_id"]), lane="mass",
+                             seq=message.offset, decision=decision, received_at=clock())
+            store, full, room = steps.take_mass(
+                index, message.partition, mail, mass_table.get(key), held_table.get(key),
+                s.mass_intake_ahead, s.mass_window)
+            if store:
+                mass_table[key] = mail.to_dict()
+            if full:
+                set_fetching(app, mass_topic, message.partition, False)  # see _pace_intake
+            if room:
+                wake.set()  # room in the mass window: release without waiting a tick
 
     @app.timer(interval=1.0)
     async def prune_mass() -> None:
@@ -235,18 +183,21 @@ def register(rt: Runtime) -> None:
             if key in mass_table:
                 del mass_table[key]
 
-    async def _decision(message: Any) -> RoutingDecided | None:
-        try:
-            decision = decode(RoutingDecided, message.value)
-        except InvalidEvent as exc:
-            await send_dead_letter(dlq, NAME, message, str(exc))
-            return None
-        if message.key != decision.message_id.encode():
+    async def _decision(message: Any) -> dict[str, Any] | None:
+        """The routed decision as data, or None (not ours; dead-lettered when bad)."""
+        data = steps.plain_decision(message.value)  # the common case, without a Record
+        if data is None:  # anything unusual: the full decode, and its words if it fails
+            try:
+                data = dict(decode(RoutingDecided, message.value).to_representation())
+            except InvalidEvent as exc:
+                await send_dead_letter(dlq, NAME, message, str(exc))
+                return None
+        if message.key != str(data["message_id"]).encode():
             await send_dead_letter(dlq, NAME, message, f"key {message.key!r} is not the "
-                                   f"message_id {decision.message_id!r}")
+                                   f"message_id {data['message_id']!r}")
             return None
         # direct: the router released it itself (nothing of ours applied), delivery has it
-        return decision if decision.outcome == "routed" and not decision.direct else None
+        return data if data["outcome"] == "routed" and not data.get("direct") else None
 
     # --- transactional lane, commands, delivery's attempts ----------------------------------
 
@@ -256,12 +207,12 @@ def register(rt: Runtime) -> None:
         await rt.config.wait_ready()
         # closed when the loop ends, also by an exception: a batch left at its
         # yield would hold the stream (streams/batches.py)
-        async with aclosing(batches(stream, 64, within=0.005)) as taken:
+        async with aclosing(batches(stream, 256, within=0.005)) as taken:
             async for batch in taken:
                 async with lock:
                     while not ensure_index():
                         await asyncio.sleep(0.05)
-                    out = _Out()
+                    out = steps.Out()
                     touched: set[int] = set()
                     # commands last: a cancel must not overtake the release of its
                     # own mail taken from another topic in this batch
@@ -274,210 +225,78 @@ def register(rt: Runtime) -> None:
                             log.exception("limiter failed on %r", event.message.key)
                             await send_dead_letter(dlq, NAME, event.message,
                                                    f"limiter failed on this event: {exc!r}")
+                    now, lim = clock(), limits()
                     for p in sorted(touched):
-                        _pass(p, out)
+                        steps.run_pass(index, p, now, lim, s.mass_lookahead, out)
                     await _commit(out)
 
-    async def _take(message: Any, out: _Out, touched: set[int]) -> None:
-        topic = message.topic
+    async def _take(message: Any, out: steps.Out, touched: set[int]) -> None:
         p = message.partition
         if p not in index.assigned:
             return
-        if topic == DELIVERY.full(s):
+        spec = names.get(message.topic)
+        if spec is DELIVERY:
             data = orjson.loads(message.value) if message.value else None
             # delivery started (or finished) it: it has left delivery's input
             if isinstance(data, dict) and data.get("type") in ("DeliveryStarted",
                                                                "DeliveryAttempted"):
-                mid = str(data.get("message_id", ""))
-                meters = index.meters[p]
-                if mid in meters.inflight:
-                    index.meters[p] = core.attempted(meters, mid)
-                    out.meters.add(p)
+                if steps.take_attempt(index, p, str(data.get("message_id", "")), out):
                     touched.add(p)
             return
-        if topic == QUOTA_ANSWERS.full(s):
+        if spec is QUOTA_ANSWERS:
             try:
-                got = decode_any(_BATCH, message.value)
-                answers = [quota.Answer.of(a) for a in (
-                    got.answers if isinstance(got, QuotasAnswered)
-                    else [got.to_representation()])]
-            except (InvalidEvent, KeyError, TypeError, ValueError) as exc:
+                data = orjson.loads(message.value)
+                answers = steps.answers_of(data)
+            except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError,
+                    ValueError) as exc:
                 await send_dead_letter(dlq, NAME, message, f"unreadable quota answer: {exc}")
                 return
+            now, lim = clock(), limits()
             for answer in answers:
-                _answer(p, answer, touched, out)
+                if steps.take_answer(index, p, answer, now, held_table.get, lim, out):
+                    touched.add(p)
             return
-        if topic == COMMANDS.full(s):
+        if spec is COMMANDS:
             try:
                 command = decode(QueueCommandIssued, message.value)
             except InvalidEvent as exc:
                 await send_dead_letter(dlq, NAME, message, str(exc))
                 return
-            _command(p, command, out)
+            steps.command(index, p, command, clock(), held_table.get, limits(), out)
             return
         decision = await _decision(message)
         if decision is None:
             return
-        mid = decision.message_id
-        if held_table.get(message.key) is not None or mid in index.held[p]:
-            return  # redelivered: held, released or cancelled already
-        index.held[p][mid] = core.Mail(
-            message_id=mid, lane="transactional", seq=message.offset,
-            decision=dict(decision.to_representation()), received_at=clock(),
-        )
-        touched.add(p)
+        mail = core.Mail(message_id=str(decision["message_id"]), lane="transactional",
+                         seq=message.offset, decision=decision, received_at=clock())
+        if steps.take_routed(index, p, mail, held_table.get):
+            touched.add(p)
 
-    def _answer(p: int, answer: quota.Answer, touched: set[int], out: _Out) -> None:
-        """The quota answered an ask: the mail goes (in this batch's pass) or waits."""
-        mail = index.held[p].get(answer.message_id)
-        if mail is None or not mail.asked or mail.ask_id != answer.ask_id:
-            return  # stale or repeated: released, held or asking again already
-        now = clock()
-        if answer.granted:
-            result = core.answered(index.meters[p], mail, True, now, at=answer.at,
-                                   reason=answer.reason)
-        else:
-            result = core.answered(index.meters[p], mail, False, now, why=answer.why,
-                                   until=answer.until, reason=answer.reason)
-        if result.meters is not index.meters[p]:
-            index.meters[p] = result.meters
-            out.meters.add(p)
-        if result.hold is not None:
-            _hold(p, result.mail, result.hold, out)
-        else:  # granted now: released by this batch's pass
-            index.held[p][mail.message_id] = result.mail
-            out.rows[mail.message_id.encode()] = {"state": "held", "mail": result.mail.to_dict()}
-        touched.add(p)
-
-    def _command(p: int, command: QueueCommandIssued, out: _Out) -> None:
-        mid, cid, what = command.message_id, command.event_id, command.command
-        if what == "ack":
-            return  # the status processor owns acknowledgements
-        key = mid.encode()
-        row = held_table.get(key) or out.rows.get(key)
-        if isinstance(row, dict) and cid in row.get("commands", []):
-            return  # redelivered: applied already
-        mail = index.held[p].get(mid)
-        if mail is None:
-            mail = next((m for m in index.pending[p].values() if m.message_id == mid), None)
-        if mail is None:
-            if isinstance(row, dict) and row.get("state") == "cancelled":
-                out.send(results_topic, mid, QueueCommandRefused(
-                    message_id=mid, command_id=cid, command=what, by=NAME,
-                    reason=f"{mid} was cancelled: it will not be sent",
-                    event_id=result_id(cid)))
-                return
-            out.send(released_topic, mid, command)  # delivery owns it now (or nobody: it says)
-            return
-        now = clock()
-        where = _WHERE.get(mail.why, "queued")
-        if what == "retry":
-            out.send(results_topic, mid, QueueCommandRefused(
-                message_id=mid, command_id=cid, command=what, by=NAME,
-                reason=f"{mid} is {where}, not failed: nothing to retry "
-                       "(use send-now to skip the wait)", event_id=result_id(cid)))
-            return
-        _forget(p, mail, out)
-        if what == "cancel":
-            out.send(results_topic, mid, MessageCancelled(
-                message_id=mid, command_id=cid, by=NAME,
-                reason=f"cancelled by {command.operator or 'an operator'}",
-                event_id=result_id(cid, "cancelled")))
-            out.send(results_topic, mid, QueueCommandApplied(
-                message_id=mid, command_id=cid, command=what, by=NAME,
-                detail=f"cancelled while {where}", event_id=result_id(cid)))
-            out.rows[key] = {"state": "cancelled", "at": now, "commands": [cid]}
-            return
-        # send_now: released whatever the limits say, and counted by the quota
-        index.meters[p] = core.force(index.meters[p], mail, now, limits())
-        out.meters.add(p)
-        if core.limited(mail.server, mail.tenant, mail.domains(), limits()):
-            out.ask(_ask(mail, f"{mid}:force:{cid}", p, force=True))
-        out.send(released_topic, mid, MailReleased(
-            message_id=mid, lane=mail.lane, decision=mail.decision, forced=True,
-            command_id=cid, held_for=round(now - mail.received_at, 3), step=mail.step + 1))
-        out.send(results_topic, mid, QueueCommandApplied(
-            message_id=mid, command_id=cid, command=what, by=NAME,
-            detail=f"released now (was {where})", event_id=result_id(cid)))
-        out.rows[key] = {"state": "released", "at": now, "commands": [cid]}
-
-    def _forget(p: int, mail: core.Mail, out: _Out) -> None:
-        index.held[p].pop(mail.message_id, None)
-        if mail.lane == "mass":
-            index.pending[p].pop(mail.seq, None)
-            out.done_mass.append(mail.message_id.encode())
-
-    # --- a scheduling pass over one partition --------------------------------------------------
-
-    def _pass(p: int, out: _Out) -> None:
-        now = clock()
-        lim = limits()
-        held = index.held[p]
-        due = [m for m in held.values() if core.due(m, now, lim)]
-        trans = [m for m in due if m.lane == "transactional"]
-        due_mass = sorted((m for m in due if m.lane == "mass"), key=lambda m: m.seq)
-        pending = itertools.islice(index.pending[p].values(), s.mass_lookahead)
-        mass = list(heapq.merge(due_mass, pending, key=lambda m: m.seq))
-        result = core.schedule(index.meters[p], trans, mass, now, lim)
-        if result.meters != index.meters[p]:
-            index.meters[p] = result.meters
-            out.meters.add(p)
-        for mail in result.released:
-            _forget(p, mail, out)
-            out.send(released_topic, mail.message_id, MailReleased(
-                message_id=mail.message_id, lane=mail.lane, decision=mail.decision,
-                held_for=round(now - mail.received_at, 3), step=mail.step + 1))
-            out.rows[mail.message_id.encode()] = {"state": "released", "at": now}
-        for mail in result.asks:  # asking: held (not visibly) until the quota answers
-            if mail.lane == "mass":
-                index.pending[p].pop(mail.seq, None)
-            held[mail.message_id] = asking = replace(mail, asked=now)
-            out.rows[mail.message_id.encode()] = {"state": "held", "mail": asking.to_dict()}
-            out.ask(_ask(mail, mail.ask_id, p))
-        for mail, verdict in result.holds:
-            _hold(p, mail, verdict, out)
-        index.refresh_due(p, lim.ask_timeout)
-
-    def _hold(p: int, mail: core.Mail, verdict: core.Verdict, out: _Out) -> None:
-        """Record a hold (and announce it when it has a reason)."""
-        held = index.held[p]
-        step = mail.step + 1 if verdict.reason else mail.step
-        new = replace(mail, why=verdict.kind, until=verdict.until, step=step)
-        if new == held.get(mail.message_id):
-            return
-        if verdict.reason:
-            out.send(held_topic, mail.message_id, MailHeld(
-                message_id=mail.message_id, lane=mail.lane, why=verdict.kind,
-                reason=verdict.reason, until=verdict.until, step=step))
-        if mail.lane == "mass":
-            index.pending[p].pop(mail.seq, None)
-        held[mail.message_id] = new
-        out.rows[mail.message_id.encode()] = {"state": "held", "mail": new.to_dict()}
-
-    async def _commit(out: _Out) -> None:
+    async def _commit(out: steps.Out) -> None:
         """Publish, wait for the acknowledgements, then write the tables (see the module docstring).
         The index already reflects ``out``, so it must land: a failed publish
         is retried (the lock is held: nothing else moves meanwhile); a send
         that did reach the broker before the failure is a duplicate delivery
         drops."""
-        if out.asks:  # one record for the pass's asks
-            key = out.asks[0]["message_id"]
-            out.send(quota_topic, key, QuotasAsked(asks=out.asks))
-            out.asks = []
-        if not out.events and not out.rows and not out.meters:
+        if out.empty():
             return
+        sends: list[tuple[Any, bytes, bytes]] = [
+            (topics[where], mid.encode(), event if isinstance(event, bytes) else encode(event))
+            for where, mid, event in out.events]
+        if out.asks:  # one record for the pass's asks
+            sends.append((quota_topic, str(out.asks[0]["message_id"]).encode(),
+                          encode(QuotasAsked(asks=out.asks))))
         delay = 0.5
         while True:
             try:
-                sent = [await topic.send(key=key, value=value)
-                        for topic, key, value in out.events]
+                sent = [await topic.send(key=key, value=value) for topic, key, value in sends]
                 await acked(sent)  # ours on the log, not everything the producer holds
                 break
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - e.g. the broker is away: try again
                 log.exception("limiter could not publish %d events; retrying in %.1f s",
-                              len(out.events), delay)
+                              len(sends), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         # the meters first: a crash between the writes then counts a mail
@@ -487,9 +306,7 @@ def register(rt: Runtime) -> None:
             meters_table[meters_key(p, n)] = index.meters[p].to_dict()
         for key, row in out.rows.items():
             held_table[key] = row
-            if row.get("state") in ("released", "cancelled"):
-                index.done_held.append((float(row["at"]), key))
-        index.done_mass.extend(out.done_mass)
+        steps.written(index, out)
 
     # --- the tick: held mail whose time has come, mass mail as the window frees ----------------
 
@@ -504,14 +321,13 @@ def register(rt: Runtime) -> None:
                 async with lock:
                     if not ensure_index():
                         continue
-                    now = clock()
-                    out = _Out()
-                    for p in sorted(index.assigned):
-                        if index.pending.get(p) or index.next_due.get(p, float("inf")) <= now:
-                            _pass(p, out)
+                    now, lim = clock(), limits()
+                    out = steps.Out()
+                    for p in steps.due_partitions(index, now):
+                        steps.run_pass(index, p, now, lim, s.mass_lookahead, out)
                     await _commit(out)
                     _pace_intake()
-                    for key in index.prunable_held(now, limits().held_keep):
+                    for key in index.prunable_held(now, lim.held_keep):
                         row = held_table.get(key)
                         if isinstance(row, dict) and row.get("state") in ("released",
                                                                           "cancelled"):

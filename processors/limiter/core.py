@@ -88,7 +88,8 @@ class Mail:
     """A routed mail the limiter holds. ``why``/``until``: its current visible
     hold ("" when none was announced); ``step``: limiter events so far;
     ``asked``: when it asked the quota for its token (0: not asking);
-    ``slot``: the time its granted token allows it to go (0: no token)."""
+    ``slot``: the time its granted token allows it to go (0: no token);
+    ``token``: the ask id its token was granted for ("" : none yet)."""
 
     message_id: str
     lane: str
@@ -100,6 +101,7 @@ class Mail:
     step: int = 0
     asked: float = 0.0
     slot: float = 0.0
+    token: str = ""
 
     @property
     def server(self) -> str:
@@ -204,6 +206,14 @@ def limited(server: str, tenant: str, domains: Iterable[str], limits: Limits) ->
     return any((limits.domains.get(d) or default or (0.0, ""))[0] > 0 for d in domains)
 
 
+def mail_limited(mail: Mail, limits: Limits) -> bool:
+    """``limited`` for a mail; its recipient domains are parsed only when a
+    domain rate is configured (the parse is most of the cost)."""
+    if limited(mail.server, mail.tenant, (), limits):
+        return True
+    return bool(limits.domains) and limited("", "", mail.domains(), limits)
+
+
 def due(mail: Mail, now: float, limits: Limits) -> bool:
     """Is a held mail to be looked at now? Granted: once its slot came.
     Asking: not until the ask timed out. Else once its hold ran out."""
@@ -224,7 +234,7 @@ def check(meters: Meters, mail: Mail, now: float, limits: Limits) -> Verdict:
     if (mail.lane == "mass" and mail.message_id not in meters.inflight
             and len(meters.inflight) >= limits.mass_window):
         return Verdict("busy", reason="the mass window is full")
-    if limited(mail.server, mail.tenant, mail.domains(), limits):
+    if mail_limited(mail, limits):
         return Verdict("ask")
     return Verdict("release")
 
@@ -295,7 +305,7 @@ def answered(meters: Meters, mail: Mail, granted: bool, now: float, *, at: float
     slot a rate gave it: held "paced" until then). Refused: held ``why``
     until ``until``; a mass mail leaves the mass window."""
     if granted:
-        new = replace(mail, asked=0.0, slot=max(at, 1e-9))
+        new = replace(mail, asked=0.0, slot=max(at, 1e-9), token=mail.ask_id)
         if at <= now:
             return Answered(meters, new, release=True)
         v = Verdict("paced", at, reason)

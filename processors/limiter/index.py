@@ -33,12 +33,14 @@ def key_on(prefix: str, partition: int, partitions: int) -> bytes:
 class Index:
     """``pending``: mass mail taken in and not yet released, held or
     cancelled, by seq (= its offset: creation order). ``held``: mail waiting
-    in the held table. ``meters``: each partition's counters."""
+    in the held table. ``asking``: mail waiting for the quota's answer, the
+    oldest ask first. ``meters``: each partition's counters."""
 
     partitions: int
     assigned: frozenset[int] = frozenset()
     pending: dict[int, dict[int, Mail]] = field(default_factory=dict)
     held: dict[int, dict[str, Mail]] = field(default_factory=dict)
+    asking: dict[int, dict[str, Mail]] = field(default_factory=dict)
     meters: dict[int, Meters] = field(default_factory=dict)
     next_due: dict[int, float] = field(default_factory=dict)
     # keys of mass mail released or cancelled (its limiter-held row written):
@@ -57,6 +59,7 @@ class Index:
         self.assigned = assigned
         self.pending = {p: {} for p in assigned}
         self.held = {p: {} for p in assigned}
+        self.asking = {p: {} for p in assigned}
         self.meters = {
             p: Meters.from_dict(meters_rows.get(meters_key(p, self.partitions)), p)
             for p in assigned
@@ -67,7 +70,9 @@ class Index:
             if p not in assigned or not isinstance(row, dict):
                 continue
             if row.get("state") == "held":
-                self.held[p][key.decode()] = Mail.from_dict(row["mail"])
+                mail = Mail.from_dict(row["mail"])
+                # an asking row of an older version: it asks again after the timeout
+                (self.asking if mail.asked else self.held)[p][key.decode()] = mail
             elif row.get("state") in ("released", "cancelled"):
                 done.append((float(row.get("at", 0.0)), key))
         self.done_held = deque(sorted(done))
@@ -85,6 +90,7 @@ class Index:
         for mail in sorted(mails, key=lambda m: m.seq):
             self.pending[self.partition(mail.message_id)][mail.seq] = mail
         for p in assigned:
+            self.asking[p] = dict(sorted(self.asking[p].items(), key=lambda kv: kv[1].asked))
             self.refresh_due(p)
         self.built = True
 
@@ -99,8 +105,12 @@ class Index:
 
     def refresh_due(self, p: int, ask_timeout: float = 30.0) -> None:
         held = self.held.get(p, {})
+        asking = self.asking.get(p)
+        first = (next(iter(asking.values())).asked + ask_timeout if asking
+                 else float("inf"))  # the oldest ask times out first
         self.next_due[p] = min((wake_at(m, ask_timeout) for m in held.values()),
-                               default=float("inf"))
+                               default=first)
+        self.next_due[p] = min(self.next_due[p], first)
 
 
 def wake_at(mail: Mail, ask_timeout: float) -> float:

@@ -22,7 +22,15 @@ What is counted, per transaction (all or nothing, in one step):
   A mass mail is refused instead when its slot is more than ``mass_ahead``
   seconds away (it asks again then), so mass never books far ahead and a
   transactional mail asking later gets the next slot;
-- ``force`` (an operator's send-now): counted, never refused.
+- ``force`` (an operator's send-now): counted, never refused;
+- ``give_back`` (the mail of a granted ask was cancelled): the grant stops
+  counting against the daily limits (its rate slot stays used: a rate is
+  never exceeded by a give-back). Recorded as a row of its own
+  (``returns``), kept as long as the grant it returns.
+
+A limiter's transactional ask carries its mail (``mail``, JSON text the
+quota does not parse) and the answer carries it back: the limiter writes
+no row for a mail while it asks.
 
 The record of a grant is the fact. The grants of one batch of asks are one
 row of the quota table (``record``: batch key -> its grants; one changelog
@@ -51,7 +59,8 @@ from schemas import QuotaAsked
 
 from .core import Limits, limited
 
-__all__ = ["Answer", "Ask", "Quota", "decide", "limited", "prunable", "record", "restore"]
+__all__ = ["Answer", "Ask", "Quota", "decide", "give_back", "limited", "prunable", "record",
+           "restore"]
 from .windows import next_window, window_start, words
 
 # a row kept after its window and its rates no longer count: an ask repeated
@@ -72,6 +81,7 @@ class Quota:
     tats: dict[str, float] = field(default_factory=dict)
     grants: dict[str, dict[str, Any]] = field(default_factory=dict)
     batches: dict[str, set[str]] = field(default_factory=dict)  # table key -> its ask_ids
+    returned: set[str] = field(default_factory=set)  # grants given back (not counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +98,8 @@ class Ask:
     force: bool = False
     attempt: int = 0
     partition: int = -1  # the asker's partition (-1: not said)
+    mail: str | None = None  # the limiter's mail (JSON text), carried back in the answer
+    give_back: bool = False
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Ask:
@@ -97,7 +109,8 @@ class Ask:
                    server=data["server"], by=data.get("by", "limiter"),
                    lane=data.get("lane", "transactional"), tenant=data.get("tenant", ""),
                    domains=tuple(data.get("domains", ())), force=bool(data.get("force")),
-                   attempt=int(data.get("attempt", 0)), partition=int(data.get("partition", -1)))
+                   attempt=int(data.get("attempt", 0)), partition=int(data.get("partition", -1)),
+                   mail=_text(data.get("mail")), give_back=bool(data.get("give_back")))
 
     @classmethod
     def of_event(cls, event: QuotaAsked) -> Ask:
@@ -118,6 +131,7 @@ class Answer:
     why: str = ""
     until: float = 0.0
     reason: str = ""
+    mail: str | None = None  # the ask's mail (JSON text), carried back
 
     def to_data(self) -> dict[str, Any]:
         """The QuotaGranted / QuotaRefused fields (with ``type``)."""
@@ -128,6 +142,8 @@ class Answer:
             out["at"] = self.at
         else:
             out.update(why=self.why, until=self.until)
+        if self.mail is not None:
+            out["mail"] = self.mail
         return out
 
     @classmethod
@@ -137,7 +153,12 @@ class Answer:
                    message_id=str(data["message_id"]), by=str(data.get("by", "limiter")),
                    attempt=int(data.get("attempt", 0)), at=float(data.get("at", 0.0)),
                    why=str(data.get("why", "")), until=float(data.get("until", 0.0)),
-                   reason=str(data.get("reason", "")))
+                   reason=str(data.get("reason", "")),
+                   mail=_text(data.get("mail")))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _roll(q: Quota, now: float, limits: Limits) -> None:
@@ -146,8 +167,8 @@ def _roll(q: Quota, now: float, limits: Limits) -> None:
     q.window = window_start(now, limits.timezone, limits.day_start)
     q.next = next_window(now, limits.timezone, limits.day_start)
     q.counts = {}
-    for row in q.grants.values():
-        if row.get("window") == q.window:
+    for ask_id, row in q.grants.items():
+        if row.get("window") == q.window and ask_id not in q.returned and "returns" not in row:
             for scope in row.get("daily", []):
                 q.counts[scope] = q.counts.get(scope, 0) + 1
 
@@ -172,6 +193,8 @@ def restore(values: Iterable[Mapping[str, Any]], now: float, limits: Limits) -> 
             q.batches.setdefault(str(row.get("batch", "")), set()).add(str(row["ask_id"]))
             for scope, tat in dict(row.get("tats", {})).items():
                 q.tats[scope] = max(q.tats.get(scope, 0.0), float(tat))
+            if row.get("returns"):
+                q.returned.add(str(row["returns"]))
     _roll(q, now, limits)
     return q
 
@@ -211,7 +234,28 @@ def _earliest(q: Quota, scope: str, rate: float, now: float) -> float:
 
 def _granted(ask: Ask, row: Mapping[str, Any]) -> Answer:
     return Answer(True, ask.ask_id, ask.message_id, ask.by, ask.attempt,
-                  at=float(row.get("slot", 0.0)), reason=str(row.get("reason", "")))
+                  at=float(row.get("slot", 0.0)), reason=str(row.get("reason", "")),
+                  mail=ask.mail)
+
+
+def give_back(q: Quota, ask: Ask, now: float, limits: Limits) -> dict[str, Any] | None:
+    """The grant of ``ask.ask_id`` is given back (its mail was cancelled):
+    it no longer counts against the daily limits of its window. Returns
+    the row to store (None: no such grant, or given back already)."""
+    _roll(q, now, limits)
+    grant = q.grants.get(ask.ask_id)
+    if grant is None or ask.ask_id in q.returned or "returns" in grant:
+        return None
+    q.returned.add(ask.ask_id)
+    if grant.get("window") == q.window:
+        for scope in grant.get("daily", []):
+            q.counts[scope] = max(0, q.counts.get(scope, 0) - 1)
+    row: dict[str, Any] = {
+        "ask_id": f"{ask.ask_id}:returned", "returns": ask.ask_id,
+        "message_id": ask.message_id, "by": ask.by, "at": now,
+        "window": grant.get("window"), "daily": list(grant.get("daily", [])), "tats": {}}
+    q.grants[str(row["ask_id"])] = row
+    return row
 
 
 def decide(q: Quota, ask: Ask, now: float, limits: Limits,
@@ -231,7 +275,8 @@ def decide(q: Quota, ask: Ask, now: float, limits: Limits,
                     False, ask.ask_id, ask.message_id, ask.by, ask.attempt,
                     why="daily_limit", until=q.next,
                     reason=f"deferred: {who} reached its daily limit of {limit}; "
-                           f"next window {words(q.next, limits.timezone)}"), None
+                           f"next window {words(q.next, limits.timezone)}",
+                    mail=ask.mail), None
     paced = rates(ask, limits)
     earliest = {scope: _earliest(q, scope, rate, now) for scope, rate, _ in paced}
     slot = now if ask.force else max(earliest.values(), default=now)
@@ -239,7 +284,7 @@ def decide(q: Quota, ask: Ask, now: float, limits: Limits,
     reason = "paced: " + "; ".join(waits) if waits and slot > now else ""
     if ask.lane == "mass" and slot > now + limits.mass_ahead:
         return Answer(False, ask.ask_id, ask.message_id, ask.by, ask.attempt, why="paced",
-                      until=slot - limits.mass_ahead, reason=reason), None
+                      until=slot - limits.mass_ahead, reason=reason, mail=ask.mail), None
     tats: dict[str, float] = {}
     for scope, rate, _ in paced:
         tats[scope] = q.tats[scope] = max(q.tats.get(scope, 0.0), slot) + 1.0 / rate
@@ -268,6 +313,7 @@ def prunable(q: Quota, now: float, keep: float = DEDUPE_SECONDS) -> list[str]:
         out.append(ask_id)
     keys = []
     for ask_id in out:
+        q.returned.discard(ask_id)
         key = str(q.grants.pop(ask_id).get("batch", ""))
         left = q.batches.get(key)
         if left is not None:

@@ -1,15 +1,18 @@
 """The quota agent (``postlane.limiter.quota``, in every limiter worker; the
 one that owns the one partition of the ``quota`` topic does the counting).
 
-Input: QuotasAsked (the asks of one limiter pass) and QuotaAsked (delivery's) (see
-quota.py for what is counted and why in one place). Per batch: decide each
+Input: QuotasAsked (the asks of one limiter pass, and the tokens it gives
+back) and QuotaAsked (delivery's) (see quota.py for what is counted and
+why in one place). Per batch: decide each
 ask with the pure core; write the batch's grants as one row of the
 ``limiter-quota`` table (batch key -> grants; this agent is its only
 writer) straight to the changelog and wait until the broker acknowledged
 it; then publish the answers and wait for those: to the limiter one
 QuotasAnswered per partition of ``quota-answers`` (keyed to land on the
 partition of the mails it answers), to delivery one QuotaGranted /
-QuotaRefused per ask on ``delivery-quota``, keyed by message_id. A batch
+QuotaRefused per ask on ``delivery-quota``, keyed by message_id (a refusal
+also on ``held``, with the limiter's MailHeld, where the status processor
+folds it: the mail's status says why its next attempt waits). A batch
 costs the quota a few records, not a few per mail. The batch is acknowledged after that.
 
 So a grant is counted exactly when its row is on the log: a crash before
@@ -43,7 +46,7 @@ from schemas import (
 from streams.acked import acked, write_row
 from streams.batches import batches
 from streams.partitioning import partition_for
-from streams.topics import DEAD_LETTER, DELIVERY_QUOTA, QUOTA, QUOTA_ANSWERS
+from streams.topics import DEAD_LETTER, DELIVERY_QUOTA, HELD, QUOTA, QUOTA_ANSWERS
 
 from ..deadletter import send_dead_letter
 from ..runtime import Runtime
@@ -62,6 +65,7 @@ def register_quota(rt: Runtime) -> None:
     limits = LimitsCache(rt.config, s)
     reply = {"limiter": rt.topic(QUOTA_ANSWERS), "delivery": rt.topic(DELIVERY_QUOTA)}
     dlq = rt.topic(DEAD_LETTER)
+    held = rt.topic(HELD)
     table = app.Table("limiter-quota", default=None, key_type=bytes, partitions=1,
                       use_partitioner=True,
                       help="batch key -> the grants counted in it (quota agent only)")
@@ -108,6 +112,11 @@ def register_quota(rt: Runtime) -> None:
                 await send_dead_letter(dlq, NAME, message, str(exc))
                 continue
             for ask in asks:
+                if ask.give_back:  # a cancelled mail's token: recorded, not answered
+                    returned = quota.give_back(q, ask, now, lim)
+                    if returned is not None:
+                        rows.append(returned)
+                    continue
                 answer, row = quota.decide(q, ask, now, lim)
                 if row is not None:
                     rows.append(row)
@@ -127,7 +136,10 @@ def register_quota(rt: Runtime) -> None:
             data["batch"] = data["batch"] or key
         for topic, mid, data in to_delivery:
             event = (QuotaGranted if data["type"] == "QuotaGranted" else QuotaRefused)(**data)
-            answers.append((topic, mid, encode(event)))
+            value = encode(event)
+            answers.append((topic, mid, value))
+            if isinstance(event, QuotaRefused):  # the mail's status says why the attempt waits
+                answers.append((held, mid, value))
         for p, items in sorted(to_limiter.items()):
             answers.append((reply["limiter"], key_on("answers", p, n),
                             encode(QuotasAnswered(answers=items))))

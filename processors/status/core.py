@@ -43,6 +43,7 @@ from schemas import (
     QueueCommandApplied,
     QueueCommandIssued,
     QueueCommandRefused,
+    QuotaRefused,
     RoutingDecided,
     SendRequested,
     plain,
@@ -59,7 +60,7 @@ OUTCOME_STATES = ("sent", "deferred", "failed")
 # events with a place in the mail's life (see progress_of)
 LIFE_EVENTS: tuple[type[Event], ...] = (
     SendRequested, RoutingDecided, MailHeld, MailReleased, DeliveryStarted, DeliveryAttempted,
-    MessageCancelled,
+    MessageCancelled, QuotaRefused,
 )
 # ops commands and their answers: history only
 COMMAND_EVENTS: tuple[type[Event], ...] = (
@@ -163,6 +164,8 @@ def progress_of(event: Event) -> tuple[int, int, int]:
         return (2, event.attempt, 1)
     if isinstance(event, MessageCancelled):
         return (3, 0, 0)
+    if isinstance(event, QuotaRefused):  # delivery's next attempt waits for its token
+        return (2, max(event.attempt - 1, 0), 2)
     raise TypeError(f"the status projection does not fold {type(event).__name__}")
 
 
@@ -230,6 +233,9 @@ def _step(st: MessageStatus, event: Event) -> bool:
         _apply_released(st, event, advance)
     elif isinstance(event, MessageCancelled):
         _apply_cancelled(st, event, advance)
+    elif isinstance(event, QuotaRefused) and advance:
+        st.state, st.next_attempt_at = "deferred", event.until
+        st.reason = f"{event.reason} (attempt {event.attempt} waits for it)"
     if st.state != "failed":
         st.acknowledged = False  # an acknowledgement is of one failure
     if advance:
@@ -507,6 +513,9 @@ def _apply_routing(st: MessageStatus, ev: RoutingDecided, advance: bool) -> None
         st.reason = ev.reason or "every recipient is blacklisted"
     elif ev.outcome == "routed":
         st.state, st.server, st.reason = "queued", ev.server, f"routed to {ev.server}"
+        if isinstance(ev.request, dict) and ev.request.get("kind") == "mass":
+            st.reason += ("; mass mail waits its turn in the mass lane (taken in as the "
+                          "mass mail routed before it goes out, after transactional mail)")
     elif ev.outcome == "no_server":
         st.state = "failed"
         st.reason = ev.reason or "no outgoing server can send this mail"

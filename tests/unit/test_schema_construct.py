@@ -82,3 +82,12 @@ def test_positional_arguments_go_to_faust() -> None:
     from schemas import OutgoingServerRemoved
 
     assert OutgoingServerRemoved("old").name == "old"
+
+
+def test_a_carried_request_with_wrong_types_is_refused_in_words() -> None:
+    """``SendRequested.from_data`` (delivery reads a routed decision's request
+    so) skips the per-field type check: a list for ``text`` or ``headers``
+    raised AttributeError (found by the decoder fuzz test)."""
+    for bad in ({"text": ["a"]}, {"headers": ["X-A: 1"]}):
+        with pytest.raises(InvalidEvent, match="must be"):
+            SendRequested.from_data({**send_fields(), **bad})
