@@ -65,6 +65,7 @@ from streams.client import ensure_topics, read_topic
 from streams.embedded import EmbeddedBroker, free_port
 from streams.settings import Settings
 from streams.topics import DELIVERY, RELEASED, ROUTING_DECIDED, ROUTING_DECIDED_MASS, STATUS
+from tests.e2e.harness import Worker
 
 PROCESSORS = ("router", "limiter", "delivery", "status")
 CATCHALL = "bench.test"
@@ -449,24 +450,20 @@ def _frame_name(frame: str) -> str:
     return f"{func} ({file})"
 
 
-def worker_env(s: Settings, extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTLANE_")}
-    env.update(extra)
-    for name in ("embedded_port", "data_dir", "topic_prefix", "app_prefix", "partitions"):
-        env[f"POSTLANE_{name.upper()}"] = str(getattr(s, name))
-    env["POSTLANE_WEB_PORT"] = str(free_port())  # Faust may bind it even when disabled
-    return env
-
-
 def start_worker(s: Settings, names: tuple[str, ...], workdir: Path,
                  extra: dict[str, str]) -> Proc:
+    """``postlane worker NAMES`` as the e2e tests start it (tests/e2e/harness.py:
+    the environment from ``s``), plus ``extra`` (``--set``); the broker, data
+    and topic fields are ``s``'s, and a free console port."""
     label = "+".join(names)
-    log = workdir / f"worker-{label}.log"
-    popen = subprocess.Popen(
-        [sys.executable, "-m", "postlane", "worker", *names, "--loglevel", "info"],
-        stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=worker_env(s, extra),  # noqa: SIM115
-    )
-    return Proc(f"worker {' '.join(names)}", popen, log)
+    mine = {f"POSTLANE_{name.upper()}": str(getattr(s, name))
+            for name in ("embedded_port", "data_dir", "topic_prefix", "app_prefix", "partitions")}
+    worker = Worker(s, *names, log=workdir / f"worker-{label}.log", extra_env={
+        **extra, **mine,
+        "POSTLANE_WEB_PORT": str(free_port()),  # Faust may bind it even when disabled
+    }).start()
+    assert worker.proc is not None
+    return Proc(f"worker {' '.join(names)}", worker.proc, worker.log)
 
 
 # --------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from processors.blacklist.core import (
     evolve,
 )
 from schemas import BlacklistChanged, BlacklistEdited, Event, InvalidEvent, decode, decode_any
+from streams import tables
 from streams.client import Record, publish, read_topic, unavailable
 from streams.offsets import true_end_offsets, true_end_offsets_sync
 from streams.partitioning import partition_for
@@ -39,7 +40,7 @@ from streams.settings import Settings
 from streams.topics import BLACKLIST, BOUNCES
 
 REGISTRY: dict[str, type[Event]] = {cls.__name__: cls for cls in FOLDED_EVENTS}
-TABLE = "blacklist"
+TABLE = tables.BLACKLIST.name
 
 
 def published(s: Settings, as_of: float | None = None) -> dict[str, BlacklistChanged]:

@@ -36,12 +36,13 @@ from schemas import (
     decode,
 )
 from schemas.config import from_filter_problems
+from schemas.errors import PostlaneError
 
 _META = ("type", "schema", "event_id", "occurred_at")
 ConfigEvent = OutgoingServerConfigured | OutgoingServerRemoved | SettingsChanged
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(PostlaneError, ValueError):
     """The config file is unreadable or wrong; the message says where."""
 
 

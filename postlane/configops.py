@@ -32,8 +32,7 @@ def dkim_key_problems(items: list[tuple[str, Event]]) -> list[str]:
     as the delivery worker will read it: the same file, or the same
     variable in this process's environment.)"""
     from processors.delivery.dkim import DkimError, load_key
-
-    from .secrets import SecretUnavailable, read_dkim_key
+    from streams.secrets import SecretUnavailable, read_dkim_key
 
     out = []
     for _, event in items:
@@ -49,7 +48,7 @@ def webhook_secret_problems(items: list[tuple[str, Event]]) -> list[str]:
     """Every ``[[webhooks]]`` entry about to be published whose signing
     secret cannot be read here (the same file, or the same variable in this
     process's environment, as the webhooks worker will read), in words."""
-    from .secrets import SecretUnavailable, webhook_secret
+    from streams.secrets import SecretUnavailable, webhook_secret
 
     out = []
     for _, event in items:

@@ -37,6 +37,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from schemas import ALL_EVENTS, CONFIG_EVENTS, Event
+from schemas.errors import PostlaneError
 from streams.settings import Settings
 from streams.topics import ALL_TOPICS
 
@@ -90,7 +91,7 @@ _SIMPLE: dict[Any, pa.DataType] = {str: pa.string(), int: pa.int64(), float: pa.
 _JSON = "json"
 
 
-class ExportError(ValueError):
+class ExportError(PostlaneError, ValueError):
     """The export cannot be made as asked; the message says why."""
 
 

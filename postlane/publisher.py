@@ -27,15 +27,16 @@ from kafka.errors import KafkaError
 
 from processors.router.core import mass_recipients_problem
 from processors.router.intake import carried_limit
-from schemas import InvalidEvent, SendRequested, encode
+from schemas import InvalidEvent, SendRequested, encode, ids
+from schemas.errors import PostlaneError
 from schemas.send import MAX_MESSAGE_BYTES
 from streams.settings import Settings
 from streams.topics import SEND_REQUESTED, SEND_REQUESTED_MASS
 
-_NS = uuid.UUID("5b1d1c38-3d4e-4f43-9d53-6f1f5a0c2b17")
+_NS = ids.PUBLISHED
 
 
-class PublishError(RuntimeError):
+class PublishError(PostlaneError, RuntimeError):
     """The broker did not take the event; safe to retry with the same
     idempotency key."""
 

@@ -425,14 +425,15 @@ def fold_seen(s: Settings, recs: list[Rec]) -> Folded:
             continue  # re-keyed by the agent (its copy comes later) or no Message-ID
         out.folded += 1
         entry = seen.get(key)
-        if core.duplicate(entry, ev.inbound_id, mail.message_id) is None and entry is None:
-            seen[key] = {"inbound_id": ev.inbound_id, "server": ev.server,
-                         "source": ev.source, "received_at": ev.received_at}
+        first = core.first_seen(entry, ev.inbound_id, ev.server, ev.source, ev.received_at)
+        if core.duplicate(entry, ev.inbound_id, mail.message_id) is None and first is not None:
+            seen[key] = first
     out.rows = seen
     return out
 
 
 def fold_sent_index(s: Settings, recs: list[Rec]) -> Folded:
+    from processors.inbound import core
     from processors.inbound.mail import normalize_message_id
     from schemas import SentMessageRecorded
 
@@ -448,8 +449,7 @@ def fold_sent_index(s: Settings, recs: list[Rec]) -> Folded:
         if rec.key != key.encode():
             continue  # the agent re-keys it; the re-keyed copy is folded
         out.folded += 1
-        index[key] = {"message_id": ev.message_id, "thread_ref": ev.thread_ref,
-                      "tenant": ev.tenant}
+        index[key] = core.sent_index_row(ev.message_id, ev.thread_ref, ev.tenant)
     out.rows = index
     return out
 
@@ -495,10 +495,8 @@ def _loops_comparable(value: Any) -> Any:
 
 
 def fold_threads(s: Settings, recs: list[Rec]) -> Folded:
-    """``sent-threads``: as the inbound index agent writes it (its steps are
-    in the agent; the Message-ID is ``delivery.message.make_smtp_message_id``)."""
-    from processors.delivery.message import make_smtp_message_id
-    from processors.inbound.agent import _header_domain
+    """``sent-threads``: as the inbound index agent writes it (``core.sent_with``)."""
+    from processors.inbound import core
     from schemas import DeliveryAttempted, RoutingDecided
 
     registry: dict[str, type[Event]] = {"RoutingDecided": RoutingDecided,
@@ -510,22 +508,11 @@ def fold_threads(s: Settings, recs: list[Rec]) -> Folded:
             ev = decode_any(registry, rec.value)
         except InvalidEvent:
             continue  # other events of these topics
-        mid: str = ev.message_id  # type: ignore[attr-defined]
+        assert isinstance(ev, RoutingDecided | DeliveryAttempted)
         out.folded += 1
-        old = rows.get(mid) or {}
-        ids = list(old.get("ids", []))
-        if isinstance(ev, RoutingDecided):
-            if ev.outcome != "routed":
-                continue
-            request = ev.request or {}
-            smtp_id = make_smtp_message_id(mid, _header_domain(ev.header_from))
-            info = {"thread_ref": str(request.get("thread_ref", "")),
-                    "tenant": str(request.get("tenant", "")), "header_from": ev.header_from}
-            if smtp_id not in ids:
-                rows[mid] = {**info, "ids": [*ids, smtp_id]}
-        elif isinstance(ev, DeliveryAttempted) and ev.smtp_message_id:
-            if ev.smtp_message_id not in ids:
-                rows[mid] = {**old, "ids": [*ids, ev.smtp_message_id]}
+        sent = core.sent_with(rows.get(ev.message_id), ev)
+        if sent is not None:
+            rows[ev.message_id] = sent[1]
     out.rows = {k: _threads_comparable(v) for k, v in rows.items()}
     return out
 

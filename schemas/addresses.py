@@ -12,6 +12,8 @@ from email.headerregistry import Address
 from email.utils import formataddr, getaddresses, parseaddr
 from functools import lru_cache
 
+from .errors import PostlaneError
+
 _LOCAL_OK = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-\u0080-\U0010ffff]+$")
 _LABEL_OK = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # a bare address of dot-separated atoms of these characters: what parseaddr
@@ -20,7 +22,7 @@ _PLAIN_ADDRESS = re.compile(
     r"[A-Za-z0-9_+\-]+(?:\.[A-Za-z0-9_+\-]+)*@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 
 
-class AddressError(ValueError):
+class AddressError(PostlaneError, ValueError):
     """An address is malformed; the message says what is wrong."""
 
 

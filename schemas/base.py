@@ -18,6 +18,8 @@ import faust
 import orjson
 from faust.serializers import codecs
 
+from .errors import PostlaneError
+
 CODEC = "orjson"
 
 
@@ -32,7 +34,7 @@ class OrjsonCodec(codecs.Codec):
 codecs.register(CODEC, OrjsonCodec())
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(PostlaneError, ValueError):
     """An event failed validation. ``problems`` lists each field's fault."""
 
     def __init__(self, event_type: str, problems: list[str]) -> None:

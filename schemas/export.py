@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from .base import Event
+from .errors import PostlaneError
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 INDEX_FILE = "index.json"
@@ -46,7 +47,7 @@ _SIMPLE: dict[Any, dict[str, Any]] = {
 }
 
 
-class UnsupportedFieldType(TypeError):
+class UnsupportedFieldType(PostlaneError, TypeError):
     """An event field has a type this exporter cannot express."""
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from .addresses import AddressError, has_crlf, idna_domain
 from .base import Event
+from .errors import PostlaneError
 
 _UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0,
           "h": 3600.0, "hour": 3600.0}
 
 
-class RateError(ValueError):
+class RateError(PostlaneError, ValueError):
     """A rate string that is not ``<count>/<unit>``."""
 
 

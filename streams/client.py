@@ -18,13 +18,14 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas import Event, encode
+from schemas.errors import PostlaneError
 
 from .offsets import true_end_offsets_sync
 from .settings import Settings
 from .topics import ALL_TOPICS, TopicSpec
 
 
-class BrokerUnavailable(RuntimeError):
+class BrokerUnavailable(PostlaneError, RuntimeError):
     """No broker answered at the configured address."""
 
 

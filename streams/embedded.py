@@ -16,10 +16,12 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
+from schemas.errors import PostlaneError
+
 from .settings import Settings
 
 
-class BrokerError(RuntimeError):
+class BrokerError(PostlaneError, RuntimeError):
     """The embedded broker could not be started."""
 
 
@@ -46,6 +48,54 @@ def port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex((host, port)) == 0
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Inodes of the sockets listening on ``port`` (any address), from
+    /proc/net/tcp and tcp6 (Linux); empty elsewhere."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    return inodes
+
+
+def listener(port: int) -> tuple[int, str] | None:
+    """The process listening on ``port``: (pid, command line), or None when
+    it cannot be told (not Linux, another user's process, nothing there)."""
+    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    if not wanted:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in wanted:
+                    cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+                    return int(proc.name), cmd.decode(errors="replace")
+        except OSError:
+            continue
+    return None
+
+
+def port_taken_error(bootstrap: str, port: int) -> str:
+    """What to say when the broker's port is taken: by whom (pid and command,
+    e.g. a broker left by an earlier run) and what to do."""
+    who = listener(port)
+    if who is None:
+        return (f"{bootstrap} is already in use: stop what listens there or set "
+                "POSTLANE_EMBEDDED_PORT (or POSTLANE_BROKER to use that broker)")
+    pid, cmd = who
+    what = "a Tansu broker (left by an earlier run?)" if "tansu" in cmd else repr(cmd[:120])
+    return (f"{bootstrap} is already in use by pid {pid}, {what}: stop it (kill {pid}) or "
+            "set POSTLANE_EMBEDDED_PORT (or POSTLANE_BROKER to use that broker)")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -76,10 +126,7 @@ class EmbeddedBroker:
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         self.cluster_id = f"postlane-{uuid.uuid4().hex[:12]}"
         if port_open(self.host, self.port):
-            raise BrokerError(
-                f"{self.bootstrap} is already in use: stop what listens there or set "
-                "POSTLANE_EMBEDDED_PORT (or POSTLANE_BROKER to use that broker)"
-            )
+            raise BrokerError(port_taken_error(self.bootstrap, self.port))
         url = f"tcp://{self.host}:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(

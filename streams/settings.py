@@ -14,10 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from schemas.errors import PostlaneError
+
 ENV_PREFIX = "POSTLANE_"
 
 
-class SettingsError(ValueError):
+class SettingsError(PostlaneError, ValueError):
     """A POSTLANE_ variable has a value of the wrong type."""
 
 
@@ -125,7 +127,7 @@ class Settings:
     unsubscribe_host: str = "127.0.0.1"  # where `postlane unsubscribe serve` listens
     unsubscribe_port: int = 8089
     # the token secret: an environment variable's name or a file (read by
-    # postlane/secrets.py); neither: <data_dir>/unsubscribe.secret, made when missing
+    # streams/secrets.py); neither: <data_dir>/unsubscribe.secret, made when missing
     unsubscribe_secret_env: str = ""
     unsubscribe_secret_file: str = ""
     unsubscribe_token_days: float = 90.0  # how long a link works

@@ -14,7 +14,8 @@ IMAP_USERS = {"gateway": "s3cret-imap", "other": "other-pass"}
 @pytest.fixture(scope="session")
 def imap_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object, object]:
     """(CA, cert file, key file) for the Dovecot instance's IMAPS listener."""
-    trustme = pytest.importorskip("trustme")
+    import trustme  # a test dependency: missing is an error, not a skip
+
     ca = trustme.CA()
     cert = ca.issue_cert("localhost", "127.0.0.1")
     d = tmp_path_factory.mktemp("imapcert")
@@ -34,7 +35,7 @@ def dovecot(imap_cert: tuple[object, object, object]) -> Iterator[Dovecot]:
     """One private Dovecot for the session (plain IMAP and IMAPS on loopback);
     tests use their own folders or users' mailboxes."""
     if dovecot_binary() is None:
-        pytest.skip("dovecot is not installed: run scripts/system-deps")
+        pytest.fail("dovecot is not installed: run scripts/system-deps (scripts/test does)")
     _, cert, key = imap_cert
     server = Dovecot(IMAP_USERS, cert=(cert, key)).start()  # type: ignore[arg-type]
     yield server

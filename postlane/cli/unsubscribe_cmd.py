@@ -18,9 +18,9 @@ def unsubscribe() -> None:
 @unsubscribe.command("serve")
 def serve() -> None:
     """Serve GET/POST /u/TOKEN on POSTLANE_UNSUBSCRIBE_HOST:PORT until stopped."""
-    from postlane.secrets import SecretUnavailable
     from processors.unsubscribe.web import from_settings
     from streams.client import BrokerUnavailable, ensure_topics
+    from streams.secrets import SecretUnavailable
 
     s = settings()
     try:

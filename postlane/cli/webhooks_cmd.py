@@ -11,7 +11,6 @@ import orjson
 
 from postlane.configfile import ConfigFileError
 from postlane.configfile import load as load_file
-from postlane.secrets import SecretUnavailable, webhook_secret
 from processors.config.view import ConfigView
 from processors.config.view import fold as fold_view
 from processors.webhooks import core
@@ -24,6 +23,7 @@ from schemas import (
     decode_any,
 )
 from streams.client import BrokerUnavailable, read_all
+from streams.secrets import SecretUnavailable, webhook_secret
 from streams.topics import WEBHOOKS
 
 from .common import fail, settings

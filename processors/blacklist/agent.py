@@ -16,62 +16,49 @@ from typing import Any
 
 import orjson
 
-from schemas import Event, encode
+from schemas import Event
+from streams import tables
 from streams.topics import BLACKLIST, BOUNCES, DEAD_LETTER
 
-from ..deadletter import decode_or_dead_letter, send_dead_letter
+from ..fold import Fold, run
 from ..runtime import Runtime
 from .core import FOLDED_EVENTS, AddressState, Rules, address_of, evolve
 
 NAME = "blacklist"
-TABLE = "blacklist"
 REGISTRY: dict[str, type[Event]] = {cls.__name__: cls for cls in FOLDED_EVENTS}
 log = logging.getLogger("postlane.blacklist")
 
 
-def load(raw: bytes | None) -> AddressState | None:
-    return None if raw is None else AddressState.from_dict(orjson.loads(raw))
+def load(raw: bytes) -> AddressState:
+    return AddressState.from_dict(orjson.loads(raw))
 
 
 def dump(state: AddressState) -> bytes:
     return orjson.dumps(state.to_dict())
 
 
+def counting(rules: Rules) -> Fold[AddressState]:
+    """The blacklist's fold: ``evolve`` per address; a change is sent on
+    the ``blacklist`` topic before the row is written."""
+
+    def fold(old: AddressState | None, ev: Event) -> tuple[AddressState, list[Any]]:
+        new, changed = evolve(old, ev, rules)
+        if changed is None:
+            return new, []
+        log.info("%s %s: %s", changed.address,
+                 "blacklisted" if changed.blacklisted else "lifted", changed.reason)
+        return new, [(BLACKLIST, address_of(ev), changed)]
+
+    return Fold(NAME, REGISTRY, key_of=address_of, what="the address", load=load, dump=dump,
+                fold=fold, doing="blacklist fold")
+
+
 def register(rt: Runtime) -> None:
-    s = rt.settings
-    rules = Rules.from_settings(s)
-    out = rt.topic(BLACKLIST)
+    spec = counting(Rules.from_settings(rt.settings))
     dlq = rt.topic(DEAD_LETTER)
-    table = rt.app.Table(
-        TABLE, default=None, key_type=bytes, value_type=bytes, partitions=s.partitions,
-        help="address -> AddressState (JSON): counted bounces and the blacklisting",
-    )
-    rt.extras["blacklist_table"] = table
+    table = rt.table(tables.BLACKLIST)
 
     @rt.app.agent(rt.topic(BOUNCES), name="postlane.blacklist", concurrency=1)
     async def count(stream: Any) -> None:
         async for event in stream.events():
-            message = event.message
-            ev = await decode_or_dead_letter(dlq, NAME, message, REGISTRY)
-            if ev is None:
-                continue
-            key = address_of(ev).encode()
-            if message.key != key:
-                await send_dead_letter(
-                    dlq, NAME, message,
-                    f"key {message.key!r} is not the address {ev.address!r}: "  # type: ignore[attr-defined]
-                    "every event of an address must be keyed by it",
-                )
-                continue
-            try:
-                old = load(table.get(key))
-                new, changed = evolve(old, ev, rules)
-            except Exception as exc:  # noqa: BLE001 - a bad event must not stop the count
-                log.exception("blacklist fold failed on %s", ev.event_id)
-                await send_dead_letter(dlq, NAME, message, f"blacklist fold failed: {exc!r}")
-                continue
-            if changed is not None:
-                log.info("%s %s: %s", changed.address,
-                         "blacklisted" if changed.blacklisted else "lifted", changed.reason)
-                await out.send(key=key, value=encode(changed))
-            table[key] = dump(new)
+            await run(spec, event.message, table, dlq, rt.topic)

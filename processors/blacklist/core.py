@@ -58,6 +58,7 @@ from schemas import (
     MailReceivedFrom,
     SuppressionEdited,
     UnsubscribeRequested,
+    ids,
     plain,
 )
 from streams.settings import Settings
@@ -76,7 +77,7 @@ FOLDED_EVENTS: tuple[type[Event], ...] = (
 )
 MAX_KEPT = 100  # bounces kept per address (for why), newest first out
 DAY = 86400.0
-_NS = uuid.UUID("a4d1c9e2-5b7f-4e38-9c0a-6f2e1d3b8a57")
+_NS = ids.BLACKLIST_CHANGED
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from schemas import (
     decode_any,
     encode,
 )
+from streams import tables
 from streams.topics import (
     BOUNCE_ATTRIBUTION,
     BOUNCE_DOMAINS,
@@ -48,21 +49,56 @@ from streams.topics import (
     INBOUND_ROUTED,
 )
 
-from ..deadletter import decode_or_dead_letter, send_dead_letter
+from ..deadletter import send_dead_letter
+from ..fold import Fold, run
 from ..runtime import Runtime
 from . import attribution, core
 
 NAME = "bounces"
-TABLE = "bounce-domains"
 log = logging.getLogger("postlane.bounces")
 _INTAKE: dict[str, type[Event]] = {
     c.__name__: c for c in (InboundMailRouted, BounceMailReceived, DeliveryAttempted,
                             DeliveryStarted)
 }
 _OUTAGE: dict[str, type[Event]] = {c.__name__: c for c in (RecipientBounced, RecipientsMailed)}
-RECIPIENTS_TABLE = "bounce-recipients"
 _ATTRIBUTION: dict[str, type[Event]] = {
     c.__name__: c for c in (DeliveryStarted, DeliveryAttempted, RecipientBounced)}
+
+
+def _json(raw: bytes) -> Any:
+    return orjson.loads(raw)
+
+
+def attribution_fold(own_topic: str) -> Fold[Any]:
+    """message_id -> its recipients: a DeliveryStarted is remembered, a
+    RecipientBounced attributed (counted only for an address the mail was
+    sent to). Records of ``delivery`` are judged by its owner."""
+
+    def fold(row: Any, ev: Event) -> tuple[Any, core.Out]:
+        if isinstance(ev, DeliveryStarted):
+            return attribution.remember(row, ev), []
+        assert isinstance(ev, RecipientBounced)
+        return None, attribution.attribute(row, ev)
+
+    return Fold(NAME, _ATTRIBUTION, key_of=lambda ev: ev.message_id,  # type: ignore[attr-defined]
+                what="the message_id", load=_json, dump=orjson.dumps, fold=fold,
+                accepts=(DeliveryStarted, RecipientBounced),
+                judges=lambda topic: topic == own_topic, doing="bounce attribution")
+
+
+def _domain_key(ev: Event) -> str:
+    if isinstance(ev, RecipientsMailed):
+        return ev.domain
+    return core.domain_of(ev.address)  # type: ignore[attr-defined]
+
+
+def outage_fold(rules: core.BurstRules) -> Fold[core.DomainState]:
+    """recipient domain -> recent errors and mail sent: the outage check."""
+    return Fold(NAME, _OUTAGE, key_of=_domain_key, what="the domain",
+                load=lambda raw: core.DomainState.from_dict(orjson.loads(raw)),
+                dump=lambda state: orjson.dumps(state.to_dict()),
+                fold=lambda state, ev: core.check_outage(state, ev, rules),
+                doing="outage check")
 
 
 def register(rt: Runtime) -> None:
@@ -72,15 +108,13 @@ def register(rt: Runtime) -> None:
     rules = core.BurstRules.from_settings(s)
     source = rt.raw_topic(INBOUND_ROUTED, BOUNCE_MAIL, DELIVERY)
     domains_in = rt.raw_topic(BOUNCE_DOMAINS)
-    table = app.Table(TABLE, default=None, key_type=bytes, value_type=bytes,
-                      partitions=s.partitions,
-                      help="recipient domain -> recent errors and mail sent (outage check)")
+    table = rt.table(tables.BOUNCE_DOMAINS)
     bounce_mail_topic = BOUNCE_MAIL.full(s)
     attribution_in = rt.raw_topic(DELIVERY, BOUNCE_ATTRIBUTION)
     attribution_topic = BOUNCE_ATTRIBUTION.full(s)
-    recipients = app.Table(RECIPIENTS_TABLE, default=None, key_type=bytes, value_type=bytes,
-                           partitions=s.partitions,
-                           help="message_id -> its recipients (JSON list): bounce attribution")
+    recipients = rt.table(tables.BOUNCE_RECIPIENTS)
+    attributing = attribution_fold(attribution_topic)
+    checking = outage_fold(rules)
 
     async def send_all(out: core.Out) -> None:
         for spec, key, event in out:
@@ -117,51 +151,9 @@ def register(rt: Runtime) -> None:
     @app.agent(attribution_in, name="postlane.bounce-attribution", concurrency=1)
     async def attribute(stream: Any) -> None:
         async for event in stream.events():
-            message = event.message
-            ours = str(message.topic) == attribution_topic
-            try:
-                ev = decode_any(_ATTRIBUTION, message.value)
-            except InvalidEvent as exc:
-                if ours:  # delivery's owner judges its own topic
-                    await send_dead_letter(dlq, NAME, message, str(exc))
-                continue
-            if not isinstance(ev, DeliveryStarted | RecipientBounced):
-                continue
-            key = ev.message_id.encode()
-            if message.key != key:
-                if ours:
-                    await send_dead_letter(dlq, NAME, message,
-                                           f"key {message.key!r} is not the message_id "
-                                           f"{ev.message_id!r}")
-                continue
-            raw = recipients.get(key)
-            row = orjson.loads(raw) if raw else None
-            if isinstance(ev, DeliveryStarted):
-                recipients[key] = orjson.dumps(attribution.remember(row, ev))
-            else:
-                await send_all(attribution.attribute(row, ev))
+            await run(attributing, event.message, recipients, dlq, rt.topic)
 
     @app.agent(domains_in, name="postlane.bounce-outage", concurrency=1)
     async def outage(stream: Any) -> None:
         async for event in stream.events():
-            message = event.message
-            ev = await decode_or_dead_letter(dlq, NAME, message, _OUTAGE)
-            if ev is None:
-                continue
-            domain = ev.domain if isinstance(ev, RecipientsMailed) else core.domain_of(
-                ev.address)  # type: ignore[attr-defined]
-            key = domain.encode()
-            if message.key != key:
-                await send_dead_letter(dlq, NAME, message,
-                                       f"key {message.key!r} is not the domain {domain!r}")
-                continue
-            try:
-                raw = table.get(key)
-                state = core.DomainState.from_dict(orjson.loads(raw)) if raw else None
-                new, out = core.check_outage(state, ev, rules)
-            except Exception as exc:  # noqa: BLE001
-                log.exception("outage check failed on %s", ev.event_id)
-                await send_dead_letter(dlq, NAME, message, f"outage check failed: {exc!r}")
-                continue
-            await send_all(out)
-            table[key] = orjson.dumps(new.to_dict())
+            await run(checking, event.message, table, dlq, rt.topic)

@@ -51,6 +51,7 @@ from schemas import (
     MailReceivedFrom,
     RecipientBounced,
     RecipientsMailed,
+    ids,
 )
 from schemas.addresses import AddressError, check_address, idna_domain
 from schemas.config import split_list
@@ -60,7 +61,7 @@ from streams.topics import BOUNCE_ATTRIBUTION, BOUNCE_DOMAINS, BOUNCES, TopicSpe
 from .classify import best_status, classify, find_replycode
 from .parser import BounceParseError, BounceResult, ParsedBounce, parse_bounce
 
-_NS = uuid.UUID("3f6c2b8e-91d4-4a57-b0e3-5c7d9a1e2f48")
+_NS = ids.BOUNCE_DERIVED
 # routes of the inbound router that are a person's (or their autoresponder's) mail
 RESET_ROUTES = ("reply", "alias", "loop")
 

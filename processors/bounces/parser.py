@@ -44,6 +44,8 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 from typing import Any
 
+from schemas.errors import PostlaneError
+
 from .classify import (
     best_status,
     classify,
@@ -84,7 +86,7 @@ _DELAY_WORDS = re.compile(
 )
 
 
-class BounceParseError(ValueError):
+class BounceParseError(PostlaneError, ValueError):
     """The bytes are not a mail at all."""
 
 

@@ -1,6 +1,6 @@
 """What went wrong with an outgoing server, in one sentence a person can act on.
 
-Pure: no I/O. ``smtp.py`` turns low-level errors into a failure *kind* plus
+Pure: no I/O. ``session.py`` turns low-level errors into a failure *kind* plus
 the facts (server, host, port, code, text); ``explain`` turns those into the
 sentence shown by "test connection", written to ``DeliveryAttempted.error``
 and logged. ``ProbeReport`` is the answer of ``probe.test_connection``.
@@ -110,26 +110,7 @@ _TEMPLATES: dict[str, str] = {
 
 KINDS: tuple[str, ...] = tuple(_TEMPLATES)
 
-# Kinds that need a person to change the configuration (or the server), as
-# opposed to passing network or server trouble that a retry may cure.
-OPERATOR_KINDS = frozenset(
-    {
-        "refused",
-        "dns",
-        "tls_required",
-        "tls_unexpected",
-        "no_starttls",
-        "certificate",
-        "tls_failed",
-        "auth_failed",
-        "auth_needs_tls",
-        "no_auth",
-        "no_password",
-        "helo_refused",
-        "sender_refused",
-        "no_sender_address",
-    }
-)
+# which kinds need an operator: policy.OPERATOR_KINDS (the SMTP trouble policy)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ header selection and folding are dkimpy's; nothing here rewrites them).
   (called after every header change: From rewrite, List-Unsubscribe,
   Feedback-ID; the archive BCC is envelope-only).
 - ``Signer``: the delivery worker's keys, read once per config entry
-  through ``postlane.secrets`` (the only place a key is read; it is never
+  through ``streams.secrets`` (the only place a key is read; it is never
   on a topic or in a log).
 
 Speed: dkimpy does the RSA operation in pure Python (~7 ms per mail with a
@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, uti
 
 from schemas import DkimKeyConfigured
 from schemas.addresses import AddressError, idna_domain
+from schemas.errors import PostlaneError
 
 # Signed when present: the identity and content headers, MIME headers, the
 # one-click unsubscribe pair and the feedback loop id (RFC 6376 5.4.1 and
@@ -48,13 +49,13 @@ SIGNED_HEADERS = (
 MIN_RSA_BITS = 1024
 
 
-class DkimError(Exception):
+class DkimError(PostlaneError):
     """A DKIM key cannot be used. ``domain`` is the ``[[dkim]]`` entry; the
     message says what the operator should do (never the key)."""
 
     def __init__(self, domain: str, message: str) -> None:
         self.domain = domain
-        super().__init__(message)
+        super().__init__(message, processor="delivery")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from email.utils import format_datetime
 
 from schemas import OutgoingServerConfigured, RoutingDecided, SendRequested
 from schemas.addresses import AddressError, idna_domain, split_address
+from schemas.errors import PostlaneError
 
 
 class CachedHeaderRegistry(HeaderRegistry):
@@ -64,7 +65,7 @@ _ID_SAFE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/?^_`{|}~.]")
 _OURS = {"x-postlane-id", "dkim-signature"}
 
 
-class MessageError(ValueError):
+class MessageError(PostlaneError, ValueError):
     """The request cannot be turned into a mail; the message says why."""
 
 

@@ -10,6 +10,7 @@ mismatch from a firewall.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -19,8 +20,42 @@ from schemas import OutgoingServerConfigured
 from schemas.addresses import AddressError, check_address
 
 from .diagnose import Facts, ProbeReport, answer, explain
+from .errors import RecipientResult, SmtpSessionError
 from .message import SMTP_POLICY
-from .smtp import RecipientResult, SmtpSession, SmtpSessionError, sniff_port
+from .session import SmtpSession, tls_context
+
+
+async def sniff_port(host: str, port: int, timeout: float) -> str:
+    """What a port speaks, for diagnosis: "smtp" (a plain-text greeting),
+    "tls" (a TLS handshake completes), "closed" (connection refused or
+    closed at once) or "silent" (neither within ``timeout``)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return "closed"
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        if line[:3].isdigit():
+            return "smtp"
+        if not line:
+            return "closed"
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        writer.close()
+    ctx = tls_context(allow_self_signed=True)
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                host, port, ssl=ctx, server_hostname=host, ssl_handshake_timeout=timeout
+            ),
+            timeout,
+        )
+    except (OSError, TimeoutError):
+        return "silent"
+    writer.close()
+    return "tls"
+
 
 
 def _facts(server: OutgoingServerConfigured, **changes: object) -> Facts:

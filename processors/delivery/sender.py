@@ -14,9 +14,9 @@ import logging
 import time
 from dataclasses import replace
 
-from postlane.secrets import SecretUnavailable, read_dkim_key, unsubscribe_secret
 from schemas import DeliveryAttempted, OutgoingServerConfigured, RoutingDecided, SendRequested
 from schemas.addresses import domain_of, split_address
+from streams.secrets import SecretUnavailable, read_dkim_key, unsubscribe_secret
 
 from ..router.core import decide
 from ..runtime import Runtime
@@ -25,7 +25,8 @@ from . import core
 from .dkim import DkimError, Signer, sign
 from .message import build_message, envelope_recipients, make_smtp_message_id, message_bytes
 from .plainwire import plain_wire
-from .smtp import SmtpPool, deliver
+from .policy import Trouble, fails_over
+from .pool import SmtpPool, deliver
 
 log = logging.getLogger("postlane.delivery")
 
@@ -100,14 +101,15 @@ class Sender:
             if server is None or not server.active:
                 error = (f"server {ledger.server!r} is no longer configured or active: "
                          "add it back or let the mail move to another server")
-                return self._finish(ledger, [], 0.0, error, action, smtp_id, request)
+                return self._finish(ledger, [], 0.0, error, action, smtp_id, request,
+                                    trouble="server_gone")
             try:
                 data = self.wire(request, decision, server, smtp_id)
             except (DkimError, SecretUnavailable) as exc:
                 # never sent unsigned: deferred with the reason, retried with back-off
                 log.error("%s: not sent: %s", ledger.message_id, exc)
                 return self._finish(ledger, [], 0.0, f"not sent: {exc}", action, smtp_id,
-                                    request, failover=False)
+                                    request, trouble="local")
             except ValueError as exc:
                 outcomes = [{"recipient": r, "status": "failed", "code": 0, "enhanced": "5.6.0",
                              "text": f"the mail could not be built: {exc}"}
@@ -116,7 +118,7 @@ class Sender:
         except Exception as exc:  # noqa: BLE001 - nothing was sent: defer, back-off applies
             log.exception("%s: attempt %d failed before SMTP", ledger.message_id, ledger.attempt)
             return self._finish(ledger, [], 0.0, f"internal error before sending: {exc!r}",
-                                action, smtp_id, request, failover=False)
+                                action, smtp_id, request, trouble="local")
         # An unexpected exception from here on leaves the outcome unknown: it
         # propagates, the ledger stays in flight and is retried as interrupted.
         result = await deliver(self.pool, server, decision.envelope_from, ledger.pending, data)
@@ -127,9 +129,11 @@ class Sender:
     def _finish(
         self, ledger: core.Ledger, outcomes: list[dict[str, object]], duration: float,
         error: str, action: core.Action, smtp_id: str, request: SendRequested,
-        server: OutgoingServerConfigured | None = None, *, failover: bool = True,
+        server: OutgoingServerConfigured | None = None, *, trouble: Trouble = "session",
     ) -> tuple[core.Ledger, DeliveryAttempted]:
-        nxt = self.alternative(ledger, request) if error and failover else None
+        """Fold the attempt (core.finish); after a session-level error the
+        policy says whether the mail moves to the next matching server."""
+        nxt = self.alternative(ledger, request) if error and fails_over(trouble) else None
         return core.finish(
             ledger, outcomes, now=time.time(), duration=duration, settings=self.rt.settings,
             session_error=error, interrupted=action.interrupted, smtp_message_id=smtp_id,

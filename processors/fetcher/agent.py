@@ -28,6 +28,7 @@ from schemas import (
     decode_any,
     encode,
 )
+from streams import tables
 from streams.partitioning import partition_for
 from streams.topics import INBOUND, INCOMING_STATUS
 
@@ -146,15 +147,11 @@ def register(rt: Runtime) -> None:
     app = rt.app
     n = INCOMING_STATUS.partitions(s)
     status_topic = INCOMING_STATUS.full(s)
-    checkpoints = app.Table("incoming-checkpoints", default=None, key_type=bytes, partitions=n,
-                            use_partitioner=True,
-                            help="incoming server -> UIDVALIDITY, last UID, pending batch")
-    states = app.Table("incoming-status", default=None, key_type=bytes, partitions=n,
-                       help="incoming server -> its last IncomingServerChecked")
+    checkpoints = rt.table(tables.INCOMING_CHECKPOINTS)
+    states = rt.table(tables.INCOMING_STATUS)
     store = TableStore(rt, checkpoints)
     bus = KafkaBus(rt)
     pollers: dict[str, tuple[IncomingServerConfigured, Poller, asyncio.Task[None]]] = {}
-    rt.extras["fetcher_pollers"] = pollers
 
     @app.agent(rt.topic(INCOMING_STATUS), name="postlane.fetcher-status")
     async def keep_status(stream: Any) -> None:

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import aioimaplib
 from aioimaplib import Command
 
-from postlane.secrets import SecretUnavailable, resolve_password
 from schemas import IncomingServerConfigured
+from schemas.errors import PostlaneError
+from streams.secrets import SecretUnavailable, resolve_password
 
 from .diagnose import Facts, explain
 
@@ -32,7 +33,7 @@ _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]")
 _EXISTS = re.compile(rb"^(\d+) EXISTS")
 
 
-class ImapError(RuntimeError):
+class ImapError(PostlaneError, RuntimeError):
     """An IMAP step failed. ``kind`` (see diagnose.py), ``step`` (connect,
     tls, login, select, fetch, store, idle) and ``sentence``: what is wrong
     and what to change."""
@@ -42,7 +43,7 @@ class ImapError(RuntimeError):
         self.facts = facts
         self.step = facts.step
         self.sentence = explain(kind, facts)
-        super().__init__(self.sentence)
+        super().__init__(self.sentence, processor="fetcher", server=facts.server)
 
 
 @dataclass(frozen=True)

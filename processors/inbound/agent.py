@@ -33,7 +33,6 @@ import time
 import uuid
 from typing import Any
 
-from postlane.secrets import unsubscribe_secret
 from schemas import (
     AliasConfigured,
     DeliveryAttempted,
@@ -51,8 +50,10 @@ from schemas import (
     decode_any,
     encode,
 )
-from schemas.addresses import AddressError, domain_of, split_address
+from schemas.ids import INBOUND_ROUTED as ROUTED_NS
+from streams import tables
 from streams.partitioning import partition_for
+from streams.secrets import unsubscribe_secret
 from streams.topics import (
     BOUNCES,
     DEAD_LETTER,
@@ -68,14 +69,13 @@ from streams.topics import (
 )
 
 from ..deadletter import decode_or_dead_letter, send_dead_letter
-from ..delivery.message import make_smtp_message_id
 from ..runtime import Runtime
 from . import core
 from .mail import MalformedMail, ParsedMail, normalize_message_id, parse_mail
 
 NAME = "inbound"
 log = logging.getLogger("postlane.inbound")
-_NS = uuid.UUID("0f7d0a47-61c3-4f57-8a8b-3b9e6d1c2a90")
+_NS = ROUTED_NS
 _INBOUND: dict[str, type[Event]] = {
     "InboundMailReceived": InboundMailReceived, "InboundMailRejected": InboundMailRejected,
 }
@@ -110,13 +110,6 @@ def alias_key(alias: str, sender: str) -> str:
     return f"{alias.lower()}|{sender.lower()}"
 
 
-def _header_domain(header_from: str) -> str:
-    try:
-        return domain_of(split_address(header_from)[1])
-    except (AddressError, ValueError):
-        return "postlane.invalid"
-
-
 def register(rt: Runtime) -> None:
     s = rt.settings
     app = rt.app
@@ -137,14 +130,10 @@ def register(rt: Runtime) -> None:
                                              s.unsubscribe_secret_file, s.data_dir))
         return core.UnsubscribeCheck(s.unsubscribe_alias, secret[0], now)
 
-    seen = app.Table("inbound-seen", default=None, key_type=bytes, partitions=n,
-                     help="normalized Message-ID -> the first inbound mail with it")
-    sent_index = app.Table("sent-index", default=None, key_type=bytes, partitions=n,
-                           help="normalized Message-ID Postlane sent -> message id, thread")
-    loops = app.Table("alias-loops", default=None, key_type=bytes, partitions=n,
-                      help="alias|sender -> mails counted in the loop window")
-    sent_threads = app.Table("sent-threads", default=None, key_type=bytes, partitions=n,
-                             help="message id -> thread_ref, tenant, Message-IDs indexed")
+    seen = rt.table(tables.INBOUND_SEEN)
+    sent_index = rt.table(tables.SENT_INDEX)
+    loops = rt.table(tables.ALIAS_LOOPS)
+    sent_threads = rt.table(tables.SENT_THREADS)
 
     async def emit(route: core.Route, inbound: InboundMailReceived | InboundMailRejected,
                    key: str, mail: ParsedMail | None) -> None:
@@ -232,9 +221,10 @@ def register(rt: Runtime) -> None:
                 if dup is not None:
                     await emit(dup, ev, key, mail)
                     continue
-                if entry is None:
-                    seen[key.encode()] = {"inbound_id": ev.inbound_id, "server": ev.server,
-                                          "source": ev.source, "received_at": ev.received_at}
+                first = core.first_seen(entry, ev.inbound_id, ev.server, ev.source,
+                                        ev.received_at)
+                if first is not None:
+                    seen[key.encode()] = first
             check = unsubscribe_check(ev.received_at or time.time())
             await dispatch(core.classify(mail, rt.config.view, ev.tenant, check), ev, key, mail)
 
@@ -253,8 +243,7 @@ def register(rt: Runtime) -> None:
                 if message.key != key:
                     await sent_out.send(key=key, value=message.value)
                     continue
-                sent_index[key] = {"message_id": ev.message_id, "thread_ref": ev.thread_ref,
-                                   "tenant": ev.tenant}
+                sent_index[key] = core.sent_index_row(ev.message_id, ev.thread_ref, ev.tenant)
                 continue
             assert isinstance(ev, InboundReplyLookupRequested)
             try:
@@ -341,23 +330,10 @@ def register(rt: Runtime) -> None:
                 ev = decode_any(_INDEX, event.message.value)
             except InvalidEvent:
                 continue  # other events of these topics, or garbage their owners dead-letter
-            key = ev.message_id.encode()  # type: ignore[attr-defined]
-            if isinstance(ev, RoutingDecided):
-                if ev.outcome != "routed":
-                    continue
-                request = ev.request or {}
-                smtp_id = make_smtp_message_id(ev.message_id, _header_domain(ev.header_from))
-                info = {"thread_ref": str(request.get("thread_ref", "")),
-                        "tenant": str(request.get("tenant", "")),
-                        "header_from": ev.header_from}
-                old = sent_threads.get(key) or {}
-                ids = list(old.get("ids", []))
-                if smtp_id not in ids:
-                    await record(ev.message_id, smtp_id, info)
-                    sent_threads[key] = {**info, "ids": [*ids, smtp_id]}
-            elif isinstance(ev, DeliveryAttempted) and ev.smtp_message_id:
-                old = sent_threads.get(key) or {}
-                ids = list(old.get("ids", []))
-                if ev.smtp_message_id not in ids:
-                    await record(ev.message_id, ev.smtp_message_id, old)
-                    sent_threads[key] = {**old, "ids": [*ids, ev.smtp_message_id]}
+            assert isinstance(ev, RoutingDecided | DeliveryAttempted)
+            key = ev.message_id.encode()
+            sent = core.sent_with(sent_threads.get(key), ev)
+            if sent is not None:
+                smtp_id, row = sent
+                await record(ev.message_id, smtp_id, row)
+                sent_threads[key] = row

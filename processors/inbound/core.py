@@ -34,10 +34,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from processors.config.view import ConfigView
-from schemas import AliasConfigured, SendRequested, SettingsChanged
-from schemas.addresses import AddressError, idna_domain
+from schemas import (
+    AliasConfigured,
+    DeliveryAttempted,
+    RoutingDecided,
+    SendRequested,
+    SettingsChanged,
+    ids,
+)
+from schemas.addresses import AddressError, domain_of, idna_domain, split_address
 from schemas.config import split_list
 
+from ..delivery.message import make_smtp_message_id
 from ..unsubscribe.token import TokenError, read_token, unsubscribe_event
 from .mail import MalformedMail, ParsedMail, parse_mail
 
@@ -51,7 +59,7 @@ class UnsubscribeCheck:
     secret: bytes
     now: float
 
-_BOUNCE_NS = uuid.UUID("6c0b7a8e-3f52-4c1e-9a57-0d1f1b0c5e21")
+_BOUNCE_NS = ids.INBOUND_BOUNCE
 _NO_REPLY_LOCALS = ("mailer-daemon", "postmaster", "no-reply", "noreply", "do-not-reply")
 
 
@@ -188,6 +196,68 @@ def duplicate(seen: dict[str, Any] | None, inbound_id: str, message_id: str) -> 
         f"Message-ID <{message_id}> was already received as inbound mail "
         f"{seen.get('inbound_id')} (via {where}, {_when(at)}): this copy is dropped",
     )
+
+
+def first_seen(seen: dict[str, Any] | None, inbound_id: str, server: str, source: str,
+               received_at: float) -> dict[str, Any] | None:
+    """The duplicate table's row to write for a mail not a duplicate: its
+    first copy (None when the Message-ID has a row already)."""
+    if seen is not None:
+        return None
+    return {"inbound_id": inbound_id, "server": server, "source": source,
+            "received_at": received_at}
+
+
+# --- the tables of what Postlane sent ------------------------------------------------------
+
+
+def sent_index_row(message_id: str, thread_ref: str, tenant: str) -> dict[str, str]:
+    """``sent-index``: a Message-ID Postlane sent -> its mail and thread."""
+    return {"message_id": message_id, "thread_ref": thread_ref, "tenant": tenant}
+
+
+def header_domain(header_from: str) -> str:
+    """The domain of a mail's header From (``postlane.invalid`` when it has
+    none), as delivery builds its SMTP Message-ID with."""
+    try:
+        return domain_of(split_address(header_from)[1])
+    except (AddressError, ValueError):
+        return "postlane.invalid"
+
+
+def sent_with(row: dict[str, Any] | None,
+              ev: RoutingDecided | DeliveryAttempted) -> tuple[str, dict[str, Any]] | None:
+    """``sent-threads`` after a mail's routing decision (the Message-ID
+    delivery will give it, with its thread, tenant and header From) or a
+    delivery attempt (the Message-ID it was sent with): (the Message-ID to
+    record on ``sent-ids``, the new row), or None when nothing is new."""
+    if isinstance(ev, RoutingDecided):
+        if ev.outcome != "routed":
+            return None
+        request = ev.request or {}
+        smtp_id = make_smtp_message_id(ev.message_id, header_domain(ev.header_from))
+        info = {"thread_ref": str(request.get("thread_ref", "")),
+                "tenant": str(request.get("tenant", "")), "header_from": ev.header_from}
+        new = sent_thread(row, smtp_id, info)
+    elif ev.smtp_message_id:
+        smtp_id = ev.smtp_message_id
+        new = sent_thread(row, smtp_id)
+    else:
+        return None
+    return None if new is None else (smtp_id, new)
+
+
+def sent_thread(row: dict[str, Any] | None, smtp_id: str,
+                info: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """``sent-threads`` after Postlane sent ``smtp_id`` for a mail: the row
+    with it added (to record once on ``sent-ids``), or None when it is known
+    already. ``info`` (thread_ref, tenant, header_from) comes with a routing
+    decision; a delivery attempt keeps the row's."""
+    old = row or {}
+    ids = list(old.get("ids", []))
+    if smtp_id in ids:
+        return None
+    return {**(old if info is None else info), "ids": [*ids, smtp_id]}
 
 
 def bounce(mail: ParsedMail, settings: SettingsChanged) -> Route | None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import base64
 import uuid
 
-from schemas import InboundMailReceived, InboundMailRejected
+from schemas import InboundMailReceived, InboundMailRejected, ids
 
 from .mail import header_block, header_message_id, inbound_key
 
-_IMAP_NS = uuid.UUID("b1f3c5d2-8a4e-4f0b-9c6d-2e7a1b3c4d5f")
+_IMAP_NS = ids.IMAP_MESSAGE
 
 
 def imap_inbound_id(server: str, uidvalidity: int, uid: int) -> str:

@@ -24,6 +24,7 @@ from email.utils import getaddresses
 from typing import Any
 
 from schemas.addresses import AddressError, check_address, idna_domain
+from schemas.errors import PostlaneError
 
 # Message-IDs: "<left@right>" tokens; the angle brackets are optional in
 # broken mailers' References, so bare tokens with an @ are taken too.
@@ -40,7 +41,7 @@ _FATAL_DEFECTS = (
 )
 
 
-class MalformedMail(ValueError):
+class MalformedMail(PostlaneError, ValueError):
     """The mail cannot be routed; the message says what is broken."""
 
 

@@ -75,7 +75,6 @@ class Handler:
 def register(rt: Runtime) -> None:
     s = rt.settings
     handler = Handler(rt)
-    rt.extras["ingress_handler"] = handler
 
     def factory() -> Any:
         return SMTP(handler, data_size_limit=s.inbound_max_bytes, enable_SMTPUTF8=True,

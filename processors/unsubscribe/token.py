@@ -1,5 +1,5 @@
 """Unsubscribe tokens and the headers that carry them. Pure: the secret and
-the clock are arguments (the secret is read by ``postlane.secrets``).
+the clock are arguments (the secret is read by ``streams.secrets``).
 
 A token names a tenant, a list and a recipient address, and when it
 expires; an HMAC-SHA256 (truncated to 80 bits) over those with the
@@ -21,18 +21,19 @@ import hmac
 import uuid
 from dataclasses import dataclass
 
-from schemas import SendRequested, UnsubscribeRequested
+from schemas import SendRequested, UnsubscribeRequested, ids
 from schemas.addresses import AddressError, split_address
+from schemas.errors import PostlaneError
 
 VERSION = "1"
 _SEP = "\x1f"
 _MAC_BYTES = 10
 _CONTEXT = b"postlane-unsubscribe\x00"
-_EVENT_NS = uuid.UUID("8d7c1f52-0b5e-4a43-a1a3-64f2c7b0e9d4")
+_EVENT_NS = ids.UNSUBSCRIBED
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
 
-class TokenError(ValueError):
+class TokenError(PostlaneError, ValueError):
     """A token that is not ours, altered, or expired; ``reason`` is one of
     malformed, forged, expired. The message is safe to show."""
 

@@ -117,7 +117,7 @@ class UnsubscribeServer:
 def from_settings(settings: Settings) -> tuple[UnsubscribeServer, Callable[[], None]]:
     """The server as the settings say, with the token secret read by the
     secrets edge and a Kafka publisher; (server, close the publisher)."""
-    from postlane.secrets import unsubscribe_secret
+    from streams.secrets import unsubscribe_secret
 
     secret = unsubscribe_secret(settings.unsubscribe_secret_env,
                                 settings.unsubscribe_secret_file, settings.data_dir)

@@ -1,7 +1,7 @@
 """Webhooks processor (consumer group ``postlane-webhooks``): signed POSTs of
 what became of each mail to the ``[[webhooks]]`` endpoints. Thin glue; the
 decisions are core.py's, the HTTP is http.py's, the secret is read by
-``postlane.secrets``.
+``streams.secrets``.
 
 - ``postlane.webhooks-rekey`` reads ``bounces`` (keyed by address) and
   re-publishes the events that notify (bounces, complaints, unsubscribes) on
@@ -48,6 +48,7 @@ from schemas import (
     decode_any,
     encode,
 )
+from streams import tables
 from streams.acked import acked, write_row
 from streams.topics import (
     BOUNCES,
@@ -76,16 +77,12 @@ _PRUNE_EVERY = 60.0  # seconds between two prunes of finished rows (at most; cor
 def register(rt: Runtime) -> None:
     s = rt.settings
     app = rt.app
-    n = s.partitions
     results = rt.topic(WEBHOOKS)
     events_out = rt.topic(WEBHOOK_EVENTS)
     dlq = rt.topic(DEAD_LETTER)
     webhook_events = WEBHOOK_EVENTS.full(s)
-    tenants = app.Table("webhook-tenants", default=None, key_type=bytes, partitions=n,
-                        use_partitioner=True, help="message_id -> the mail's tenant")
-    outbox = app.Table("webhook-outbox", default=None, key_type=bytes, partitions=n,
-                       use_partitioner=True,
-                       help="lane (message_id) -> {rows: delivery_id -> notification row}")
+    tenants = rt.table(tables.WEBHOOK_TENANTS)
+    outbox = rt.table(tables.WEBHOOK_OUTBOX)
     lock = asyncio.Lock()
     wake = asyncio.Event()
     poster = Poster(s.webhook_timeout)
@@ -95,7 +92,6 @@ def register(rt: Runtime) -> None:
     limits: dict[str, asyncio.Semaphore] = {}
     secrets: dict[tuple[str, str, str], bytes] = {}
     tasks: set[asyncio.Task[None]] = set()
-    rt.extras["webhook_outbox"] = outbox
 
     @app.agent(rt.raw_topic(BOUNCES), name="postlane.webhooks-rekey")
     async def rekey(stream: Any) -> None:
@@ -146,7 +142,7 @@ def register(rt: Runtime) -> None:
                     wake.set()
 
     def secret_of(hook: WebhookConfigured) -> bytes:
-        from postlane.secrets import webhook_secret
+        from streams.secrets import webhook_secret
 
         ident = (hook.name, hook.secret_env, hook.secret_file)
         if ident not in secrets:
@@ -156,7 +152,7 @@ def register(rt: Runtime) -> None:
     async def post(lane: bytes, row: dict[str, Any], hook: WebhookConfigured) -> None:
         sem = limits.setdefault(hook.name, asyncio.Semaphore(max(1, s.webhook_concurrency)))
         async with sem:
-            from postlane.secrets import SecretUnavailable
+            from streams.secrets import SecretUnavailable
 
             try:
                 secret = secret_of(hook)

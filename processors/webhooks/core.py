@@ -56,10 +56,11 @@ from schemas import (
     WebhookConfigured,
     WebhookDeadLettered,
     WebhookDelivered,
+    ids,
 )
 
-_NOTE_NS = uuid.UUID("3d1f7a52-8c4e-4b1a-9e07-5f2c6d8a1b34")
-_DELIVERY_NS = uuid.UUID("a7c2e915-0b3d-4f6e-8d21-4e9b7f0c3a58")
+_NOTE_NS = ids.WEBHOOK_NOTE
+_DELIVERY_NS = ids.WEBHOOK_DELIVERY
 OUTCOME_TYPES = {"accepted": "sent", "deferred": "deferred", "failed": "failed"}
 SIGNATURE_HEADER = "Postlane-Signature"
 # the events of the bounces topic that notify (re-keyed by message id)

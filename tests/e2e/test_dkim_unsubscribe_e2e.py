@@ -32,7 +32,6 @@ from click.testing import CliRunner
 from postlane.cli.dkim_cmd import dkim as dkim_group
 from postlane.configops import publish_config
 from postlane.publisher import Publisher
-from postlane.secrets import unsubscribe_secret
 from postlane.statusview import wait_final
 from processors.unsubscribe.token import make_token
 from processors.unsubscribe.web import UnsubscribeServer, kafka_publisher
@@ -44,6 +43,7 @@ from schemas import (
 )
 from streams.client import ensure_topics
 from streams.embedded import EmbeddedBroker, free_port
+from streams.secrets import unsubscribe_secret
 from streams.settings import Settings
 from streams.topics import BOUNCES
 from tests.smtp.conftest import HOST, Recorder

@@ -7,8 +7,10 @@ from email import message_from_bytes
 
 import pytest
 
-from processors.delivery import smtp
+from processors.delivery import errors
 from processors.delivery.message import build_message, make_smtp_message_id, message_bytes
+from processors.delivery.pool import SmtpPool, deliver
+from processors.delivery.session import SmtpSession
 from schemas import OutgoingServerConfigured, RoutingDecided, SendRequested
 
 from .conftest import HOST, PASSWORD, PASSWORD_ENV, USER
@@ -17,15 +19,15 @@ MAIL = b"From: app@example.com\r\nTo: a@example.org\r\nSubject: hello\r\n\r\nHel
 A, B = "alice@example.org", "bob@example.org"
 
 
-def session(server: OutgoingServerConfigured, pki, **kw) -> smtp.SmtpSession:
+def session(server: OutgoingServerConfigured, pki, **kw) -> SmtpSession:
     kw.setdefault("command_timeout", 3.0)
     kw.setdefault("deadline", 6.0)
     kw.setdefault("ca_file", pki.ca_file)
     kw.setdefault("local_hostname", "client.test")
-    return smtp.SmtpSession(server, **kw)
+    return SmtpSession(server, **kw)
 
 
-def by_rcpt(results: list[smtp.RecipientResult]) -> dict[str, smtp.RecipientResult]:
+def by_rcpt(results: list[errors.RecipientResult]) -> dict[str, errors.RecipientResult]:
     return {r.recipient: r for r in results}
 
 
@@ -88,7 +90,7 @@ async def test_bad_password_is_auth_failure(smtp_server, pki, monkeypatch):
     srv = smtp_server(tls="starttls", auth=True)
     monkeypatch.setenv(PASSWORD_ENV, "wrong")
     s = session(srv.config(), pki)
-    with pytest.raises(smtp.AuthFailed) as info:
+    with pytest.raises(errors.AuthFailed) as info:
         await s.send("bounce@example.com", [A], MAIL)
     err = info.value
     assert err.kind == "auth_failed" and err.code == 535
@@ -102,7 +104,7 @@ async def test_bad_password_is_auth_failure(smtp_server, pki, monkeypatch):
 async def test_missing_password_names_the_variable(smtp_server, pki, monkeypatch):
     srv = smtp_server(tls="starttls", auth=True)
     monkeypatch.delenv(PASSWORD_ENV)
-    with pytest.raises(smtp.CredentialsUnavailable) as info:
+    with pytest.raises(errors.CredentialsUnavailable) as info:
         await session(srv.config(), pki).connect()
     assert PASSWORD_ENV in str(info.value) and PASSWORD not in str(info.value)
 
@@ -110,7 +112,7 @@ async def test_missing_password_names_the_variable(smtp_server, pki, monkeypatch
 @pytest.mark.parametrize("tls", ["starttls", "ssl"])
 async def test_untrusted_certificate_refused_unless_allowed(smtp_server, pki, tls):
     srv = smtp_server(tls=tls)
-    with pytest.raises(smtp.CertificateRejected) as info:
+    with pytest.raises(errors.CertificateRejected) as info:
         await session(srv.config(), pki, ca_file=None).send("b@example.com", [A], MAIL)
     assert "allow_self_signed" in str(info.value)
     assert srv.handler.messages == []
@@ -125,7 +127,7 @@ async def test_untrusted_certificate_refused_unless_allowed(smtp_server, pki, tl
 
 async def test_certificate_for_another_host_refused(smtp_server, pki):
     srv = smtp_server(tls="ssl", cert="wrong_host")
-    with pytest.raises(smtp.CertificateRejected) as info:
+    with pytest.raises(errors.CertificateRejected) as info:
         await session(srv.config(), pki).connect()
     assert "mismatch" in str(info.value).lower() or "match" in str(info.value).lower()
 
@@ -202,7 +204,7 @@ async def test_server_that_never_answers_is_deferred_quickly(silent_server, pki)
     host, port = silent_server
     server = OutgoingServerConfigured(name="silent", host=host, port=port, security="none")
     start = time.monotonic()
-    with pytest.raises(smtp.ConnectTimeout) as info:
+    with pytest.raises(errors.ConnectTimeout) as info:
         await session(server, pki, command_timeout=5.0, deadline=0.5).send(
             "b@example.com", [A, B], MAIL
         )
@@ -211,9 +213,9 @@ async def test_server_that_never_answers_is_deferred_quickly(silent_server, pki)
     deferred = info.value.deferred([A, B])
     assert [(r.recipient, r.status) for r in deferred] == [(A, "deferred"), (B, "deferred")]
 
-    pool = smtp.SmtpPool(command_timeout=0.3, deadline=5.0)
+    pool = SmtpPool(command_timeout=0.3, deadline=5.0)
     try:
-        delivery = await smtp.deliver(pool, server, "b@example.com", [A, B], MAIL)
+        delivery = await deliver(pool, server, "b@example.com", [A, B], MAIL)
     finally:
         await pool.close_all()
     assert [r.status for r in delivery.outcomes] == ["deferred", "deferred"]
@@ -284,14 +286,14 @@ async def test_max_mails_per_connection(smtp_server, pki):
 
 async def test_no_starttls_offered(smtp_server, pki):
     srv = smtp_server(tls="none")
-    with pytest.raises(smtp.StartTlsUnavailable) as info:
+    with pytest.raises(errors.StartTlsUnavailable) as info:
         await session(srv.config(security="starttls"), pki).connect()
     assert info.value.kind == "no_starttls"
 
 
 async def test_refused_port(closed_port, pki):
     server = OutgoingServerConfigured(name="x", host=HOST, port=closed_port, security="none")
-    with pytest.raises(smtp.ConnectFailed) as info:
+    with pytest.raises(errors.ConnectFailed) as info:
         await session(server, pki).connect()
     assert info.value.kind == "refused" and info.value.port == closed_port
 
@@ -299,7 +301,7 @@ async def test_refused_port(closed_port, pki):
 async def test_filtered_port_times_out(filtered_port, pki):
     server = OutgoingServerConfigured(name="x", host=HOST, port=filtered_port, security="none")
     start = time.monotonic()
-    with pytest.raises(smtp.ConnectTimeout) as info:
+    with pytest.raises(errors.ConnectTimeout) as info:
         await session(server, pki, command_timeout=0.3).connect()
     assert info.value.kind == "timeout" and "firewall" in str(info.value)
     assert time.monotonic() - start < 2.0
@@ -307,7 +309,7 @@ async def test_filtered_port_times_out(filtered_port, pki):
 
 async def test_pool_reuses_and_renews_sessions(smtp_server, pki):
     srv = smtp_server()
-    pool = smtp.SmtpPool(command_timeout=3.0, deadline=6.0, ca_file=pki.ca_file)
+    pool = SmtpPool(command_timeout=3.0, deadline=6.0, ca_file=pki.ca_file)
     try:
         server = srv.config()
         first = await pool.get(server)
@@ -325,7 +327,7 @@ async def test_pool_reuses_and_renews_sessions(smtp_server, pki):
 
         async with pool.lease(server) as leased:
             assert leased is not first
-        delivery = await smtp.deliver(pool, server, "b@example.com", [A, B], MAIL)
+        delivery = await deliver(pool, server, "b@example.com", [A, B], MAIL)
         assert [r.status for r in delivery.outcomes] == ["accepted", "accepted"]
         assert delivery.error == ""
     finally:
@@ -336,9 +338,9 @@ async def test_pool_reuses_and_renews_sessions(smtp_server, pki):
 
 async def test_deliver_turns_session_errors_into_deferrals(closed_port):
     server = OutgoingServerConfigured(name="x", host=HOST, port=closed_port, security="none")
-    pool = smtp.SmtpPool(command_timeout=1.0, deadline=2.0)
+    pool = SmtpPool(command_timeout=1.0, deadline=2.0)
     try:
-        delivery = await smtp.deliver(pool, server, "b@example.com", [A, B, A], MAIL)
+        delivery = await deliver(pool, server, "b@example.com", [A, B, A], MAIL)
     finally:
         await pool.close_all()
     assert [(r.recipient, r.status) for r in delivery.outcomes] == [

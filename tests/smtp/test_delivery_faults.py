@@ -5,7 +5,7 @@ and the words an operator sees.
 The path: ``router.core.decide`` routes the request; the delivery core
 opens the ledger and starts the attempt (``core.on_routed``, ``core.start``);
 ``Sender.attempt`` builds the mail and runs it through the SMTP pool
-(``smtp.deliver``, the one module talking to the server) and folds the
+(``pool.deliver``; ``session.py`` the one module talking to the server) and folds the
 outcome (``core.finish``: back-off, give-up, failover to the next matching
 server); the status projection (``status.core.fold``) turns the events into
 the state and reason ``postlane status`` shows. Only the Faust glue is left
@@ -47,7 +47,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 
 from processors.config.view import ConfigView
-from processors.delivery import core, smtp
+from processors.delivery import core
+from processors.delivery.pool import SmtpPool
 from processors.delivery.sender import Sender
 from processors.router.core import decide
 from processors.status import core as status_core
@@ -101,7 +102,7 @@ class Path:
         self.view = view
         self.sender = Sender(rt)  # type: ignore[arg-type]
         # the test CA, so TLS to the test servers verifies as it would in production
-        self.sender.pool = smtp.SmtpPool.from_settings(
+        self.sender.pool = SmtpPool.from_settings(
             self.settings, ca_file=pki.ca_file, local_hostname="client.test")
         self.events: list[Event] = []
         self.ledger: core.Ledger | None = None

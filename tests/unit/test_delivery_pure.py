@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-from postlane.secrets import SecretUnavailable, require_password, resolve_password
-from processors.delivery.backoff import classify, next_attempt_at, parse_enhanced, retry_delay
 from processors.delivery.diagnose import KINDS, Facts, ProbeReport, explain
 from processors.delivery.message import (
     MessageError,
@@ -21,7 +19,9 @@ from processors.delivery.message import (
     make_smtp_message_id,
     message_bytes,
 )
+from processors.delivery.policy import classify, next_attempt_at, parse_enhanced, retry_delay
 from schemas import OutgoingServerConfigured, RoutingDecided, SendRequested
+from streams.secrets import SecretUnavailable, require_password, resolve_password
 from streams.settings import Settings
 
 # --- back-off -------------------------------------------------------------------

@@ -18,7 +18,6 @@ from click.testing import CliRunner
 from postlane.cli.dkim_cmd import dkim as dkim_group
 from postlane.configfile import ConfigFileError, events, parse
 from postlane.configops import dkim_key_problems
-from postlane.secrets import SecretUnavailable, read_dkim_key, unsubscribe_secret
 from processors.config.view import fold
 from processors.delivery.dkim import DkimError, LoadedKey, Signer, choose, load_key, sign
 from processors.delivery.message import (
@@ -43,6 +42,7 @@ from schemas import (
     SendRequested,
     SettingsChanged,
 )
+from streams.secrets import SecretUnavailable, read_dkim_key, unsubscribe_secret
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 NOW = 1_780_000_000.0

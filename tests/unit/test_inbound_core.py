@@ -346,3 +346,48 @@ def test_ingress_refuses_foreign_domains() -> None:
         "550 5.7.1 gmail.com is not a domain of this gateway: relaying denied")
     assert (refuse_recipient("not an address", v) or "").startswith("553")
     assert "no alias domain" in (refuse_recipient("a@b.com", ConfigView()) or "")
+
+
+# --- table bookkeeping -----------------------------------------------------------------
+
+
+def test_the_first_copy_of_a_message_id_is_remembered_once() -> None:
+    row = core.first_seen(None, "in-1", "imap-a", "imap", 10.0)
+    assert row == {"inbound_id": "in-1", "server": "imap-a", "source": "imap",
+                   "received_at": 10.0}
+    assert core.first_seen(row, "in-2", "imap-b", "imap", 11.0) is None
+
+
+def test_sent_threads_records_each_message_id_once_and_keeps_the_thread() -> None:
+    info = {"thread_ref": "t1", "tenant": "acme", "header_from": "a@shop.example"}
+    first = core.sent_thread(None, "<x1@shop.example>", info)
+    assert first == {**info, "ids": ["<x1@shop.example>"]}
+    assert core.sent_thread(first, "<x1@shop.example>", info) is None  # redelivered
+    retried = core.sent_thread(first, "<x2@shop.example>")  # a delivery attempt's own id
+    assert retried == {**info, "ids": ["<x1@shop.example>", "<x2@shop.example>"]}
+    assert core.sent_thread(None, "<x3@shop.example>") == {"ids": ["<x3@shop.example>"]}
+    assert core.sent_index_row("m1", "t1", "acme") == {
+        "message_id": "m1", "thread_ref": "t1", "tenant": "acme"}
+
+
+def test_sent_with_a_routing_decision_then_an_attempt() -> None:
+    from processors.delivery.message import make_smtp_message_id
+    from schemas import DeliveryAttempted, RoutingDecided
+
+    decided = RoutingDecided(message_id="m1", outcome="routed", server="s",
+                             header_from="Shop <news@Shop.Example>", envelope_from="b@x.y",
+                             request={"thread_ref": "t1", "tenant": "acme"})
+    smtp_id, row = core.sent_with(None, decided) or ("", {})
+    assert smtp_id == make_smtp_message_id("m1", "shop.example")
+    assert row == {"thread_ref": "t1", "tenant": "acme",
+                   "header_from": "Shop <news@Shop.Example>", "ids": [smtp_id]}
+    assert core.sent_with(row, decided) is None  # redelivered
+    attempted = DeliveryAttempted(message_id="m1", attempt=2, server="s", outcomes=[],
+                                  smtp_message_id="<other@shop.example>")
+    assert core.sent_with(row, attempted) == (
+        "<other@shop.example>", {**row, "ids": [smtp_id, "<other@shop.example>"]})
+    no_id = DeliveryAttempted(message_id="m1", attempt=3, server="s", outcomes=[])
+    assert core.sent_with(row, no_id) is None
+    refused = RoutingDecided(message_id="m2", outcome="no_server", reason="none")
+    assert core.sent_with(None, refused) is None
+    assert core.header_domain("not an address") == "postlane.invalid"

@@ -1,4 +1,4 @@
-"""The SMTP edge of the delivery processor: the ONLY module importing aiosmtplib.
+"""One SMTP session: the ONLY module importing aiosmtplib.
 
 ``SmtpSession`` holds one connection to one outgoing server and sends mail
 over it, one transaction at a time, reusing the connection (RSET check) and
@@ -7,18 +7,16 @@ reconnecting when it dropped. ``send`` gives ONE outcome per recipient:
 - accepted: the server confirmed the DATA (250) for that recipient;
 - deferred: a 4xx answer, a timeout, a dropped connection (also during
   DATA: every recipient the server had not confirmed yet), the deadline;
-- failed: a 5xx answer (but 552 to RCPT, RFC 5321's old "too many
-  recipients", is deferred); the code, the enhanced status and the text
-  (without the enhanced status repeated) are kept.
+- failed: a 5xx answer (but 552 to RCPT is deferred: ``policy.py``); the
+  code, the enhanced status and the text (without the enhanced status
+  repeated) are kept.
 
 Low-level commands (MAIL, RCPT, DATA) are used instead of ``send_message``
 so a refused recipient fails alone and the others still get the mail.
 
 Problems establishing the session (connect, TLS, login) are raised as
-``SmtpSessionError`` subclasses that carry the facts (server, host, port,
-code, text) and one sentence saying what the operator should change (see
-``diagnose.py``). ``deliver`` wraps ``send`` for the processor: it never
-raises for SMTP trouble and returns outcomes plus the session error.
+``SmtpSessionError`` subclasses (``errors.py``). The pool of sessions and
+``deliver`` (which never raises for SMTP trouble) are in ``pool.py``.
 """
 
 from __future__ import annotations
@@ -27,25 +25,32 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import aiosmtplib
 
-from postlane.secrets import SecretUnavailable, require_password
 from schemas import OutgoingServerConfigured
+from streams.secrets import SecretUnavailable, require_password
 
-from .backoff import Status, classify, parse_enhanced
-from .diagnose import OPERATOR_KINDS, Facts, explain, one_line
+from .diagnose import Facts, one_line
+from .errors import (
+    RecipientResult,
+    SmtpSessionError,
+    answered,
+    dedupe,
+    deferred_result,
+    session_error,
+    split_answer,
+)
+from .policy import parse_enhanced
 
 log = logging.getLogger("postlane.delivery.smtp")
 
-# OpenSSL reasons seen when a TLS client talks to a plain-text port.
+
 _PLAINTEXT_TLS_REASONS = (
     "WRONG_VERSION_NUMBER",
     "UNKNOWN_PROTOCOL",
@@ -56,221 +61,6 @@ _PLAINTEXT_TLS_REASONS = (
 )
 _IMPLICIT_TLS_PORTS = (465,)
 _PLAIN_PORTS = (25, 587, 2525)
-
-
-# --------------------------------------------------------------------------
-# results and errors
-
-
-@dataclass(frozen=True)
-class RecipientResult:
-    """The outcome of one attempt for one recipient. ``code`` is 0 when the
-    server gave no answer (timeout, dropped connection). ``stage`` is where
-    it was decided: mail, rcpt, data, connection or local."""
-
-    recipient: str
-    status: Status
-    code: int = 0
-    enhanced: str = ""
-    text: str = ""
-    stage: str = ""
-
-    @property
-    def said(self) -> str:
-        """The server's words with the enhanced status: ``5.1.1 no such user``."""
-        return " ".join(p for p in (self.enhanced, self.text) if p)
-
-    def as_outcome(self) -> dict[str, Any]:
-        """The ``DeliveryAttempted.outcomes`` item."""
-        return {
-            "recipient": self.recipient,
-            "status": self.status,
-            "code": self.code,
-            "enhanced": self.enhanced,
-            "text": self.text,
-        }
-
-
-def split_answer(text: str) -> tuple[str, str]:
-    """A server's answer text as (enhanced status code, the words without
-    it): ``"5.1.1 no such user"`` -> ``("5.1.1", "no such user")``. Every
-    reader shows code, enhanced code and text side by side, so the text
-    must not repeat the enhanced code (``550 5.1.1 5.1.1 no such user``)."""
-    enhanced = parse_enhanced(text)
-    if not enhanced:
-        return "", one_line(text)
-    lead = re.compile(rf"^\s*{re.escape(enhanced)}(?:\s+|$)")
-    return enhanced, one_line("\n".join(lead.sub("", line) for line in text.splitlines()))
-
-
-def _answered(recipient: str, code: int, text: str, stage: str) -> RecipientResult:
-    """A recipient decided by a server's refusal (never "accepted")."""
-    status = classify(code)
-    if status == "accepted":  # an odd 2xx/3xx where 250 was needed
-        status = "deferred"
-    if stage == "rcpt" and code == 552:
-        # RFC 5321 4.5.3.1.10: 552 to RCPT is RFC 821's "too many
-        # recipients"; clients SHOULD treat it as temporary (452), as Postfix does
-        status = "deferred"
-    enhanced, words = split_answer(text)
-    return RecipientResult(recipient, status, code, enhanced, words, stage)
-
-
-def _deferred(
-    recipient: str, text: str, enhanced: str, stage: str = "connection"
-) -> RecipientResult:
-    return RecipientResult(recipient, "deferred", 0, enhanced, text, stage)
-
-
-class SmtpSessionError(Exception):
-    """The session with a server could not be established (or was lost
-    outside a mail transaction). ``kind`` is the failure kind (see
-    diagnose.KINDS), ``facts`` the details, ``str(exc)`` the sentence."""
-
-    def __init__(self, kind: str, facts: Facts) -> None:
-        self.kind = kind
-        self.facts = facts
-        self.sentence = explain(kind, facts)
-        super().__init__(self.sentence)
-
-    @property
-    def server(self) -> str:
-        return self.facts.server
-
-    @property
-    def host(self) -> str:
-        return self.facts.host
-
-    @property
-    def port(self) -> int:
-        return self.facts.port
-
-    @property
-    def code(self) -> int:
-        return self.facts.code
-
-    @property
-    def text(self) -> str:
-        return self.facts.text
-
-    @property
-    def step(self) -> str:
-        return self.facts.step
-
-    @property
-    def needs_operator(self) -> bool:
-        """True when a person must change the configuration or the server;
-        False for trouble a later retry may cure."""
-        if self.kind == "greeting_refused":
-            return self.code >= 500
-        return self.kind in OPERATOR_KINDS
-
-    def deferred(self, recipients: list[str]) -> list[RecipientResult]:
-        """Every recipient deferred with this error (the mail waits)."""
-        enhanced = parse_enhanced(self.text)
-        if enhanced.startswith("5."):
-            # the mail waits: the server's permanent class (535 5.7.8 at
-            # login) would contradict "deferred" wherever it is shown
-            enhanced = "4." + enhanced[2:]
-        if not enhanced:
-            timed_out = self.kind in ("timeout", "no_greeting", "deadline")
-            enhanced = "4.4.1" if timed_out else "4.4.2"
-        code = self.code if 400 <= self.code < 500 else 0
-        return [
-            RecipientResult(r, "deferred", code, enhanced, self.sentence, "connection")
-            for r in _dedupe(recipients)
-        ]
-
-
-class ConnectFailed(SmtpSessionError):
-    """refused, dns, unreachable."""
-
-
-class ConnectTimeout(SmtpSessionError):
-    """timeout (TCP connect: filtered), no_greeting, deadline."""
-
-
-class TlsError(SmtpSessionError):
-    """Any TLS problem."""
-
-
-class TlsModeMismatch(TlsError):
-    """tls_required (STARTTLS/none on an implicit-TLS port), tls_unexpected
-    (SSL/TLS on a plain port)."""
-
-
-class StartTlsUnavailable(TlsError):
-    """no_starttls."""
-
-
-class CertificateRejected(TlsError):
-    """certificate: self-signed, expired, wrong host, unknown CA."""
-
-
-class TlsFailed(TlsError):
-    """tls_failed: any other handshake failure."""
-
-
-class AuthError(SmtpSessionError):
-    """Any login problem."""
-
-
-class AuthFailed(AuthError):
-    """auth_failed, auth_needs_tls."""
-
-
-class AuthUnavailable(AuthError):
-    """no_auth: the server offers no (usable) AUTH."""
-
-
-class CredentialsUnavailable(AuthError):
-    """no_password: the secrets edge cannot read the password."""
-
-
-class GreetingRefused(SmtpSessionError):
-    """greeting_refused (4xx/5xx at connect), helo_refused."""
-
-
-class SessionDropped(SmtpSessionError):
-    """disconnected: the server closed the connection during the setup."""
-
-
-_ERROR_CLASSES: dict[str, type[SmtpSessionError]] = {
-    "refused": ConnectFailed,
-    "dns": ConnectFailed,
-    "unreachable": ConnectFailed,
-    "timeout": ConnectTimeout,
-    "no_greeting": ConnectTimeout,
-    "deadline": ConnectTimeout,
-    "tls_required": TlsModeMismatch,
-    "tls_unexpected": TlsModeMismatch,
-    "no_starttls": StartTlsUnavailable,
-    "certificate": CertificateRejected,
-    "tls_failed": TlsFailed,
-    "auth_failed": AuthFailed,
-    "auth_needs_tls": AuthFailed,
-    "no_auth": AuthUnavailable,
-    "no_password": CredentialsUnavailable,
-    "greeting_refused": GreetingRefused,
-    "helo_refused": GreetingRefused,
-    "disconnected": SessionDropped,
-}
-
-
-def session_error(kind: str, facts: Facts) -> SmtpSessionError:
-    """The typed exception for a failure kind."""
-    return _ERROR_CLASSES.get(kind, SmtpSessionError)(kind, facts)
-
-
-# --------------------------------------------------------------------------
-# helpers
-
-
-def _dedupe(recipients: list[str]) -> list[str]:
-    seen: dict[str, str] = {}
-    for r in recipients:
-        seen.setdefault(r.lower(), r)
-    return list(seen.values())
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -304,6 +94,7 @@ def _looks_plaintext(err: ssl.SSLError) -> bool:
     return any(r in reason or r in text for r in _PLAINTEXT_TLS_REASONS)
 
 
+
 @functools.lru_cache(maxsize=32)
 def tls_context(
     allow_self_signed: bool = False, ca_file: str | None = None
@@ -320,7 +111,8 @@ def tls_context(
     return ctx
 
 
-async def _tcp_connect(host: str, port: int, timeout: float, facts: Facts) -> socket.socket:
+
+async def tcp_connect(host: str, port: int, timeout: float, facts: Facts) -> socket.socket:
     """A connected non-blocking socket; ConnectFailed / ConnectTimeout."""
     loop = asyncio.get_running_loop()
     facts = facts.with_(step="connect", timeout=timeout)
@@ -357,41 +149,6 @@ async def _tcp_connect(host: str, port: int, timeout: float, facts: Facts) -> so
     detail = "; ".join(d for _, d in failures) or "no address"
     raise session_error(kind, facts.with_(detail=detail))
 
-
-async def sniff_port(host: str, port: int, timeout: float) -> str:
-    """What a port speaks, for diagnosis: "smtp" (a plain-text greeting),
-    "tls" (a TLS handshake completes), "closed" (connection refused or
-    closed at once) or "silent" (neither within ``timeout``)."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, TimeoutError):
-        return "closed"
-    try:
-        line = await asyncio.wait_for(reader.readline(), timeout)
-        if line[:3].isdigit():
-            return "smtp"
-        if not line:
-            return "closed"
-    except (OSError, TimeoutError):
-        pass
-    finally:
-        writer.close()
-    ctx = tls_context(allow_self_signed=True)
-    try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                host, port, ssl=ctx, server_hostname=host, ssl_handshake_timeout=timeout
-            ),
-            timeout,
-        )
-    except (OSError, TimeoutError):
-        return "silent"
-    writer.close()
-    return "tls"
-
-
-# --------------------------------------------------------------------------
-# the session
 
 
 class SmtpSession:
@@ -501,7 +258,7 @@ class SmtpSession:
         self._step = "connect"
         use_tls = s.security == "ssl"
         ctx = tls_context(s.allow_self_signed, self.ca_file) if s.security != "none" else None
-        sock = await _tcp_connect(s.host, s.port, self.command_timeout, self._facts())
+        sock = await tcp_connect(s.host, s.port, self.command_timeout, self._facts())
         self.progress.append(("connect", f"TCP connection to {s.host} port {s.port} open"))
         smtp = aiosmtplib.SMTP(
             hostname=s.host,
@@ -668,7 +425,7 @@ class SmtpSession:
     ) -> list[RecipientResult]:
         """Send one mail; one result per (deduplicated) recipient, in order.
         Raises SmtpSessionError when the session cannot be established."""
-        rcpts = _dedupe(recipients)
+        rcpts = dedupe(recipients)
         results: dict[str, RecipientResult] = {}
         async with self._lock:
             in_transaction = False
@@ -687,7 +444,7 @@ class SmtpSession:
                 )
                 for r in rcpts:
                     if r not in results:
-                        results[r] = _deferred(r, note, "4.4.1", self._step or "connection")
+                        results[r] = deferred_result(r, note, "4.4.1", self._step or "connection")
             finally:
                 self.last_used = time.monotonic()
         return [results[r] for r in rcpts]
@@ -727,7 +484,7 @@ class SmtpSession:
                 await smtp.mail(envelope_from, options=options, encoding=encoding)
             except aiosmtplib.SMTPSenderRefused as exc:
                 for r in todo:
-                    results[r] = _answered(r, exc.code, exc.message, "mail")
+                    results[r] = answered(r, exc.code, exc.message, "mail")
                 await self._reset()
                 return
             except ValueError as exc:
@@ -741,7 +498,7 @@ class SmtpSession:
                 try:
                     await smtp.rcpt(r, encoding=encoding)
                 except aiosmtplib.SMTPRecipientRefused as exc:
-                    results[r] = _answered(r, exc.code, exc.message, "rcpt")
+                    results[r] = answered(r, exc.code, exc.message, "rcpt")
                 except ValueError as exc:
                     results[r] = RecipientResult(r, "failed", 0, "5.1.3", str(exc), "local")
                 else:
@@ -754,7 +511,7 @@ class SmtpSession:
                 response = await smtp.data(message)
             except aiosmtplib.SMTPDataError as exc:
                 for r in accepted:
-                    results[r] = _answered(r, exc.code, exc.message, "data")
+                    results[r] = answered(r, exc.code, exc.message, "data")
                 await self._reset()
                 return
             enhanced, text = split_answer(response.message)
@@ -787,7 +544,7 @@ class SmtpSession:
         log.info("%s: %s", self.server.name, note)
         for r in rcpts:
             if r not in results:
-                results[r] = _deferred(r, note, enhanced, stage)
+                results[r] = deferred_result(r, note, enhanced, stage)
 
     async def _reset(self) -> None:
         """RSET after a refused transaction; a failure closes the connection."""
@@ -818,7 +575,7 @@ class SmtpSession:
                         response = await smtp.mail(sender)
                     except aiosmtplib.SMTPSenderRefused as exc:
                         await self._reset()
-                        return _answered(sender, exc.code, exc.message, "mail"), None
+                        return answered(sender, exc.code, exc.message, "mail"), None
                     mail_ok = RecipientResult(
                         sender, "accepted", response.code, parse_enhanced(response.message),
                         one_line(response.message), "mail",
@@ -831,7 +588,7 @@ class SmtpSession:
                             parse_enhanced(response.message), one_line(response.message), "rcpt",
                         )
                     except aiosmtplib.SMTPRecipientRefused as exc:
-                        rcpt = _answered(recipient, exc.code, exc.message, "rcpt")
+                        rcpt = answered(recipient, exc.code, exc.message, "rcpt")
                     await self._reset()
                     self._step = ""
                     return mail_ok, rcpt
@@ -861,6 +618,7 @@ class SmtpSession:
             self._smtp = None
 
 
+
 def server_fingerprint(server: OutgoingServerConfigured) -> tuple[Any, ...]:
     """What a connection depends on: a change means a new connection."""
     return (
@@ -874,161 +632,3 @@ def server_fingerprint(server: OutgoingServerConfigured) -> tuple[Any, ...]:
         server.timeout,
     )
 
-
-# --------------------------------------------------------------------------
-# the pool
-
-
-class SmtpPool:
-    """Sessions keyed by server name, at most ``max_per_server`` in use at
-    once per server (``get`` waits for a free one). Idle sessions are kept
-    for ``max_idle`` seconds; a changed server configuration gets a new
-    connection."""
-
-    def __init__(
-        self,
-        *,
-        command_timeout: float = 30.0,
-        deadline: float = 120.0,
-        ca_file: str | None = None,
-        local_hostname: str | None = None,
-        max_per_server: int = 2,
-        max_idle: float = 60.0,
-        max_mails_per_connection: int = 100,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        self.command_timeout = command_timeout
-        self.deadline = deadline
-        self.ca_file = ca_file
-        self.local_hostname = local_hostname
-        self.max_per_server = max_per_server
-        self.max_idle = max_idle
-        self.max_mails = max_mails_per_connection
-        self._environ = environ
-        self._idle: dict[str, list[SmtpSession]] = {}
-        self._busy: set[SmtpSession] = set()
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._closed = False
-
-    @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> SmtpPool:
-        """From ``streams.settings.Settings`` (smtp_timeout, attempt_deadline)."""
-        kwargs: dict[str, Any] = {
-            "command_timeout": settings.smtp_timeout,
-            "deadline": settings.attempt_deadline,
-        }
-        kwargs.update(overrides)
-        return cls(**kwargs)
-
-    async def get(self, server: OutgoingServerConfigured) -> SmtpSession:
-        """A session for ``server`` (not connected yet when new: ``send``
-        connects). Give it back with ``release``."""
-        if self._closed:
-            raise RuntimeError("the SMTP pool is closed")
-        slot = self._slots.setdefault(server.name, asyncio.Semaphore(self.max_per_server))
-        await slot.acquire()
-        try:
-            idle = self._idle.setdefault(server.name, [])
-            fingerprint = server_fingerprint(server)
-            now = time.monotonic()
-            while idle:
-                session = idle.pop()
-                if session.fingerprint == fingerprint and now - session.last_used < self.max_idle:
-                    session.server = server
-                    self._busy.add(session)
-                    return session
-                session.abort()  # stale or reconfigured: no QUIT to a possibly dead peer
-            session = SmtpSession(
-                server,
-                command_timeout=self.command_timeout,
-                deadline=self.deadline,
-                ca_file=self.ca_file,
-                local_hostname=self.local_hostname,
-                max_mails=self.max_mails,
-                environ=self._environ,
-            )
-            self._busy.add(session)
-            return session
-        except BaseException:
-            slot.release()
-            raise
-
-    def release(self, session: SmtpSession) -> None:
-        """Give a session back (connected or not)."""
-        if session not in self._busy:
-            return
-        self._busy.discard(session)
-        if self._closed:
-            session.abort()
-        else:
-            self._idle.setdefault(session.server.name, []).append(session)
-        slot = self._slots.get(session.server.name)
-        if slot is not None:
-            slot.release()
-
-    @contextlib.asynccontextmanager
-    async def lease(self, server: OutgoingServerConfigured) -> AsyncIterator[SmtpSession]:
-        session = await self.get(server)
-        try:
-            yield session
-        finally:
-            self.release(session)
-
-    async def discard(self, name: str) -> None:
-        """Close the idle sessions of a server (removed or changed)."""
-        for session in self._idle.pop(name, []):
-            await session.close()
-
-    async def close_all(self) -> None:
-        """QUIT every idle session and close the busy ones."""
-        self._closed = True
-        idle = [s for sessions in self._idle.values() for s in sessions]
-        self._idle.clear()
-        await asyncio.gather(*(s.close() for s in idle), return_exceptions=True)
-        for session in list(self._busy):
-            session.abort()
-
-    def stats(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for name, sessions in self._idle.items():
-            out.setdefault(name, {"idle": 0, "busy": 0})["idle"] = len(sessions)
-        for session in self._busy:
-            out.setdefault(session.server.name, {"idle": 0, "busy": 0})["busy"] += 1
-        return out
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What ``deliver`` returns: one outcome per recipient, plus the
-    session-level error (sentence and kind) when there was one."""
-
-    outcomes: list[RecipientResult]
-    duration: float
-    error: str = ""
-    error_kind: str = ""
-    needs_operator: bool = False
-
-
-async def deliver(
-    pool: SmtpPool,
-    server: OutgoingServerConfigured,
-    envelope_from: str,
-    recipients: list[str],
-    message_bytes: bytes,
-) -> Delivery:
-    """One delivery attempt through the pool; never raises for SMTP
-    trouble (a session error defers every recipient)."""
-    start = time.monotonic()
-    async with pool.lease(server) as session:
-        try:
-            outcomes = await session.send(envelope_from, recipients, message_bytes)
-        except SmtpSessionError as exc:
-            log.warning("%s: %s", server.name, exc.sentence)
-            return Delivery(
-                exc.deferred(recipients),
-                time.monotonic() - start,
-                error=exc.sentence,
-                error_kind=exc.kind,
-                needs_operator=exc.needs_operator,
-            )
-    return Delivery(outcomes, time.monotonic() - start)
