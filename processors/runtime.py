@@ -22,10 +22,6 @@ class Runtime:
     settings: Settings
     config: ConfigReader
     topics: dict[str, faust.TopicT] = field(default_factory=dict)
-    # written by the router, limiter, delivery and status agents and read by
-    # nothing (the limiter reads a "clock" nobody writes): to be removed with
-    # those lines (notes/issue-19.md); add nothing here
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def raw_topic(self, *specs: TopicSpec) -> faust.TopicT:
         """An agent's input over ``specs`` as raw bytes: the agent decodes (and

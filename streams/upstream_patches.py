@@ -38,6 +38,8 @@ from typing import Any
 
 import faust
 
+from schemas.errors import PostlaneError
+
 from .fetch_wait import next_wait_ms
 from .offsets import true_end_offsets
 from .settings import Settings
@@ -48,7 +50,7 @@ AIOKAFKA = "aiokafka"
 EXPECTED_VERSIONS = {FAUST: "0.15.3", AIOKAFKA: "0.14.0"}
 
 
-class UpstreamMismatch(RuntimeError):
+class UpstreamMismatch(PostlaneError, RuntimeError):
     """The installed faust-streaming or aiokafka is not the code the
     patches were written against."""
 

@@ -590,9 +590,9 @@ class ConsoleServer:
     async def _up(self) -> None:
         unsub = None
         if self.with_unsubscribe:
-            from postlane.secrets import unsubscribe_secret
             from processors.unsubscribe.web import kafka_publisher
             from processors.unsubscribe.web import make_app as unsubscribe_app
+            from streams.secrets import unsubscribe_secret
 
             s = self.settings
             secret = unsubscribe_secret(s.unsubscribe_secret_env, s.unsubscribe_secret_file,

@@ -28,12 +28,14 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from schemas.errors import PostlaneError
+
 N, R, P = 2**14, 8, 1
 NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 ONCE_SECONDS = 600.0
 
 
-class UserFileError(ValueError):
+class UserFileError(PostlaneError, ValueError):
     """The users file or a user name is wrong; the message says how."""
 
 

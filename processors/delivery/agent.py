@@ -65,6 +65,7 @@ from schemas import (
     decode_any,
     encode,
 )
+from streams import tables
 from streams.acked import acked, write_row
 from streams.batches import batches
 from streams.topics import (
@@ -106,13 +107,7 @@ def register(rt: Runtime) -> None:
     source = rt.raw_topic(RELEASED, ROUTING_DECIDED, DELIVERY_DUE, DELIVERY_QUOTA)
     quota_topic = rt.topic(QUOTA)
     limits = LimitsCache(rt.config, s)
-    ledger_table = app.Table(
-        "delivery-ledger", default=None, partitions=s.partitions,
-        # keys are raw bytes (message_id): without key_type the changelog is
-        # read back as JSON and a restarted worker never finishes recovery
-        key_type=bytes,
-        use_partitioner=True,  # written after take_events; key = message_id, same partitioner
-    )
+    ledger_table = rt.table(tables.DELIVERY_LEDGER)
     sender = Sender(rt)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     signalled: dict[str, int] = {}  # message_id -> attempt already signalled (timer dedupe)
@@ -266,4 +261,3 @@ def register(rt: Runtime) -> None:
             event = RetryTimeReached(message_id=ledger.message_id, attempt=ledger.attempt)
             await due_topic.send(key=key, value=encode(event))
 
-    rt.extras["delivery_sender"] = sender

@@ -38,17 +38,18 @@ from schemas import (
     QueueCommandIssued,
     QueueCommandRefused,
     RoutingDecided,
+    ids,
     plain,
 )
 
-from .backoff import RetrySettings, next_attempt_at
+from .policy import RetrySettings, after_attempt, gave_up
 
 ActionKind = Literal["deliver", "skip"]
 BY = "delivery"  # the ``by`` of the command answers and MessageCancelled
 # event ids of the answers, derived from the command id (a redelivered
 # command gives the same ids, and readers drop the repeat)
-_RESULT_NS = uuid.UUID("e09b1fcd-6648-4783-9b07-4e2b0c49256d")
-_CANCELLED_NS = uuid.UUID("4cb3df32-a1c2-4ec8-8e84-021d52ec3553")
+_RESULT_NS = ids.DELIVERY_COMMAND_RESULT
+_CANCELLED_NS = ids.DELIVERY_CANCELLED
 
 
 @dataclass(frozen=True)
@@ -231,24 +232,20 @@ def finish(
         else:
             pending.append(rcpt)
             deferred.append(o)
-    next_at = 0.0
-    server = ledger.server
-    decision = ledger.decision
-    if pending:
-        if next_decision is not None and next_decision.server != ledger.server:
-            next_at, server = now, next_decision.server
-            decision = dict(next_decision.to_representation())
-        else:
-            at = next_attempt_at(ledger.attempt, ledger.first_at, now, settings)
-            if at is None:
-                gave_up = f"gave up after {ledger.attempt} attempts"
-                for o in deferred:
-                    o2 = {**o, "status": "failed", "text": f"{o['text']} ({gave_up})"}
-                    failed[o["recipient"]] = o2
-                    final_outcomes.append(o2)
-                deferred, pending = [], []
-            else:
-                next_at = at
+    step = after_attempt(deferred=bool(pending), attempt=ledger.attempt,
+                         first_at=ledger.first_at, now=now, settings=settings,
+                         server=ledger.server,
+                         next_server=next_decision.server if next_decision else "")
+    next_at, server, decision = step.at, step.server, ledger.decision
+    if step.kind == "move":
+        assert next_decision is not None
+        decision = dict(next_decision.to_representation())
+    elif step.kind == "give_up":
+        for o in deferred:
+            o2 = {**o, "status": "failed", "text": f"{o['text']} ({gave_up(ledger.attempt)})"}
+            failed[o["recipient"]] = o2
+            final_outcomes.append(o2)
+        deferred, pending = [], []
     new = replace(
         ledger, accepted=accepted, failed=failed, pending=pending, inflight=False,
         next_at=next_at, done=not pending, server=server, decision=decision,

@@ -64,6 +64,7 @@ from schemas import (
     decode,
     encode,
 )
+from streams import tables
 from streams.acked import acked
 from streams.batches import batches
 from streams.flow import set_fetching
@@ -96,25 +97,20 @@ def register(rt: Runtime) -> None:
     s = rt.settings
     app = rt.app
     n = s.partitions
-    clock: Callable[[], float] = rt.extras.get("clock", time.time)
+    clock: Callable[[], float] = time.time
     topics = {steps.RELEASED: rt.topic(RELEASED), steps.HELD: rt.topic(HELD),
               steps.RESULTS: rt.topic(COMMAND_RESULTS)}
     quota_topic = rt.topic(QUOTA)
     register_quota(rt)
     dlq = rt.topic(DEAD_LETTER)
 
-    def table(name: str, help_: str) -> Any:
-        return app.Table(name, default=None, key_type=bytes, partitions=n,
-                         use_partitioner=True, help=help_)
-
-    mass_table = table("limiter-mass", "message_id -> mass Mail taken in (intake agent only)")
-    held_table = table("limiter-held", "message_id -> held/released/cancelled (scheduler only)")
-    meters_table = table("limiter-meters", "one row per partition: counts, buckets, window")
+    mass_table = rt.table(tables.LIMITER_MASS)
+    held_table = rt.table(tables.LIMITER_HELD)
+    meters_table = rt.table(tables.LIMITER_METERS)
     index = Index(partitions=n)
     lock = asyncio.Lock()
     wake = asyncio.Event()
     limits = LimitsCache(rt.config, s)
-    rt.extras["limiter_index"] = index
     names = {spec.full(s): spec for spec in (ROUTING_DECIDED, COMMANDS, DELIVERY, QUOTA_ANSWERS)}
 
     def assigned() -> frozenset[int]:

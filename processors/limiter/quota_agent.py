@@ -43,6 +43,7 @@ from schemas import (
     decode_any,
     encode,
 )
+from streams import tables
 from streams.acked import acked, write_row
 from streams.batches import batches
 from streams.partitioning import partition_for
@@ -66,9 +67,7 @@ def register_quota(rt: Runtime) -> None:
     reply = {"limiter": rt.topic(QUOTA_ANSWERS), "delivery": rt.topic(DELIVERY_QUOTA)}
     dlq = rt.topic(DEAD_LETTER)
     held = rt.topic(HELD)
-    table = app.Table("limiter-quota", default=None, key_type=bytes, partitions=1,
-                      use_partitioner=True,
-                      help="batch key -> the grants counted in it (quota agent only)")
+    table = rt.table(tables.LIMITER_QUOTA)
     state: dict[str, Any] = {"quota": None, "generation": -1, "pruned": 0.0}
 
     def ready() -> bool:

@@ -42,13 +42,14 @@ from schemas import (
     QueueCommandIssued,
     QueueCommandRefused,
     RoutingDecided,
+    ids,
 )
 
 from . import core, quota
 from .index import Index
 
 NAME = "limiter"
-RESULT_NS = uuid.UUID("3b8f6a52-9c1e-4d7a-b0e4-5a2c9d1f7e63")
+RESULT_NS = ids.LIMITER_COMMAND_RESULT
 # where an event goes (the agent maps these to its topics)
 RELEASED, HELD, RESULTS = "released", "held", "results"
 _WHERE = {"daily_limit": "deferred (daily limit)", "scheduled": "scheduled", "paced": "paced"}

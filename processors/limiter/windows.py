@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from schemas.errors import PostlaneError
 
-class WindowError(ValueError):
+
+class WindowError(PostlaneError, ValueError):
     """A time zone or day start that cannot be used."""
 
 

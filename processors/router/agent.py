@@ -41,7 +41,6 @@ NAME = "router"
 def register(rt: Runtime) -> None:
     dlq = rt.topic(DEAD_LETTER)
     blacklist = BlacklistReader(rt.settings)  # see processors/blacklist/reader.py
-    rt.extras["blacklist"] = blacklist
     limits = LimitsCache(rt.config, rt.settings) if rt.settings.direct_release else None
 
     @rt.app.task

@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 
 from schemas import Event, MessageStatusChanged, QueueCommandIssued, encode
+from streams import tables
 from streams.batches import batches
 from streams.topics import (
     COMMAND_RESULTS,
@@ -63,7 +64,7 @@ from .batch import Held, hold_batch
 from .core import FOLDED_EVENTS, MessageStatus
 
 NAME = "status"
-TABLE = "status"
+TABLE = tables.STATUS.name
 REGISTRY: dict[str, type[Event]] = {cls.__name__: cls for cls in FOLDED_EVENTS}
 SOURCES = (
     SEND_REQUESTED, SEND_REQUESTED_MASS, ROUTING_DECIDED, ROUTING_DECIDED_MASS, HELD, RELEASED,
@@ -90,14 +91,7 @@ def register(rt: Runtime) -> None:
     dlq = rt.topic(DEAD_LETTER)
     released = RELEASED.full(s)
     untyped = untyped_by_topic(s)  # a SendRequested without `type`, as the router reads it
-    table = rt.app.Table(
-        TABLE, default=None, key_type=bytes, value_type=bytes, partitions=s.partitions,
-        # rows are written after a batch, not under their own event: the
-        # changelog partition comes from the key (message_id), as the inputs'
-        use_partitioner=True,
-        help="message_id -> MessageStatus (JSON); written only by the status agent",
-    )
-    rt.extras["status_table"] = table
+    table = rt.table(tables.STATUS)
 
     held: dict[str, Held] = {}  # mails whose latest changes are not written yet
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -46,6 +45,7 @@ from schemas import (
     QuotaRefused,
     RoutingDecided,
     SendRequested,
+    ids,
     plain,
 )
 from schemas.addresses import AddressError, split_address
@@ -67,7 +67,7 @@ COMMAND_EVENTS: tuple[type[Event], ...] = (
     QueueCommandIssued, QueueCommandApplied, QueueCommandRefused,
 )
 FOLDED_EVENTS: tuple[type[Event], ...] = LIFE_EVENTS + COMMAND_EVENTS
-_STATUS_NS = uuid.UUID("6f0c3d7e-2b1a-4c6e-9a51-7d0f3b9e2c44")
+_STATUS_NS = ids.STATUS_CHANGED
 _STATUS_NS_BYTES = _STATUS_NS.bytes
 
 
@@ -295,7 +295,7 @@ def derived_id(namespace: bytes, name: str) -> str:
 # --- ops commands -----------------------------------------------------------------------------
 
 ACK_BY = "status"  # QueueCommandApplied/Refused.by for ack
-_RESULT_NS = uuid.UUID("9d2e4c71-5a3b-4f08-b6c1-2e8f0a7d3c95")  # answers to ack
+_RESULT_NS = ids.STATUS_COMMAND_RESULT  # answers to ack
 
 
 def result_id(command_id: str) -> str:
