@@ -58,7 +58,8 @@ from streams.topics import (
     untyped_by_topic,
 )
 
-from ..deadletter import decode_or_dead_letter, send_dead_letter
+from ..deadletter import send_dead_letter
+from ..fold import Fold, admit
 from ..runtime import Runtime
 from .batch import Held, hold_batch
 from .core import FOLDED_EVENTS, MessageStatus
@@ -131,21 +132,28 @@ def register(rt: Runtime) -> None:
 
     rt.app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
 
+    # decode and key check shared with every keyed fold (processors/fold.py);
+    # the fold itself is hold_batch's, over a batch (rows held across batches)
+    admission = Fold(processor=NAME, registry=REGISTRY, what="the message_id",
+                     key_of=lambda ev: str(ev.message_id),  # type: ignore[attr-defined]
+                     load=load, dump=dump, fold=_no_single_fold, untyped=untyped)
+
     async def _checked(message: Any) -> Event | None:
         """The event in ``message``, or None when it was dead-lettered
         (not an event the projection folds, or keyed by something else) or
         is to be ignored (the limiter's forwarded copy of a command)."""
-        ev = await decode_or_dead_letter(dlq, NAME, message, REGISTRY, untyped)
-        if ev is None:
+        step = admit(admission, str(message.topic), message.key, message.value)
+        if step.kind == "dead_letter":
+            await send_dead_letter(dlq, NAME, message, step.reason)
             return None
-        key = ev.message_id.encode()  # type: ignore[attr-defined]
-        if message.key != key:
-            await send_dead_letter(
-                dlq, NAME, message,
-                f"key {message.key!r} is not the message_id {ev.message_id!r}: "  # type: ignore[attr-defined]
-                "every event of a mail must be keyed by its message_id",
-            )
+        ev = step.event
+        if step.kind != "write" or ev is None:
             return None
         if isinstance(ev, QueueCommandIssued) and message.topic == released:
             return None  # the limiter's forwarded copy; the original came on commands
         return ev
+
+
+def _no_single_fold(state: MessageStatus | None, event: Event) -> Any:
+    """Status folds batches (``hold_batch``), never one record at a time."""
+    raise TypeError("the status projection folds batches: use hold_batch")
