@@ -555,7 +555,9 @@ def test_rates_hold_within_5_percent_over_4_partitions_and_2_limiter_workers(
         assert (len(times) - 2) / (times[-1] - times[0]) <= 2 * 1.05
         held = holds(s)
         reasons = {h.reason for m, h in held.items() if m in slowed}
-        assert "paced: mail to slow.test goes at most 120/min" in reasons
+        # the domain's rate is named (alone, or with the server's when that one was
+        # binding too at the moment: which depends on the machine's pace)
+        assert any("mail to slow.test goes at most 120/min" in r for r in reasons), reasons
         assert reasons <= {
             "paced: mail to slow.test goes at most 120/min",
             "paced: server primary sends at most 600/min",
