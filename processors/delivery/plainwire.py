@@ -119,11 +119,13 @@ def plain_wire(
                 or not value or not _text(value)):
             return None
         headers.append((name, value))
-    raw: list[str] = []
+    # the list headers are written raw (folded by us, as set_raw keeps them),
+    # after the request's own and before Feedback-ID
     for name, value in (list_headers or {}).items():
         if not value.isascii() or not name.isascii():
             return None
-        raw.append(f"{name}: " + value.replace(", <", ",\r\n <") + "\r\n")
+        headers.append((name, value.replace(", <", ",\r\n <")))
+    checked = len(headers) - len(list_headers or {})  # the lines that must fit MAX_LINE
     if "feedback-id" not in {n.lower() for n in request.headers}:
         fid = feedback_id(request, server)
         if not _text(fid):
@@ -131,22 +133,15 @@ def plain_wire(
         headers.append(("Feedback-ID", fid))
     if not _text(request.message_id):
         return None
+    if any(len(f"{n}: {v}") > MAX_LINE
+           for n, v in headers[:checked] + headers[checked + len(list_headers or {}):]):
+        return None
     # the body as the email package's content manager encodes it (7bit,
     # quoted-printable or base64, its own choice), with its own function
     cte, data = _encode_text(request.text, "utf-8", None, SMTP_POLICY)
-    tail = [("X-Postlane-Id", request.message_id),
-            ("Content-Type", 'text/plain; charset="utf-8"'),
-            ("Content-Transfer-Encoding", cte), ("MIME-Version", "1.0")]
-    lines = [f"{n}: {v}" for n, v in headers]
-    if any(len(line) > MAX_LINE for line in lines):
-        return None
-    # the list headers come after the request's own, before Feedback-ID
-    n_before = len(headers) - (1 if "feedback-id" not in
-                               {n.lower() for n in request.headers} else 0)
-    head = "".join(f"{line}\r\n" for line in lines[:n_before]) + "".join(raw) + "".join(
-        f"{line}\r\n" for line in lines[n_before:]) + "".join(
-        f"{n}: {v}\r\n" for n, v in tail)
-    names = [n for n, _ in headers[:n_before]] + list(list_headers or {}) + [
-        n for n, _ in headers[n_before:]] + [n for n, _ in tail]
+    headers += [("X-Postlane-Id", request.message_id),
+                ("Content-Type", 'text/plain; charset="utf-8"'),
+                ("Content-Transfer-Encoding", cte), ("MIME-Version", "1.0")]
+    head = "".join(f"{n}: {v}\r\n" for n, v in headers)
     body = "\r\n".join(data.splitlines()) + ("\r\n" if data.endswith("\n") else "")
-    return (head + "\r\n" + body).encode("ascii"), names
+    return (head + "\r\n" + body).encode("ascii"), [n for n, _ in headers]

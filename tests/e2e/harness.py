@@ -92,3 +92,20 @@ def wait_for(fn: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def committed_everywhere(s: Settings, processors: tuple[str, ...],
+                         specs: tuple[TopicSpec, ...]) -> bool:
+    """The group of a worker running ``processors`` has committed an offset on
+    every partition of ``specs`` (a worker killed before its group's first
+    commit on a partition loses that input on restart: README "Known limits")."""
+    from kafka import KafkaAdminClient
+
+    group = f"{s.app_prefix}-{'-'.join(sorted(processors))}"
+    admin = KafkaAdminClient(bootstrap_servers=s.bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    done = {(tp.topic, tp.partition) for tp, om in offsets.items() if om.offset > 0}
+    return all((spec.full(s), p) in done for spec in specs for p in range(s.partitions))

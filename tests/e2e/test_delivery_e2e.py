@@ -49,11 +49,10 @@ from streams.topics import (
     ROUTING_DECIDED,
     SEND_REQUESTED,
     STATUS,
-    TopicSpec,
 )
 from tests.smtp.conftest import HOST, Recorder
 
-from .harness import Worker, isolated_settings, read_events, wait_for
+from .harness import Worker, committed_everywhere, isolated_settings, read_events, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -227,18 +226,6 @@ def test_delivery_paths_sent_deferred_failed_and_failover(
     assert len(main.messages) == 2 and len(grey.messages) == 1 and len(backup.messages) == 1
 
 
-def committed_everywhere(s: Settings, specs: tuple[TopicSpec, ...]) -> bool:
-    """The worker's group has committed an offset on every partition of ``specs``."""
-    group = f"{s.app_prefix}-{'-'.join(sorted(PROCESSORS))}"
-    admin = KafkaAdminClient(bootstrap_servers=s.bootstrap)
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    done = {(tp.topic, tp.partition) for tp, om in offsets.items() if om.offset > 0}
-    return all((spec.full(s), p) in done for spec in specs for p in range(s.partitions))
-
-
 def explain_stuck(s: Settings, mids: list[str], sink: Sink) -> str:
     """For a failure: the mails not final, where their inputs sit, and the
     group's committed offsets."""
@@ -301,7 +288,7 @@ def test_kill_restart_loses_nothing_and_duplicates_only_interrupted(
         # no limit is configured: the router releases every mail itself
         # (RoutingDecided.direct), so nothing goes through `released`
         wait_for(lambda: committed_everywhere(
-                     s, (SEND_REQUESTED, ROUTING_DECIDED, DELIVERY)),
+                     s, PROCESSORS, (SEND_REQUESTED, ROUTING_DECIDED, DELIVERY)),
                  timeout=30, what="the group's first commit")
         mids += publish(first, n)
         # SIGKILL once some, not all, of the rest are delivered

@@ -21,7 +21,6 @@ from typing import Any
 import orjson
 import pytest
 from click.testing import CliRunner
-from kafka import KafkaAdminClient
 
 from postlane import replayops
 from postlane.cli import main
@@ -32,10 +31,10 @@ from schemas import OutgoingServerConfigured
 from streams.client import ensure_topics
 from streams.embedded import EmbeddedBroker, free_port
 from streams.settings import Settings
-from streams.topics import DELIVERY, RELEASED, ROUTING_DECIDED, SEND_REQUESTED, TopicSpec
+from streams.topics import DELIVERY, RELEASED, ROUTING_DECIDED, SEND_REQUESTED
 from tests.smtp.conftest import HOST
 
-from .harness import Worker, isolated_settings, settings_env, wait_for
+from .harness import Worker, committed_everywhere, isolated_settings, settings_env, wait_for
 from .test_delivery_e2e import RETRY, Sink, configure, server, sinks, statuses  # noqa: F401
 
 pytestmark = pytest.mark.e2e
@@ -56,17 +55,6 @@ def limited(port: int, daily: int) -> OutgoingServerConfigured:
 def start(s: Settings, tmp_path: Path, n: int) -> Worker:
     return Worker(s, *PROCESSORS, log=tmp_path / f"worker{n}.log",
                   extra_env={"POSTLANE_WEB_PORT": str(free_port())}).start()
-
-
-def committed(s: Settings, specs: tuple[TopicSpec, ...]) -> bool:
-    group = f"{s.app_prefix}-{'-'.join(sorted(PROCESSORS))}"
-    admin = KafkaAdminClient(bootstrap_servers=s.bootstrap)
-    try:
-        offsets = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    done = {(tp.topic, tp.partition) for tp, om in offsets.items() if om.offset > 0}
-    return all((spec.full(s), p) in done for spec in specs for p in range(s.partitions))
 
 
 def replay(s: Settings, table: str, *args: str) -> tuple[int, dict[str, Any]]:
@@ -111,7 +99,8 @@ def test_every_table_replays_equal_to_the_live_one_after_a_kill_restart(
         # killed before its first commit on a partition loses that input on
         # restart: a Faust issue, README "Known limits")
         # (limits apply here: every mail goes through the limiter's release)
-        wait_for(lambda: committed(s, (SEND_REQUESTED, ROUTING_DECIDED, RELEASED, DELIVERY)),
+        wait_for(lambda: committed_everywhere(
+                     s, PROCESSORS, (SEND_REQUESTED, ROUTING_DECIDED, RELEASED, DELIVERY)),
                  timeout=30, what="the group's first commit")
         time.sleep(2.0)  # the tables' writes after the last status change
         between = time.time()
