@@ -31,7 +31,8 @@ def partition_for(key: str | bytes, partitions: int) -> int:
     return key_hash(data) % partitions
 
 
-def partitioner(key: bytes | bytearray | None, all_partitions: list[Any], available: list[Any]) -> Any:
+def partitioner(key: bytes | bytearray | None, all_partitions: list[Any],
+                available: list[Any]) -> Any:
     """aiokafka's ``DefaultPartitioner.__call__``, the same answer for every key."""
     if key is None:
         return random.choice(available or all_partitions)
