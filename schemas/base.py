@@ -10,6 +10,7 @@ version.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from typing import Any, ClassVar, TypeVar
@@ -47,15 +48,17 @@ _V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # the version and variant bits o
 _V4_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
 
 
-_random_bits = random.getrandbits
+_rng = random.Random()  # our own: nobody else's random.seed() makes ids repeat
+os.register_at_fork(after_in_child=_rng.seed)  # a forked child draws its own
+_random_bits = _rng.getrandbits
 
 
 def new_id() -> str:
     """A random UUID (version 4) as 32 hex digits, like ``uuid.uuid4().hex``
     without its 16-byte read of ``os.urandom`` (a system call) and UUID
-    object per event: 128 bits of ``random`` (seeded from the system at
-    start-up and again in a forked child), which an id needs only to be
-    unique, not secret."""
+    object per event: 128 bits of a private ``random.Random`` (seeded from
+    the system at start-up and again in a forked child), which an id needs
+    only to be unique, not secret."""
     return f"{(_random_bits(128) & _V4_CLEAR) | _V4_SET:032x}"
 
 
