@@ -146,14 +146,15 @@ def main() -> int:
                 with gc_paused():  # as replayops.run reads and folds
                     w0, c0 = time.perf_counter(), time.process_time()
                     recs = read_all(s, topics)
-                    w1 = time.perf_counter()
+                    w1, c1 = time.perf_counter(), time.process_time()
                     folded = spec.fold(s, recs)
                     w2, c2 = time.perf_counter(), time.process_time()
                 total_w, total_c = w2 - w0, c2 - c0
                 print(f"{name:16s} {len(recs):7d} events: raw aiokafka read "
                       f"{raw / raw_s:9,.0f}/s | replay {len(recs) / total_w:9,.0f}/s wall, "
-                      f"{len(recs) / total_c:9,.0f}/s per CPU s (read {w1 - w0:.2f} s, fold "
-                      f"{w2 - w1:.2f} s; {len(folded.rows)} rows)")
+                      f"{len(recs) / total_c:9,.0f}/s per CPU s (read {w1 - w0:.2f} s wall "
+                      f"{c1 - c0:.2f} s CPU, fold {w2 - w1:.2f} s wall {c2 - c1:.2f} s CPU; "
+                      f"{len(folded.rows)} rows)")
                 assert raw == len(recs), (raw, len(recs))
         finally:
             broker.stop()

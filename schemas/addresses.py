@@ -73,7 +73,13 @@ def split_address(value: str) -> tuple[str, str]:
 @lru_cache(maxsize=16384)
 def _split_address_cached(value: str) -> tuple[str, str]:
     if _PLAIN_ADDRESS.fullmatch(value):  # parseaddr would give ("", value): 50 us saved
-        check_address(value)
+        # what check_address checks that the pattern does not say already (no
+        # line break, one @, the local part's characters and dots): the local
+        # part's length and the domain
+        local, _, domain = value.partition("@")
+        if len(local) > 64:
+            check_address(value)  # its own words
+        idna_domain(domain)
         return "", value
     return _split_address(value)
 
