@@ -177,8 +177,7 @@ def evolve(
     if status is not None and status.seen(event.event_id):
         return status, None
     if status is None:
-        st = MessageStatus(message_id=event.message_id,  # type: ignore[attr-defined]
-                           created_at=event.occurred_at)
+        st = _new_status(event.message_id, event.occurred_at)  # type: ignore[attr-defined]
     else:
         st = status.copy()
     before = st.state
@@ -203,10 +202,23 @@ def fold_in_place(status: MessageStatus | None, event: Event) -> MessageStatus |
     if status is not None and status.seen(event.event_id):
         return status
     if status is None:
-        status = MessageStatus(message_id=event.message_id,  # type: ignore[attr-defined]
-                               created_at=event.occurred_at)
+        status = _new_status(event.message_id, event.occurred_at)  # type: ignore[attr-defined]
     _step(status, event)
     return status
+
+
+def _new_status(message_id: str, created_at: float) -> MessageStatus:
+    """``MessageStatus(message_id=..., created_at=...)`` without the
+    dataclass ``__init__`` and its default factories: the same fields, in
+    the same order, each list and dict its own."""
+    st = object.__new__(MessageStatus)
+    st.__dict__.update({
+        "message_id": message_id, "state": "queued", "server": "", "attempt": 0,
+        "reason": "", "next_attempt_at": 0.0, "recipients": {}, "subject": "", "from_": "",
+        "to": [], "created_at": created_at, "updated_at": 0.0, "history": [],
+        "progress": [-1, 0, 0], "acknowledged": False,
+    })
+    return st
 
 
 def _step(st: MessageStatus, event: Event) -> bool:
@@ -488,8 +500,11 @@ def _summarize(st: MessageStatus, request: dict[str, Any]) -> None:
         value = request.get(fname)
         if isinstance(value, list):
             every.extend(value)
+    recipients = st.recipients
     for addr in _bare_addresses(every):
-        st.recipients.setdefault(_key(st.recipients, addr), _rcpt("queued"))
+        key = _key(recipients, addr)
+        if key not in recipients:
+            recipients[key] = _rcpt("queued")
 
 
 def _apply_request(st: MessageStatus, ev: SendRequested, advance: bool) -> None:
