@@ -155,6 +155,23 @@ def _answer(b: dict[str, Any]) -> str:
     return text if status and status in text else " ".join(x for x in (status, text) if x)
 
 
+def rule_holds(counted: list[dict[str, Any]], rules: Rules) -> bool:
+    """``rule_met(counted, rules)[0]`` without making the sentence (most
+    bounces do not blacklist: their sentence would be thrown away)."""
+    if not counted:
+        return False
+    threshold = rules.threshold
+    total = 0.0
+    for b in counted:
+        weight = float(b["weight"])
+        if weight >= threshold:
+            return True  # decisive
+        total += weight
+    if total < threshold:
+        return False
+    return counted[-1]["at"] - counted[0]["at"] > rules.min_spread
+
+
 def rule_met(counted: list[dict[str, Any]], rules: Rules) -> tuple[bool, str]:
     """(blacklist?, the sentence why or why not yet)."""
     if not counted:
@@ -213,14 +230,34 @@ def evolve(
     address = address_of(event)
     st = AddressState(address=address) if state is None else AddressState.from_dict(
         state.to_dict())
+    if _step(st, event, rules, tell=True):
+        return st, changed(st, event, rules)
+    return st, None
+
+
+def fold_in_place(state: AddressState | None, event: Event, rules: Rules) -> AddressState:
+    """The state ``evolve`` gives for one event, made by changing ``state``
+    itself and without the BlacklistChanged: for a replay, which keeps only
+    each address's last state (the same transitions, none of the copying)."""
+    st = AddressState(address=address_of(event)) if state is None else state
+    _step(st, event, rules, tell=False)
+    return st
+
+
+def _step(st: AddressState, event: Event, rules: Rules, tell: bool) -> bool:
+    """Apply ``event`` to ``st`` (changed in place). With ``tell``: True
+    when the blacklisting or the suppression set changed (a BlacklistChanged
+    is due); without, always False (nothing compared)."""
+    address = address_of(event)
     if event.event_id in st.seen:
-        return st, None
+        return False
     st.seen = [*st.seen[-199:], event.event_id]
-    before = (st.blacklisted, st.manual)
-    sets_before = suppressions(st)
+    if tell:
+        before = (st.blacklisted, st.manual)
+        sets_before = suppressions(st)
     if isinstance(event, BounceRecorded):
         if any(b["bounce_id"] == event.bounce_id for b in st.bounces):
-            return st, None
+            return False
         why = _not_counted(event, st)
         weight = rules.weight_hard if event.hard else rules.weight_soft
         st.bounces.append({
@@ -236,15 +273,15 @@ def evolve(
         st.bounces = sorted((b for b in st.bounces if b["at"] > edge),
                             key=lambda b: b["at"])[-MAX_KEPT:]
         if not st.blacklisted and not why:
-            met, sentence = rule_met(st.counted(rules), rules)
-            if met:
+            counted = st.counted(rules)
+            if rule_holds(counted, rules):
                 st.blacklisted, st.manual = True, False
-                st.since, st.reason = event.bounced_at, sentence
+                st.since, st.reason = event.bounced_at, rule_met(counted, rules)[1]
     elif isinstance(event, BounceDiscounted):
         for b in st.bounces:
             if b["bounce_id"] == event.bounce_id and b["counted"]:
                 b["counted"], b["weight"], b["why"] = False, 0.0, f"outage: {event.outage}"
-        if st.blacklisted and not st.manual and not rule_met(st.counted(rules), rules)[0]:
+        if st.blacklisted and not st.manual and not rule_holds(st.counted(rules), rules):
             st.blacklisted = False
             st.reason = f"lifted: a bounce that led there was part of an outage ({event.outage})"
     elif isinstance(event, MailReceivedFrom):
@@ -298,10 +335,9 @@ def evolve(
                 and e["list_id"] == event.list_id)]
     else:
         raise TypeError(f"the blacklist does not fold {type(event).__name__}")
-    after = suppressions(st)
-    if (st.blacklisted, st.manual) == before and after == sets_before:
-        return st, None
-    return st, changed(st, event, rules)
+    if not tell:
+        return False
+    return not ((st.blacklisted, st.manual) == before and suppressions(st) == sets_before)
 
 
 def _clear_counts(st: AddressState, why: str) -> None:
