@@ -188,7 +188,14 @@ def in_order(recs: list[Rec], specs: tuple[TopicSpec, ...], s: Settings) -> list
     order a processor reading them all comes closest to. Every source is
     keyed by the same id, so one key's events are on one partition of each."""
     rank = {spec.full(s): i for i, spec in enumerate(specs)}
+    if recs and len(specs) < 99 and max(r.offset for r in recs) < _OFFSETS:
+        # the same order with one int per record (tuples compare several times slower)
+        return sorted(recs, key=lambda r: (r.timestamp_ms * 128 + rank.get(r.topic, 99))
+                      * _OFFSETS + r.offset)
     return sorted(recs, key=lambda r: (r.timestamp_ms, rank.get(r.topic, 99), r.offset))
+
+
+_OFFSETS = 1 << 48  # offsets below this fit in the sort key of in_order
 
 
 def run(s: Settings, spec: TableReplay, as_of: float | None = None,
