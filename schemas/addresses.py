@@ -116,6 +116,20 @@ def check_address(addr: str) -> None:
     idna_domain(domain)
 
 
+def checked_address(addr: str) -> None:
+    """``check_address``, its answers remembered (a bounce's or a
+    complaint's address comes again and again; errors are not remembered)."""
+    if type(addr) is str:
+        _checked_address(addr)
+    else:
+        check_address(addr)
+
+
+@lru_cache(maxsize=16384)
+def _checked_address(addr: str) -> None:
+    check_address(addr)
+
+
 def normalize(addr: str) -> str:
     """Canonical form for matching: local part lower-cased, domain IDNA."""
     local, _, domain = addr.strip().rpartition("@")
@@ -156,6 +170,7 @@ __all__ = [
     "Address",
     "AddressError",
     "check_address",
+    "checked_address",
     "display_name",
     "domain_of",
     "format_address",

@@ -46,6 +46,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, fields
+from operator import itemgetter
 from typing import Any
 
 from schemas import (
@@ -76,6 +77,7 @@ FOLDED_EVENTS: tuple[type[Event], ...] = (
     ComplaintReceived, UnsubscribeRequested, SuppressionEdited,
 )
 MAX_KEPT = 100  # bounces kept per address (for why), newest first out
+_AT = itemgetter("at")  # a bounce's time (the sort key)
 DAY = 86400.0
 _NS = ids.BLACKLIST_CHANGED
 
@@ -131,8 +133,7 @@ class AddressState:
     def counted(self, rules: Rules) -> list[dict[str, Any]]:
         """The bounces that count now, oldest first."""
         edge = self.last_at - rules.window
-        return sorted((b for b in self.bounces if b["counted"] and b["at"] > edge),
-                      key=lambda b: b["at"])
+        return sorted([b for b in self.bounces if b["counted"] and b["at"] > edge], key=_AT)
 
 
 def address_of(event: Event) -> str:
@@ -256,8 +257,10 @@ def _step(st: AddressState, event: Event, rules: Rules, tell: bool) -> bool:
         before = (st.blacklisted, st.manual)
         sets_before = suppressions(st)
     if isinstance(event, BounceRecorded):
-        if any(b["bounce_id"] == event.bounce_id for b in st.bounces):
-            return False
+        bounce_id = event.bounce_id
+        for b in st.bounces:
+            if b["bounce_id"] == bounce_id:
+                return False
         why = _not_counted(event, st)
         weight = rules.weight_hard if event.hard else rules.weight_soft
         st.bounces.append({
@@ -268,10 +271,10 @@ def _step(st: AddressState, event: Event, rules: Rules, tell: bool) -> bool:
             "source": event.source, "kind": event.kind, "counted": not why,
             "weight": weight if not why else 0.0, "why": why,
         })
-        st.last_at = max(st.last_at, event.bounced_at)
+        if event.bounced_at > st.last_at:  # max() without the call
+            st.last_at = event.bounced_at
         edge = st.last_at - rules.window
-        st.bounces = sorted((b for b in st.bounces if b["at"] > edge),
-                            key=lambda b: b["at"])[-MAX_KEPT:]
+        st.bounces = sorted([b for b in st.bounces if b["at"] > edge], key=_AT)[-MAX_KEPT:]
         if not st.blacklisted and not why:
             counted = st.counted(rules)
             if rule_holds(counted, rules):
