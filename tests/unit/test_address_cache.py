@@ -93,3 +93,23 @@ def test_a_plain_address_is_refused_as_check_address_refuses_it() -> None:
             got = str(exc)
         assert got == want, value
     assert seen > 5000
+
+
+@pytest.mark.parametrize("value", ["bob@example.net", "Bob@Example.net", "a..b@x.test",
+                                   "x@-y.test", "no-at", "a@b@c", "l" * 70 + "@x.test",
+                                   "o@bücher.de", "a\r\n@x.test"])
+def test_checked_address_answers_as_check_address(value: str) -> None:
+    from schemas.addresses import check_address, checked_address
+
+    for _ in range(2):  # the second answer from memory
+        try:
+            check_address(value)
+            want = None
+        except AddressError as exc:
+            want = str(exc)
+        try:
+            checked_address(value)
+            got = None
+        except AddressError as exc:
+            got = str(exc)
+        assert got == want
