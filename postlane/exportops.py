@@ -26,6 +26,7 @@ carry keeps only the columns it shares with them.
 from __future__ import annotations
 
 import io
+import time
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -278,12 +279,27 @@ def _iso(ms: int) -> str:
 
 
 def _iso_all(ms: list[int]) -> list[str]:
-    """``_iso`` of each (``2026-12-06T06:53:20.123+00:00``), formatted by arrow."""
-    import pyarrow.compute as pc
+    """``_iso`` of each (``2026-12-06T06:53:20.123+00:00``): the date and
+    time of each second made once (a batch's records share their seconds),
+    the milliseconds added; outside years 1970-9999 formatted by arrow."""
+    if ms and (min(ms) < 0 or max(ms) >= _YEAR_10000_MS):
+        import pyarrow.compute as pc
 
-    stamps = pc.strftime(pa.array(ms, pa.timestamp("ms", tz="UTC")),
-                         format="%Y-%m-%dT%H:%M:%S", locale="C")
-    return [f"{t}+00:00" for t in stamps.to_pylist()]
+        stamps = pc.strftime(pa.array(ms, pa.timestamp("ms", tz="UTC")),
+                             format="%Y-%m-%dT%H:%M:%S", locale="C")
+        return [f"{t}+00:00" for t in stamps.to_pylist()]
+    seconds: dict[int, str] = {}
+    out = []
+    for m in ms:
+        sec, milli = divmod(m, 1000)
+        day = seconds.get(sec)
+        if day is None:
+            day = seconds[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        out.append(f"{day}.{milli:03d}+00:00")
+    return out
+
+
+_YEAR_10000_MS = 253402300800000
 
 
 class _Writer:
@@ -332,7 +348,6 @@ def export(s: Settings, topics: list[str], fmt: str, out: Path,
     converts its share into a part file; the parts are then joined into
     ``out``): rows are in offset order per partition, partitions one after
     the other."""
-    import time
 
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
