@@ -223,7 +223,8 @@ def status_comparable(st: Any) -> dict[str, Any]:
     """What a status row means, whatever order its sources were read in."""
     return {
         "state": st.state, "server": st.server, "attempt": st.attempt,
-        "recipients": {a: {k: r.get(k) for k in ("state", "code", "enhanced", "server")}
+        "recipients": {a: {"state": r.get("state"), "code": r.get("code"),
+                           "enhanced": r.get("enhanced"), "server": r.get("server")}
                        for a, r in st.recipients.items()},
         "acknowledged": st.acknowledged,
         "events": sorted({h.get("event_id", "") for h in st.history}),
