@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from schemas import (
@@ -85,6 +85,11 @@ class Ledger:
 
 
 _LEDGER_FIELDS = frozenset(f.name for f in fields(Ledger))
+# every field in order with its default (the required ones filled by new_ledger)
+_NEW_LEDGER: dict[str, Any] = {
+    f.name: None if f.default is MISSING else f.default for f in fields(Ledger)}
+_LEDGER_FACTORIES = tuple((f.name, f.default_factory) for f in fields(Ledger)
+                          if f.default_factory is not MISSING)
 
 
 @dataclass(frozen=True)
@@ -95,13 +100,21 @@ class Action:
 
 
 def new_ledger(decision: RoutingDecided, recipients: list[str], now: float) -> Ledger:
-    return Ledger(
+    # Ledger(message_id=..., decision=..., server=..., pending=..., first_at=now)
+    # without the frozen dataclass's __init__ (a setattr per field)
+    new = object.__new__(Ledger)
+    values = new.__dict__
+    values.update(_NEW_LEDGER)
+    for name, factory in _LEDGER_FACTORIES:  # each ledger its own lists and dicts
+        values[name] = factory()
+    values.update(
         message_id=decision.message_id,
         decision=dict(decision.to_representation()),
         server=decision.server,
         pending=list(recipients),
         first_at=now,
     )
+    return new
 
 
 def on_routed(

@@ -52,3 +52,19 @@ def test_finished_is_finishs_ledger(outcomes: list, now: float, error: str,
     assert core.finished(ledger, outcomes, now=now, settings=RETRY, session_error=error,
                          next_decision=nxt) == new
     assert event.next_attempt_at == new.next_at
+
+
+def test_new_ledger_is_the_dataclass_made() -> None:
+    from processors.delivery.core import Ledger
+
+    from .test_delivery_core import decision
+
+    d = decision()
+    got = core.new_ledger(d, [A, B], T0)
+    want = Ledger(message_id=d.message_id, decision=dict(d.to_representation()),
+                  server=d.server, pending=[A, B], first_at=T0)
+    assert got == want and list(got.__dict__.items()) == list(want.__dict__.items())
+    other = core.new_ledger(d, [A], T0)
+    assert other.accepted is not got.accepted and other.failed is not got.failed
+    with pytest.raises(AttributeError):
+        got.server = "x"  # type: ignore[misc]
