@@ -125,15 +125,3 @@ def test_decode_plain_refuses_in_the_same_words() -> None:
     with pytest.raises(InvalidEvent) as slow:
         SendRequested(**{k: v for k, v in bad.items() if k != "type"})
     assert fast.value.problems == slow.value.problems and fast.value.problems
-
-
-def test_new_id_is_a_uuid4() -> None:
-    import uuid
-
-    from schemas.base import new_id
-
-    ids = {new_id() for _ in range(2000)}
-    assert len(ids) == 2000
-    for h in list(ids)[:200]:
-        u = uuid.UUID(h)
-        assert u.hex == h and u.version == 4 and u.variant == uuid.RFC_4122
