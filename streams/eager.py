@@ -9,7 +9,9 @@ cancels the other three: per record, while the callback almost always
 finishes without waiting at all (it decodes the record and puts it on a
 queue with room). ``wait_first`` here runs the callback eagerly first
 (``start``): when it finishes without waiting, that is the answer, with no
-task made; when it waits (a full queue, suspended flow), the rest of it
+task made (then one turn of the loop, so the agent that got the record
+runs before the next one is handed over, as before); when it waits (a
+full queue, suspended flow), the rest of it
 runs as a task under mode's ``wait_first`` exactly as before
 (``resume``), so a rebalance can still cut it short. What Python 3.12's
 eager tasks do, for this one call.
@@ -90,6 +92,10 @@ def eager_wait_first(upstream: Callable[..., Any]) -> Callable[..., Any]:
             raise
         if done:
             _close(rest)
+            # one turn of the loop, as the tasks gave: the agent that got the
+            # record runs before the next is handed over (a lane pauses its
+            # partition in time; an invoice's agent is not behind a fetch's worth)
+            await asyncio.sleep(0)
             from mode.services import WaitResults
 
             return WaitResults([first], [value], False)

@@ -15,6 +15,7 @@ is marked ``direct`` (``core.direct``): delivery takes it from
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -36,6 +37,9 @@ from .core import decide
 from .intake import take
 
 NAME = "router"
+# the mass lane lets the loop run other agents after this many requests (a
+# campaign's buffered backlog is otherwise routed in one go, an invoice behind it)
+MASS_YIELD_EVERY = 16
 
 
 def register(rt: Runtime) -> None:
@@ -47,14 +51,22 @@ def register(rt: Runtime) -> None:
     async def _start_blacklist_reader() -> None:
         blacklist.start()
 
-    def lane(source: TopicSpec, target: TopicSpec, name: str) -> None:
+    def lane(source: TopicSpec, target: TopicSpec, name: str, yield_every: int) -> None:
         out = rt.topic(target)
 
         @rt.app.agent(rt.topic(source), name=name)
         async def route(stream: Any) -> None:
             await rt.config.wait_ready()
             await blacklist.wait_ready()
+            taken_since = 0
             async for event in stream.events():
+                if yield_every:
+                    taken_since += 1
+                    if taken_since >= yield_every:
+                        # sends go straight to the client and do not wait: give
+                        # the invoice's lane its turn within a campaign's backlog
+                        taken_since = 0
+                        await asyncio.sleep(0)
                 message = event.message
                 taken = take(message.value, message.key, rt.settings.max_request_bytes)
                 if taken.request is None:
@@ -67,5 +79,5 @@ def register(rt: Runtime) -> None:
                                   limits() if limits is not None else None, time.time())
                 await out.send(key=request.message_id.encode(), value=encode(decision))
 
-    lane(SEND_REQUESTED, ROUTING_DECIDED, "postlane.router")
-    lane(SEND_REQUESTED_MASS, ROUTING_DECIDED_MASS, "postlane.router.mass")
+    lane(SEND_REQUESTED, ROUTING_DECIDED, "postlane.router", 0)
+    lane(SEND_REQUESTED_MASS, ROUTING_DECIDED_MASS, "postlane.router.mass", MASS_YIELD_EVERY)
