@@ -3,7 +3,9 @@ of the limiter changes this module only).
 
 - ``limiter-held`` (message_id -> held / released / cancelled): folded from
   the limiter's own events: ``MailHeld`` (held), ``MailReleased`` (released)
-  and its ``MessageCancelled`` (cancelled). A hold the limiter announces
+  and its ``MessageCancelled`` (cancelled). The live table holds the
+  released markers of one scheduling pass as one row (``ids``); the
+  comparison reads it as a marker per mail (``held_live_all``). A hold the limiter announces
   with no event (a mass mail waiting for room in the mass window, silently)
   has no record on the log, so a replay cannot show it; it shows once the
   mail is released.
@@ -130,7 +132,26 @@ def fold_mass(s: Settings, recs: list[Rec]) -> Folded:
 
 
 def _held_live(_s: Settings, _key: str, value: Any) -> Any:
-    return {"state": value.get("state")} if isinstance(value, dict) else value
+    if not isinstance(value, dict):
+        return value
+    if isinstance(value.get("ids"), list):  # a pass row: the mail one pass released
+        return {"state": value.get("state"), "ids": value["ids"]}
+    return {"state": value.get("state")}
+
+
+def held_live_all(_s: Settings, values: dict[str, Any]) -> dict[str, Any]:
+    """The live rows by message_id: a pass row (the limiter writes one
+    per scheduling pass for the mail it released, ``ids``) stands for a
+    released marker of each of its mails."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        ids = value.get("ids") if isinstance(value, dict) else None
+        if isinstance(ids, list):
+            for mid in ids:
+                out[str(mid)] = {"state": value.get("state")}
+        else:
+            out.setdefault(key, value)
+    return out
 
 
 def _mass_live(_s: Settings, _key: str, value: Any) -> Any:
@@ -266,7 +287,7 @@ def tables() -> list[TableReplay]:
     sources = (ROUTING_DECIDED_MASS, HELD, RELEASED, COMMAND_RESULTS)
     return [
         TableReplay("limiter-held", "limiter-held", "limiter", sources, fold_held, _held_live,
-                    "message_id -> held / released / cancelled"),
+                    "message_id -> held / released / cancelled", live_all=held_live_all),
         TableReplay("limiter-mass", "limiter-mass", "limiter", sources, fold_mass, _mass_live,
                     "mass mail taken in and still waiting"),
         TableReplay("limiter-quota", "limiter-quota", "limiter",

@@ -113,10 +113,18 @@ def register(rt: Runtime) -> None:
     limits = LimitsCache(rt.config, s)
     names = {spec.full(s): spec for spec in (ROUTING_DECIDED, COMMANDS, DELIVERY, QUOTA_ANSWERS)}
 
+    mine: dict[str, Any] = {"generation": -1, "assigned": frozenset()}
+
     def assigned() -> frozenset[int]:
-        name = ROUTING_DECIDED.full(s)
-        return frozenset(tp.partition for tp in app.assignor.assigned_actives()
-                         if tp.topic == name)
+        """The partitions of this worker, computed once per rebalance (asked
+        only when ``ready``: the assignment of that generation is complete)."""
+        if mine["generation"] != app.rebalancing_count:
+            name = ROUTING_DECIDED.full(s)
+            mine["assigned"] = frozenset(tp.partition for tp in app.assignor.assigned_actives()
+                                         if tp.topic == name)
+            mine["generation"] = app.rebalancing_count
+        got: frozenset[int] = mine["assigned"]
+        return got
 
     def ready() -> bool:
         recovery: Any = getattr(app.tables, "recovery")  # noqa: B009 - not in the stubs
@@ -232,7 +240,12 @@ def register(rt: Runtime) -> None:
             return
         spec = names.get(message.topic)
         if spec is DELIVERY:
-            data = orjson.loads(message.value) if message.value else None
+            # most of delivery's records are of no interest: read one only while mass
+            # mail of its partition is in flight, and only a start or an outcome
+            value = message.value
+            if not (index.meters[p].inflight and value and steps.is_attempt(value)):
+                return
+            data = orjson.loads(value)
             # delivery started (or finished) it: it has left delivery's input
             if isinstance(data, dict) and data.get("type") in ("DeliveryStarted",
                                                                "DeliveryAttempted"):

@@ -52,6 +52,24 @@ class Rows(dict[bytes, Any]):
         steps.written(ix, out)
 
 
+def rebuilt(rows: Rows) -> Index:
+    """The index a restarted limiter builds from the held table's rows."""
+    ix = Index(partitions=1)
+    ix.rebuild(frozenset({P}), [], dict(rows), {})
+    return ix
+
+
+def marked_released(out: steps.Out) -> dict[str, float]:
+    """message_id -> when, for the release markers ``out`` writes (a row of
+    its own, or the ids of a pass row)."""
+    got: dict[str, float] = {}
+    for key, row in out.rows.items():
+        if row.get("state") == "released":
+            for mid in row.get("ids", [key.decode()]):
+                got[mid] = row["at"]
+    return got
+
+
 def cmd(mid: str, what: str, cid: str = "c1") -> QueueCommandIssued:
     return QueueCommandIssued(message_id=mid, command=what, operator="ops@host", event_id=cid)
 
@@ -76,16 +94,23 @@ def ask_through(q: quota.Quota, out: steps.Out, now: float, lim: Limits,
 # --- the pass and the quota's answers ---------------------------------------------------------
 
 
-def test_unlimited_mail_is_released_in_its_pass_with_a_released_row() -> None:
+def test_unlimited_mail_is_released_in_its_pass_with_one_row_for_the_pass() -> None:
     ix, rows, out = index(), Rows(), steps.Out()
-    assert steps.take_routed(ix, P, mail("a"), rows.row)
+    for i, mid in enumerate(("a", "b", "c")):
+        assert steps.take_routed(ix, P, mail(mid, seq=i), rows.row)
     steps.run_pass(ix, P, T0, Limits(), 16, out)
     released = sent(out, MailReleased)
-    assert [e.message_id for e in released] == ["a"] and released[0].step == 1
-    assert out.rows[b"a"] == {"state": "released", "at": T0} and not out.asks
+    assert [e.message_id for e in released] == ["a", "b", "c"] and released[0].step == 1
+    # one row for the pass, not one per mail
+    assert list(out.rows.values()) == [{"state": "released", "at": T0, "ids": ["a", "b", "c"]}]
+    assert not out.asks
     rows.commit(ix, out)
-    # redelivered after the release: not taken again
+    # redelivered after the release: not taken again, also after a restart
     assert not steps.take_routed(ix, P, mail("a"), rows.row)
+    assert not steps.take_routed(rebuilt(rows), P, mail("b"), rows.row)
+    # pruned with its row (held_keep later): the mail is forgotten
+    assert ix.prunable_held(T0 + 3601, 3600) == list(out.rows)
+    assert not ix.released and not ix.passes
 
 
 def test_limited_mail_asks_without_a_row_and_the_grant_releases_it() -> None:
@@ -102,13 +127,14 @@ def test_limited_mail_asks_without_a_row_and_the_grant_releases_it() -> None:
     assert steps.take_answer(ix, P, answers[0], T0, rows.row, lim, out)
     steps.run_pass(ix, P, T0, lim, 16, out)
     assert [e.message_id for e in sent(out, MailReleased)] == ["a"]
-    assert out.rows[b"a"] == {"state": "released", "at": T0}
+    assert marked_released(out) == {"a": T0}
     assert not ix.asking[P] and not ix.held[P]
     rows.commit(ix, out)
     # its decision or its answer delivered again (a crash before the offset
     # commit): the row says it left, it is not released twice
     assert not steps.take_routed(ix, P, mail("a"), rows.row)
-    restarted = index()
+    assert not steps.take_answer(ix, P, answers[0], T0 + 1, rows.row, lim, steps.Out())
+    restarted = rebuilt(rows)
     assert not steps.take_answer(restarted, P, answers[0], T0 + 1, rows.row, lim, steps.Out())
 
 
@@ -396,7 +422,7 @@ def test_the_status_of_a_retry_the_quota_refused_says_why_it_waits() -> None:
 def test_replay_of_limiter_held_agrees_with_the_rows_the_steps_write() -> None:
     import time
 
-    from postlane.limiter_replay import fold_held
+    from postlane.limiter_replay import _held_live, fold_held, held_live_all
     from postlane.logread import Rec
     from schemas import encode
     from streams.settings import Settings
@@ -425,7 +451,7 @@ def test_replay_of_limiter_held_agrees_with_the_rows_the_steps_write() -> None:
     recs = [Rec(topic[where], P, i, now_ms + i, mid.encode(), encode(ev))
             for i, (where, mid, ev) in enumerate(out.events + free.events)]
     replayed = fold_held(s, recs).rows
-    live = {k.decode(): {"state": v["state"]} for k, v in rows.items()}
+    live = held_live_all(s, {k.decode(): _held_live(s, k.decode(), v) for k, v in rows.items()})
     assert replayed == live == {"a": {"state": "released"}, "b": {"state": "held"},
                                 "c": {"state": "released"}}
 
