@@ -72,6 +72,23 @@ from streams.settings import Settings
 from streams.topics import HELD, RELEASED, ROUTING_DECIDED
 
 
+class GilProfiler(Profiler):
+    """bench.pipeline's py-spy recorder, sampling only the thread that holds
+    the GIL (``--gil``): a worker has two threads (the event loop and the
+    consumer's), and one waiting for the GIL would count as busy."""
+
+    def start(self, workers: list[Any], label: str = "", duration: int = 0) -> None:
+        self.t0 = time.monotonic()
+        for w in workers:
+            out = self.workdir / f"profile{label}-limiter.txt"
+            popen = subprocess.Popen(
+                [self.binary, "record", "--pid", str(w.pid), "--rate", str(self.rate),
+                 "--format", "raw", "--output", str(out), "--nonblocking", "--gil"],
+                stdout=subprocess.DEVNULL, stderr=open(out.with_suffix(".log"), "ab"),  # noqa: SIM115
+            )
+            self.running.append((w.name, popen, out))
+
+
 def commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -186,7 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(args.idle)
         idle_cpu = idle.stop()
         out["idle_limiter_cores"] = sum(c for n, c in idle_cpu.items() if n.startswith("limiter"))
-        profiler = Profiler(args.py_spy, workdir) if args.py_spy else None
+        profiler = GilProfiler(args.py_spy, workdir, rate=250) if args.py_spy else None
         if profiler is not None:
             for i, w in enumerate(workers):  # one profile file each (same worker name)
                 profiler.start([w], label=str(i))

@@ -143,6 +143,11 @@ def register(rt: Runtime) -> None:
                      sum(map(len, index.held.values())))
         return True
 
+    def held_row(key: bytes) -> Any:
+        """A limiter-held row, None when there is none (most lookups: a new
+        mail; the table's ``get`` finds that out through a KeyError)."""
+        return held_table.get(key) if key in held_table else None
+
     # --- the mass lane: intake only, pulled at the pace it is released ----------------------
 
     mass_topic = ROUTING_DECIDED_MASS.full(s)
@@ -167,7 +172,7 @@ def register(rt: Runtime) -> None:
             mail = core.Mail(message_id=str(decision["message_id"]), lane="mass",
                              seq=message.offset, decision=decision, received_at=clock())
             store, full, room = steps.take_mass(
-                index, message.partition, mail, mass_table.get(key), held_table.get(key),
+                index, message.partition, mail, mass_table.get(key), held_row(key),
                 s.mass_intake_ahead, s.mass_window)
             if store:
                 mass_table[key] = mail.to_dict()
@@ -262,7 +267,7 @@ def register(rt: Runtime) -> None:
                 return
             now, lim = clock(), limits()
             for answer in answers:
-                if steps.take_answer(index, p, answer, now, held_table.get, lim, out):
+                if steps.take_answer(index, p, answer, now, held_row, lim, out):
                     touched.add(p)
             return
         if spec is COMMANDS:
@@ -271,14 +276,14 @@ def register(rt: Runtime) -> None:
             except InvalidEvent as exc:
                 await send_dead_letter(dlq, NAME, message, str(exc))
                 return
-            steps.command(index, p, command, clock(), held_table.get, limits(), out)
+            steps.command(index, p, command, clock(), held_row, limits(), out)
             return
         decision = await _decision(message)
         if decision is None:
             return
         mail = core.Mail(message_id=str(decision["message_id"]), lane="transactional",
                          seq=message.offset, decision=decision, received_at=clock())
-        if steps.take_routed(index, p, mail, held_table.get):
+        if steps.take_routed(index, p, mail, held_row):
             touched.add(p)
 
     async def _commit(out: steps.Out) -> None:
@@ -289,16 +294,18 @@ def register(rt: Runtime) -> None:
         drops."""
         if out.empty():
             return
-        sends: list[tuple[Any, bytes, bytes]] = [
-            (topics[where], mid.encode(), event if isinstance(event, bytes) else encode(event))
-            for where, mid, event in out.events]
+        part = out.partitions.get
+        sends: list[tuple[Any, bytes, bytes, int | None]] = [
+            (topics[where], mid.encode(), event if isinstance(event, bytes) else encode(event),
+             part(mid)) for where, mid, event in out.events]
         if out.asks:  # one record for the pass's asks
             sends.append((quota_topic, str(out.asks[0]["message_id"]).encode(),
-                          encode(QuotasAsked(asks=out.asks))))
+                          encode(QuotasAsked(asks=out.asks)), None))
         delay = 0.5
         while True:
             try:
-                sent = [await topic.send(key=key, value=value) for topic, key, value in sends]
+                sent = [await topic.send(key=key, value=value, partition=p)
+                        for topic, key, value, p in sends]
                 await acked(sent)  # ours on the log, not everything the producer holds
                 break
             except asyncio.CancelledError:

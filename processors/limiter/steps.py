@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -76,9 +77,15 @@ class Out:
     meters: set[int] = field(default_factory=set)
     done_mass: list[bytes] = field(default_factory=list)
     asks: list[dict[str, Any]] = field(default_factory=list)
+    # message_id -> its partition, where a step knows it: the agent names the
+    # partition of such an event's record (the producer's murmur2 spared)
+    partitions: dict[str, int] = field(default_factory=dict)
 
-    def send(self, where: str, message_id: str, event: Event | bytes) -> None:
+    def send(self, where: str, message_id: str, event: Event | bytes,
+             partition: int | None = None) -> None:
         self.events.append((where, message_id, event))
+        if partition is not None:
+            self.partitions[message_id] = partition
 
     def empty(self) -> bool:
         return not (self.events or self.rows or self.meters or self.asks)
@@ -314,9 +321,7 @@ def run_pass(index: Index, p: int, now: float, limits: core.Limits, lookahead: i
         else:
             ids.append(mid)
         forget(index, p, mail, out)
-        out.send(RELEASED, mid, MailReleased(
-            message_id=mid, lane=mail.lane, decision=mail.decision,
-            held_for=round(now - mail.received_at, 3), step=mail.step + 1, token=mail.token))
+        out.send(RELEASED, mid, released_event(mail, now), p)
     if ids:
         # the pass's row answers a redelivery of their decisions or answers after a
         # crash: without it, a mail would be released again while delivery may be
@@ -334,6 +339,21 @@ def run_pass(index: Index, p: int, now: float, limits: core.Limits, lookahead: i
     index.refresh_due(p, limits.ask_timeout)
 
 
+def released_event(mail: core.Mail, now: float) -> bytes:
+    """The MailReleased of a pass's release, encoded: what
+    ``encode(MailReleased(...))`` gives (the same fields, in the same order,
+    a new event_id), made as plain data (building and encoding the Record
+    was most of a release's own cost). Its inputs were validated when the
+    decision was read; tests/unit/test_limiter_steps.py checks it decodes to
+    the Record's event."""
+    return orjson.dumps({
+        "type": "MailReleased", "schema": MailReleased.SCHEMA, "event_id": uuid.uuid4().hex,
+        "occurred_at": time.time(), "message_id": mail.message_id, "lane": mail.lane,
+        "decision": mail.decision, "forced": False, "command_id": "",
+        "held_for": round(now - mail.received_at, 3), "step": mail.step + 1,
+        "token": mail.token})
+
+
 def hold(index: Index, p: int, mail: core.Mail, verdict: core.Verdict, out: Out) -> None:
     """Record a hold (and announce it when it has a reason)."""
     held = index.held[p]
@@ -344,7 +364,7 @@ def hold(index: Index, p: int, mail: core.Mail, verdict: core.Verdict, out: Out)
     if verdict.reason:
         out.send(HELD, mail.message_id, MailHeld(
             message_id=mail.message_id, lane=mail.lane, why=verdict.kind,
-            reason=verdict.reason, until=verdict.until, step=step))
+            reason=verdict.reason, until=verdict.until, step=step), p)
     if mail.lane == "mass":
         index.pending[p].pop(mail.seq, None)
     held[mail.message_id] = new

@@ -5,6 +5,7 @@ core (quota.py) where a test needs the counting."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from schemas import (
     QueueCommandApplied,
     QueueCommandIssued,
     QueueCommandRefused,
+    decode,
 )
 
 T0 = datetime(2026, 11, 22, 15, 30, tzinfo=UTC).timestamp()
@@ -75,7 +77,9 @@ def cmd(mid: str, what: str, cid: str = "c1") -> QueueCommandIssued:
 
 
 def sent(out: steps.Out, kind: type) -> list[Any]:
-    return [e for _, _, e in out.events if isinstance(e, kind)]
+    """The events of ``kind`` in ``out`` (a release is published as its bytes)."""
+    events = [decode(MailReleased, e) if isinstance(e, bytes) else e for _, _, e in out.events]
+    return [e for e in events if isinstance(e, kind)]
 
 
 def ask_through(q: quota.Quota, out: steps.Out, now: float, lim: Limits,
@@ -448,7 +452,8 @@ def test_replay_of_limiter_held_agrees_with_the_rows_the_steps_write() -> None:
     assert released.token == "a:0" and released.step == 1
     now_ms = int(time.time() * 1000)
     topic = {steps.RELEASED: RELEASED.full(s), steps.HELD: HELD.full(s)}
-    recs = [Rec(topic[where], P, i, now_ms + i, mid.encode(), encode(ev))
+    recs = [Rec(topic[where], P, i, now_ms + i, mid.encode(),
+                ev if isinstance(ev, bytes) else encode(ev))
             for i, (where, mid, ev) in enumerate(out.events + free.events)]
     replayed = fold_held(s, recs).rows
     live = held_live_all(s, {k.decode(): _held_live(s, k.decode(), v) for k, v in rows.items()})
@@ -485,3 +490,19 @@ def test_a_plainly_well_formed_decision_is_read_without_a_record_and_as_the_deco
                 {**data, "outcome": "rejected"}, {**data, "header_from": ""}):
         assert steps.plain_decision(orjson.dumps(bad)) is None, bad  # the full decode decides
     assert steps.plain_decision(b"{not json") is None and steps.plain_decision(None) is None
+
+
+def test_a_release_is_published_as_the_record_would_encode_it() -> None:
+    """``released_event`` builds the MailReleased bytes as plain data: the
+    same fields in the same order as the Record's encoding, and it decodes
+    (validated) to the same event."""
+    from schemas import encode
+
+    m = replace(mail("a"), step=2, token="a:2", received_at=T0 - 1.5)
+    raw = steps.released_event(m, T0)
+    ev = decode(MailReleased, raw)
+    record = MailReleased(message_id="a", lane="transactional", decision=m.decision,
+                          held_for=1.5, step=3, token="a:2", event_id=ev.event_id,
+                          occurred_at=ev.occurred_at)
+    assert raw == encode(record)
+    assert steps.released_event(m, T0) != raw  # a new event_id each time
