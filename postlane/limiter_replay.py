@@ -26,7 +26,13 @@ of the limiter changes this module only).
   say (written before they did) cannot be replayed and is counted as
   skipped. Rows the quota prunes are compared only while they still count:
   both sides leave out the grants ``quota.prunable`` drops as of the last
-  decision.
+  decision. A token given back (a cancelled mail's: a ``give_back`` item of
+  a QuotasAsked, never answered) is applied with ``quota.give_back`` at the
+  moment its record was written, in the same order; both sides show it as
+  ``returned`` on the grant it gives back (the live row that records it is
+  under the key of the quota batch that read it, which the log does not
+  say). A give-back the quota read a few ms after a later grant's batch may
+  then be ordered before that grant.
 
 The meters row (mass in flight per partition) depends on the clock of
 each scheduling pass and is not replayed; neither is the "asking" state of
@@ -174,6 +180,7 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
     asks: dict[str, list[tuple[int, int, int, quota.Ask]]] = {}  # ask_id -> (ts, off, i, ask)
     grants: dict[str, tuple[str, float]] = {}  # ask_id -> (batch key, decided_at)
     refused: dict[str, list[int]] = {}  # ask_id -> when refusals of it were answered (ms)
+    gives: list[tuple[float, int, int, str | None, quota.Ask]] = []  # tokens given back
     topic = {t.full(s): t.name for t in (CONFIG, QUOTA, QUOTA_ANSWERS, DELIVERY_QUOTA)}
     for rec in recs:
         name = topic.get(rec.topic)
@@ -194,6 +201,9 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
                 for i, item in enumerate(items if isinstance(items, list) else []):
                     ask = quota.Ask.of(item if data.get("type") == "QuotasAsked"
                                        else ev.to_representation())
+                    if ask.give_back:  # applied when it was written (it has no answer)
+                        gives.append((rec.timestamp_ms / 1000.0, rec.offset, i, None, ask))
+                        continue
                     asks.setdefault(ask.ask_id, []).append(
                         (rec.timestamp_ms, rec.offset, i, ask))
             else:
@@ -216,7 +226,7 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
     # decided is the first one written after its last refusal before that moment (an
     # ask the limiter repeated, timed out, in the same batch is answered from the row;
     # one repeated after the grant too)
-    todo: list[tuple[float, int, int, str, quota.Ask]] = []
+    todo: list[tuple[float, int, int, str | None, quota.Ask]] = list(gives)
     for ask_id, (batch, at) in grants.items():
         seen = asks.get(ask_id)
         if not seen:
@@ -233,37 +243,50 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
     q = quota.Quota()
     batches: dict[str, list[dict[str, Any]]] = {}
     last = 0.0
-    for at, _off, _i, batch, ask in todo:
+    for at, _off, _i, in_batch, ask in todo:
         while c < len(config) and config[c][0] <= at * 1000.0:
             view = evolve(view, config[c][1])
             c += 1
+        if in_batch is None:  # a cancelled mail's token given back: its grant is marked
+            quota.give_back(q, ask, at, limits_from(view, s))
+            last = max(last, at)
+            continue
         answer, row = quota.decide(q, ask, at, limits_from(view, s))
         if row is None:
             out.skipped += 1  # refused now: the limits of that moment are not the config's
             continue
         out.folded += 1
-        batches.setdefault(batch, []).append(row)
+        batches.setdefault(in_batch, []).append(row)
         last = max(last, at)
     values = {key: quota.record(q, key, rows) for key, rows in batches.items()}
-    out.rows = _quota_comparable(values, last, limits_from(view, s))
+    out.rows = _quota_comparable(values, last, limits_from(view, s), returned=q.returned)
     return out
 
 
-def _quota_comparable(values: dict[str, Any], now: float, limits: Any) -> dict[str, Any]:
+def _quota_comparable(values: dict[str, Any], now: float, limits: Any,
+                      returned: set[str] | None = None) -> dict[str, Any]:
     """Batch key -> its grants that still count at ``now`` (ask_id -> the
-    row without its batch), batches with none left out: what the quota keeps
-    whenever it pruned."""
+    row without its batch; a grant given back marked ``returned``), batches
+    with none left out: what the quota keeps whenever it pruned. The rows
+    that record a give-back (``returns``) are read as that mark: the batch
+    they were written in is the quota's moment, not on the log (the replay
+    passes the grants it saw given back as ``returned``)."""
     from processors.limiter import quota
 
     if not values:
         return {}
     q = quota.restore(list(values.values()), now, limits)
+    given = set(q.returned) | (returned or set())
     quota.prunable(q, now)
     out: dict[str, Any] = {}
     for key, value in values.items():
         rows = value.get("grants", []) if isinstance(value, dict) else []
         kept = {str(r["ask_id"]): {k: v for k, v in r.items() if k != "batch"}
-                for r in rows if isinstance(r, dict) and str(r.get("ask_id")) in q.grants}
+                for r in rows if isinstance(r, dict) and str(r.get("ask_id")) in q.grants
+                and not r.get("returns")}
+        for ask_id, row in kept.items():
+            if ask_id in given:
+                row["returned"] = True
         if kept:
             out[key] = kept
     return out

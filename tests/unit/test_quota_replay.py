@@ -26,17 +26,25 @@ SERVER = OutgoingServerConfigured(name="main", host="127.0.0.1", port=25, securi
                                   occurred_at=T0 - 100)
 
 
-def ask(mid: str, step: int = 0, force: bool = False) -> dict[str, Any]:
+SLOW = OutgoingServerConfigured(name="slow", host="127.0.0.1", port=25, security="none",
+                                from_filter="b.test", rate="1/s", occurred_at=T0 - 100)
+
+
+def ask(mid: str, step: int = 0, force: bool = False, server: str = "main",
+        give_back: bool = False) -> dict[str, Any]:
     return {"type": "QuotaAsked", "ask_id": f"{mid}:{step}", "message_id": mid,
-            "server": "main", "by": "limiter", "force": force, "partition": 0}
+            "server": server, "by": "limiter", "force": force, "partition": 0,
+            "give_back": give_back}
 
 
 class Log:
     """The records the quota agent's inputs and outputs leave on the topics."""
 
     def __init__(self) -> None:
-        self.recs: list[Rec] = [Rec(S.topic("config"), 0, 0, int((T0 - 100) * 1000), b"main",
-                                    encode(SERVER))]
+        self.recs: list[Rec] = [Rec(S.topic("config"), 0, i, int((T0 - 100) * 1000), name,
+                                    encode(event))
+                                for i, (name, event) in enumerate(((b"main", SERVER),
+                                                                   (b"slow", SLOW)))]
         self.offsets: dict[str, int] = {}
 
     def add(self, topic: str, at: float, value: bytes) -> None:
@@ -49,11 +57,16 @@ def agent_batch(log: Log, q: quota.Quota, now: float, asked: list[tuple[float, l
                 live: dict[str, Any]) -> None:
     """One batch of the quota agent (quota_agent._decide): decide each ask in
     order, record the grants under the batch key, answer naming the row."""
-    limits = limits_from(evolve(ConfigView(), SERVER), S)
+    limits = limits_from(evolve(evolve(ConfigView(), SERVER), SLOW), S)
     rows, items, granted = [], [], []
     for at, asks in asked:
         log.add("quota", at, encode(QuotasAsked(asks=asks, occurred_at=at)))
         for a in asks:
+            if a.get("give_back"):  # recorded, not answered
+                returned = quota.give_back(q, quota.Ask.of(a), now, limits)
+                if returned is not None:
+                    rows.append(returned)
+                continue
             answer, row = quota.decide(q, quota.Ask.of(a), now, limits)
             if row is not None:
                 rows.append(row)
@@ -82,7 +95,7 @@ def test_fold_quota_gives_the_agents_rows() -> None:
     agent_batch(log, q, T0 + 5, [(T0 + 4.9, [ask("c"), ask("e", 1, force=True)])], live)
     folded = fold_quota(S, log.recs)
     last = max(r["at"] for v in live.values() for r in v["grants"])
-    limits = limits_from(evolve(ConfigView(), SERVER), S)
+    limits = limits_from(evolve(evolve(ConfigView(), SERVER), SLOW), S)
     expected = _quota_comparable(live, last, limits)
     assert folded.rows == expected
     grants = {a: g for rows in folded.rows.values() for a, g in rows.items()}
@@ -98,3 +111,24 @@ def test_a_grant_whose_answer_does_not_name_its_row_is_skipped() -> None:
     log.add("quota-answers", T0 + 0.01, encode(QuotasAnswered(answers=[old])))
     folded = fold_quota(S, log.recs)
     assert folded.rows == {} and folded.skipped == 1
+
+
+def test_a_token_given_back_is_replayed_at_its_moment_and_frees_its_slot() -> None:
+    log, q, live = Log(), quota.Quota(), {}
+    # slow sends 1/s: x goes now, y is paced to T0 + 1
+    agent_batch(log, q, T0, [(T0 - 0.1, [ask("x", server="slow"), ask("y", server="slow")])],
+                live)
+    # y is cancelled: its token comes back (its slot is free again); z then takes that slot
+    agent_batch(log, q, T0 + 0.3, [(T0 + 0.2, [ask("y", server="slow", give_back=True)])],
+                live)
+    agent_batch(log, q, T0 + 0.6, [(T0 + 0.5, [ask("z", server="slow")])], live)
+    z = next(g for v in live.values() for g in v["grants"] if g["ask_id"] == "z:0")
+    assert z["slot"] - T0 == 1.0
+    folded = fold_quota(S, log.recs)
+    last = max(r["at"] for v in live.values() for r in v["grants"])
+    limits = limits_from(evolve(evolve(ConfigView(), SERVER), SLOW), S)
+    expected = _quota_comparable(live, last, limits)
+    assert folded.rows == expected
+    grants = {a: g for rows in folded.rows.values() for a, g in rows.items()}
+    assert grants["y:0"]["returned"] and "returned" not in grants["z:0"]
+    assert grants["z:0"]["slot"] - T0 == 1.0
