@@ -18,8 +18,8 @@ of the limiter changes this module only).
   batch): each granted ask of the ``quota`` topic decided again with
   ``processors.limiter.quota.decide`` at the moment the quota decided it,
   under the limits of the config as of then, in the quota's order (by that
-  moment, then the ask's offset), and recorded with ``quota.record`` under
-  the batch key. The answers (QuotasAnswered items on ``quota-answers``,
+  moment, transactional before mass, then the ask's offset), and recorded
+  with ``quota.record`` under the batch key. The answers (QuotasAnswered items on ``quota-answers``,
   QuotaGranted on ``delivery-quota``) say which asks were granted, in which
   batch and when (``batch``, ``decided_at``); refusals change no count and
   are not recorded, so they are not needed. A grant whose answer does not
@@ -237,7 +237,8 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
         chosen = [a for a in seen if after < a[0] <= until] or seen[:1]
         _ts, off, i, ask = chosen[0]
         todo.append((at, off, i, batch, ask))
-    todo.sort(key=lambda t: (t[0], t[1], t[2]))
+    # within a batch (one moment) transactional asks before mass (quota.ordered)
+    todo.sort(key=lambda t: (t[0], t[4].lane == "mass", t[1], t[2]))
     config.sort(key=lambda c: c[0])
     view, c = ConfigView(), 0
     q = quota.Quota()

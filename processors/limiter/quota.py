@@ -23,6 +23,9 @@ What is counted, per transaction (all or nothing, in one step):
   seconds away (it asks again then), so mass never books far ahead and a
   transactional mail asking later gets the next slot;
 - ``force`` (an operator's send-now): counted, never refused;
+- order: within one batch of asks (from every partition and worker),
+  transactional asks are decided before mass asks (``ordered``), so the
+  last tokens of a daily limit go to waiting transactional mail first;
 - ``give_back`` (the mail of a granted ask was cancelled): the grant stops
   counting against the daily limits, and its rate slots are freed: each of
   its rate schedules goes back to the latest grant still counted on it
@@ -63,8 +66,8 @@ from schemas import QuotaAsked
 
 from .core import Limits, limited
 
-__all__ = ["Answer", "Ask", "Quota", "decide", "give_back", "limited", "prunable", "record",
-           "restore"]
+__all__ = ["Answer", "Ask", "Quota", "decide", "give_back", "limited", "ordered", "prunable",
+           "record", "restore"]
 from .windows import next_window, window_start, words
 
 # a row kept after its window and its rates no longer count: an ask repeated
@@ -277,6 +280,18 @@ def _free_slots(q: Quota, grant: Mapping[str, Any]) -> None:
         q.tats[scope] = max(
             (float(row["tats"][scope]) for ask_id, row in q.grants.items()
              if ask_id not in q.returned and scope in row.get("tats", {})), default=0.0)
+
+
+def ordered(asks: Iterable[Ask]) -> list[Ask]:
+    """The order the quota decides one batch of asks in, whatever partition
+    or worker they came from: tokens given back first (they free a count),
+    then transactional asks, then mass asks, each in arrival order. So when
+    the last tokens of a daily limit are asked for in one batch, a waiting
+    transactional mail gets one before mass mail does."""
+    give = [a for a in asks if a.give_back]
+    trans = [a for a in asks if not a.give_back and a.lane != "mass"]
+    mass = [a for a in asks if not a.give_back and a.lane == "mass"]
+    return give + trans + mass
 
 
 def decide(q: Quota, ask: Ask, now: float, limits: Limits,

@@ -164,6 +164,20 @@ def test_a_slot_given_back_before_later_grants_leaves_their_schedule_alone() -> 
         {k: v - T0 for k, v in q.tats.items()})
 
 
+def test_the_last_daily_tokens_of_a_batch_go_to_transactional_mail_before_mass() -> None:
+    """Asks of one quota batch from several partitions (mass from two, an
+    invoice from a third, asking last): the invoice gets a token."""
+    lim = daily(2)
+    q = quota.Quota()
+    batch = [ask("m1", lane="mass"), ask("m2", lane="mass"), ask("invoice")]
+    got = {a.message_id: quota.decide(q, a, T0, lim)[0] for a in quota.ordered(batch)}
+    assert got["invoice"].granted and got["m1"].granted
+    assert not got["m2"].granted and got["m2"].why == "daily_limit"
+    # a token given back in the same batch is counted as free before the asks
+    back = quota.Ask(ask_id="m1:0", message_id="m1", server="primary", give_back=True)
+    assert [a.message_id for a in quota.ordered([ask("m3", lane="mass"), back])] == ["m1", "m3"]
+
+
 @pytest.mark.parametrize("rate", [0.5, 3.0, 40.0])
 def test_a_rate_holds_within_5_percent_over_any_minute(rate: float) -> None:
     lim = Limits(servers={"primary": ServerLimits(rate=rate, rate_text=f"{rate}/s")})

@@ -31,10 +31,10 @@ SLOW = OutgoingServerConfigured(name="slow", host="127.0.0.1", port=25, security
 
 
 def ask(mid: str, step: int = 0, force: bool = False, server: str = "main",
-        give_back: bool = False) -> dict[str, Any]:
+        give_back: bool = False, lane: str = "transactional") -> dict[str, Any]:
     return {"type": "QuotaAsked", "ask_id": f"{mid}:{step}", "message_id": mid,
             "server": server, "by": "limiter", "force": force, "partition": 0,
-            "give_back": give_back}
+            "give_back": give_back, "lane": lane}
 
 
 class Log:
@@ -61,21 +61,22 @@ def agent_batch(log: Log, q: quota.Quota, now: float, asked: list[tuple[float, l
     rows, items, granted = [], [], []
     for at, asks in asked:
         log.add("quota", at, encode(QuotasAsked(asks=asks, occurred_at=at)))
-        for a in asks:
-            if a.get("give_back"):  # recorded, not answered
-                returned = quota.give_back(q, quota.Ask.of(a), now, limits)
-                if returned is not None:
-                    rows.append(returned)
-                continue
-            answer, row = quota.decide(q, quota.Ask.of(a), now, limits)
-            if row is not None:
-                rows.append(row)
-            data = answer.to_data()
-            if answer.granted:
-                grant = q.grants.get(a["ask_id"]) or {}
-                data.update(batch=grant.get("batch", ""), decided_at=grant.get("at", now))
-                granted.append(data)
-            items.append(data)
+    # the batch's asks in the quota's order (quota.ordered: transactional before mass)
+    for one in quota.ordered([quota.Ask.of(a) for _, asks in asked for a in asks]):
+        if one.give_back:  # recorded, not answered
+            returned = quota.give_back(q, one, now, limits)
+            if returned is not None:
+                rows.append(returned)
+            continue
+        answer, row = quota.decide(q, one, now, limits)
+        if row is not None:
+            rows.append(row)
+        data = answer.to_data()
+        if answer.granted:
+            grant = q.grants.get(one.ask_id) or {}
+            data.update(batch=grant.get("batch", ""), decided_at=grant.get("at", now))
+            granted.append(data)
+        items.append(data)
     key = f"{now:.6f}:{rows[0]['ask_id']}" if rows else ""
     for data in granted:
         data["batch"] = data["batch"] or key
@@ -132,3 +133,16 @@ def test_a_token_given_back_is_replayed_at_its_moment_and_frees_its_slot() -> No
     grants = {a: g for rows in folded.rows.values() for a, g in rows.items()}
     assert grants["y:0"]["returned"] and "returned" not in grants["z:0"]
     assert grants["z:0"]["slot"] - T0 == 1.0
+
+
+def test_a_batch_is_replayed_transactional_first_as_the_quota_decided_it() -> None:
+    log, q, live = Log(), quota.Quota(), {}
+    # the daily limit of 2: two mass asks written first, an invoice last, in one batch
+    agent_batch(log, q, T0, [(T0 - 0.2, [ask("m1", lane="mass"), ask("m2", lane="mass")]),
+                             (T0 - 0.1, [ask("invoice")])], live)
+    folded = fold_quota(S, log.recs)
+    grants = {a for rows in folded.rows.values() for a in rows}
+    assert grants == {"invoice:0", "m1:0"}
+    last = max(r["at"] for v in live.values() for r in v["grants"])
+    limits = limits_from(evolve(evolve(ConfigView(), SERVER), SLOW), S)
+    assert folded.rows == _quota_comparable(live, last, limits)
