@@ -506,3 +506,14 @@ def test_a_release_is_published_as_the_record_would_encode_it() -> None:
                           occurred_at=ev.occurred_at)
     assert raw == encode(record)
     assert steps.released_event(m, T0) != raw  # a new event_id each time
+
+
+def test_only_delivery_starts_and_outcomes_are_read_by_the_limiter() -> None:
+    from schemas import DeliveryAttempted, DeliveryStarted, encode
+
+    started = encode(DeliveryStarted(message_id="a", attempt=1, server="primary",
+                                     recipients=["x@example.org"], worker="w"))
+    attempted = encode(DeliveryAttempted(message_id="a", attempt=1, server="primary",
+                                         outcomes=[], duration=0.1))
+    assert steps.is_attempt(started) and steps.is_attempt(attempted)
+    assert not steps.is_attempt(b'{"type":"RetryTimeReached","message_id":"a","attempt":1}')
