@@ -42,6 +42,7 @@ import orjson
 
 from schemas import Event, MessageStatusChanged, QueueCommandIssued, encode
 from streams import tables
+from streams.acked import write_row
 from streams.batches import batches
 from streams.topics import (
     COMMAND_RESULTS,
@@ -117,8 +118,8 @@ def register(rt: Runtime) -> None:
                     await topic.send(key=ev.message_id.encode(),  # type: ignore[attr-defined]
                                      value=encode(ev))
                 # after the answers and changes, as before: one row per mail
-                for mid, value in flush.rows.items():
-                    table[mid.encode()] = dump(value)
+                for mid, value in flush.rows.items():  # straight to the producer
+                    await write_row(table, mid.encode(), dump(value))
                 for event in flush.tokens:  # its effects are written: commit past it
                     await stream.ack(event)
 
