@@ -294,18 +294,17 @@ def register(rt: Runtime) -> None:
         drops."""
         if out.empty():
             return
-        part = out.partitions.get
-        sends: list[tuple[Any, bytes, bytes, int | None]] = [
-            (topics[where], mid.encode(), event if isinstance(event, bytes) else encode(event),
-             part(mid)) for where, mid, event in out.events]
+        sends: list[tuple[Any, bytes, bytes]] = [
+            (topics[where], mid.encode(), event if isinstance(event, bytes) else encode(event))
+            for where, mid, event in out.events]
         if out.asks:  # one record for the pass's asks
             sends.append((quota_topic, str(out.asks[0]["message_id"]).encode(),
-                          encode(QuotasAsked(asks=out.asks)), None))
+                          encode(QuotasAsked(asks=out.asks))))
         delay = 0.5
         while True:
             try:
-                sent = [await topic.send(key=key, value=value, partition=p)
-                        for topic, key, value, p in sends]
+                # plain key and value, no partition: streams/direct.py's fast send
+                sent = [await topic.send(key=key, value=value) for topic, key, value in sends]
                 await acked(sent)  # ours on the log, not everything the producer holds
                 break
             except asyncio.CancelledError:

@@ -77,15 +77,9 @@ class Out:
     meters: set[int] = field(default_factory=set)
     done_mass: list[bytes] = field(default_factory=list)
     asks: list[dict[str, Any]] = field(default_factory=list)
-    # message_id -> its partition, where a step knows it: the agent names the
-    # partition of such an event's record (the producer's murmur2 spared)
-    partitions: dict[str, int] = field(default_factory=dict)
 
-    def send(self, where: str, message_id: str, event: Event | bytes,
-             partition: int | None = None) -> None:
+    def send(self, where: str, message_id: str, event: Event | bytes) -> None:
         self.events.append((where, message_id, event))
-        if partition is not None:
-            self.partitions[message_id] = partition
 
     def empty(self) -> bool:
         return not (self.events or self.rows or self.meters or self.asks)
@@ -321,7 +315,7 @@ def run_pass(index: Index, p: int, now: float, limits: core.Limits, lookahead: i
         else:
             ids.append(mid)
         forget(index, p, mail, out)
-        out.send(RELEASED, mid, released_event(mail, now), p)
+        out.send(RELEASED, mid, released_event(mail, now))
     if ids:
         # the pass's row answers a redelivery of their decisions or answers after a
         # crash: without it, a mail would be released again while delivery may be
@@ -364,7 +358,7 @@ def hold(index: Index, p: int, mail: core.Mail, verdict: core.Verdict, out: Out)
     if verdict.reason:
         out.send(HELD, mail.message_id, MailHeld(
             message_id=mail.message_id, lane=mail.lane, why=verdict.kind,
-            reason=verdict.reason, until=verdict.until, step=step), p)
+            reason=verdict.reason, until=verdict.until, step=step))
     if mail.lane == "mass":
         index.pending[p].pop(mail.seq, None)
     held[mail.message_id] = new
