@@ -14,8 +14,9 @@ the ops commands for mail it holds.
 - ``postlane.limiter`` reads transactional decisions, ops commands,
   delivery's attempts (which free the mass window) and the quota's answers
   (``quota-answers``); with the scheduler tick it is the only writer of
-  ``limiter-held`` (message_id -> held / released / cancelled; released and
-  cancelled markers are deleted after ``held_keep``) and ``limiter-meters``
+  ``limiter-held`` (message_id -> held / released / cancelled; the mail a
+  pass released is one row for the pass, ``steps.pass_key`` -> ``ids``;
+  released and cancelled markers are deleted after ``held_keep``) and ``limiter-meters``
   (one row per partition: the mass in flight). The agent and the tick run
   in one process and take one lock.
 - ``postlane.limiter.quota`` (quota_agent.py) counts every limited
