@@ -2,7 +2,7 @@
 
     python -m bench.busy_server [--n 5000] [--limiters 1] [--partitions 4]
                                 [--daily 1000000000] [--rate TEXT] [--stall 60]
-                                [--idle 3] [--json FILE] [--keep]
+                                [--idle 3] [--py-spy BIN] [--json FILE] [--keep]
 
 Only the limiter, on its own embedded Tansu broker (memory storage, loopback,
 every process stopped by PID): ``--limiters`` ``postlane worker limiter``
@@ -55,9 +55,11 @@ from bench.pipeline import (
     SERVER,
     BenchError,
     CpuMeter,
+    Profiler,
     cpu_line,
     load_average,
     start_worker,
+    summarize_profile,
     versions,
 )
 from postlane.configops import publish_config
@@ -68,6 +70,23 @@ from streams.client import ensure_topics
 from streams.embedded import EmbeddedBroker, free_port
 from streams.settings import Settings
 from streams.topics import HELD, RELEASED, ROUTING_DECIDED
+
+
+class GilProfiler(Profiler):
+    """bench.pipeline's py-spy recorder, sampling only the thread that holds
+    the GIL (``--gil``): a worker has two threads (the event loop and the
+    consumer's), and one waiting for the GIL would count as busy."""
+
+    def start(self, workers: list[Any], label: str = "", duration: int = 0) -> None:
+        self.t0 = time.monotonic()
+        for w in workers:
+            out = self.workdir / f"profile{label}-limiter.txt"
+            popen = subprocess.Popen(
+                [self.binary, "record", "--pid", str(w.pid), "--rate", str(self.rate),
+                 "--format", "raw", "--output", str(out), "--nonblocking", "--gil"],
+                stdout=subprocess.DEVNULL, stderr=open(out.with_suffix(".log"), "ab"),  # noqa: SIM115
+            )
+            self.running.append((w.name, popen, out))
 
 
 def commit() -> str:
@@ -184,6 +203,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(args.idle)
         idle_cpu = idle.stop()
         out["idle_limiter_cores"] = sum(c for n, c in idle_cpu.items() if n.startswith("limiter"))
+        profiler = GilProfiler(args.py_spy, workdir, rate=250) if args.py_spy else None
+        if profiler is not None:
+            for i, w in enumerate(workers):  # one profile file each (same worker name)
+                profiler.start([w], label=str(i))
         meter = CpuMeter(procs)
         meter.start()
         t0 = time.time()
@@ -194,6 +217,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         missing = drain(ids, stall=args.stall)
         cpu = meter.stop()
         wall = meter.wall
+        if profiler is not None:
+            out["profiles"] = [
+                (f"{name} {i}", summarize_profile(path, profiler.seconds, profiler.rate,
+                                                  top=25))
+                for i, (name, path) in enumerate(profiler.stop())]
         time.sleep(2.0)
         poll()
         poll()
@@ -250,6 +278,10 @@ def report(r: dict[str, Any]) -> bool:
               f"limiters' idle use ({r['idle_limiter_cores'] * 100:.1f}% of a core with no "
               "mail, measured just before the phase)")
     print(cpu_line(r["cpu_cores"]))
+    for name, lines in r.get("profiles", []):
+        print(f"  py-spy profile of {name} over the phase:")
+        for line in lines:
+            print("  " + line)
     exact = r["released"] == r["expected"] and r["twice"] == 0 and r["missing"] == 0
     print(f"  EXACT       released {r['released']} (expected {r['expected']}), held by the "
           f"daily limit {r['held_daily_limit']}, released twice {r['twice']}, "
@@ -276,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="give up when nothing new was released for this long")
     p.add_argument("--idle", type=float, default=3.0,
                    help="seconds the idle use of the limiters is measured before the phase")
+    p.add_argument("--py-spy", metavar="BIN",
+                   help="py-spy binary: profile each limiter worker during the phase "
+                        "(its sampling then shows in 'other processes')")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     p.add_argument("--keep", action="store_true", help="keep the logs and broker data dir")
     args = p.parse_args(argv)

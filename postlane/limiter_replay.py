@@ -3,7 +3,9 @@ of the limiter changes this module only).
 
 - ``limiter-held`` (message_id -> held / released / cancelled): folded from
   the limiter's own events: ``MailHeld`` (held), ``MailReleased`` (released)
-  and its ``MessageCancelled`` (cancelled). A hold the limiter announces
+  and its ``MessageCancelled`` (cancelled). The live table holds the
+  released markers of one scheduling pass as one row (``ids``); the
+  comparison reads it as a marker per mail (``held_live_all``). A hold the limiter announces
   with no event (a mass mail waiting for room in the mass window, silently)
   has no record on the log, so a replay cannot show it; it shows once the
   mail is released.
@@ -16,20 +18,21 @@ of the limiter changes this module only).
   batch): each granted ask of the ``quota`` topic decided again with
   ``processors.limiter.quota.decide`` at the moment the quota decided it,
   under the limits of the config as of then, in the quota's order (by that
-  moment, then the ask's offset), and recorded with ``quota.record`` under
-  the batch key. The answers (QuotasAnswered items on ``quota-answers``,
+  moment, transactional before mass, then the ask's offset), and recorded
+  with ``quota.record`` under the batch key. The answers (QuotasAnswered items on ``quota-answers``,
   QuotaGranted on ``delivery-quota``) say which asks were granted, in which
   batch and when (``batch``, ``decided_at``); refusals change no count and
   are not recorded, so they are not needed. A grant whose answer does not
   say (written before they did) cannot be replayed and is counted as
   skipped. Rows the quota prunes are compared only while they still count:
   both sides leave out the grants ``quota.prunable`` drops as of the last
-  decision. Give-backs (``QuotaAsked.give_back``: a cancelled mail's grant
-  stops counting against the daily limits) are folded with
-  ``quota.give_back`` in the same order; the quota answers none, so the
-  moment of one is its batch's (known from the grants around it) or else
-  its own record's time, and its row is compared without its moment and
-  batch (under ``GIVEN_BACK``).
+  decision. A token given back (a cancelled mail's: a ``give_back`` item of
+  a QuotasAsked, never answered) is applied with ``quota.give_back`` at the
+  moment its record was written, in the same order; both sides show it as
+  ``returned`` on the grant it gives back (the live row that records it is
+  under the key of the quota batch that read it, which the log does not
+  say). A give-back the quota read a few ms after a later grant's batch may
+  then be ordered before that grant.
 
 The meters row (mass in flight per partition) depends on the clock of
 each scheduling pass and is not replayed; neither is the "asking" state of
@@ -135,7 +138,26 @@ def fold_mass(s: Settings, recs: list[Rec]) -> Folded:
 
 
 def _held_live(_s: Settings, _key: str, value: Any) -> Any:
-    return {"state": value.get("state")} if isinstance(value, dict) else value
+    if not isinstance(value, dict):
+        return value
+    if isinstance(value.get("ids"), list):  # a pass row: the mail one pass released
+        return {"state": value.get("state"), "ids": value["ids"]}
+    return {"state": value.get("state")}
+
+
+def held_live_all(_s: Settings, values: dict[str, Any]) -> dict[str, Any]:
+    """The live rows by message_id: a pass row (the limiter writes one
+    per scheduling pass for the mail it released, ``ids``) stands for a
+    released marker of each of its mails."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        ids = value.get("ids") if isinstance(value, dict) else None
+        if isinstance(ids, list):
+            for mid in ids:
+                out[str(mid)] = {"state": value.get("state")}
+        else:
+            out.setdefault(key, value)
+    return out
 
 
 def _mass_live(_s: Settings, _key: str, value: Any) -> Any:
@@ -158,7 +180,7 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
     asks: dict[str, list[tuple[int, int, int, quota.Ask]]] = {}  # ask_id -> (ts, off, i, ask)
     grants: dict[str, tuple[str, float]] = {}  # ask_id -> (batch key, decided_at)
     refused: dict[str, list[int]] = {}  # ask_id -> when refusals of it were answered (ms)
-    gives: list[tuple[int, int, int, quota.Ask]] = []  # give-back asks (ts, off, i, ask)
+    gives: list[tuple[float, int, int, str | None, quota.Ask]] = []  # tokens given back
     topic = {t.full(s): t.name for t in (CONFIG, QUOTA, QUOTA_ANSWERS, DELIVERY_QUOTA)}
     for rec in recs:
         name = topic.get(rec.topic)
@@ -179,8 +201,10 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
                 for i, item in enumerate(items if isinstance(items, list) else []):
                     ask = quota.Ask.of(item if data.get("type") == "QuotasAsked"
                                        else ev.to_representation())
-                    # a give-back names the ask it returns (not an ask again)
-                    (gives if ask.give_back else asks.setdefault(ask.ask_id, [])).append(
+                    if ask.give_back:  # applied when it was written (it has no answer)
+                        gives.append((rec.timestamp_ms / 1000.0, rec.offset, i, None, ask))
+                        continue
+                    asks.setdefault(ask.ask_id, []).append(
                         (rec.timestamp_ms, rec.offset, i, ask))
             else:
                 answers = data.get("answers") if data.get("type") == "QuotasAnswered" else [data]
@@ -202,7 +226,7 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
     # decided is the first one written after its last refusal before that moment (an
     # ask the limiter repeated, timed out, in the same batch is answered from the row;
     # one repeated after the grant too)
-    todo: list[tuple[float, int, int, str, quota.Ask]] = []
+    todo: list[tuple[float, int, int, str | None, quota.Ask]] = list(gives)
     for ask_id, (batch, at) in grants.items():
         seen = asks.get(ask_id)
         if not seen:
@@ -213,93 +237,59 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
         chosen = [a for a in seen if after < a[0] <= until] or seen[:1]
         _ts, off, i, ask = chosen[0]
         todo.append((at, off, i, batch, ask))
-    todo.extend(_give_back_moments(todo, gives))
-    todo.sort(key=lambda t: (t[0], t[1], t[2]))
+    # within a batch (one moment) transactional asks before mass (quota.ordered)
+    todo.sort(key=lambda t: (t[0], t[4].lane == "mass", t[1], t[2]))
     config.sort(key=lambda c: c[0])
     view, c = ConfigView(), 0
     q = quota.Quota()
     batches: dict[str, list[dict[str, Any]]] = {}
     last = 0.0
-    for at, _off, _i, batch, ask in todo:
+    for at, _off, _i, in_batch, ask in todo:
         while c < len(config) and config[c][0] <= at * 1000.0:
             view = evolve(view, config[c][1])
             c += 1
-        if ask.give_back:  # recorded as the agent does (not answered, not a grant)
-            returned = quota.give_back(q, ask, at, limits_from(view, s))
-            if returned is not None:
-                batches.setdefault(batch or f"{at:.6f}:{returned['ask_id']}", []).append(
-                    returned)
+        if in_batch is None:  # a cancelled mail's token given back: its grant is marked
+            quota.give_back(q, ask, at, limits_from(view, s))
+            last = max(last, at)
             continue
         answer, row = quota.decide(q, ask, at, limits_from(view, s))
         if row is None:
             out.skipped += 1  # refused now: the limits of that moment are not the config's
             continue
         out.folded += 1
-        batches.setdefault(batch, []).append(row)
+        batches.setdefault(in_batch, []).append(row)
         last = max(last, at)
     values = {key: quota.record(q, key, rows) for key, rows in batches.items()}
-    out.rows = _quota_comparable(values, last, limits_from(view, s))
+    out.rows = _quota_comparable(values, last, limits_from(view, s), returned=q.returned)
     return out
 
 
-def _give_back_moments(
-    todo: list[tuple[float, int, int, str, Any]], gives: list[tuple[int, int, int, Any]],
-) -> list[tuple[float, int, int, str, Any]]:
-    """When and in which batch the quota recorded each give-back (it
-    answers none). The quota takes consecutive asks of its one partition
-    per batch: a give-back between two asks granted in the same batch was
-    in that batch (its moment and key are the grants'); otherwise its own
-    record's time stands for the moment (the quota decided it a few ms
-    later) and the batch is left to be named by its row."""
-    import bisect
-
-    granted = sorted((off, i, at, batch) for at, off, i, batch, _ask in todo)
-    out: list[tuple[float, int, int, str, Any]] = []
-    for ts, off, i, ask in gives:
-        k = bisect.bisect_left(granted, (off, i))
-        before = granted[k - 1] if k > 0 else None
-        after = granted[k] if k < len(granted) else None
-        if before is not None and after is not None and before[3] == after[3]:
-            out.append((before[2], off, i, before[3], ask))
-        else:
-            at = max(ts / 1000.0, before[2] if before is not None else 0.0)
-            out.append((at, off, i, "", ask))
-    return out
-
-
-GIVEN_BACK = "(given back)"  # the comparable key of the give-back rows
-
-
-def _quota_comparable(values: dict[str, Any], now: float, limits: Any) -> dict[str, Any]:
+def _quota_comparable(values: dict[str, Any], now: float, limits: Any,
+                      returned: set[str] | None = None) -> dict[str, Any]:
     """Batch key -> its grants that still count at ``now`` (ask_id -> the
-    row without its batch), batches with none left out: what the quota keeps
-    whenever it pruned. Give-back rows (``returns``) are under
-    ``GIVEN_BACK`` without their moment and batch: the quota answers no
-    give-back, so the log does not say exactly when it recorded one, only
-    which grant it returned (``now`` is the last grant's moment)."""
+    row without its batch; a grant given back marked ``returned``), batches
+    with none left out: what the quota keeps whenever it pruned. The rows
+    that record a give-back (``returns``) are read as that mark: the batch
+    they were written in is the quota's moment, not on the log (the replay
+    passes the grants it saw given back as ``returned``)."""
     from processors.limiter import quota
 
     if not values:
         return {}
     q = quota.restore(list(values.values()), now, limits)
+    given = set(q.returned) | (returned or set())
     quota.prunable(q, now)
     out: dict[str, Any] = {}
-    returns: dict[str, Any] = {}
     for key, value in values.items():
         rows = value.get("grants", []) if isinstance(value, dict) else []
-        kept: dict[str, Any] = {}
-        for r in rows:
-            if not isinstance(r, dict) or str(r.get("ask_id")) not in q.grants:
-                continue
-            if r.get("returns"):
-                returns[str(r["ask_id"])] = {k: v for k, v in r.items()
-                                             if k not in ("batch", "at")}
-            else:
-                kept[str(r["ask_id"])] = {k: v for k, v in r.items() if k != "batch"}
+        kept = {str(r["ask_id"]): {k: v for k, v in r.items() if k != "batch"}
+                for r in rows if isinstance(r, dict) and str(r.get("ask_id")) in q.grants
+                and not r.get("returns")}
+        for ask_id, row in kept.items():
+            if ask_id in given:
+                row["returned"] = True
         if kept:
             out[key] = kept
-    if returns:
-        out[GIVEN_BACK] = returns
     return out
 
 
@@ -309,8 +299,7 @@ def _quota_live_all(s: Settings, values: dict[str, Any]) -> dict[str, Any]:
     from .configops import current_view
 
     last = max((float(r.get("at", 0.0)) for v in values.values() if isinstance(v, dict)
-                for r in v.get("grants", []) if isinstance(r, dict) and not r.get("returns")),
-               default=0.0)
+                for r in v.get("grants", []) if isinstance(r, dict)), default=0.0)
     return _quota_comparable(values, last, limits_from(current_view(s), s))
 
 
@@ -322,7 +311,7 @@ def tables() -> list[TableReplay]:
     sources = (ROUTING_DECIDED_MASS, HELD, RELEASED, COMMAND_RESULTS)
     return [
         TableReplay("limiter-held", "limiter-held", "limiter", sources, fold_held, _held_live,
-                    "message_id -> held / released / cancelled"),
+                    "message_id -> held / released / cancelled", live_all=held_live_all),
         TableReplay("limiter-mass", "limiter-mass", "limiter", sources, fold_mass, _mass_live,
                     "mass mail taken in and still waiting"),
         TableReplay("limiter-quota", "limiter-quota", "limiter",

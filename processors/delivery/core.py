@@ -11,6 +11,11 @@ delivery agent) is what makes "never twice" hold:
   have accepted the mail before the crash. It is retried, marked
   ``interrupted`` on the DeliveryAttempted event, and counted in
   ``interrupted_attempts`` so it shows in the status history and metrics.
+  Only when the attempt was started by another process (``run``, this
+  process's ``RUN``): a duplicate decision that finds the attempt started
+  by this very process (a redelivered release while it sends) is skipped,
+  so no second SMTP transaction begins; if that attempt died without an
+  outcome, the retry timer finds it orphaned and retries it as interrupted.
 
 Operators' commands (``on_command``: retry, send_now, cancel, forwarded by
 the limiter for mail it no longer holds) are applied to the ledger once:
@@ -45,6 +50,9 @@ from schemas import (
 from .policy import RetrySettings, after_attempt, gave_up
 
 ActionKind = Literal["deliver", "skip"]
+# this process's incarnation: a ledger's attempt in flight says which process
+# started it (``Ledger.run``), so a duplicate decision is told from a restart
+RUN = uuid.uuid4().hex
 BY = "delivery"  # the ``by`` of the command answers and MessageCancelled
 # event ids of the answers, derived from the command id (a redelivered
 # command gives the same ids, and readers drop the repeat)
@@ -70,6 +78,7 @@ class Ledger:
     commands: list[str] = field(default_factory=list)  # ids of commands applied or refused
     cancelled: bool = False  # an operator cancelled it (done; ``pending`` never sent)
     token: int = 0  # the attempt the quota granted a token for (tokens.py)
+    run: str = ""  # the process (its RUN) that started the attempt in flight; "": none
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)  # a deep copy, as plain JSON values
@@ -118,9 +127,11 @@ def new_ledger(decision: RoutingDecided, recipients: list[str], now: float) -> L
 
 
 def on_routed(
-    ledger: Ledger | None, decision: RoutingDecided, recipients: list[str], now: float
+    ledger: Ledger | None, decision: RoutingDecided, recipients: list[str], now: float,
+    run: str = RUN,
 ) -> tuple[Ledger | None, Action]:
-    """A routing decision arrived (first time, or redelivered)."""
+    """A routing decision arrived (first time, or redelivered); ``run``: the
+    process deciding (see ``start``)."""
     if decision.outcome != "routed":
         return ledger, Action("skip", f"not routed ({decision.outcome})")
     if ledger is None:
@@ -132,8 +143,14 @@ def on_routed(
     if ledger.done:
         return ledger, Action("skip", "already delivered: duplicate decision")
     if ledger.inflight:
-        # a restart (nothing runs it any more); within a batch the agent
-        # never starts one mail twice
+        if ledger.run == run:
+            # started by this process: it is being sent now (a duplicate release,
+            # e.g. a limiter restarted before its offsets were committed). Not a
+            # second transaction; an attempt that died here is orphaned, and
+            # the retry timer retries it as interrupted
+            return ledger, Action("skip", "being sent by this process: duplicate decision")
+        # started by another process (a restart: nothing runs it any more);
+        # within a batch the agent never starts one mail twice
         return ledger, Action("deliver", "attempt interrupted by a restart", interrupted=True)
     if ledger.next_at > now:
         return ledger, Action("skip", "waiting for its retry time")
@@ -206,22 +223,25 @@ def changed(ledger: Ledger, **changes: Any) -> Ledger:
     return new
 
 
-def started(ledger: Ledger, action: Action) -> Ledger:
+def started(ledger: Ledger, action: Action, run: str = "") -> Ledger:
     """The ledger ``start`` records (without its DeliveryStarted: a replay
-    keeps only the ledger)."""
+    keeps only the ledger, and no process's ``run``)."""
     return changed(
         ledger,
         attempt=ledger.attempt + 1,
         inflight=True,
+        run=run,
         next_at=0.0,
         tried_servers=_add(ledger.tried_servers, ledger.server),
         interrupted_attempts=ledger.interrupted_attempts + (1 if action.interrupted else 0),
     )
 
 
-def start(ledger: Ledger, action: Action, worker: str) -> tuple[Ledger, DeliveryStarted]:
-    """Record that an attempt begins (before any SMTP command)."""
-    new = started(ledger, action)
+def start(ledger: Ledger, action: Action, worker: str,
+          run: str = RUN) -> tuple[Ledger, DeliveryStarted]:
+    """Record that an attempt begins (before any SMTP command), by the
+    process ``run`` (this one)."""
+    new = started(ledger, action, run)
     event = DeliveryStarted(
         message_id=ledger.message_id, attempt=new.attempt, server=ledger.server,
         recipients=list(ledger.pending), worker=worker,
@@ -307,7 +327,7 @@ def _finish(ledger: Ledger, outcomes: list[dict[str, Any]], now: float,
         deferred, pending = [], []
     new = changed(
         ledger, accepted=accepted, failed=failed, pending=pending, inflight=False,
-        next_at=next_at, done=not pending, server=server, decision=decision,
+        next_at=next_at, done=not pending, server=server, decision=decision, run="",
     )
     return new, final_outcomes + deferred, next_at, server
 

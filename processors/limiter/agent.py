@@ -14,8 +14,9 @@ the ops commands for mail it holds.
 - ``postlane.limiter`` reads transactional decisions, ops commands,
   delivery's attempts (which free the mass window) and the quota's answers
   (``quota-answers``); with the scheduler tick it is the only writer of
-  ``limiter-held`` (message_id -> held / released / cancelled; released and
-  cancelled markers are deleted after ``held_keep``) and ``limiter-meters``
+  ``limiter-held`` (message_id -> held / released / cancelled; the mail a
+  pass released is one row for the pass, ``steps.pass_key`` -> ``ids``;
+  released and cancelled markers are deleted after ``held_keep``) and ``limiter-meters``
   (one row per partition: the mass in flight). The agent and the tick run
   in one process and take one lock.
 - ``postlane.limiter.quota`` (quota_agent.py) counts every limited
@@ -113,10 +114,18 @@ def register(rt: Runtime) -> None:
     limits = LimitsCache(rt.config, s)
     names = {spec.full(s): spec for spec in (ROUTING_DECIDED, COMMANDS, DELIVERY, QUOTA_ANSWERS)}
 
+    mine: dict[str, Any] = {"generation": -1, "assigned": frozenset()}
+
     def assigned() -> frozenset[int]:
-        name = ROUTING_DECIDED.full(s)
-        return frozenset(tp.partition for tp in app.assignor.assigned_actives()
-                         if tp.topic == name)
+        """The partitions of this worker, computed once per rebalance (asked
+        only when ``ready``: the assignment of that generation is complete)."""
+        if mine["generation"] != app.rebalancing_count:
+            name = ROUTING_DECIDED.full(s)
+            mine["assigned"] = frozenset(tp.partition for tp in app.assignor.assigned_actives()
+                                         if tp.topic == name)
+            mine["generation"] = app.rebalancing_count
+        got: frozenset[int] = mine["assigned"]
+        return got
 
     def ready() -> bool:
         recovery: Any = getattr(app.tables, "recovery")  # noqa: B009 - not in the stubs
@@ -134,6 +143,11 @@ def register(rt: Runtime) -> None:
                      sorted(now_assigned), sum(map(len, index.pending.values())),
                      sum(map(len, index.held.values())))
         return True
+
+    def held_row(key: bytes) -> Any:
+        """A limiter-held row, None when there is none (most lookups: a new
+        mail; the table's ``get`` finds that out through a KeyError)."""
+        return held_table.get(key) if key in held_table else None
 
     # --- the mass lane: intake only, pulled at the pace it is released ----------------------
 
@@ -159,7 +173,7 @@ def register(rt: Runtime) -> None:
             mail = core.Mail(message_id=str(decision["message_id"]), lane="mass",
                              seq=message.offset, decision=decision, received_at=clock())
             store, full, room = steps.take_mass(
-                index, message.partition, mail, mass_table.get(key), held_table.get(key),
+                index, message.partition, mail, mass_table.get(key), held_row(key),
                 s.mass_intake_ahead, s.mass_window)
             if store:
                 mass_table[key] = mail.to_dict()
@@ -232,7 +246,12 @@ def register(rt: Runtime) -> None:
             return
         spec = names.get(message.topic)
         if spec is DELIVERY:
-            data = orjson.loads(message.value) if message.value else None
+            # most of delivery's records are of no interest: read one only while mass
+            # mail of its partition is in flight, and only a start or an outcome
+            value = message.value
+            if not (index.meters[p].inflight and value and steps.is_attempt(value)):
+                return
+            data = orjson.loads(value)
             # delivery started (or finished) it: it has left delivery's input
             if isinstance(data, dict) and data.get("type") in ("DeliveryStarted",
                                                                "DeliveryAttempted"):
@@ -249,7 +268,7 @@ def register(rt: Runtime) -> None:
                 return
             now, lim = clock(), limits()
             for answer in answers:
-                if steps.take_answer(index, p, answer, now, held_table.get, lim, out):
+                if steps.take_answer(index, p, answer, now, held_row, lim, out):
                     touched.add(p)
             return
         if spec is COMMANDS:
@@ -258,14 +277,14 @@ def register(rt: Runtime) -> None:
             except InvalidEvent as exc:
                 await send_dead_letter(dlq, NAME, message, str(exc))
                 return
-            steps.command(index, p, command, clock(), held_table.get, limits(), out)
+            steps.command(index, p, command, clock(), held_row, limits(), out)
             return
         decision = await _decision(message)
         if decision is None:
             return
         mail = core.Mail(message_id=str(decision["message_id"]), lane="transactional",
                          seq=message.offset, decision=decision, received_at=clock())
-        if steps.take_routed(index, p, mail, held_table.get):
+        if steps.take_routed(index, p, mail, held_row):
             touched.add(p)
 
     async def _commit(out: steps.Out) -> None:
@@ -285,6 +304,7 @@ def register(rt: Runtime) -> None:
         delay = 0.5
         while True:
             try:
+                # plain key and value, no partition: streams/direct.py's fast send
                 sent = [await topic.send(key=key, value=value) for topic, key, value in sends]
                 await acked(sent)  # ours on the log, not everything the producer holds
                 break

@@ -17,7 +17,8 @@ Order. Transactional mail goes first, in arrival order; mass mail after, in
 creation order, only while the partition has fewer than ``mass_window``
 mass mails asking, granted or released and not yet attempted by delivery
 (so delivery's input never holds more than that much mass ahead of an
-invoice). Across partitions the quota grants in the order asks arrive; a
+invoice). Across partitions the quota decides the asks of one batch
+transactional first, then mass, each in the order they arrived; a
 mass mail never books a rate slot more than ``mass_ahead`` seconds ahead,
 so a transactional mail asking later gets the next slot.
 """

@@ -49,6 +49,12 @@ class Index:
     # (when, key) of limiter-held rows saying released / cancelled, oldest
     # first: the scheduler deletes them once older than ``held_keep``
     done_held: deque[tuple[float, bytes]] = field(default_factory=deque)
+    # keys of the mail a pass released (one limiter-held row per pass, ``pass_row``):
+    # a redelivered decision or answer finds them here
+    released: set[bytes] = field(default_factory=set)
+    passes: dict[bytes, list[str]] = field(default_factory=dict)  # pass row key -> its ids
+    # mail with a limiter-held row of its own (held): its release replaces that row
+    rowed: set[str] = field(default_factory=set)
     built: bool = False
 
     def partition(self, message_id: str) -> int:
@@ -60,6 +66,7 @@ class Index:
         self.pending = {p: {} for p in assigned}
         self.held = {p: {} for p in assigned}
         self.asking = {p: {} for p in assigned}
+        self.released, self.passes, self.rowed = set(), {}, set()
         self.meters = {
             p: Meters.from_dict(meters_rows.get(meters_key(p, self.partitions)), p)
             for p in assigned
@@ -73,8 +80,12 @@ class Index:
                 mail = Mail.from_dict(row["mail"])
                 # an asking row of an older version: it asks again after the timeout
                 (self.asking if mail.asked else self.held)[p][key.decode()] = mail
+                self.rowed.add(mail.message_id)
             elif row.get("state") in ("released", "cancelled"):
                 done.append((float(row.get("at", 0.0)), key))
+                ids = row.get("ids")
+                if isinstance(ids, list):  # a pass row: the mail it released
+                    self.add_pass(key, ids)
         self.done_held = deque(sorted(done))
         mails: list[Mail] = []
         self.done_mass = []
@@ -83,7 +94,9 @@ class Index:
             if p not in assigned or not isinstance(row, dict):
                 continue
             state = held_rows.get(key)
-            if state is None:
+            if key in self.released:
+                self.done_mass.append(key)  # left by a crash before the prune
+            elif state is None:
                 mails.append(Mail.from_dict(row))
             elif isinstance(state, dict) and state.get("state") in ("released", "cancelled"):
                 self.done_mass.append(key)  # left by a crash before the prune
@@ -94,13 +107,21 @@ class Index:
             self.refresh_due(p)
         self.built = True
 
+    def add_pass(self, key: bytes, ids: list[str]) -> None:
+        """A pass row (``key``) says these mails were released."""
+        self.passes[key] = ids
+        self.released.update(mid.encode() for mid in ids)
+
     def prunable_held(self, now: float, keep: float) -> list[bytes]:
         """Keys of released / cancelled markers older than ``keep`` seconds:
         past any redelivery of their mail's input (delivery's ledger answers
-        a later duplicate), so they need not be kept for ever."""
+        a later duplicate), so they need not be kept for ever. A pass row's
+        mails are forgotten with it."""
         out: list[bytes] = []
         while self.done_held and self.done_held[0][0] < now - keep:
-            out.append(self.done_held.popleft()[1])
+            key = self.done_held.popleft()[1]
+            self.released.difference_update(mid.encode() for mid in self.passes.pop(key, ()))
+            out.append(key)
         return out
 
     def refresh_due(self, p: int, ask_timeout: float = 30.0) -> None:

@@ -23,10 +23,17 @@ What is counted, per transaction (all or nothing, in one step):
   seconds away (it asks again then), so mass never books far ahead and a
   transactional mail asking later gets the next slot;
 - ``force`` (an operator's send-now): counted, never refused;
+- order: within one batch of asks (from every partition and worker),
+  transactional asks are decided before mass asks (``ordered``), so the
+  last tokens of a daily limit go to waiting transactional mail first;
 - ``give_back`` (the mail of a granted ask was cancelled): the grant stops
-  counting against the daily limits (its rate slot stays used: a rate is
-  never exceeded by a give-back). Recorded as a row of its own
-  (``returns``), kept as long as the grant it returns.
+  counting against the daily limits, and its rate slots are freed: each of
+  its rate schedules goes back to the latest grant still counted on it
+  (``_free_slots``). When it was the last one booked on a scope, that is as
+  if it had never been granted; when later grants were booked after it,
+  the schedule is unchanged (they keep their slots, so a rate is never
+  exceeded by a give-back). Recorded as a row of its own (``returns``),
+  kept as long as the grant it returns; ``restore`` does the same.
 
 A limiter's transactional ask carries its mail (``mail``, JSON text the
 quota does not parse) and the answer carries it back: the limiter writes
@@ -59,8 +66,8 @@ from schemas import QuotaAsked
 
 from .core import Limits, limited
 
-__all__ = ["Answer", "Ask", "Quota", "decide", "give_back", "limited", "prunable", "record",
-           "restore"]
+__all__ = ["Answer", "Ask", "Quota", "decide", "give_back", "limited", "ordered", "prunable",
+           "record", "restore"]
 from .windows import next_window, window_start, words
 
 # a row kept after its window and its rates no longer count: an ask repeated
@@ -191,10 +198,12 @@ def restore(values: Iterable[Mapping[str, Any]], now: float, limits: Limits) -> 
                 continue
             q.grants[str(row["ask_id"])] = dict(row)
             q.batches.setdefault(str(row.get("batch", "")), set()).add(str(row["ask_id"]))
-            for scope, tat in dict(row.get("tats", {})).items():
-                q.tats[scope] = max(q.tats.get(scope, 0.0), float(tat))
             if row.get("returns"):
                 q.returned.add(str(row["returns"]))
+    for ask_id, row in q.grants.items():  # a given-back grant holds no slot (give_back)
+        if ask_id not in q.returned:
+            for scope, tat in dict(row.get("tats", {})).items():
+                q.tats[scope] = max(q.tats.get(scope, 0.0), float(tat))
     _roll(q, now, limits)
     return q
 
@@ -250,12 +259,39 @@ def give_back(q: Quota, ask: Ask, now: float, limits: Limits) -> dict[str, Any] 
     if grant.get("window") == q.window:
         for scope in grant.get("daily", []):
             q.counts[scope] = max(0, q.counts.get(scope, 0) - 1)
+    _free_slots(q, grant)
     row: dict[str, Any] = {
         "ask_id": f"{ask.ask_id}:returned", "returns": ask.ask_id,
         "message_id": ask.message_id, "by": ask.by, "at": now,
         "window": grant.get("window"), "daily": list(grant.get("daily", [])), "tats": {}}
     q.grants[str(row["ask_id"])] = row
     return row
+
+
+def _free_slots(q: Quota, grant: Mapping[str, Any]) -> None:
+    """A given-back grant (already in ``q.returned``) stops holding its rate
+    slots: each schedule it was booked on goes back to the latest grant still
+    counted on that scope (0: none). So the last grant booked on a scope is
+    undone (the next ask may take its slot), one with later grants after it
+    changes nothing (they keep their slots); ``restore`` gives the same."""
+    for scope, tat in dict(grant.get("tats", {})).items():
+        if q.tats.get(scope, 0.0) > float(tat):
+            continue  # a later grant, still counted, holds the schedule
+        q.tats[scope] = max(
+            (float(row["tats"][scope]) for ask_id, row in q.grants.items()
+             if ask_id not in q.returned and scope in row.get("tats", {})), default=0.0)
+
+
+def ordered(asks: Iterable[Ask]) -> list[Ask]:
+    """The order the quota decides one batch of asks in, whatever partition
+    or worker they came from: tokens given back first (they free a count),
+    then transactional asks, then mass asks, each in arrival order. So when
+    the last tokens of a daily limit are asked for in one batch, a waiting
+    transactional mail gets one before mass mail does."""
+    give = [a for a in asks if a.give_back]
+    trans = [a for a in asks if not a.give_back and a.lane != "mass"]
+    mass = [a for a in asks if not a.give_back and a.lane == "mass"]
+    return give + trans + mass
 
 
 def decide(q: Quota, ask: Ask, now: float, limits: Limits,

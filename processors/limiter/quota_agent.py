@@ -101,35 +101,36 @@ def register_quota(rt: Runtime) -> None:
         to_limiter: dict[int, list[dict[str, Any]]] = {}
         to_delivery: list[tuple[Any, bytes, dict[str, Any]]] = []
         granted: list[dict[str, Any]] = []  # answers that name their grant's row (replay)
+        asks: list[quota.Ask] = []
         for event in batch:
             message = event.message
             try:
                 got = decode_any(_ASKS, message.value)
-                asks = ([quota.Ask.of(a) for a in got.asks] if isinstance(got, QuotasAsked)
-                        else [quota.Ask.of_event(got)])  # type: ignore[arg-type]
+                asks += ([quota.Ask.of(a) for a in got.asks] if isinstance(got, QuotasAsked)
+                         else [quota.Ask.of_event(got)])  # type: ignore[arg-type]
             except InvalidEvent as exc:
                 await send_dead_letter(dlq, NAME, message, str(exc))
                 continue
-            for ask in asks:
-                if ask.give_back:  # a cancelled mail's token: recorded, not answered
-                    returned = quota.give_back(q, ask, now, lim)
-                    if returned is not None:
-                        rows.append(returned)
-                    continue
-                answer, row = quota.decide(q, ask, now, lim)
-                if row is not None:
-                    rows.append(row)
-                data = answer.to_data()
-                if answer.granted:
-                    grant = q.grants.get(ask.ask_id) or {}
-                    data.update(batch=grant.get("batch", ""), decided_at=grant.get("at", now))
-                    granted.append(data)
-                if ask.by == "limiter":
-                    p = ask.partition if 0 <= ask.partition < n else partition_for(
-                        ask.message_id, n)
-                    to_limiter.setdefault(p, []).append(data)
-                else:
-                    to_delivery.append((reply[ask.by], ask.message_id.encode(), data))
+        for ask in quota.ordered(asks):  # transactional before mass (quota.ordered)
+            if ask.give_back:  # a cancelled mail's token: recorded, not answered
+                returned = quota.give_back(q, ask, now, lim)
+                if returned is not None:
+                    rows.append(returned)
+                continue
+            answer, row = quota.decide(q, ask, now, lim)
+            if row is not None:
+                rows.append(row)
+            data = answer.to_data()
+            if answer.granted:
+                grant = q.grants.get(ask.ask_id) or {}
+                data.update(batch=grant.get("batch", ""), decided_at=grant.get("at", now))
+                granted.append(data)
+            if ask.by == "limiter":
+                p = ask.partition if 0 <= ask.partition < n else partition_for(
+                    ask.message_id, n)
+                to_limiter.setdefault(p, []).append(data)
+            else:
+                to_delivery.append((reply[ask.by], ask.message_id.encode(), data))
         key = f"{now:.6f}:{rows[0]['ask_id']}" if rows else ""
         for data in granted:  # a grant of this batch: its row is written under ``key``
             data["batch"] = data["batch"] or key

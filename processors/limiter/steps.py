@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -46,7 +47,7 @@ from schemas import (
 )
 
 from . import core, quota
-from .index import Index
+from .index import Index, key_on
 
 NAME = "limiter"
 RESULT_NS = ids.LIMITER_COMMAND_RESULT
@@ -127,6 +128,7 @@ def forget(index: Index, p: int, mail: core.Mail, out: Out) -> None:
     """The mail leaves the limiter (released or cancelled)."""
     index.held[p].pop(mail.message_id, None)
     index.asking[p].pop(mail.message_id, None)
+    index.rowed.discard(mail.message_id)
     if mail.lane == "mass":
         index.pending[p].pop(mail.seq, None)
         out.done_mass.append(mail.message_id.encode())
@@ -140,7 +142,8 @@ def take_mass(index: Index, p: int, mail: core.Mail, mass_row: Any, held_row: An
     """The mass lane took in a routed mass mail. Returns (store its
     limiter-mass row, stop fetching the partition's mass lane: enough
     waits, wake the scheduler: room in the mass window)."""
-    if mass_row is not None or held_row is not None:
+    if (mass_row is not None or held_row is not None
+            or mail.message_id.encode() in index.released):
         return False, False, False  # redelivered: taken in already (maybe released and pruned)
     if not (index.built and p in index.assigned):
         return True, False, False
@@ -153,7 +156,10 @@ def take_routed(index: Index, p: int, mail: core.Mail, row: Row) -> bool:
     """A routed transactional mail: held (in memory) until this batch's
     pass decides. False: redelivered, the limiter has it or had it."""
     mid = mail.message_id
-    if mid in index.held[p] or mid in index.asking[p] or row(mid.encode()) is not None:
+    if mid in index.held[p] or mid in index.asking[p]:
+        return False
+    key = mid.encode()
+    if key in index.released or row(key) is not None:
         return False
     index.held[p][mid] = mail
     return True
@@ -181,7 +187,7 @@ def take_answer(index: Index, p: int, answer: quota.Answer, now: float, row: Row
     mid = answer.message_id
     mail = index.asking[p].get(mid)
     if mail is None:
-        if (answer.mail is None or mid in index.held[p]
+        if (answer.mail is None or mid in index.held[p] or mid.encode() in index.released
                 or row(mid.encode()) is not None):
             gone = row(mid.encode())
             if answer.granted and _cancelled(gone):
@@ -301,15 +307,21 @@ def run_pass(index: Index, p: int, now: float, limits: core.Limits, lookahead: i
     if result.meters != index.meters[p]:
         index.meters[p] = result.meters
         out.meters.add(p)
+    ids: list[str] = []
     for mail in result.released:
+        mid = mail.message_id
+        if mid in index.rowed:  # its held row says released now
+            out.rows[mid.encode()] = {"state": "released", "at": now}
+        else:
+            ids.append(mid)
         forget(index, p, mail, out)
-        out.send(RELEASED, mail.message_id, MailReleased(
-            message_id=mail.message_id, lane=mail.lane, decision=mail.decision,
-            held_for=round(now - mail.received_at, 3), step=mail.step + 1, token=mail.token))
-        # its row answers a redelivery of its decision or of its answer after a
-        # crash: without it, the mail would be released again while delivery may be
+        out.send(RELEASED, mid, released_event(mail, now))
+    if ids:
+        # the pass's row answers a redelivery of their decisions or answers after a
+        # crash: without it, a mail would be released again while delivery may be
         # sending it (a duplicate it could take for an interrupted attempt)
-        out.rows[mail.message_id.encode()] = {"state": "released", "at": now}
+        out.rows[pass_key(ids[0], now, p, index.partitions)] = {
+            "state": "released", "at": now, "ids": ids}
     for mail in result.asks:
         held.pop(mail.message_id, None)
         if mail.lane == "mass":
@@ -319,6 +331,21 @@ def run_pass(index: Index, p: int, now: float, limits: core.Limits, lookahead: i
     for mail, verdict in result.holds:
         hold(index, p, mail, verdict, out)
     index.refresh_due(p, limits.ask_timeout)
+
+
+def released_event(mail: core.Mail, now: float) -> bytes:
+    """The MailReleased of a pass's release, encoded: what
+    ``encode(MailReleased(...))`` gives (the same fields, in the same order,
+    a new event_id), made as plain data (building and encoding the Record
+    was most of a release's own cost). Its inputs were validated when the
+    decision was read; tests/unit/test_limiter_steps.py checks it decodes to
+    the Record's event."""
+    return orjson.dumps({
+        "type": "MailReleased", "schema": MailReleased.SCHEMA, "event_id": uuid.uuid4().hex,
+        "occurred_at": time.time(), "message_id": mail.message_id, "lane": mail.lane,
+        "decision": mail.decision, "forced": False, "command_id": "",
+        "held_for": round(now - mail.received_at, 3), "step": mail.step + 1,
+        "token": mail.token})
 
 
 def hold(index: Index, p: int, mail: core.Mail, verdict: core.Verdict, out: Out) -> None:
@@ -335,6 +362,7 @@ def hold(index: Index, p: int, mail: core.Mail, verdict: core.Verdict, out: Out)
     if mail.lane == "mass":
         index.pending[p].pop(mail.seq, None)
     held[mail.message_id] = new
+    index.rowed.add(mail.message_id)
     out.rows[mail.message_id.encode()] = _held_row(new)
 
 
@@ -369,7 +397,26 @@ def written(index: Index, out: Out) -> None:
     for key, row in out.rows.items():
         if row.get("state") in ("released", "cancelled"):
             index.done_held.append((float(row["at"]), key))
+            if "ids" in row:
+                index.add_pass(key, row["ids"])
     index.done_mass.extend(out.done_mass)
+
+
+def pass_key(first: str, now: float, p: int, partitions: int) -> bytes:
+    """The key of a pass row (the mail one pass released from partition
+    ``p``, ``ids``): unique (its first mail is released once) and put on
+    ``p`` by the partitioner, so it is recovered with the mail it answers for."""
+    return key_on(f"released:{now:.6f}:{first}", p, partitions)
+
+
+_ATTEMPTS = (b'"DeliveryStarted"', b'"DeliveryAttempted"')
+
+
+def is_attempt(raw: bytes) -> bool:
+    """May this record of delivery's topic be a DeliveryStarted or a
+    DeliveryAttempted (the only ones the limiter reads)? A peek at the
+    bytes, before any decode: False for certain is not one."""
+    return any(t in raw for t in _ATTEMPTS)
 
 
 def plain_decision(raw: bytes | None) -> dict[str, Any] | None:

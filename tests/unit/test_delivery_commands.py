@@ -327,9 +327,12 @@ def test_a_redelivered_release_after_a_retry_does_not_start_a_second_attempt() -
     new, action, _ = run(failed(), "retry")
     assert new is not None
     started, _ = core.start(new, action, "w")
-    # the agent never starts one mail twice in a batch; what the core says is
-    # "in flight" (a restart's interrupted attempt), never a fresh concurrent one
+    # the agent never starts one mail twice in a batch; while this process
+    # sends it, a redelivered release is a duplicate (skipped); after a restart
+    # (another process) it is the interrupted attempt, never a fresh concurrent one
     same, again = core.on_routed(started, decision(), [A, B], NOW + 1)
+    assert same is started and again.kind == "skip"
+    same, again = core.on_routed(started, decision(), [A, B], NOW + 1, run="restarted")
     assert same is started and again.interrupted
     done, _ = core.finish(started, [ok(A), ok(B)], now=NOW + 2, duration=0.1, settings=RETRY)
     same, again = core.on_routed(done, decision(), [A, B], NOW + 3)

@@ -106,9 +106,9 @@ def test_inflight_ledger_is_delivered_again_as_interrupted_and_counted() -> None
     """A crash between start and finish: the server may have the mail, so
     the retry may duplicate; it says so, and the count shows it."""
     ledger = started()
-    assert ledger.inflight and ledger.attempt == 1
-    # the restarted worker: the same decision arrives again
-    same, action = core.on_routed(ledger, decision(), [A, B], T0 + 10)
+    assert ledger.inflight and ledger.attempt == 1 and ledger.run == core.RUN
+    # the restarted worker (another process): the same decision arrives again
+    same, action = core.on_routed(ledger, decision(), [A, B], T0 + 10, run="restarted")
     assert action.kind == "deliver" and action.interrupted
     assert same is ledger
     again, ev = core.start(same, action, "w2")
@@ -122,6 +122,23 @@ def test_inflight_ledger_is_delivered_again_as_interrupted_and_counted() -> None
     # a retry signal for an inflight ledger is an interruption too
     assert core.on_retry_due(ledger, 1, T0 + 10) == Action(
         "deliver", "attempt interrupted by a restart", interrupted=True)
+
+
+def test_a_duplicate_decision_while_this_process_sends_it_starts_no_second_attempt() -> None:
+    """A release delivered twice (a limiter restarted before committing its
+    offsets) whose duplicate arrives while this process sends the mail: not
+    an interrupted attempt, so no second SMTP transaction."""
+    ledger = started()
+    same, action = core.on_routed(ledger, decision(), [A, B], T0 + 0.5)
+    assert same is ledger and action.kind == "skip" and "duplicate" in action.reason
+    # the attempt's outcome then arrives as usual, counted once
+    done, attempted = core.finish(ledger, [ok(A), ok(B)], now=T0 + 1, duration=0.2,
+                                  settings=RETRY)
+    assert done.done and done.attempt == 1 and done.interrupted_attempts == 0
+    assert done.run == "" and not attempted.interrupted
+    # had the attempt died here without an outcome, the retry timer retries it
+    assert core.orphaned(ledger, running=False)
+    assert core.on_retry_due(ledger, 1, T0 + 2).interrupted
 
 
 def test_start_records_the_attempt_before_smtp() -> None:

@@ -31,7 +31,8 @@ def test_started_is_starts_ledger(interrupted: bool) -> None:
     ledger, _ = routed()
     action = Action("deliver", interrupted=interrupted)
     new, event = core.start(ledger, action, "w1")
-    assert core.started(ledger, action) == new
+    assert core.started(ledger, action, core.RUN) == new
+    assert core.started(ledger, action) == replace(new, run="")  # a replay names no process
     assert event.attempt == new.attempt == 1 and event.recipients == [A, B]
 
 

@@ -34,3 +34,19 @@ def test_released_and_cancelled_markers_are_pruned_oldest_first_after_held_keep(
     index.done_held.append((1000.0, b"e"))  # written by a pass
     assert index.prunable_held(now=5000.0, keep=3600.0) == [b"d", b"e"]
     assert list(index.held[0]) == ["c"]
+
+
+def test_a_pass_row_stands_for_the_mail_it_released_until_it_is_pruned() -> None:
+    """One limiter-held row per pass (``ids``): after a rebuild its mails are
+    known as released (a redelivered decision or answer finds them), their
+    limiter-mass rows are dropped, and pruning the row forgets them."""
+    rows = [(b"m1", mail("m1", 1).to_dict()), (b"m2", mail("m2", 2).to_dict())]
+    held = {b"released:1:m1:0:0": {"state": "released", "at": 100.0, "ids": ["m1", "x"]},
+            b"c": {"state": "held", "mail": mail("c", 3).to_dict()}}
+    index = Index(partitions=1)
+    index.rebuild(frozenset({0}), rows, held, {})
+    assert index.released == {b"m1", b"x"} and index.rowed == {"c"}
+    assert [m.message_id for m in index.pending[0].values()] == ["m2"]
+    assert index.done_mass == [b"m1"]
+    assert index.prunable_held(now=3701.0, keep=3600.0) == [b"released:1:m1:0:0"]
+    assert not index.released and not index.passes

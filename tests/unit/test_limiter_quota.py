@@ -83,9 +83,9 @@ def test_counts_and_schedules_come_back_from_the_rows() -> None:
     assert restored.tats == q.tats
     # the repeated ask of a crashed asker: its grant, uncounted
     again, none = quota.decide(restored, ask("m1"), T0 + 0.1, lim)
-    assert again.granted and none is None and again.at == pytest.approx(T0 + 1)
+    assert again.granted and none is None and again.at == pytest.approx(T0 + 1, abs=1e-6)
     third, _ = quota.decide(restored, ask("m2"), T0 + 0.1, lim)
-    assert third.granted and third.at == pytest.approx(T0 + 2)
+    assert third.granted and third.at == pytest.approx(T0 + 2, abs=1e-6)
     fourth, _ = quota.decide(restored, ask("m3"), T0 + 0.1, lim)
     assert not fourth.granted
 
@@ -105,7 +105,7 @@ def test_a_domain_rate_and_a_server_rate_both_hold() -> None:
     q = quota.Quota()
     a, _ = quota.decide(q, ask("a", domains=("gmail.com",)), T0, lim)
     b, _ = quota.decide(q, ask("b", domains=("gmail.com", "x.org")), T0, lim)
-    assert b.granted and b.at == pytest.approx(T0 + 1)
+    assert b.granted and b.at == pytest.approx(T0 + 1, abs=1e-6)
     assert b.reason == "paced: mail to gmail.com goes at most 1/s"
     c, _ = quota.decide(q, ask("c", domains=("x.org",)), T0, lim)
     # not held up by gmail.com (the server's schedule counts b at its slot: a
@@ -119,9 +119,63 @@ def test_mass_does_not_book_far_ahead_and_a_later_invoice_gets_the_next_slot() -
     got = [quota.decide(q, ask(f"c{i}", lane="mass"), T0, lim)[0] for i in range(4)]
     assert [g.granted for g in got] == [True, True, False, False]
     assert not got[2].granted and got[2].why == "paced"
-    assert got[2].until == pytest.approx(T0 + 1.0)
+    assert got[2].until == pytest.approx(T0 + 1.0, abs=1e-6)
     invoice, _ = quota.decide(q, ask("invoice"), T0 + 0.1, lim)
-    assert invoice.granted and invoice.at == pytest.approx(T0 + 2.0)
+    assert invoice.granted and invoice.at == pytest.approx(T0 + 2.0, abs=1e-6)
+
+
+def _give_back(q: quota.Quota, mid: str, now: float, lim: Limits) -> dict[str, Any] | None:
+    return quota.give_back(q, quota.Ask(ask_id=f"{mid}:0", message_id=mid, server="primary",
+                                        give_back=True), now, lim)
+
+
+def test_a_token_given_back_frees_its_rate_slot_as_well_as_its_daily_count() -> None:
+    lim = Limits(servers={"primary": ServerLimits(daily=10, rate=1.0, rate_text="1/s")})
+    q = quota.Quota()
+    rows = [quota.decide(q, ask(m), T0, lim)[1] for m in ("a", "b", "c")]
+    assert [r["slot"] - T0 for r in rows if r] == pytest.approx([0, 1, 2])  # T0 + 3 next
+    # the last one booked (c, paced to T0 + 2) is cancelled: its slot is free again
+    returned = _give_back(q, "c", T0 + 0.1, lim)
+    assert returned is not None and q.counts == {"server:primary": 2}
+    d, d_row = quota.decide(q, ask("d"), T0 + 0.2, lim)
+    assert d.granted and d.at - T0 == pytest.approx(2)  # c's slot, not T0 + 3
+    # a new owner rebuilt from the rows (the return row included) agrees
+    restored = quota.restore([quota.record(q, "b1", [r for r in (*rows, returned) if r])],
+                             T0 + 0.1, lim)
+    assert restored.tats["server:primary"] - T0 == pytest.approx(2)
+    assert quota.decide(restored, ask("d"), T0 + 0.2, lim)[0].at - T0 == pytest.approx(2)
+    assert d_row is not None
+
+
+def test_a_slot_given_back_before_later_grants_leaves_their_schedule_alone() -> None:
+    lim = Limits(servers={"primary": ServerLimits(rate=1.0, rate_text="1/s")})
+    q = quota.Quota()
+    for m in ("a", "b", "c"):
+        quota.decide(q, ask(m), T0, lim)
+    _give_back(q, "b", T0 + 0.1, lim)  # c is booked after it: nothing moves
+    assert quota.decide(q, ask("d"), T0 + 0.2, lim)[0].at - T0 == pytest.approx(3)
+    # then c and d go back too: the schedule returns to a, the last one still counted
+    _give_back(q, "c", T0 + 0.3, lim)
+    _give_back(q, "d", T0 + 0.3, lim)
+    assert quota.decide(q, ask("e"), T0 + 0.4, lim)[0].at - T0 == pytest.approx(1)
+    rows = [r for r in q.grants.values()]
+    restored = quota.restore([quota.record(quota.Quota(), "k", rows)], T0 + 0.4, lim)
+    assert {k: v - T0 for k, v in restored.tats.items()} == pytest.approx(
+        {k: v - T0 for k, v in q.tats.items()})
+
+
+def test_the_last_daily_tokens_of_a_batch_go_to_transactional_mail_before_mass() -> None:
+    """Asks of one quota batch from several partitions (mass from two, an
+    invoice from a third, asking last): the invoice gets a token."""
+    lim = daily(2)
+    q = quota.Quota()
+    batch = [ask("m1", lane="mass"), ask("m2", lane="mass"), ask("invoice")]
+    got = {a.message_id: quota.decide(q, a, T0, lim)[0] for a in quota.ordered(batch)}
+    assert got["invoice"].granted and got["m1"].granted
+    assert not got["m2"].granted and got["m2"].why == "daily_limit"
+    # a token given back in the same batch is counted as free before the asks
+    back = quota.Ask(ask_id="m1:0", message_id="m1", server="primary", give_back=True)
+    assert [a.message_id for a in quota.ordered([ask("m3", lane="mass"), back])] == ["m1", "m3"]
 
 
 @pytest.mark.parametrize("rate", [0.5, 3.0, 40.0])

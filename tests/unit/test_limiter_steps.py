@@ -5,6 +5,7 @@ core (quota.py) where a test needs the counting."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from schemas import (
     QueueCommandApplied,
     QueueCommandIssued,
     QueueCommandRefused,
+    decode,
 )
 
 T0 = datetime(2026, 11, 22, 15, 30, tzinfo=UTC).timestamp()
@@ -52,12 +54,32 @@ class Rows(dict[bytes, Any]):
         steps.written(ix, out)
 
 
+def rebuilt(rows: Rows) -> Index:
+    """The index a restarted limiter builds from the held table's rows."""
+    ix = Index(partitions=1)
+    ix.rebuild(frozenset({P}), [], dict(rows), {})
+    return ix
+
+
+def marked_released(out: steps.Out) -> dict[str, float]:
+    """message_id -> when, for the release markers ``out`` writes (a row of
+    its own, or the ids of a pass row)."""
+    got: dict[str, float] = {}
+    for key, row in out.rows.items():
+        if row.get("state") == "released":
+            for mid in row.get("ids", [key.decode()]):
+                got[mid] = row["at"]
+    return got
+
+
 def cmd(mid: str, what: str, cid: str = "c1") -> QueueCommandIssued:
     return QueueCommandIssued(message_id=mid, command=what, operator="ops@host", event_id=cid)
 
 
 def sent(out: steps.Out, kind: type) -> list[Any]:
-    return [e for _, _, e in out.events if isinstance(e, kind)]
+    """The events of ``kind`` in ``out`` (a release is published as its bytes)."""
+    events = [decode(MailReleased, e) if isinstance(e, bytes) else e for _, _, e in out.events]
+    return [e for e in events if isinstance(e, kind)]
 
 
 def ask_through(q: quota.Quota, out: steps.Out, now: float, lim: Limits,
@@ -76,16 +98,23 @@ def ask_through(q: quota.Quota, out: steps.Out, now: float, lim: Limits,
 # --- the pass and the quota's answers ---------------------------------------------------------
 
 
-def test_unlimited_mail_is_released_in_its_pass_with_a_released_row() -> None:
+def test_unlimited_mail_is_released_in_its_pass_with_one_row_for_the_pass() -> None:
     ix, rows, out = index(), Rows(), steps.Out()
-    assert steps.take_routed(ix, P, mail("a"), rows.row)
+    for i, mid in enumerate(("a", "b", "c")):
+        assert steps.take_routed(ix, P, mail(mid, seq=i), rows.row)
     steps.run_pass(ix, P, T0, Limits(), 16, out)
     released = sent(out, MailReleased)
-    assert [e.message_id for e in released] == ["a"] and released[0].step == 1
-    assert out.rows[b"a"] == {"state": "released", "at": T0} and not out.asks
+    assert [e.message_id for e in released] == ["a", "b", "c"] and released[0].step == 1
+    # one row for the pass, not one per mail
+    assert list(out.rows.values()) == [{"state": "released", "at": T0, "ids": ["a", "b", "c"]}]
+    assert not out.asks
     rows.commit(ix, out)
-    # redelivered after the release: not taken again
+    # redelivered after the release: not taken again, also after a restart
     assert not steps.take_routed(ix, P, mail("a"), rows.row)
+    assert not steps.take_routed(rebuilt(rows), P, mail("b"), rows.row)
+    # pruned with its row (held_keep later): the mail is forgotten
+    assert ix.prunable_held(T0 + 3601, 3600) == list(out.rows)
+    assert not ix.released and not ix.passes
 
 
 def test_limited_mail_asks_without_a_row_and_the_grant_releases_it() -> None:
@@ -102,13 +131,14 @@ def test_limited_mail_asks_without_a_row_and_the_grant_releases_it() -> None:
     assert steps.take_answer(ix, P, answers[0], T0, rows.row, lim, out)
     steps.run_pass(ix, P, T0, lim, 16, out)
     assert [e.message_id for e in sent(out, MailReleased)] == ["a"]
-    assert out.rows[b"a"] == {"state": "released", "at": T0}
+    assert marked_released(out) == {"a": T0}
     assert not ix.asking[P] and not ix.held[P]
     rows.commit(ix, out)
     # its decision or its answer delivered again (a crash before the offset
     # commit): the row says it left, it is not released twice
     assert not steps.take_routed(ix, P, mail("a"), rows.row)
-    restarted = index()
+    assert not steps.take_answer(ix, P, answers[0], T0 + 1, rows.row, lim, steps.Out())
+    restarted = rebuilt(rows)
     assert not steps.take_answer(restarted, P, answers[0], T0 + 1, rows.row, lim, steps.Out())
 
 
@@ -396,7 +426,7 @@ def test_the_status_of_a_retry_the_quota_refused_says_why_it_waits() -> None:
 def test_replay_of_limiter_held_agrees_with_the_rows_the_steps_write() -> None:
     import time
 
-    from postlane.limiter_replay import fold_held
+    from postlane.limiter_replay import _held_live, fold_held, held_live_all
     from postlane.logread import Rec
     from schemas import encode
     from streams.settings import Settings
@@ -422,10 +452,11 @@ def test_replay_of_limiter_held_agrees_with_the_rows_the_steps_write() -> None:
     assert released.token == "a:0" and released.step == 1
     now_ms = int(time.time() * 1000)
     topic = {steps.RELEASED: RELEASED.full(s), steps.HELD: HELD.full(s)}
-    recs = [Rec(topic[where], P, i, now_ms + i, mid.encode(), encode(ev))
+    recs = [Rec(topic[where], P, i, now_ms + i, mid.encode(),
+                ev if isinstance(ev, bytes) else encode(ev))
             for i, (where, mid, ev) in enumerate(out.events + free.events)]
     replayed = fold_held(s, recs).rows
-    live = {k.decode(): {"state": v["state"]} for k, v in rows.items()}
+    live = held_live_all(s, {k.decode(): _held_live(s, k.decode(), v) for k, v in rows.items()})
     assert replayed == live == {"a": {"state": "released"}, "b": {"state": "held"},
                                 "c": {"state": "released"}}
 
@@ -459,3 +490,30 @@ def test_a_plainly_well_formed_decision_is_read_without_a_record_and_as_the_deco
                 {**data, "outcome": "rejected"}, {**data, "header_from": ""}):
         assert steps.plain_decision(orjson.dumps(bad)) is None, bad  # the full decode decides
     assert steps.plain_decision(b"{not json") is None and steps.plain_decision(None) is None
+
+
+def test_a_release_is_published_as_the_record_would_encode_it() -> None:
+    """``released_event`` builds the MailReleased bytes as plain data: the
+    same fields in the same order as the Record's encoding, and it decodes
+    (validated) to the same event."""
+    from schemas import encode
+
+    m = replace(mail("a"), step=2, token="a:2", received_at=T0 - 1.5)
+    raw = steps.released_event(m, T0)
+    ev = decode(MailReleased, raw)
+    record = MailReleased(message_id="a", lane="transactional", decision=m.decision,
+                          held_for=1.5, step=3, token="a:2", event_id=ev.event_id,
+                          occurred_at=ev.occurred_at)
+    assert raw == encode(record)
+    assert steps.released_event(m, T0) != raw  # a new event_id each time
+
+
+def test_only_delivery_starts_and_outcomes_are_read_by_the_limiter() -> None:
+    from schemas import DeliveryAttempted, DeliveryStarted, encode
+
+    started = encode(DeliveryStarted(message_id="a", attempt=1, server="primary",
+                                     recipients=["x@example.org"], worker="w"))
+    attempted = encode(DeliveryAttempted(message_id="a", attempt=1, server="primary",
+                                         outcomes=[], duration=0.1))
+    assert steps.is_attempt(started) and steps.is_attempt(attempted)
+    assert not steps.is_attempt(b'{"type":"RetryTimeReached","message_id":"a","attempt":1}')

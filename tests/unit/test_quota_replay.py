@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from postlane.limiter_replay import GIVEN_BACK, _quota_comparable, fold_quota
+from postlane.limiter_replay import _quota_comparable, fold_quota
 from postlane.logread import Rec
 from processors.config.view import ConfigView, evolve
 from processors.limiter import quota
@@ -26,17 +26,25 @@ SERVER = OutgoingServerConfigured(name="main", host="127.0.0.1", port=25, securi
                                   occurred_at=T0 - 100)
 
 
-def ask(mid: str, step: int = 0, force: bool = False) -> dict[str, Any]:
+SLOW = OutgoingServerConfigured(name="slow", host="127.0.0.1", port=25, security="none",
+                                from_filter="b.test", rate="1/s", occurred_at=T0 - 100)
+
+
+def ask(mid: str, step: int = 0, force: bool = False, server: str = "main",
+        give_back: bool = False, lane: str = "transactional") -> dict[str, Any]:
     return {"type": "QuotaAsked", "ask_id": f"{mid}:{step}", "message_id": mid,
-            "server": "main", "by": "limiter", "force": force, "partition": 0}
+            "server": server, "by": "limiter", "force": force, "partition": 0,
+            "give_back": give_back, "lane": lane}
 
 
 class Log:
     """The records the quota agent's inputs and outputs leave on the topics."""
 
     def __init__(self) -> None:
-        self.recs: list[Rec] = [Rec(S.topic("config"), 0, 0, int((T0 - 100) * 1000), b"main",
-                                    encode(SERVER))]
+        self.recs: list[Rec] = [Rec(S.topic("config"), 0, i, int((T0 - 100) * 1000), name,
+                                    encode(event))
+                                for i, (name, event) in enumerate(((b"main", SERVER),
+                                                                   (b"slow", SLOW)))]
         self.offsets: dict[str, int] = {}
 
     def add(self, topic: str, at: float, value: bytes) -> None:
@@ -49,33 +57,33 @@ def agent_batch(log: Log, q: quota.Quota, now: float, asked: list[tuple[float, l
                 live: dict[str, Any]) -> None:
     """One batch of the quota agent (quota_agent._decide): decide each ask in
     order, record the grants under the batch key, answer naming the row."""
-    limits = limits_from(evolve(ConfigView(), SERVER), S)
+    limits = limits_from(evolve(evolve(ConfigView(), SERVER), SLOW), S)
     rows, items, granted = [], [], []
     for at, asks in asked:
         log.add("quota", at, encode(QuotasAsked(asks=asks, occurred_at=at)))
-        for a in asks:
-            if a.get("give_back"):  # recorded, not answered (quota_agent._decide)
-                returned = quota.give_back(q, quota.Ask.of(a), now, limits)
-                if returned is not None:
-                    rows.append(returned)
-                continue
-            answer, row = quota.decide(q, quota.Ask.of(a), now, limits)
-            if row is not None:
-                rows.append(row)
-            data = answer.to_data()
-            if answer.granted:
-                grant = q.grants.get(a["ask_id"]) or {}
-                data.update(batch=grant.get("batch", ""), decided_at=grant.get("at", now))
-                granted.append(data)
-            items.append(data)
+    # the batch's asks in the quota's order (quota.ordered: transactional before mass)
+    for one in quota.ordered([quota.Ask.of(a) for _, asks in asked for a in asks]):
+        if one.give_back:  # recorded, not answered
+            returned = quota.give_back(q, one, now, limits)
+            if returned is not None:
+                rows.append(returned)
+            continue
+        answer, row = quota.decide(q, one, now, limits)
+        if row is not None:
+            rows.append(row)
+        data = answer.to_data()
+        if answer.granted:
+            grant = q.grants.get(one.ask_id) or {}
+            data.update(batch=grant.get("batch", ""), decided_at=grant.get("at", now))
+            granted.append(data)
+        items.append(data)
     key = f"{now:.6f}:{rows[0]['ask_id']}" if rows else ""
     for data in granted:
         data["batch"] = data["batch"] or key
     if rows:
         live[key] = orjson.loads(orjson.dumps(quota.record(q, key, rows)))
-    if items:
-        log.add("quota-answers", now + 0.002, encode(QuotasAnswered(answers=items,
-                                                                    occurred_at=now + 0.002)))
+    log.add("quota-answers", now + 0.002, encode(QuotasAnswered(answers=items,
+                                                                occurred_at=now + 0.002)))
 
 
 def test_fold_quota_gives_the_agents_rows() -> None:
@@ -88,7 +96,7 @@ def test_fold_quota_gives_the_agents_rows() -> None:
     agent_batch(log, q, T0 + 5, [(T0 + 4.9, [ask("c"), ask("e", 1, force=True)])], live)
     folded = fold_quota(S, log.recs)
     last = max(r["at"] for v in live.values() for r in v["grants"])
-    limits = limits_from(evolve(ConfigView(), SERVER), S)
+    limits = limits_from(evolve(evolve(ConfigView(), SERVER), SLOW), S)
     expected = _quota_comparable(live, last, limits)
     assert folded.rows == expected
     grants = {a: g for rows in folded.rows.values() for a, g in rows.items()}
@@ -106,29 +114,35 @@ def test_a_grant_whose_answer_does_not_name_its_row_is_skipped() -> None:
     assert folded.rows == {} and folded.skipped == 1
 
 
-def give_back(mid: str, step: int = 0) -> dict[str, Any]:
-    """The limiter's give-back of a cancelled mail's grant (steps.give_back)."""
-    return {"type": "QuotaAsked", "ask_id": f"{mid}:{step}", "message_id": mid,
-            "server": "main", "by": "limiter", "give_back": True, "partition": 0}
-
-
-def test_give_backs_are_folded_as_the_quota_records_them() -> None:
+def test_a_token_given_back_is_replayed_at_its_moment_and_frees_its_slot() -> None:
     log, q, live = Log(), quota.Quota(), {}
-    agent_batch(log, q, T0, [(T0 - 0.5, [ask("a"), ask("b")])], live)  # the daily 2 used
-    # a's mail cancelled: its grant given back, alone in a batch (no answer at all)
-    agent_batch(log, q, T0 + 2, [(T0 + 1.99, [give_back("a")])], live)
-    agent_batch(log, q, T0 + 3, [(T0 + 2.9, [ask("c")])], live)  # room again: granted
-    # b given back in the same batch as d's ask: d granted after it
-    agent_batch(log, q, T0 + 4, [(T0 + 3.9, [ask("x"), give_back("b"), ask("d")])], live)
-    agent_batch(log, q, T0 + 5, [(T0 + 4.9, [give_back("b")])], live)  # again: nothing new
+    # slow sends 1/s: x goes now, y is paced to T0 + 1
+    agent_batch(log, q, T0, [(T0 - 0.1, [ask("x", server="slow"), ask("y", server="slow")])],
+                live)
+    # y is cancelled: its token comes back (its slot is free again); z then takes that slot
+    agent_batch(log, q, T0 + 0.3, [(T0 + 0.2, [ask("y", server="slow", give_back=True)])],
+                live)
+    agent_batch(log, q, T0 + 0.6, [(T0 + 0.5, [ask("z", server="slow")])], live)
+    z = next(g for v in live.values() for g in v["grants"] if g["ask_id"] == "z:0")
+    assert z["slot"] - T0 == 1.0
     folded = fold_quota(S, log.recs)
-    last = max(r["at"] for v in live.values() for r in v["grants"] if not r.get("returns"))
-    limits = limits_from(evolve(ConfigView(), SERVER), S)
+    last = max(r["at"] for v in live.values() for r in v["grants"])
+    limits = limits_from(evolve(evolve(ConfigView(), SERVER), SLOW), S)
     expected = _quota_comparable(live, last, limits)
     assert folded.rows == expected
-    grants = {a for key, rows in folded.rows.items() if key != GIVEN_BACK for a in rows}
-    assert grants == {"a:0", "b:0", "c:0", "d:0"}  # x came before b was given back
-    returns = folded.rows[GIVEN_BACK]
-    assert set(returns) == {"a:0:returned", "b:0:returned"}
-    assert returns["a:0:returned"]["returns"] == "a:0"
-    assert returns["b:0:returned"]["daily"] == ["server:main"]
+    grants = {a: g for rows in folded.rows.values() for a, g in rows.items()}
+    assert grants["y:0"]["returned"] and "returned" not in grants["z:0"]
+    assert grants["z:0"]["slot"] - T0 == 1.0
+
+
+def test_a_batch_is_replayed_transactional_first_as_the_quota_decided_it() -> None:
+    log, q, live = Log(), quota.Quota(), {}
+    # the daily limit of 2: two mass asks written first, an invoice last, in one batch
+    agent_batch(log, q, T0, [(T0 - 0.2, [ask("m1", lane="mass"), ask("m2", lane="mass")]),
+                             (T0 - 0.1, [ask("invoice")])], live)
+    folded = fold_quota(S, log.recs)
+    grants = {a for rows in folded.rows.values() for a in rows}
+    assert grants == {"invoice:0", "m1:0"}
+    last = max(r["at"] for v in live.values() for r in v["grants"])
+    limits = limits_from(evolve(evolve(ConfigView(), SERVER), SLOW), S)
+    assert folded.rows == _quota_comparable(live, last, limits)
