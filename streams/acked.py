@@ -22,6 +22,8 @@ import asyncio
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
+from .tables import Rows, encode_row
+
 
 async def acked(futures: Iterable[Awaitable[Any]]) -> None:
     """Wait until the broker acknowledged each of ``futures`` (what
@@ -33,13 +35,14 @@ async def acked(futures: Iterable[Awaitable[Any]]) -> None:
             raise result
 
 
-async def write_row(table: Any, key: bytes, value: Any) -> Awaitable[Any]:
-    """``table[key] = value`` with the changelog record handed to the
+async def write_row(rows: Rows, key: bytes, value: Any) -> Awaitable[Any]:
+    """``rows[key] = value`` with the changelog record handed to the
     producer now (in partition order with the table's other direct writes),
     not queued in Faust's buffer; returns the record's ack to await. Only
     for tables that use the default partitioner (``use_partitioner=True``)
     and are not windowed. The callback keeps the persisted changelog offset
     of an on-disk store current, as Faust's own writes do."""
+    table, value = rows.table, encode_row(value)
     fut = await table.changelog_topic.send(
         key=key, value=value,
         key_serializer=table.key_serializer, value_serializer=table.value_serializer,
