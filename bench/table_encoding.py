@@ -109,10 +109,10 @@ def measure(reg: Any, name: str, row_of: Row, n: int) -> None:
     br = per_op(lambda: from_row(table.get(b"k")), n)
     brec = per_op(lambda: reg.loads_value(bytes, braw, serializer="raw"), n)
     bheld = held(lambda: bytes(bytearray(braw)))
-    print(f"{name:16} {'json':8} {jw:9.2f} {jr:8.2f} {jrec:10.2f} {jheld:10.0f} "
-          f"{len(jwire):11d}")
-    print(f"{name:16} {'bytes':8} {bw:9.2f} {br:8.2f} {brec:10.2f} {bheld:10.0f} "
-          f"{len(braw):11d}")
+    print(f"{name:16} {'json':8} {jw:9.2f} {jr:8.2f} {jw + jr:8.2f} {jrec:10.2f} "
+          f"{jheld:10.0f} {len(jwire):11d}")
+    print(f"{name:16} {'bytes':8} {bw:9.2f} {br:8.2f} {bw + br:8.2f} {brec:10.2f} "
+          f"{bheld:10.0f} {len(braw):11d}")
     print(f"{name:16} {'anchor':8} {'':9} {anchor:8.2f}   (a dict lookup)")
 
 
@@ -123,8 +123,8 @@ def main() -> int:
     n = args.n
     app = faust.App("bench-table-encoding", value_serializer="orjson")
     reg = app.serializers
-    print(f"{'row':16} {'encoding':8} {'write us':>9} {'read us':>8} {'recover us':>10} "
-          f"{'bytes held':>10} {'changelog B':>11}")
+    print(f"{'row':16} {'encoding':8} {'write us':>9} {'read us':>8} {'w+r us':>8} "
+          f"{'recover us':>10} {'bytes held':>10} {'changelog B':>11}")
     for name, row in rows().items():
         measure(reg, name, row, n)
     print(f"python {sys.version.split()[0]}, orjson {orjson.__version__}, faust "
