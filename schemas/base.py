@@ -268,6 +268,17 @@ def construct(cls: type[E], data: dict[str, Any]) -> E:
     return _build(_shape(cls), cls, data)
 
 
+def carried(cls: type[E], data: dict[str, Any]) -> E:
+    """An event carried inside another (a decision's ``request``, a ledger
+    row's ``decision``) as ``cls``: ``construct`` (checked, about a quarter
+    of Faust's ``from_data``), or ``cls.from_data`` (unchecked, unknown fields
+    ignored) for what ``construct`` refuses, as it was read before."""
+    try:
+        return construct(cls, data)
+    except (TypeError, InvalidEvent):
+        return cls.from_data(data)  # type: ignore[return-value]
+
+
 def _build(shape: _Shape, cls: type[E], data: dict[str, Any]) -> E:
     if not shape.fast:
         return cls(**data)

@@ -18,6 +18,7 @@ import faust
 from schemas.base import CODEC
 
 from . import broker_watch, metrics, upstream_patches
+from .partitioning import partitioner
 from .settings import Settings
 from .topics import TopicSpec
 
@@ -42,6 +43,7 @@ def create_app(name: str, settings: Settings) -> faust.App:
         producer_linger=settings.producer_linger_ms / 1000.0,
         producer_compression_type=settings.compression_type,  # lz4 by default
         producer_acks=-1,
+        producer_partitioner=partitioner,  # murmur2 as aiokafka's, recent keys remembered
         consumer_auto_offset_reset="earliest",
         web_enabled=settings.faust_web_enabled,
         web_host="127.0.0.1",

@@ -18,6 +18,7 @@ batches (delivery, limiter, status) needs them:
   is being processed form the next one (group commit).
 
 Built on Faust's ``Stream`` internals (``add_processor``, ``_enable_passive``,
+``_stopped`` with mode's ``Event._waiters``,
 ``current_event``, ``enable_acks``, ``ack``); ``streams/upstream_patches.py``
 checks at start-up that faust-streaming is the version this was written
 against.
@@ -28,6 +29,55 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
+
+
+class _Wake:
+    """An event to wait on with a timeout at the cost of one future and one
+    timer (mode's ``wait_for_stopped`` makes a task per waitable, and a batch
+    is waited for that way once per batch: under a trickle, once per event).
+    The stream stopping ends the wait too: the waiter is put among the
+    waiters of the stream's ``_stopped`` event (mode's ``Event`` resolves
+    every future in its ``_waiters`` when set)."""
+
+    __slots__ = ("flag", "waiter", "stopped")
+
+    def __init__(self, stopped: Any) -> None:
+        self.flag = False
+        self.waiter: asyncio.Future[Any] | None = None
+        self.stopped = stopped
+
+    def set(self) -> None:
+        self.flag = True
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def clear(self) -> None:
+        self.flag = False
+
+    async def wait(self, timeout: float) -> None:
+        """Until set, the stream stopped, or ``timeout`` seconds."""
+        if self.flag or self.stopped.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self.waiter = loop.create_future()
+        timer = loop.call_later(timeout, _wake, waiter)
+        waiters = self.stopped._waiters
+        waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self.waiter = None
+            try:
+                waiters.remove(waiter)
+            except ValueError:
+                pass
+
+
+def _wake(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _waiting(stream: Any) -> int:
@@ -60,7 +110,7 @@ async def batches(stream: Any, max_: int, within: float, eager: bool = True,
     ``idle=True``: an empty batch is handed over when ``within`` passed with
     nothing to take, so such an agent can write what it held."""
     events: list[Any] = []
-    ready = asyncio.Event()  # hand the buffer over
+    ready = _Wake(stream._stopped)  # hand the buffer over
     consumed = asyncio.Event()  # the buffer was handed over and processed
     consuming: asyncio.Future[None] | None = None
     enable_acks: bool = stream.enable_acks
@@ -89,7 +139,7 @@ async def batches(stream: Any, max_: int, within: float, eager: bool = True,
     stream._enable_passive(aiter(stream.channel))
     try:
         while not stream.should_stop:
-            await stream.wait_for_stopped(ready, timeout=within)
+            await ready.wait(within)
             if not events:
                 ready.clear()
                 if idle:

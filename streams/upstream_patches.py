@@ -40,6 +40,7 @@ import faust
 
 from schemas.errors import PostlaneError
 
+from .eager import eager_wait_first
 from .fetch_wait import next_wait_ms
 from .offsets import true_end_offsets
 from .settings import Settings
@@ -47,7 +48,8 @@ from .topics import ALL_TOPICS
 
 FAUST = "faust-streaming"
 AIOKAFKA = "aiokafka"
-EXPECTED_VERSIONS = {FAUST: "0.15.3", AIOKAFKA: "0.14.0"}
+MODE = "mode-streaming"
+EXPECTED_VERSIONS = {FAUST: "0.15.3", AIOKAFKA: "0.14.0", MODE: "0.7.1"}
 
 
 class UpstreamMismatch(PostlaneError, RuntimeError):
@@ -122,6 +124,10 @@ TARGETS: dict[str, tuple[Target, ...]] = {
     "fix_new_offset_commits_past_an_unacked_head": (
         Target(_FCONSUMER, "Consumer._new_offset", FAUST, "1d2c7ea89a7ad4f1"),
     ),
+    "fix_four_tasks_per_record_handed_over": (
+        Target(_FCONSUMER, "Consumer._drain_messages", FAUST, "44a2500309e83c63"),
+        Target("mode.services", "Service.wait_first", MODE, "feade6a31f8a6789"),
+    ),
     "fix_end_offsets_at_last_batch_start": (
         Target(_ACONSUMER, "AIOKafkaConsumer.end_offsets", AIOKAFKA, "f4b19078581881ba"),
         Target(_DRIVER, "AIOKafkaConsumerThread._highwaters", FAUST, "a7f4f97d9f32aca2"),
@@ -147,7 +153,7 @@ def original(owner: type, attr: str) -> Any:
 
 
 def _replace(owner: type, attr: str, new: Any, patch: str) -> None:
-    current = vars(owner)[attr]
+    current = vars(owner).get(attr) or getattr(owner, attr)  # or inherited
     if getattr(current, _MARK, None) is None:
         _ORIGINALS[(owner, attr)] = current
     setattr(new, _MARK, patch)
@@ -818,6 +824,30 @@ def fix_end_offsets_at_last_batch_start(settings: Settings, app: faust.App) -> N
     _replace(AIOKafkaConsumer, "end_offsets", end_offsets, "fix_end_offsets_at_last_batch_start")
 
 
+# --- faust-streaming and mode: the cost of handing a record over ----------------------
+
+
+def fix_four_tasks_per_record_handed_over(settings: Settings, app: faust.App) -> None:
+    """faust-streaming 0.15.3's ``Consumer._drain_messages`` hands each
+    fetched record to the agents' queues with ``await self.wait_first(
+    callback(record), self.suspend_flow.wait())``, and mode 0.7.1's
+    ``Service.wait_first`` makes four tasks for it (the callback, the flow
+    event, the stopped and crashed events), waits for the first and cancels
+    three: about a tenth of a hop's CPU (bench/hop.py), for a callback that
+    nearly always finishes without waiting. The consumer's ``wait_first``
+    runs the callback eagerly in the fetch loop's own task first
+    (``streams/eager.py``); only when it has to wait (a full queue, the flow
+    suspended by a rebalance) does the rest run as a task under mode's
+    ``wait_first``, which can cut it short as before."""
+    cls = _faust_consumer()
+    if _installed(cls, "wait_first"):
+        return
+    from mode.services import Service
+
+    _replace(cls, "wait_first", eager_wait_first(original(Service, "wait_first")),
+             "fix_four_tasks_per_record_handed_over")
+
+
 # --- applying them ------------------------------------------------------------------------
 
 Fix = Callable[[Settings, faust.App], None]
@@ -833,6 +863,7 @@ FIXES: dict[str, Fix] = {
         fix_seek_undone_by_a_record_handed_over_meanwhile,
         fix_buffer_flush_gives_up_after_100ms,
         fix_end_offsets_at_last_batch_start,
+        fix_four_tasks_per_record_handed_over,
         fix_fetch_answered_at_half_the_remaining_wait,
         fix_new_offset_commits_past_an_unacked_head,
     )

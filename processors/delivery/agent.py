@@ -65,6 +65,7 @@ from schemas import (
     decode_any,
     encode,
 )
+from schemas.base import carried, construct
 from streams import tables
 from streams.acked import acked, write_row
 from streams.batches import batches
@@ -196,8 +197,11 @@ def register(rt: Runtime) -> None:
             if isinstance(event, MailReleased):
                 event = decode(RoutingDecided, event.decision)
             if isinstance(event, RoutingDecided) and event.outcome == "routed":
-                request = SendRequested.from_data(event.request)
-                request.__post_init__()  # validate the carried request
+                try:  # checked as it is built (a quarter of from_data's cost)
+                    request = construct(SendRequested, event.request)
+                except TypeError:  # a field this version does not know: ignored, as before
+                    request = SendRequested.from_data(event.request)
+                    request.__post_init__()  # validate the carried request
         except (InvalidEvent, TypeError, ValueError) as exc:
             return str(exc)
         now = time.time()
@@ -241,7 +245,7 @@ def register(rt: Runtime) -> None:
             if action.reason:
                 log.debug("%s: %s", event.message_id, action.reason)  # type: ignore[attr-defined]
             return None
-        request = SendRequested.from_data(ledger.decision["request"])
+        request = carried(SendRequested, ledger.decision["request"])
         return ledger, action, request
 
     @app.timer(interval=1.0)

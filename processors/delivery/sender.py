@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from schemas import DeliveryAttempted, OutgoingServerConfigured, RoutingDecided, SendRequested
 from schemas.addresses import domain_of, split_address
+from schemas.base import carried
 from streams.secrets import SecretUnavailable, read_dkim_key, unsubscribe_secret
 
 from ..router.core import decide
@@ -95,7 +96,7 @@ class Sender:
                         ledger.message_id, ledger.attempt)
         smtp_id = ""
         try:
-            decision = RoutingDecided.from_data(ledger.decision)
+            decision = carried(RoutingDecided, ledger.decision)
             server = self.rt.config.view.servers.get(ledger.server)
             smtp_id = make_smtp_message_id(ledger.message_id, _domain(decision.header_from))
             if server is None or not server.active:
