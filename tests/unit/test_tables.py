@@ -106,3 +106,71 @@ def test_a_changelog_of_faust_json_reads_back_the_same() -> None:
     assert Rows(FakeTable({b"m1": old}))[b"m1"] == row
     assert decode_row(None) is None
 
+
+
+def test_items_if_decodes_only_the_rows_that_pass() -> None:
+    rows = Rows(FakeTable())
+    rows[b"a"] = {"done": False, "n": 1}
+    rows[b"b"] = {"done": True, "n": 2}
+    assert list(rows.items_if(lambda raw: b'"done":false' in raw)) == [
+        (b"a", {"done": False, "n": 1})]
+
+
+def test_every_open_ledger_row_passes_the_retry_timers_test() -> None:
+    """The retry timer decodes only rows ``may_be_open`` (every second,
+    over every ledger): a row ``open_row`` calls open must pass it."""
+    from processors.delivery import core
+    from tests.unit.test_delivery_core import RETRY, A, B, ok, refused, routed, started
+
+    fresh, _ = routed()
+    run = started()
+    deferred, _ = core.finish(run, [ok(A), refused(B, 451, "4.7.1 later")],
+                              now=2.0, duration=0.1, settings=RETRY)
+    done, _ = core.finish(run, [ok(A), ok(B)], now=2.0, duration=0.1, settings=RETRY)
+    cancelled = core.Ledger.from_dict({**fresh.to_dict(), "cancelled": True})
+    assert cancelled is not None
+
+    def with_request_data(ledger: core.Ledger, data: dict[str, Any]) -> core.Ledger:
+        """The mail's own data (anything a service sends) inside the decision."""
+        new = core.Ledger.from_dict({**ledger.to_dict(), "decision": {
+            **ledger.decision, "request": {**ledger.decision["request"], "metadata": data}}})
+        assert new is not None
+        return new
+
+    tricky = {"done": True, 'x"done': True, "y": 'z"done":true'}
+    opened = {"fresh": fresh, "running": run, "deferred": deferred,
+              "open, data says done": with_request_data(deferred, tricky)}
+    closed = {"done": done, "cancelled": cancelled,
+              "done, data says open": with_request_data(done, {"done": False})}
+    for name, ledger in {**opened, **closed}.items():
+        for row in (ledger.to_dict(), core.row(ledger)):
+            raw = encode_row(row)
+            assert core.open_row(row) == (name in opened), name
+            assert core.may_be_open(raw) == (not row["done"]), name
+    assert core.may_be_open(b"{}")  # no done at all: decoded, open_row decides
+
+
+def test_no_ledger_field_after_done_can_hold_a_done_key() -> None:
+    """``may_be_open`` reads the LAST ``"done":`` of a row: every field the
+    Ledger writes after ``done`` must hold no object (no key in it)."""
+    from dataclasses import fields
+
+    from processors.delivery.core import Ledger
+
+    names = [f.name for f in fields(Ledger)]
+    after = {f.name: str(f.type) for f in fields(Ledger)[names.index("done") + 1:]}
+    assert all(t in ("bool", "int", "float", "str", "list[str]") for t in after.values()), after
+
+
+def test_every_pending_webhook_lane_passes_the_dispatchers_test() -> None:
+    from processors.webhooks import core
+    from schemas import WebhookConfigured
+
+    hook = WebhookConfigured(name="h", url="http://127.0.0.1:1/h", events="*", secret_env="X")
+    note = core.Notification(id="n1", type="sent", message_id="m1", recipient="a@b.c",
+                             tenant="", occurred_at=1.0, details={})
+    lane = core.plan(None, [note], [hook], 1.0)
+    assert lane is not None and core.pending(lane)
+    assert core.may_be_pending(encode_row(lane))
+    delivered = {"rows": {d: {**r, "state": "delivered"} for d, r in lane["rows"].items()}}
+    assert not core.pending(delivered) and not core.may_be_pending(encode_row(delivered))
