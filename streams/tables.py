@@ -16,7 +16,10 @@ and the status row stays the bytes ``streams/mail_states.py`` reads
 unparsed. Per write + read it is mixed: a status row 6.7 us against 10.4,
 a delivery ledger 13.4 against 11.5 and a limiter mail 3.1 against 2.0 (a
 read costs one ``orjson.loads``: a json table hands out the dict it holds);
-a few us per mail against the pipeline's ~4 ms of CPU. A changelog written
+a few us per mail against the pipeline's ~4 ms of CPU. A scan of a whole
+table must not decode every row (100,000 ledgers: 1.8 s against 35 ms with
+dicts held): ``Rows.items_if`` decodes only the rows whose bytes pass a
+test (46 ms). A changelog written
 by Faust's json codec (the tables declared ``json`` before there was one
 encoding) holds the same JSON, so it is read back without a migration.
 
