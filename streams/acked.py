@@ -40,13 +40,24 @@ async def write_row(rows: Rows, key: bytes, value: Any) -> Awaitable[Any]:
     producer now (in partition order with the table's other direct writes),
     not queued in Faust's buffer; returns the record's ack to await. Only
     for tables that use the default partitioner (``use_partitioner=True``)
-    and are not windowed. The callback keeps the persisted changelog offset
-    of an on-disk store current, as Faust's own writes do."""
-    table, value = rows.table, encode_row(value)
-    fut = await table.changelog_topic.send(
-        key=key, value=value,
-        key_serializer=table.key_serializer, value_serializer=table.value_serializer,
-        callback=table._on_changelog_sent,
-    )
+    and are not windowed. The record goes straight to the aiokafka client
+    (as ``streams/direct.py`` sends), the table's sensors hear of the write
+    (the mail-state metrics), and the callback keeps the persisted changelog
+    offset of an on-disk store current, as Faust's own writes do."""
+    table, value = rows.table, encode_row(value)  # the one row encoding (tables.py)
+    topic = table.changelog_topic
+    client = getattr(table.app.producer, "_producer", None)
+    raw_key, _ = topic.prepare_key(key, table.key_serializer)
+    raw_value, _ = topic.prepare_value(value, table.value_serializer)
+    if client is None or type(raw_key) is not bytes or type(raw_value) is not bytes:
+        fut = await topic.send(
+            key=key, value=value,
+            key_serializer=table.key_serializer, value_serializer=table.value_serializer,
+            callback=table._on_changelog_sent,
+        )
+    else:
+        fut = await client.send(topic.get_topic_name(), raw_value, key=raw_key)
+        fut.add_done_callback(table._on_changelog_sent)
+    table.app.sensors.on_table_set(table, key, value)  # sensors see the old row, as Faust's
     table.data[key] = value
     return fut  # type: ignore[no-any-return]

@@ -18,6 +18,7 @@ import faust
 from schemas.base import CODEC
 
 from . import broker_watch, metrics, upstream_patches
+from .direct import DirectTopic
 from .partitioning import partitioner
 from .settings import Settings
 from .topics import TopicSpec
@@ -81,9 +82,11 @@ def _without_faust_monitor(app: faust.App) -> None:
 
 def topic(app: faust.App, settings: Settings, spec: TopicSpec) -> faust.TopicT:
     """The Faust topic for a spec, carrying raw bytes: processors decode and
-    validate themselves so bad input is dead-lettered, not crashed on."""
-    return app.topic(
-        spec.full(settings),
+    validate themselves so bad input is dead-lettered, not crashed on. Its
+    plain sends go straight to the Kafka client (``streams/direct.py``)."""
+    t = DirectTopic(
+        app,
+        topics=(spec.full(settings),),
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -92,3 +95,5 @@ def topic(app: faust.App, settings: Settings, spec: TopicSpec) -> faust.TopicT:
         compacting=spec.compacted or None,
         internal=False,
     )
+    t.metrics_prefix = settings.topic_prefix
+    return t

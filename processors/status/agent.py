@@ -40,6 +40,7 @@ from typing import Any
 
 from schemas import Event, MessageStatusChanged, QueueCommandIssued, encode
 from streams import tables
+from streams.acked import write_row
 from streams.batches import batches
 from streams.settings import Settings
 from streams.topics import (
@@ -140,8 +141,8 @@ def register(rt: Runtime) -> None:
                     await topic.send(key=ev.message_id.encode(),  # type: ignore[attr-defined]
                                      value=encode(ev))
                 # after the answers and changes, as before: one row per mail
-                for mid, value in flush.rows.items():
-                    table[mid.encode()] = dump(value)
+                for mid, value in flush.rows.items():  # straight to the producer
+                    await write_row(table, mid.encode(), dump(value))
                 for event in flush.tokens:  # its effects are written: commit past it
                     await stream.ack(event)
 
