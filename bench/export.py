@@ -43,7 +43,7 @@ def main() -> int:
         broker = EmbeddedBroker(s, log_path=Path(d) / "tansu.log").start()
         try:
             ensure_topics(s)
-            n = asyncio.run(produce(s, args.mails))
+            n = asyncio.run(produce(s, args.mails, 0))
             print(f"wrote {n} events of {args.mails} mails")
             w0 = time.perf_counter()
             raw = asyncio.run(raw_read(s, [s.topic(t) for t in topics]))

@@ -5,7 +5,8 @@ aiokafka read of the same topics in the same run (the anchor).
 
 Starts its own embedded broker, writes ``--mails`` mails' worth of the
 events each processor writes (request, routing decision, release, start,
-outcome, status change; one bounce per 10 mails), then for each table:
+outcome, status change; one bounce per 10 mails) and ``--bounces`` more
+(default: as many as mails; six per address, days apart), then for each table:
 the raw read of its source topics (aiokafka, no decoding), and
 ``postlane.replayops`` reading and folding them with the processors' own
 functions. Prints events/s of wall time and per CPU second (the fold runs
@@ -79,7 +80,31 @@ def mail_events(i: int, t0: float) -> list[tuple[str, bytes, bytes]]:
     return out
 
 
-async def produce(s: Settings, mails: int) -> int:
+def more_bounces(n: int, t0: float) -> list[tuple[str, bytes, bytes]]:
+    """``n`` bounces of ``n // 6`` addresses (the first ones of the mails'
+    recipients), three days apart, soft and hard, one that does not count
+    (blocked): what accumulates per address on ``bounces`` over weeks (the
+    sixth blacklists it under the default rule)."""
+    out = []
+    addresses = max(n // 6, 1)
+    reasons = ("mailbox_full", "unknown_user", "blocked", "mailbox_full", "mailbox_full",
+               "unknown_user")
+    for k in range(n):
+        i = k % addresses
+        rcpt = f"user{i}@dest{i % 50}.test"
+        reason = reasons[(k // addresses) % 6]
+        b = BounceRecorded(bounce_id=f"x{k}", address=rcpt,
+                           bounced_at=t0 - 40 * 86400 + (k // addresses) * 3 * 86400 + i * 0.01,
+                           reason=reason, hard=reason == "unknown_user",
+                           message_id=f"bench-{i:08d}",
+                           source="mail", status="5.2.2" if reason != "unknown_user" else "5.1.1",
+                           replycode=552, diagnostic="552 5.2.2 mailbox full",
+                           server="mx.dest.test", occurred_at=t0 + k * 0.0001)
+        out.append(("bounces", rcpt.encode(), encode(b)))
+    return out
+
+
+async def produce(s: Settings, mails: int, bounces: int = 0) -> int:
     p = AIOKafkaProducer(bootstrap_servers=s.bootstrap, linger_ms=5, compression_type="lz4",
                          max_batch_size=256 * 1024)
     await p.start()
@@ -94,6 +119,9 @@ async def produce(s: Settings, mails: int) -> int:
             if len(futs) > 5000:
                 await asyncio.gather(*futs)
                 futs = []
+        for topic, key, value in more_bounces(bounces, t0):
+            futs.append(await p.send(s.topic(topic), value=value, key=key))
+            n += 1
         await asyncio.gather(*futs)
     finally:
         await p.stop()
@@ -126,7 +154,10 @@ async def raw_read(s: Settings, topics: list[str]) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mails", type=int, default=20000)
-    ap.add_argument("--tables", default="status,delivery-ledger,blacklist,limiter-held")
+    ap.add_argument("--tables",
+                    default="status,delivery-ledger,blacklist,limiter-held,sent-threads")
+    ap.add_argument("--bounces", type=int, default=None,
+                    help="bounces beyond the failed mails' (default: --mails)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         s = Settings.from_env(environ={}, embedded_port=free_port(), data_dir=d,
@@ -135,8 +166,10 @@ def main() -> int:
         try:
             ensure_topics(s)
             t = time.perf_counter()
-            n = asyncio.run(produce(s, args.mails))
-            print(f"wrote {n} events of {args.mails} mails in {time.perf_counter() - t:.1f} s")
+            bounces = args.mails if args.bounces is None else args.bounces
+            n = asyncio.run(produce(s, args.mails, bounces))
+            print(f"wrote {n} events of {args.mails} mails (+{bounces} bounces) in "
+                  f"{time.perf_counter() - t:.1f} s")
             for name in args.tables.split(","):
                 spec = replayops.tables()[name]
                 topics = [t.full(s) for t in spec.sources]
@@ -146,14 +179,15 @@ def main() -> int:
                 with gc_paused():  # as replayops.run reads and folds
                     w0, c0 = time.perf_counter(), time.process_time()
                     recs = read_all(s, topics)
-                    w1 = time.perf_counter()
+                    w1, c1 = time.perf_counter(), time.process_time()
                     folded = spec.fold(s, recs)
                     w2, c2 = time.perf_counter(), time.process_time()
                 total_w, total_c = w2 - w0, c2 - c0
                 print(f"{name:16s} {len(recs):7d} events: raw aiokafka read "
                       f"{raw / raw_s:9,.0f}/s | replay {len(recs) / total_w:9,.0f}/s wall, "
-                      f"{len(recs) / total_c:9,.0f}/s per CPU s (read {w1 - w0:.2f} s, fold "
-                      f"{w2 - w1:.2f} s; {len(folded.rows)} rows)")
+                      f"{len(recs) / total_c:9,.0f}/s per CPU s (read {w1 - w0:.2f} s wall "
+                      f"{c1 - c0:.2f} s CPU, fold {w2 - w1:.2f} s wall {c2 - c1:.2f} s CPU; "
+                      f"{len(folded.rows)} rows)")
                 assert raw == len(recs), (raw, len(recs))
         finally:
             broker.stop()

@@ -3,7 +3,8 @@
 - ``published``: the blacklist as the ``blacklist`` topic has it (the
   latest ``BlacklistChanged`` per address): what the routers see.
 - ``replay``: the ``bounces`` topic folded from offset 0 (up to a time) with
-  ``processors.blacklist.core.evolve``, the function the processor uses.
+  ``processors.blacklist.core.fold_in_place`` (the transitions of ``evolve``,
+  the function the processor uses, without its copy and change event).
 - ``live_table``: the processor's table, read back from its changelog topic
   (``<app id>-blacklist-changelog``).
 - ``history``: one address's events (its partition of ``bounces``), folded.
@@ -30,6 +31,7 @@ from processors.blacklist.core import (
     address_of,
     comparable,
     evolve,
+    fold_in_place,
 )
 from schemas import BlacklistChanged, BlacklistEdited, Event, InvalidEvent, decode, decode_any
 from streams import tables
@@ -89,7 +91,7 @@ def fold_records(records: Iterator[Record], rules: Rules, as_of: float | None = 
             r.skipped += 1
             continue
         try:
-            r.states[address], _ = evolve(r.states.get(address), ev, rules)
+            r.states[address] = fold_in_place(r.states.get(address), ev, rules)
         except Exception:  # noqa: BLE001 - the processor dead-letters what fails to fold
             r.skipped += 1
             continue

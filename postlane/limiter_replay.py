@@ -24,7 +24,12 @@ of the limiter changes this module only).
   say (written before they did) cannot be replayed and is counted as
   skipped. Rows the quota prunes are compared only while they still count:
   both sides leave out the grants ``quota.prunable`` drops as of the last
-  decision.
+  decision. Give-backs (``QuotaAsked.give_back``: a cancelled mail's grant
+  stops counting against the daily limits) are folded with
+  ``quota.give_back`` in the same order; the quota answers none, so the
+  moment of one is its batch's (known from the grants around it) or else
+  its own record's time, and its row is compared without its moment and
+  batch (under ``GIVEN_BACK``).
 
 The meters row (mass in flight per partition) depends on the clock of
 each scheduling pass and is not replayed; neither is the "asking" state of
@@ -154,6 +159,7 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
     asks: dict[str, list[tuple[int, int, int, quota.Ask]]] = {}  # ask_id -> (ts, off, i, ask)
     grants: dict[str, tuple[str, float]] = {}  # ask_id -> (batch key, decided_at)
     refused: dict[str, list[int]] = {}  # ask_id -> when refusals of it were answered (ms)
+    gives: list[tuple[int, int, int, quota.Ask]] = []  # give-back asks (ts, off, i, ask)
     topic = {t.full(s): t.name for t in (CONFIG, QUOTA, QUOTA_ANSWERS, DELIVERY_QUOTA)}
     for rec in recs:
         name = topic.get(rec.topic)
@@ -174,7 +180,8 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
                 for i, item in enumerate(items if isinstance(items, list) else []):
                     ask = quota.Ask.of(item if data.get("type") == "QuotasAsked"
                                        else ev.to_representation())
-                    asks.setdefault(ask.ask_id, []).append(
+                    # a give-back names the ask it returns (not an ask again)
+                    (gives if ask.give_back else asks.setdefault(ask.ask_id, [])).append(
                         (rec.timestamp_ms, rec.offset, i, ask))
             else:
                 answers = data.get("answers") if data.get("type") == "QuotasAnswered" else [data]
@@ -207,6 +214,7 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
         chosen = [a for a in seen if after < a[0] <= until] or seen[:1]
         _ts, off, i, ask = chosen[0]
         todo.append((at, off, i, batch, ask))
+    todo.extend(_give_back_moments(todo, gives))
     todo.sort(key=lambda t: (t[0], t[1], t[2]))
     config.sort(key=lambda c: c[0])
     view, c = ConfigView(), 0
@@ -217,6 +225,12 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
         while c < len(config) and config[c][0] <= at * 1000.0:
             view = evolve(view, config[c][1])
             c += 1
+        if ask.give_back:  # recorded as the agent does (not answered, not a grant)
+            returned = quota.give_back(q, ask, at, limits_from(view, s))
+            if returned is not None:
+                batches.setdefault(batch or f"{at:.6f}:{returned['ask_id']}", []).append(
+                    returned)
+            continue
         answer, row = quota.decide(q, ask, at, limits_from(view, s))
         if row is None:
             out.skipped += 1  # refused now: the limits of that moment are not the config's
@@ -229,10 +243,41 @@ def fold_quota(s: Settings, recs: list[Rec]) -> Folded:
     return out
 
 
+def _give_back_moments(
+    todo: list[tuple[float, int, int, str, Any]], gives: list[tuple[int, int, int, Any]],
+) -> list[tuple[float, int, int, str, Any]]:
+    """When and in which batch the quota recorded each give-back (it
+    answers none). The quota takes consecutive asks of its one partition
+    per batch: a give-back between two asks granted in the same batch was
+    in that batch (its moment and key are the grants'); otherwise its own
+    record's time stands for the moment (the quota decided it a few ms
+    later) and the batch is left to be named by its row."""
+    import bisect
+
+    granted = sorted((off, i, at, batch) for at, off, i, batch, _ask in todo)
+    out: list[tuple[float, int, int, str, Any]] = []
+    for ts, off, i, ask in gives:
+        k = bisect.bisect_left(granted, (off, i))
+        before = granted[k - 1] if k > 0 else None
+        after = granted[k] if k < len(granted) else None
+        if before is not None and after is not None and before[3] == after[3]:
+            out.append((before[2], off, i, before[3], ask))
+        else:
+            at = max(ts / 1000.0, before[2] if before is not None else 0.0)
+            out.append((at, off, i, "", ask))
+    return out
+
+
+GIVEN_BACK = "(given back)"  # the comparable key of the give-back rows
+
+
 def _quota_comparable(values: dict[str, Any], now: float, limits: Any) -> dict[str, Any]:
     """Batch key -> its grants that still count at ``now`` (ask_id -> the
     row without its batch), batches with none left out: what the quota keeps
-    whenever it pruned."""
+    whenever it pruned. Give-back rows (``returns``) are under
+    ``GIVEN_BACK`` without their moment and batch: the quota answers no
+    give-back, so the log does not say exactly when it recorded one, only
+    which grant it returned (``now`` is the last grant's moment)."""
     from processors.limiter import quota
 
     if not values:
@@ -240,12 +285,22 @@ def _quota_comparable(values: dict[str, Any], now: float, limits: Any) -> dict[s
     q = quota.restore(list(values.values()), now, limits)
     quota.prunable(q, now)
     out: dict[str, Any] = {}
+    returns: dict[str, Any] = {}
     for key, value in values.items():
         rows = value.get("grants", []) if isinstance(value, dict) else []
-        kept = {str(r["ask_id"]): {k: v for k, v in r.items() if k != "batch"}
-                for r in rows if isinstance(r, dict) and str(r.get("ask_id")) in q.grants}
+        kept: dict[str, Any] = {}
+        for r in rows:
+            if not isinstance(r, dict) or str(r.get("ask_id")) not in q.grants:
+                continue
+            if r.get("returns"):
+                returns[str(r["ask_id"])] = {k: v for k, v in r.items()
+                                             if k not in ("batch", "at")}
+            else:
+                kept[str(r["ask_id"])] = {k: v for k, v in r.items() if k != "batch"}
         if kept:
             out[key] = kept
+    if returns:
+        out[GIVEN_BACK] = returns
     return out
 
 
@@ -255,7 +310,8 @@ def _quota_live_all(s: Settings, values: dict[str, Any]) -> dict[str, Any]:
     from .configops import current_view
 
     last = max((float(r.get("at", 0.0)) for v in values.values() if isinstance(v, dict)
-                for r in v.get("grants", []) if isinstance(r, dict)), default=0.0)
+                for r in v.get("grants", []) if isinstance(r, dict) and not r.get("returns")),
+               default=0.0)
     return _quota_comparable(values, last, limits_from(current_view(s), s))
 
 

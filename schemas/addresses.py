@@ -73,7 +73,13 @@ def split_address(value: str) -> tuple[str, str]:
 @lru_cache(maxsize=16384)
 def _split_address_cached(value: str) -> tuple[str, str]:
     if _PLAIN_ADDRESS.fullmatch(value):  # parseaddr would give ("", value): 50 us saved
-        check_address(value)
+        # what check_address checks that the pattern does not say already (no
+        # line break, one @, the local part's characters and dots): the local
+        # part's length and the domain
+        local, _, domain = value.partition("@")
+        if len(local) > 64:
+            check_address(value)  # its own words
+        idna_domain(domain)
         return "", value
     return _split_address(value)
 
@@ -108,6 +114,20 @@ def check_address(addr: str) -> None:
     if local.startswith(".") or local.endswith(".") or ".." in local:
         raise AddressError(f"{addr!r} has misplaced dots in the local part")
     idna_domain(domain)
+
+
+def checked_address(addr: str) -> None:
+    """``check_address``, its answers remembered (a bounce's or a
+    complaint's address comes again and again; errors are not remembered)."""
+    if type(addr) is str:
+        _checked_address(addr)
+    else:
+        check_address(addr)
+
+
+@lru_cache(maxsize=16384)
+def _checked_address(addr: str) -> None:
+    check_address(addr)
 
 
 def normalize(addr: str) -> str:
@@ -150,6 +170,7 @@ __all__ = [
     "Address",
     "AddressError",
     "check_address",
+    "checked_address",
     "display_name",
     "domain_of",
     "format_address",

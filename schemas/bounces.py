@@ -28,7 +28,7 @@ import base64
 import binascii
 from typing import Any
 
-from .addresses import AddressError, check_address, has_crlf
+from .addresses import AddressError, checked_address, has_crlf
 from .base import Event
 
 REASONS = (
@@ -47,7 +47,7 @@ def _address_problems(fname: str, value: str) -> list[str]:
     if value != value.strip().lower():
         return [f"{fname} {value!r} must be lower-cased, without spaces"]
     try:
-        check_address(value)
+        checked_address(value)
     except AddressError as exc:
         return [f"{fname}: {exc}"]
     return []

@@ -46,6 +46,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, fields
+from operator import itemgetter
 from typing import Any
 
 from schemas import (
@@ -76,6 +77,7 @@ FOLDED_EVENTS: tuple[type[Event], ...] = (
     ComplaintReceived, UnsubscribeRequested, SuppressionEdited,
 )
 MAX_KEPT = 100  # bounces kept per address (for why), newest first out
+_AT = itemgetter("at")  # a bounce's time (the sort key)
 DAY = 86400.0
 _NS = ids.BLACKLIST_CHANGED
 
@@ -131,8 +133,7 @@ class AddressState:
     def counted(self, rules: Rules) -> list[dict[str, Any]]:
         """The bounces that count now, oldest first."""
         edge = self.last_at - rules.window
-        return sorted((b for b in self.bounces if b["counted"] and b["at"] > edge),
-                      key=lambda b: b["at"])
+        return sorted([b for b in self.bounces if b["counted"] and b["at"] > edge], key=_AT)
 
 
 def address_of(event: Event) -> str:
@@ -153,6 +154,23 @@ def _answer(b: dict[str, Any]) -> str:
     """``5.1.1 user unknown``, without repeating a status the text has."""
     status, text = str(b.get("status") or ""), str(b.get("diagnostic") or "")
     return text if status and status in text else " ".join(x for x in (status, text) if x)
+
+
+def rule_holds(counted: list[dict[str, Any]], rules: Rules) -> bool:
+    """``rule_met(counted, rules)[0]`` without making the sentence (most
+    bounces do not blacklist: their sentence would be thrown away)."""
+    if not counted:
+        return False
+    threshold = rules.threshold
+    total = 0.0
+    for b in counted:
+        weight = float(b["weight"])
+        if weight >= threshold:
+            return True  # decisive
+        total += weight
+    if total < threshold:
+        return False
+    return counted[-1]["at"] - counted[0]["at"] > rules.min_spread
 
 
 def rule_met(counted: list[dict[str, Any]], rules: Rules) -> tuple[bool, str]:
@@ -213,14 +231,36 @@ def evolve(
     address = address_of(event)
     st = AddressState(address=address) if state is None else AddressState.from_dict(
         state.to_dict())
+    if _step(st, event, rules, tell=True):
+        return st, changed(st, event, rules)
+    return st, None
+
+
+def fold_in_place(state: AddressState | None, event: Event, rules: Rules) -> AddressState:
+    """The state ``evolve`` gives for one event, made by changing ``state``
+    itself and without the BlacklistChanged: for a replay, which keeps only
+    each address's last state (the same transitions, none of the copying)."""
+    st = AddressState(address=address_of(event)) if state is None else state
+    _step(st, event, rules, tell=False)
+    return st
+
+
+def _step(st: AddressState, event: Event, rules: Rules, tell: bool) -> bool:
+    """Apply ``event`` to ``st`` (changed in place). With ``tell``: True
+    when the blacklisting or the suppression set changed (a BlacklistChanged
+    is due); without, always False (nothing compared)."""
+    address = address_of(event)
     if event.event_id in st.seen:
-        return st, None
+        return False
     st.seen = [*st.seen[-199:], event.event_id]
-    before = (st.blacklisted, st.manual)
-    sets_before = suppressions(st)
+    if tell:
+        before = (st.blacklisted, st.manual)
+        sets_before = suppressions(st)
     if isinstance(event, BounceRecorded):
-        if any(b["bounce_id"] == event.bounce_id for b in st.bounces):
-            return st, None
+        bounce_id = event.bounce_id
+        for b in st.bounces:
+            if b["bounce_id"] == bounce_id:
+                return False
         why = _not_counted(event, st)
         weight = rules.weight_hard if event.hard else rules.weight_soft
         st.bounces.append({
@@ -231,20 +271,20 @@ def evolve(
             "source": event.source, "kind": event.kind, "counted": not why,
             "weight": weight if not why else 0.0, "why": why,
         })
-        st.last_at = max(st.last_at, event.bounced_at)
+        if event.bounced_at > st.last_at:  # max() without the call
+            st.last_at = event.bounced_at
         edge = st.last_at - rules.window
-        st.bounces = sorted((b for b in st.bounces if b["at"] > edge),
-                            key=lambda b: b["at"])[-MAX_KEPT:]
+        st.bounces = sorted([b for b in st.bounces if b["at"] > edge], key=_AT)[-MAX_KEPT:]
         if not st.blacklisted and not why:
-            met, sentence = rule_met(st.counted(rules), rules)
-            if met:
+            counted = st.counted(rules)
+            if rule_holds(counted, rules):
                 st.blacklisted, st.manual = True, False
-                st.since, st.reason = event.bounced_at, sentence
+                st.since, st.reason = event.bounced_at, rule_met(counted, rules)[1]
     elif isinstance(event, BounceDiscounted):
         for b in st.bounces:
             if b["bounce_id"] == event.bounce_id and b["counted"]:
                 b["counted"], b["weight"], b["why"] = False, 0.0, f"outage: {event.outage}"
-        if st.blacklisted and not st.manual and not rule_met(st.counted(rules), rules)[0]:
+        if st.blacklisted and not st.manual and not rule_holds(st.counted(rules), rules):
             st.blacklisted = False
             st.reason = f"lifted: a bounce that led there was part of an outage ({event.outage})"
     elif isinstance(event, MailReceivedFrom):
@@ -298,10 +338,9 @@ def evolve(
                 and e["list_id"] == event.list_id)]
     else:
         raise TypeError(f"the blacklist does not fold {type(event).__name__}")
-    after = suppressions(st)
-    if (st.blacklisted, st.manual) == before and after == sets_before:
-        return st, None
-    return st, changed(st, event, rules)
+    if not tell:
+        return False
+    return not ((st.blacklisted, st.manual) == before and suppressions(st) == sets_before)
 
 
 def _clear_counts(st: AddressState, why: str) -> None:

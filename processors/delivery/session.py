@@ -48,6 +48,11 @@ from .policy import parse_enhanced
 log = logging.getLogger("postlane.delivery.smtp")
 
 
+# a reused connection idle for longer is checked with RSET before MAIL (Postfix
+# checks every cached session so; one that just finished a mail is not)
+RSET_AFTER_IDLE = 2.0
+
+
 class SmtpSession(SmtpConnection):
     """One connection to one outgoing server, used for one mail at a time.
 
@@ -95,16 +100,30 @@ class SmtpSession(SmtpConnection):
             return self._silent_error(facts)
         return session_error("deadline", facts)
 
-    async def _ensure_ready(self, check: bool = True) -> None:
+    def _gone_before_mail(self, rcpts: list[str], results: dict[str, RecipientResult]) -> bool:
+        """The connection was lost at MAIL, before any recipient: nothing sent."""
+        return (self._smtp is None and bool(rcpts)
+                and all(results.get(r) is not None and results[r].stage == "mail"
+                        and results[r].status == "deferred" and results[r].code == 0
+                        for r in rcpts))
+
+    async def _ensure_ready(self, check: bool = True) -> bool:
+        """A connection ready for a transaction. A reused one is checked
+        with RSET, unless it finished a transaction less than
+        ``RSET_AFTER_IDLE`` seconds ago (a round trip per mail saved while
+        mail flows): True then, and a connection found closed at MAIL is
+        opened again (``send``)."""
         if self._smtp is not None and self._smtp.is_connected:
             if self.mails >= self.max_mails:
                 await self._quit()
             elif not check or self.mails == 0:
-                return
+                return False
+            elif time.monotonic() - self.last_used < RSET_AFTER_IDLE:
+                return True
             else:
                 try:
                     await self._smtp.rset(timeout=self.command_timeout)
-                    return
+                    return False
                 except (aiosmtplib.SMTPException, OSError) as exc:
                     log.info(
                         "%s: reused connection is gone (%s), reconnecting", self.server.name, exc
@@ -113,6 +132,7 @@ class SmtpSession(SmtpConnection):
         await self._open()
         self.mails = 0
         self.last_used = time.monotonic()
+        return False
 
     # -- mail ------------------------------------------------------------------
 
@@ -127,9 +147,17 @@ class SmtpSession(SmtpConnection):
             in_transaction = False
             try:
                 async with asyncio.timeout(self.deadline):
-                    await self._ensure_ready()
+                    unchecked = await self._ensure_ready()
                     in_transaction = True
                     await self._transaction(envelope_from, rcpts, message_bytes, results)
+                    if unchecked and self._gone_before_mail(rcpts, results):
+                        # reused without RSET and found closed at MAIL: nothing
+                        # was sent, so once more on a new connection
+                        results.clear()
+                        in_transaction = False
+                        await self._ensure_ready()
+                        in_transaction = True
+                        await self._transaction(envelope_from, rcpts, message_bytes, results)
             except TimeoutError:
                 if not in_transaction:
                     raise self._deadline_error() from None

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from typing import Any
 
 from schemas import (
@@ -150,8 +151,15 @@ def _copy_recipients(recipients: dict[str, dict[str, Any]]) -> dict[str, dict[st
 _FIELDS = frozenset(f.name for f in fields(MessageStatus))
 
 
+_FIXED_RANKS: dict[type[Event], tuple[int, int, int]] = {
+    SendRequested: (0, 0, 0), RoutingDecided: (1, 0, 0), MessageCancelled: (3, 0, 0)}
+
+
 def progress_of(event: Event) -> tuple[int, int, int]:
     """The event's place in a mail's life, comparable as a tuple."""
+    rank = _FIXED_RANKS.get(type(event))
+    if rank is not None:
+        return rank
     if isinstance(event, SendRequested):
         return (0, 0, 0)
     if isinstance(event, RoutingDecided):
@@ -177,8 +185,7 @@ def evolve(
     if status is not None and status.seen(event.event_id):
         return status, None
     if status is None:
-        st = MessageStatus(message_id=event.message_id,  # type: ignore[attr-defined]
-                           created_at=event.occurred_at)
+        st = _new_status(event.message_id, event.occurred_at)  # type: ignore[attr-defined]
     else:
         st = status.copy()
     before = st.state
@@ -203,23 +210,39 @@ def fold_in_place(status: MessageStatus | None, event: Event) -> MessageStatus |
     if status is not None and status.seen(event.event_id):
         return status
     if status is None:
-        status = MessageStatus(message_id=event.message_id,  # type: ignore[attr-defined]
-                               created_at=event.occurred_at)
+        status = _new_status(event.message_id, event.occurred_at)  # type: ignore[attr-defined]
     _step(status, event)
     return status
+
+
+def _new_status(message_id: str, created_at: float) -> MessageStatus:
+    """``MessageStatus(message_id=..., created_at=...)`` without the
+    dataclass ``__init__`` and its default factories: the same fields, in
+    the same order, each list and dict its own."""
+    st = object.__new__(MessageStatus)
+    st.__dict__.update({
+        "message_id": message_id, "state": "queued", "server": "", "attempt": 0,
+        "reason": "", "next_attempt_at": 0.0, "recipients": {}, "subject": "", "from_": "",
+        "to": [], "created_at": created_at, "updated_at": 0.0, "history": [],
+        "progress": [-1, 0, 0], "acknowledged": False,
+    })
+    return st
 
 
 def _step(st: MessageStatus, event: Event) -> bool:
     """Apply ``event`` to ``st`` (changed in place); True when it was an ops
     command or an answer (history only)."""
-    if isinstance(event, COMMAND_EVENTS):
+    apply = _APPLY.get(type(event))  # the common case: one lookup, no isinstance chain
+    if apply is None and isinstance(event, COMMAND_EVENTS):
         record_command(st, event)
         return True
     rank = progress_of(event)
     advance = rank >= tuple(st.progress) and (
         st.state not in FINAL_STATES or st.state in RETRYABLE_STATES
     )
-    if isinstance(event, SendRequested):
+    if apply is not None:
+        apply(st, event, advance)
+    elif isinstance(event, SendRequested):
         _apply_request(st, event, advance)
     elif isinstance(event, RoutingDecided):
         _apply_routing(st, event, advance)
@@ -245,10 +268,13 @@ def _step(st: MessageStatus, event: Event) -> bool:
         entry_reason = f"arrived after the mail was {st.state}: state kept"
     else:
         entry_reason = f"arrived out of order (after {st.state}): state kept"
-    st.created_at = min(st.created_at, event.occurred_at) if st.created_at else event.occurred_at
-    st.updated_at = max(st.updated_at, event.occurred_at)
+    at = event.occurred_at
+    if not st.created_at or at < st.created_at:  # min(), max() without the calls
+        st.created_at = at
+    if at > st.updated_at:
+        st.updated_at = at
     st.history.append({
-        "at": event.occurred_at,
+        "at": at,
         "state": st.state,
         "reason": entry_reason,
         "event": type(event).__name__,
@@ -454,7 +480,22 @@ def _key(recipients: dict[str, dict[str, Any]], addr: str) -> str:
     return addr
 
 
-def _bare_addresses(values: list[Any]) -> list[str]:
+def _bare_addresses(values: list[Any]) -> tuple[str, ...]:
+    """The bare addresses of ``values`` (strings that are no address and
+    other values left out), each once whatever its case, in order.
+    Remembered per list (a mail's request comes in three events)."""
+    try:
+        return _bare_remembered(tuple(values))
+    except TypeError:  # an unhashable value (a list or an object): not a string anyway
+        return tuple(_bare(values))
+
+
+@lru_cache(maxsize=16384)
+def _bare_remembered(values: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(_bare(values))
+
+
+def _bare(values: Any) -> list[str]:
     out: list[str] = []
     lowered: set[str] = set()
     for value in values:
@@ -488,8 +529,11 @@ def _summarize(st: MessageStatus, request: dict[str, Any]) -> None:
         value = request.get(fname)
         if isinstance(value, list):
             every.extend(value)
+    recipients = st.recipients
     for addr in _bare_addresses(every):
-        st.recipients.setdefault(_key(st.recipients, addr), _rcpt("queued"))
+        key = _key(recipients, addr)
+        if key not in recipients:
+            recipients[key] = _rcpt("queued")
 
 
 def _apply_request(st: MessageStatus, ev: SendRequested, advance: bool) -> None:
@@ -629,11 +673,12 @@ def _apply_attempted(st: MessageStatus, ev: DeliveryAttempted, advance: bool) ->
                 gave_up = True
     st.server, st.attempt = ev.server, ev.attempt
     st.next_attempt_at = 0.0
-    by_state: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in OUTCOME_STATES}
+    by_state: dict[str, dict[str, dict[str, Any]]] = {"sent": {}, "deferred": {}, "failed": {}}
     for key, r in st.recipients.items():
-        if r.get("state") in by_state:
-            by_state[r["state"]][key] = r
-    touched = sum(len(v) for v in by_state.values())
+        group = by_state.get(r.get("state"))  # type: ignore[arg-type]
+        if group is not None:
+            group[key] = r
+    touched = len(by_state["sent"]) + len(by_state["deferred"]) + len(by_state["failed"])
     attempts = f"{ev.attempt} attempt" + ("" if ev.attempt == 1 else "s")
     if touched == 0:
         text = ev.error or "delivery reported no recipient outcome"
@@ -669,3 +714,11 @@ def _answers(recipients: dict[str, dict[str, Any]], with_address: bool) -> str:
     if not with_address and len(groups) == 1:
         return next(iter(groups))
     return "; ".join(f"{', '.join(addrs)}: {answer}" for answer, addrs in groups.items())
+
+
+# event type -> its transition (``_step``'s isinstance chain for these exact types)
+_APPLY: dict[type[Event], Any] = {
+    SendRequested: _apply_request, RoutingDecided: _apply_routing,
+    DeliveryStarted: _apply_started, DeliveryAttempted: _apply_attempted, MailHeld: _apply_held,
+    MailReleased: _apply_released, MessageCancelled: _apply_cancelled,
+}

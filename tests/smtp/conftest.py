@@ -56,7 +56,11 @@ class Recorder:
     address (then it is accepted); ``mail_replies[address]``: reply to
     every MAIL FROM that address; ``drop_in_data``: how many DATA to answer
     by closing the connection; ``rset_replies``: replies to the next RSETs;
-    ``data_delay``: seconds to wait before answering DATA."""
+    ``data_delay``: seconds to wait before answering DATA;
+    ``close_after_data``: how many accepted DATA to follow by hanging up
+    (a server that closes a connection after a mail); ``drop_in_mail``: how
+    many MAIL to answer by closing the connection (one that was closing
+    while the client reused it)."""
 
     def __init__(self) -> None:
         self.messages: list[Received] = []
@@ -67,6 +71,8 @@ class Recorder:
         self.rsets = 0
         self.rset_replies: list[str] = []
         self.data_delay = 0.0
+        self.close_after_data = 0
+        self.drop_in_mail = 0
 
     @property
     def connections(self) -> int:
@@ -76,6 +82,10 @@ class Recorder:
     async def handle_MAIL(
         self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if self.drop_in_mail > 0:
+            self.drop_in_mail -= 1
+            server.transport.close()  # the client never sees a reply
+            return "250 OK"
         self.peers.append(session.peer)
         reply = self.mail_replies.get(address.lower())
         if reply:
@@ -107,6 +117,9 @@ class Recorder:
             self.drop_in_data -= 1
             server.transport.close()  # the client never sees a reply
             return "250 OK"
+        if self.close_after_data > 0:
+            self.close_after_data -= 1
+            asyncio.get_running_loop().call_later(0.05, server.transport.close)  # after the 250
         auth = session.auth_data
         self.messages.append(
             Received(

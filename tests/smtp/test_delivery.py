@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from email import message_from_bytes
 
 import pytest
 
 from processors.delivery import errors
+from processors.delivery import session as session_mod
 from processors.delivery.message import build_message, make_smtp_message_id, message_bytes
 from processors.delivery.pool import SmtpPool, deliver
 from processors.delivery.session import SmtpSession
@@ -257,10 +259,57 @@ async def test_connection_is_reused(smtp_server, pki):
         await s.close()
     assert len(srv.handler.messages) == 3
     assert srv.handler.connections == 1 and s.connections == 1
-    assert srv.handler.rsets >= 2  # the liveness check before each reuse
+    assert srv.handler.rsets == 0  # just used: no liveness check
 
 
-async def test_reconnects_when_reused_connection_is_gone(smtp_server, pki):
+async def test_a_connection_idle_for_a_while_is_checked_before_reuse(smtp_server, pki,
+                                                                     monkeypatch):
+    monkeypatch.setattr(session_mod, "RSET_AFTER_IDLE", 0.0)
+    srv = smtp_server()
+    s = session(srv.config(), pki)
+    try:
+        for _ in range(3):
+            [r] = await s.send("b@example.com", [A], MAIL)
+            assert r.status == "accepted"
+    finally:
+        await s.close()
+    assert srv.handler.connections == 1 and srv.handler.rsets == 2
+
+
+async def test_a_connection_the_server_closed_after_a_mail_is_opened_again(smtp_server, pki):
+    srv = smtp_server()
+    srv.handler.close_after_data = 1
+    s = session(srv.config(), pki)
+    try:
+        [first] = await s.send("b@example.com", [A], MAIL)
+        await asyncio.sleep(0.3)  # the server hangs up meanwhile
+        [second] = await s.send("b@example.com", [A], MAIL)
+    finally:
+        await s.close()
+    assert first.status == second.status == "accepted", second
+    assert len(srv.handler.messages) == 2 and s.connections == 2
+    assert srv.handler.rsets == 0
+
+
+async def test_a_reused_connection_lost_at_mail_is_opened_again_for_that_mail(smtp_server,
+                                                                            pki):
+    srv = smtp_server()
+    s = session(srv.config(), pki)
+    try:
+        [first] = await s.send("b@example.com", [A], MAIL)
+        srv.handler.drop_in_mail = 1  # closing as the client reuses it
+        [second] = await s.send("b@example.com", [A], MAIL)
+        srv.handler.drop_in_mail = 2  # a new connection lost at MAIL too: deferred
+        [third] = await s.send("b@example.com", [A], MAIL)
+    finally:
+        await s.close()
+    assert first.status == second.status == "accepted", second
+    assert len(srv.handler.messages) == 2 and s.connections == 3
+    assert third.status == "deferred" and third.stage == "mail", third
+
+
+async def test_reconnects_when_reused_connection_is_gone(smtp_server, pki, monkeypatch):
+    monkeypatch.setattr(session_mod, "RSET_AFTER_IDLE", 0.0)
     srv = smtp_server()
     s = session(srv.config(), pki)
     try:

@@ -59,3 +59,57 @@ def test_idna_domain_cached_answers_and_errors() -> None:
     for _ in range(2):
         with pytest.raises(AddressError, match="has no dot"):
             idna_domain("nodot")
+
+
+def test_a_plain_address_is_refused_as_check_address_refuses_it() -> None:
+    """The plain-pattern shortcut checks only the local part's length and
+    the domain; for every address of the pattern it says what
+    ``check_address`` says (the same words), accepted or refused."""
+    import random
+
+    from schemas import addresses as A
+
+    rnd = random.Random(7)
+    alphabet = "abcXYZ019_+-."
+    domains = ["x.test", "a-b.c", "-a.b", "a.b-", "x", "xn--bcher-kva.de", "a" * 64 + ".de",
+               "a" * 63 + ".de", "A.B", "x..y", "localhost"]
+    seen = 0
+    for _ in range(20000):
+        local = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 70)))
+        value = f"{local}@{rnd.choice(domains)}"
+        if not A._PLAIN_ADDRESS.fullmatch(value):
+            continue
+        seen += 1
+        A._split_address_cached.cache_clear()
+        try:
+            A.check_address(value)
+            want = None
+        except A.AddressError as exc:
+            want = str(exc)
+        try:
+            A._split_address_cached(value)
+            got = None
+        except A.AddressError as exc:
+            got = str(exc)
+        assert got == want, value
+    assert seen > 5000
+
+
+@pytest.mark.parametrize("value", ["bob@example.net", "Bob@Example.net", "a..b@x.test",
+                                   "x@-y.test", "no-at", "a@b@c", "l" * 70 + "@x.test",
+                                   "o@bücher.de", "a\r\n@x.test"])
+def test_checked_address_answers_as_check_address(value: str) -> None:
+    from schemas.addresses import check_address, checked_address
+
+    for _ in range(2):  # the second answer from memory
+        try:
+            check_address(value)
+            want = None
+        except AddressError as exc:
+            want = str(exc)
+        try:
+            checked_address(value)
+            got = None
+        except AddressError as exc:
+            got = str(exc)
+        assert got == want

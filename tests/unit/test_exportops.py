@@ -72,3 +72,21 @@ def test_unknown_topic_is_refused_in_words(tmp_path: Path) -> None:
 
     with pytest.raises(exportops.ExportError, match="unknown topic 'deliveries'"):
         exportops.export(S, ["deliveries"], "parquet", tmp_path / "x.parquet")
+
+
+def test_jsonl_timestamps_as_arrow_formats_them() -> None:
+    import random
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from postlane.exportops import _iso_all
+
+    rnd = random.Random(3)
+    ms = [rnd.randint(0, 253402300799999) for _ in range(3000)] + [0, 999, 1000,
+                                                                   253402300799999]
+    ms += [ms[5] + i for i in range(50)]  # records of one second
+    arrow = pc.strftime(pa.array(ms, pa.timestamp("ms", tz="UTC")),
+                        format="%Y-%m-%dT%H:%M:%S", locale="C").to_pylist()
+    assert _iso_all(ms) == [f"{t}+00:00" for t in arrow]
+    assert _iso_all([-1]) == ["1969-12-31T23:59:59.999+00:00"]

@@ -29,3 +29,12 @@ def test_ids_do_not_repeat_also_across_a_fork() -> None:
     os.close(read)
     os.close(write)
     assert child not in seen and child != new_id()
+
+
+def test_someone_seeding_random_does_not_repeat_ids() -> None:
+    import random
+
+    random.seed(7)
+    first = new_id()
+    random.seed(7)
+    assert new_id() != first

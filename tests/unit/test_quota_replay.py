@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from postlane.limiter_replay import _quota_comparable, fold_quota
+from postlane.limiter_replay import GIVEN_BACK, _quota_comparable, fold_quota
 from postlane.logread import Rec
 from processors.config.view import ConfigView, evolve
 from processors.limiter import quota
@@ -54,6 +54,11 @@ def agent_batch(log: Log, q: quota.Quota, now: float, asked: list[tuple[float, l
     for at, asks in asked:
         log.add("quota", at, encode(QuotasAsked(asks=asks, occurred_at=at)))
         for a in asks:
+            if a.get("give_back"):  # recorded, not answered (quota_agent._decide)
+                returned = quota.give_back(q, quota.Ask.of(a), now, limits)
+                if returned is not None:
+                    rows.append(returned)
+                continue
             answer, row = quota.decide(q, quota.Ask.of(a), now, limits)
             if row is not None:
                 rows.append(row)
@@ -68,8 +73,9 @@ def agent_batch(log: Log, q: quota.Quota, now: float, asked: list[tuple[float, l
         data["batch"] = data["batch"] or key
     if rows:
         live[key] = orjson.loads(orjson.dumps(quota.record(q, key, rows)))
-    log.add("quota-answers", now + 0.002, encode(QuotasAnswered(answers=items,
-                                                                occurred_at=now + 0.002)))
+    if items:
+        log.add("quota-answers", now + 0.002, encode(QuotasAnswered(answers=items,
+                                                                    occurred_at=now + 0.002)))
 
 
 def test_fold_quota_gives_the_agents_rows() -> None:
@@ -98,3 +104,31 @@ def test_a_grant_whose_answer_does_not_name_its_row_is_skipped() -> None:
     log.add("quota-answers", T0 + 0.01, encode(QuotasAnswered(answers=[old])))
     folded = fold_quota(S, log.recs)
     assert folded.rows == {} and folded.skipped == 1
+
+
+def give_back(mid: str, step: int = 0) -> dict[str, Any]:
+    """The limiter's give-back of a cancelled mail's grant (steps.give_back)."""
+    return {"type": "QuotaAsked", "ask_id": f"{mid}:{step}", "message_id": mid,
+            "server": "main", "by": "limiter", "give_back": True, "partition": 0}
+
+
+def test_give_backs_are_folded_as_the_quota_records_them() -> None:
+    log, q, live = Log(), quota.Quota(), {}
+    agent_batch(log, q, T0, [(T0 - 0.5, [ask("a"), ask("b")])], live)  # the daily 2 used
+    # a's mail cancelled: its grant given back, alone in a batch (no answer at all)
+    agent_batch(log, q, T0 + 2, [(T0 + 1.99, [give_back("a")])], live)
+    agent_batch(log, q, T0 + 3, [(T0 + 2.9, [ask("c")])], live)  # room again: granted
+    # b given back in the same batch as d's ask: d granted after it
+    agent_batch(log, q, T0 + 4, [(T0 + 3.9, [ask("x"), give_back("b"), ask("d")])], live)
+    agent_batch(log, q, T0 + 5, [(T0 + 4.9, [give_back("b")])], live)  # again: nothing new
+    folded = fold_quota(S, log.recs)
+    last = max(r["at"] for v in live.values() for r in v["grants"] if not r.get("returns"))
+    limits = limits_from(evolve(ConfigView(), SERVER), S)
+    expected = _quota_comparable(live, last, limits)
+    assert folded.rows == expected
+    grants = {a for key, rows in folded.rows.items() if key != GIVEN_BACK for a in rows}
+    assert grants == {"a:0", "b:0", "c:0", "d:0"}  # x came before b was given back
+    returns = folded.rows[GIVEN_BACK]
+    assert set(returns) == {"a:0:returned", "b:0:returned"}
+    assert returns["a:0:returned"]["returns"] == "a:0"
+    assert returns["b:0:returned"]["daily"] == ["server:main"]
