@@ -39,6 +39,7 @@ from streams.client import Record, publish, read_topic, unavailable
 from streams.offsets import true_end_offsets, true_end_offsets_sync
 from streams.partitioning import partition_for
 from streams.settings import Settings
+from streams.tables import decode_row
 from streams.topics import BLACKLIST, BOUNCES
 
 REGISTRY: dict[str, type[Event]] = {cls.__name__: cls for cls in FOLDED_EVENTS}
@@ -103,13 +104,9 @@ def replay(s: Settings, rules: Rules, as_of: float | None = None) -> Replay:
 
 
 def _table_value(raw: bytes | None) -> dict[str, Any] | None:
-    """A changelog value: the table's JSON bytes (Faust may have wrapped
-    them as a JSON string)."""
-    if raw is None:
-        return None
-    value: Any = orjson.loads(raw)
-    if isinstance(value, str):
-        value = orjson.loads(value)
+    """A changelog value: the row in the one table encoding
+    (``streams.tables.decode_row``); None for a tombstone or not a row."""
+    value = decode_row(raw)
     return value if isinstance(value, dict) else None
 
 

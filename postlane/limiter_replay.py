@@ -57,6 +57,7 @@ from schemas import (
     RoutingDecided,
     decode_any,
 )
+from streams import tables as T
 from streams.settings import Settings
 from streams.topics import (
     COMMAND_RESULTS,
@@ -310,11 +311,11 @@ def _same_value(_s: Settings, _key: str, value: Any) -> Any:
 def tables() -> list[TableReplay]:
     sources = (ROUTING_DECIDED_MASS, HELD, RELEASED, COMMAND_RESULTS)
     return [
-        TableReplay("limiter-held", "limiter-held", "limiter", sources, fold_held, _held_live,
+        TableReplay(T.LIMITER_HELD, sources, fold_held, _held_live,
                     "message_id -> held / released / cancelled", live_all=held_live_all),
-        TableReplay("limiter-mass", "limiter-mass", "limiter", sources, fold_mass, _mass_live,
+        TableReplay(T.LIMITER_MASS, sources, fold_mass, _mass_live,
                     "mass mail taken in and still waiting"),
-        TableReplay("limiter-quota", "limiter-quota", "limiter",
+        TableReplay(T.LIMITER_QUOTA,
                     (CONFIG, QUOTA, QUOTA_ANSWERS, DELIVERY_QUOTA), fold_quota, _same_value,
                     "batch key -> the grants the quota counted in it (those still counting)",
                     live_all=_quota_live_all),

@@ -45,8 +45,10 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from schemas import Event, InvalidEvent, decode, decode_any
+from streams import tables as T
 from streams.client import Record
 from streams.settings import Settings
+from streams.tables import TableSpec, decode_row
 from streams.topics import TopicSpec
 
 from .logread import Rec, gc_paused, read_all, unavailable
@@ -63,16 +65,31 @@ class Folded:
 
 @dataclass(frozen=True)
 class TableReplay:
-    name: str  # what the CLI calls it
-    table: str  # the Faust table name (its changelog is <app>-<table>-changelog)
-    owner: str  # the processor writing it (``postlane worker OWNER``)
+    spec: TableSpec  # the table (streams/tables.py): its changelog is <app>-<name>-changelog
     sources: tuple[TopicSpec, ...]
     fold: Fold
-    live: Callable[[Settings, str, Any], Any]  # (settings, key, table value) -> comparable
+    live: Callable[[Settings, str, Any], Any]  # (settings, key, row) -> comparable
     doc: str = ""
     # the comparable rows of the whole live table, when a row's meaning
     # depends on the others (applied to what ``live`` gave)
     live_all: Callable[[Settings, dict[str, Any]], dict[str, Any]] | None = None
+
+    @property
+    def name(self) -> str:
+        """What the CLI calls it: the table's name."""
+        return self.spec.name
+
+    @property
+    def table(self) -> str:
+        return self.spec.name
+
+    @property
+    def owner(self) -> str:
+        """The processor writing it (``postlane worker OWNER``), as the
+        registry declares."""
+        from processors.registry import owner_of
+
+        return owner_of(self.spec).name
 
 
 @dataclass
@@ -129,16 +146,9 @@ def pick_changelog(s: Settings, table: str, owner: str, topics: list[str]) -> st
 
 
 def table_value(raw: bytes | None) -> Any:
-    """A changelog value: JSON (Faust may have wrapped it as a JSON string)."""
-    if raw is None:
-        return None
-    value: Any = orjson.loads(raw)
-    if isinstance(value, str):
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            pass
-    return value
+    """A changelog value: the row in the one table encoding
+    (``streams.tables.decode_row``); None for a tombstone."""
+    return decode_row(raw)
 
 
 def table_key(raw: bytes | None) -> str:
@@ -547,32 +557,32 @@ def tables() -> dict[str, TableReplay]:
     from . import limiter_replay
 
     specs = [
-        TableReplay("status", "status", "status", STATUS_SOURCES, fold_status, status_live,
+        TableReplay(T.STATUS, STATUS_SOURCES, fold_status, status_live,
                     "message_id -> status (state, recipients, history)"),
-        TableReplay("delivery-ledger", "delivery-ledger", "delivery",
-                    (RELEASED, ROUTING_DECIDED, DELIVERY),
+        TableReplay(T.DELIVERY_LEDGER, (RELEASED, ROUTING_DECIDED, DELIVERY),
                     fold_ledger, ledger_live,
                     "message_id -> attempts, accepted / failed / pending recipients"),
         *limiter_replay.tables(),
-        TableReplay("blacklist", "blacklist", "blacklist", (BOUNCES,), fold_blacklist,
+        TableReplay(T.BLACKLIST, (BOUNCES,), fold_blacklist,
                     blacklist_live, "address -> counted bounces, blacklisting, suppressions"),
-        TableReplay("inbound-seen", "inbound-seen", "inbound", (INBOUND,), fold_seen, _same,
+        TableReplay(T.INBOUND_SEEN, (INBOUND,), fold_seen, _same,
                     "Message-ID -> first inbound mail (duplicates)"),
-        TableReplay("sent-index", "sent-index", "inbound", (SENT_IDS,), fold_sent_index, _same,
+        TableReplay(T.SENT_INDEX, (SENT_IDS,), fold_sent_index, _same,
                     "Message-ID Postlane sent -> message id, thread, tenant"),
-        TableReplay("alias-loops", "alias-loops", "inbound", (INBOUND_ALIASES,), fold_loops,
+        TableReplay(T.ALIAS_LOOPS, (INBOUND_ALIASES,), fold_loops,
                     lambda _s, _k, v: _loops_comparable(v), "alias|sender -> loop counter"),
-        TableReplay("sent-threads", "sent-threads", "inbound",
-                    (ROUTING_DECIDED, ROUTING_DECIDED_MASS, DELIVERY), fold_threads,
-                    lambda _s, _k, v: _threads_comparable(v),
+        TableReplay(T.SENT_THREADS, (ROUTING_DECIDED, ROUTING_DECIDED_MASS, DELIVERY),
+                    fold_threads, lambda _s, _k, v: _threads_comparable(v),
                     "message id -> thread, tenant and the Message-IDs it was sent with"),
     ]
     return {t.name: t for t in specs}
 
 
-ALIASES = {"ledger": "delivery-ledger", "seen": "inbound-seen", "loops": "alias-loops",
-           "threads": "sent-threads", "suppressions": "blacklist", "held": "limiter-held",
-           "mass": "limiter-mass"}
+ALIASES = {"ledger": T.DELIVERY_LEDGER.name, "seen": T.INBOUND_SEEN.name,
+           "loops": T.ALIAS_LOOPS.name, "threads": T.SENT_THREADS.name,
+           "suppressions": T.BLACKLIST.name, "held": T.LIMITER_HELD.name,
+           "mass": T.LIMITER_MASS.name}
+
 
 def replay(s: Settings, name: str, as_of: float | None = None,
            changelog: str | None = None) -> Outcome:

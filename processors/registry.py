@@ -119,6 +119,14 @@ BY_NAME: dict[str, Processor] = {p.name: p for p in ALL}
 PROCESSORS: dict[str, str] = {p.name: p.module for p in ALL}
 
 
+def owner_of(table: TableSpec) -> Processor:
+    """The one processor that writes ``table``."""
+    for p in ALL:
+        if table in p.tables:
+            return p
+    raise KeyError(f"no processor owns the table {table.name!r}")
+
+
 def available() -> list[str]:
     """Every processor's name (``postlane dev`` runs them all)."""
     return list(PROCESSORS)
@@ -154,7 +162,7 @@ def markdown() -> str:
             reads = f"{reads}; {p.outside}" if p.reads else p.outside
         if p.note:
             reads = f"{reads} ({p.note})"
-        owned = "; ".join(f"`{x.name}` ({x.key} -> {x.doc}, {x.value})" for x in p.tables)
+        owned = "; ".join(f"`{x.name}` ({x.key} -> {x.doc})" for x in p.tables)
         rows.append(f"| {p.name} | {reads} | {_topics(p.follows)} | {_topics(p.writes)} | "
                     f"{owned or '-'} | {', '.join(p.secrets) or '-'} | "
                     f"{'by partitions' if p.scales else 'one'} |")

@@ -4,13 +4,12 @@ and the topics, built once per worker process."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import faust
 
 from streams.app import topic
 from streams.settings import Settings
-from streams.tables import TableSpec
+from streams.tables import Rows, TableSpec
 from streams.topics import ALL_TOPICS, TopicSpec
 
 from .config.reader import ConfigReader
@@ -30,14 +29,13 @@ class Runtime:
                               key_type=bytes, value_type=bytes,
                               key_serializer="raw", value_serializer="raw")
 
-    def table(self, spec: TableSpec) -> Any:
+    def table(self, spec: TableSpec) -> Rows:
         """The Faust table ``spec`` declares (streams/tables.py): raw byte keys,
-        values as its encoding says."""
-        return self.app.Table(
-            spec.name, default=None, key_type=bytes,
-            value_type=bytes if spec.value == "bytes" else None,
+        values in the one row encoding (``Rows`` encodes and decodes them)."""
+        return Rows(self.app.Table(
+            spec.name, default=None, key_type=bytes, value_type=bytes,
             partitions=spec.partitions(self.settings), use_partitioner=spec.use_partitioner,
-            help=f"{spec.key} -> {spec.doc}")
+            help=f"{spec.key} -> {spec.doc}"))
 
     def topic(self, spec: TopicSpec) -> faust.TopicT:
         if spec.name not in self.topics:

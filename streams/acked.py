@@ -22,6 +22,8 @@ import asyncio
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
+from .tables import Rows, encode_row
+
 
 async def acked(futures: Iterable[Awaitable[Any]]) -> None:
     """Wait until the broker acknowledged each of ``futures`` (what
@@ -33,8 +35,8 @@ async def acked(futures: Iterable[Awaitable[Any]]) -> None:
             raise result
 
 
-async def write_row(table: Any, key: bytes, value: Any) -> Awaitable[Any]:
-    """``table[key] = value`` with the changelog record handed to the
+async def write_row(rows: Rows, key: bytes, value: Any) -> Awaitable[Any]:
+    """``rows[key] = value`` with the changelog record handed to the
     producer now (in partition order with the table's other direct writes),
     not queued in Faust's buffer; returns the record's ack to await. Only
     for tables that use the default partitioner (``use_partitioner=True``)
@@ -42,6 +44,7 @@ async def write_row(table: Any, key: bytes, value: Any) -> Awaitable[Any]:
     (as ``streams/direct.py`` sends), the table's sensors hear of the write
     (the mail-state metrics), and the callback keeps the persisted changelog
     offset of an on-disk store current, as Faust's own writes do."""
+    table, value = rows.table, encode_row(value)  # the one row encoding (tables.py)
     topic = table.changelog_topic
     client = getattr(table.app.producer, "_producer", None)
     raw_key, _ = topic.prepare_key(key, table.key_serializer)

@@ -51,7 +51,7 @@ def create_app(name: str, settings: Settings) -> faust.App:
         web_bind="127.0.0.1",
         web_port=settings.faust_web_port,
         key_serializer="raw",  # table keys are bytes (message ids, addresses)
-        value_serializer=CODEC,  # table values are plain dicts, as JSON
+        value_serializer=CODEC,  # a default only: topics and tables are raw bytes (tables.py)
         table_cleanup_interval=60.0,
         table_standby_replicas=0,  # timers scan only active partitions
         stream_wait_empty=False,

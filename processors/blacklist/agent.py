@@ -14,13 +14,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
-
 from schemas import Event
 from streams import tables
 from streams.topics import BLACKLIST, BOUNCES, DEAD_LETTER
 
-from ..fold import Fold, run
+from ..fold import Check, Fold, run
 from ..runtime import Runtime
 from .core import FOLDED_EVENTS, AddressState, Rules, address_of, evolve
 
@@ -29,12 +27,12 @@ REGISTRY: dict[str, type[Event]] = {cls.__name__: cls for cls in FOLDED_EVENTS}
 log = logging.getLogger("postlane.blacklist")
 
 
-def load(raw: bytes) -> AddressState:
-    return AddressState.from_dict(orjson.loads(raw))
+def load(row: dict[str, Any]) -> AddressState:
+    return AddressState.from_dict(row)
 
 
-def dump(state: AddressState) -> bytes:
-    return orjson.dumps(state.to_dict())
+def dump(state: AddressState) -> dict[str, Any]:
+    return state.to_dict()
 
 
 def counting(rules: Rules) -> Fold[AddressState]:
@@ -49,8 +47,8 @@ def counting(rules: Rules) -> Fold[AddressState]:
                  "blacklisted" if changed.blacklisted else "lifted", changed.reason)
         return new, [(BLACKLIST, address_of(ev), changed)]
 
-    return Fold(NAME, REGISTRY, key_of=address_of, what="the address", load=load, dump=dump,
-                fold=fold, doing="blacklist fold")
+    return Fold(Check(NAME, REGISTRY, key_of=address_of, what="the address"),
+                load=load, dump=dump, fold=fold, doing="blacklist fold")
 
 
 def register(rt: Runtime) -> None:

@@ -25,8 +25,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
-
 from schemas import (
     BounceMailReceived,
     DeliveryAttempted,
@@ -50,7 +48,7 @@ from streams.topics import (
 )
 
 from ..deadletter import send_dead_letter
-from ..fold import Fold, run
+from ..fold import Check, Fold, run
 from ..runtime import Runtime
 from . import attribution, core
 
@@ -65,8 +63,8 @@ _ATTRIBUTION: dict[str, type[Event]] = {
     c.__name__: c for c in (DeliveryStarted, DeliveryAttempted, RecipientBounced)}
 
 
-def _json(raw: bytes) -> Any:
-    return orjson.loads(raw)
+def _same(row: Any) -> Any:
+    return row
 
 
 def attribution_fold(own_topic: str) -> Fold[Any]:
@@ -80,10 +78,11 @@ def attribution_fold(own_topic: str) -> Fold[Any]:
         assert isinstance(ev, RecipientBounced)
         return None, attribution.attribute(row, ev)
 
-    return Fold(NAME, _ATTRIBUTION, key_of=lambda ev: ev.message_id,  # type: ignore[attr-defined]
-                what="the message_id", load=_json, dump=orjson.dumps, fold=fold,
-                accepts=(DeliveryStarted, RecipientBounced),
-                judges=lambda topic: topic == own_topic, doing="bounce attribution")
+    return Fold(Check(NAME, _ATTRIBUTION,
+                      key_of=lambda ev: ev.message_id,  # type: ignore[attr-defined]
+                      what="the message_id", accepts=(DeliveryStarted, RecipientBounced),
+                      judges=lambda topic: topic == own_topic),
+                load=_same, dump=_same, fold=fold, doing="bounce attribution")
 
 
 def _domain_key(ev: Event) -> str:
@@ -94,9 +93,8 @@ def _domain_key(ev: Event) -> str:
 
 def outage_fold(rules: core.BurstRules) -> Fold[core.DomainState]:
     """recipient domain -> recent errors and mail sent: the outage check."""
-    return Fold(NAME, _OUTAGE, key_of=_domain_key, what="the domain",
-                load=lambda raw: core.DomainState.from_dict(orjson.loads(raw)),
-                dump=lambda state: orjson.dumps(state.to_dict()),
+    return Fold(Check(NAME, _OUTAGE, key_of=_domain_key, what="the domain"),
+                load=core.DomainState.from_dict, dump=lambda state: state.to_dict(),
                 fold=lambda state, ev: core.check_outage(state, ev, rules),
                 doing="outage check")
 

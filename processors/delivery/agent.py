@@ -251,7 +251,7 @@ def register(rt: Runtime) -> None:
     @app.timer(interval=1.0)
     async def retry_timer() -> None:
         now = time.time()
-        for key, value in list(ledger_table.items()):
+        for key, value in list(ledger_table.items_if(core.may_be_open)):
             if not core.open_row(value):
                 continue  # done or cancelled: never due (not parsed, see open_row)
             ledger = core.Ledger.from_dict(value)

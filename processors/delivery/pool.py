@@ -15,8 +15,9 @@ from typing import Any
 
 from schemas import OutgoingServerConfigured
 
+from .connection import server_fingerprint
 from .errors import RecipientResult, SmtpSessionError
-from .session import SmtpSession, server_fingerprint
+from .session import SmtpSession
 
 log = logging.getLogger("postlane.delivery.smtp")
 

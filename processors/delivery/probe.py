@@ -19,10 +19,11 @@ from email.utils import format_datetime, make_msgid
 from schemas import OutgoingServerConfigured
 from schemas.addresses import AddressError, check_address
 
+from .connection import tls_context
 from .diagnose import Facts, ProbeReport, answer, explain
 from .errors import RecipientResult, SmtpSessionError
 from .message import SMTP_POLICY
-from .session import SmtpSession, tls_context
+from .session import SmtpSession
 
 
 async def sniff_port(host: str, port: int, timeout: float) -> str:

@@ -7,7 +7,7 @@ topic.
 One agent (concurrency 1) reads every source topic, all keyed by
 message_id with the same partition count, so every event of a mail reaches
 the same partition of the table, and this agent is the table's only
-writer. The table value is the ``MessageStatus`` as JSON (see core.py); it
+writer. The table row is the ``MessageStatus`` (see core.py); it
 is rebuilt from its changelog when a worker starts or takes over a
 partition. Events come ``status_batch`` at a time (the agent waits at most
 ``status_batch_wait`` s for a batch to fill); a mail's events in one batch
@@ -38,12 +38,11 @@ import time
 from contextlib import aclosing
 from typing import Any
 
-import orjson
-
 from schemas import Event, MessageStatusChanged, QueueCommandIssued, encode
 from streams import tables
 from streams.acked import write_row
 from streams.batches import batches
+from streams.settings import Settings
 from streams.topics import (
     COMMAND_RESULTS,
     COMMANDS,
@@ -60,7 +59,7 @@ from streams.topics import (
 )
 
 from ..deadletter import send_dead_letter
-from ..fold import Fold, admit
+from ..fold import Admitted, Check, admit
 from ..runtime import Runtime
 from .batch import Held, hold_batch
 from .core import FOLDED_EVENTS, MessageStatus
@@ -76,13 +75,37 @@ SOURCES = (
 log = logging.getLogger("postlane.status")
 
 
-def load(raw: bytes | None) -> MessageStatus | None:
-    """A table value (JSON bytes) as a MessageStatus."""
-    return None if raw is None else MessageStatus.from_dict(orjson.loads(raw), fresh=True)
+def load(row: dict[str, Any] | None) -> MessageStatus | None:
+    """A table row (``streams.tables.Rows`` decoded it) as a MessageStatus."""
+    return None if row is None else MessageStatus.from_dict(row, fresh=True)
 
 
-def dump(status: MessageStatus) -> bytes:
-    return orjson.dumps(status)  # a dataclass: orjson writes its fields as asdict would
+def dump(status: MessageStatus) -> MessageStatus:
+    """The row to write: the dataclass itself (orjson writes its fields as
+    asdict would, in order: streams/mail_states.py reads ``state`` from the
+    bytes without parsing them)."""
+    return status
+
+
+def checker(settings: Settings) -> Check:
+    """The decode and key check of every input (shared with every keyed
+    fold: processors/fold.py). Records without ``type`` on the request
+    topics are read as SendRequested, as the router reads them."""
+    return Check(NAME, REGISTRY, what="the message_id",
+                 key_of=lambda ev: str(ev.message_id),  # type: ignore[attr-defined]
+                 untyped=untyped_by_topic(settings))
+
+
+def admit_status(check: Check, released: str, topic: str, key: bytes | None,
+                 value: bytes | None) -> Admitted:
+    """``fold.admit``, plus the projection's one rule of its own: the copy
+    of an ops command the limiter forwards to delivery on ``released`` is
+    skipped (the original came on ``commands``)."""
+    admitted = admit(check, topic, key, value)
+    if (admitted.kind == "admit" and isinstance(admitted.event, QueueCommandIssued)
+            and topic == released):
+        return Admitted("skip", event=admitted.event)
+    return admitted
 
 
 def register(rt: Runtime) -> None:
@@ -92,7 +115,7 @@ def register(rt: Runtime) -> None:
     results = rt.topic(COMMAND_RESULTS)
     dlq = rt.topic(DEAD_LETTER)
     released = RELEASED.full(s)
-    untyped = untyped_by_topic(s)  # a SendRequested without `type`, as the router reads it
+    check = checker(s)
     table = rt.table(tables.STATUS)
 
     held: dict[str, Held] = {}  # mails whose latest changes are not written yet
@@ -133,28 +156,11 @@ def register(rt: Runtime) -> None:
 
     rt.app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
 
-    # decode and key check shared with every keyed fold (processors/fold.py);
-    # the fold itself is hold_batch's, over a batch (rows held across batches)
-    admission = Fold(processor=NAME, registry=REGISTRY, what="the message_id",
-                     key_of=lambda ev: str(ev.message_id),  # type: ignore[attr-defined]
-                     load=load, dump=dump, fold=_no_single_fold, untyped=untyped)
-
     async def _checked(message: Any) -> Event | None:
-        """The event in ``message``, or None when it was dead-lettered
-        (not an event the projection folds, or keyed by something else) or
-        is to be ignored (the limiter's forwarded copy of a command)."""
-        step = admit(admission, str(message.topic), message.key, message.value)
-        if step.kind == "dead_letter":
-            await send_dead_letter(dlq, NAME, message, step.reason)
-            return None
-        ev = step.event
-        if step.kind != "write" or ev is None:
-            return None
-        if isinstance(ev, QueueCommandIssued) and message.topic == released:
-            return None  # the limiter's forwarded copy; the original came on commands
-        return ev
-
-
-def _no_single_fold(state: MessageStatus | None, event: Event) -> Any:
-    """Status folds batches (``hold_batch``), never one record at a time."""
-    raise TypeError("the status projection folds batches: use hold_batch")
+        """The event in ``message``, or None when it was dead-lettered or is
+        skipped (``admit_status`` decides); the fold is hold_batch's."""
+        admitted = admit_status(check, released, str(message.topic), message.key,
+                                message.value)
+        if admitted.kind == "dead_letter":
+            await send_dead_letter(dlq, NAME, message, admitted.reason)
+        return admitted.event if admitted.kind == "admit" else None

@@ -252,7 +252,8 @@ def register(rt: Runtime) -> None:
                     now = time.time()
                     if now - last_scan >= _SCAN_EVERY:
                         last_scan = now
-                        lanes.update(k for k, v in list(outbox.items()) if core.pending(v))
+                        lanes.update(k for k, v in list(outbox.items_if(core.may_be_pending))
+                                     if core.pending(v))
                     if now - last_prune >= min(_PRUNE_EVERY, max(1.0, s.webhook_keep / 2)):
                         last_prune = now
                         await prune(now)

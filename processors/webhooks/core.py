@@ -216,6 +216,13 @@ def heads(lane: Mapping[str, Any], now: float) -> list[dict[str, Any]]:
     return [r for r in first.values() if r.get("next_at", 0.0) <= now]
 
 
+def may_be_pending(raw: bytes) -> bool:
+    """Whether a lane's bytes (``streams.tables.encode_row``: compact JSON)
+    may be ``pending``: a pending row holds ``"state":"pending"``. The
+    dispatcher's scan decodes only these lanes (``Rows.items_if``)."""
+    return b'"state":"pending"' in raw
+
+
 def pending(lane: Mapping[str, Any] | None) -> bool:
     return bool(lane) and any(r.get("state") == "pending"
                               for r in lane.get("rows", {}).values())  # type: ignore[union-attr]

@@ -209,7 +209,6 @@ def test_example_config_loads_with_the_config_file_reader() -> None:
 
 
 def test_every_worker_serves_metrics_on_the_network(services: dict[str, Any]) -> None:
-    yaml = pytest.importorskip("yaml")
     workers = [n for n, svc in services.items() if "command" in svc and argv(svc)[:1] == ["worker"]]
     assert set(PROCESSORS) <= set(workers)
     for name in workers:

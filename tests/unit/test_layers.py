@@ -53,3 +53,30 @@ def test_every_path_the_readme_layout_names_exists() -> None:
         if not any(c.exists() for c in candidates):
             missing.append(name)
     assert missing == []
+
+
+def test_the_readme_layout_names_every_part_of_the_tree() -> None:
+    """The other way round: each top-level directory, each directory of
+    tests/ and each module or package directly under processors/ (but the
+    processors' own, ``processors/<name>/``) is in the Layout."""
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout"):text.index("\n## ", text.index("## Layout") + 3)]
+    named = set(re.findall(r"`([\w./<>-]+)`", layout))
+    parts = [f"{p.name}/" for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")
+             and not p.name.endswith(".egg-info") and p.name != "__pycache__"]
+    parts += [f"tests/{p.name}" for p in (ROOT / "tests").iterdir()
+              if p.is_dir() and p.name != "__pycache__"]
+    parts += [p.name for p in (ROOT / "processors").glob("*.py") if p.name != "__init__.py"]
+    # a processor's package is ``processors/<name>/`` (the processor table lists them)
+    from processors.registry import PROCESSORS
+
+    packages = {module.split(".")[1] for module in PROCESSORS.values()}
+    parts += [f"{p.name}/" for p in (ROOT / "processors").iterdir()
+              if p.is_dir() and p.name != "__pycache__" and p.name not in packages]
+    def said(part: str) -> bool:
+        return any(n == part or n.rstrip("/") == part.rstrip("/") or n.startswith(part)
+                   or n in (f"processors/{part}", f"processors/{part}".rstrip("/"))
+                   for n in named)
+
+    missing = sorted(x for x in parts if not said(x))
+    assert missing == [], "not in the README's Layout section"

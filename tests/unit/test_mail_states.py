@@ -16,6 +16,7 @@ from processors.status.core import MessageStatus, evolve
 from schemas import DeliveryAttempted, SendRequested
 from streams import mail_states
 from streams.partitioning import partition_for
+from streams.tables import encode_row
 
 
 def rows(mid: str) -> tuple[bytes, bytes]:
@@ -26,7 +27,7 @@ def rows(mid: str) -> tuple[bytes, bytes]:
     sent, _ = evolve(queued, DeliveryAttempted(
         message_id=mid, attempt=1, server="s1", occurred_at=103.0,
         outcomes=[{"recipient": "b@y.test", "status": "accepted", "code": 250}]))
-    return dump(queued), dump(sent)
+    return encode_row(dump(queued)), encode_row(dump(sent))  # as the table holds them
 
 
 def test_the_state_is_read_from_a_real_row_without_parsing_it() -> None:
