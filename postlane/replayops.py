@@ -25,7 +25,10 @@ The folds, by table:
   ledger (``started``; a ledger is made with ``new_ledger`` from the
   recipients it names), each ``DeliveryAttempted`` is ``finish``'s with its
   own outcomes (``finished``; then its recorded next attempt time and next
-  server), each forwarded command ``on_command``.
+  server), each forwarded command ``on_command``. A release whose decision
+  is, as JSON, byte for byte the limiter's decision read on routing-decided
+  (decoded there already, as delivery decodes it) takes that event instead of
+  decoding it again.
 - ``limiter-held`` / ``limiter-mass``: ``limiter_replay`` (own module).
 - ``blacklist``: ``postlane.blacklistops`` (``processors.blacklist.core.evolve``).
 - ``inbound-seen``, ``sent-index``, ``alias-loops``, ``sent-threads``:
@@ -304,6 +307,10 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
     ledgers: dict[str, core.Ledger] = {}
     decisions: dict[str, RoutingDecided] = {}
     guessed: dict[str, bool] = {}  # message_id -> its running attempt taken as interrupted
+    # message_id -> (the bytes, the event) of the limiter's decision read on
+    # routing-decided: its release carries the same decision (see below)
+    limited: dict[str, tuple[bytes, RoutingDecided]] = {}
+    dumps = orjson.dumps
     for rec in in_order(recs, (RELEASED, ROUTING_DECIDED, DELIVERY), s):
         try:
             ev = decode_any(registry, rec.value)
@@ -318,9 +325,18 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
                 # a release, or the router's own (direct); the limiter's other
                 # decisions come as releases
                 if isinstance(ev, RoutingDecided) and not ev.direct:
+                    if rec.value is not None and ledger is None and mid not in decisions:
+                        limited[mid] = (rec.value, ev)
                     continue
-                decision = ev if isinstance(ev, RoutingDecided) else decode(
-                    RoutingDecided, ev.decision)
+                if isinstance(ev, RoutingDecided):
+                    decision = ev
+                else:
+                    # a release carries the decision the limiter read: when its
+                    # JSON is that record's, byte for byte (so the same values
+                    # of the same types), it decodes to that record's event
+                    seen = limited.pop(mid, None)
+                    decision = seen[1] if seen is not None and _json_of(
+                        dumps, ev.decision) == seen[0] else decode(RoutingDecided, ev.decision)
                 decisions.setdefault(mid, decision)
                 if ledger is not None:
                     continue  # on_routed on an existing ledger changes nothing in it
@@ -366,6 +382,13 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
             out.skipped += 1
     out.rows = {mid: ledger_comparable(ledger) for mid, ledger in ledgers.items()}
     return out
+
+
+def _json_of(dumps: Callable[[Any], bytes], value: Any) -> bytes | None:
+    try:
+        return dumps(value)
+    except (TypeError, ValueError):  # e.g. an int beyond 64 bits: decoded the long way
+        return None
 
 
 def ledger_live(_s: Settings, _key: str, value: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from postlane import replayops
 from postlane.logread import Rec
 from schemas import (
@@ -78,3 +80,31 @@ def test_changelog_choice_and_differences() -> None:
     assert replayops.pick_changelog(S, "status", "status", []) is None
     diffs = replayops.differences({"a": {"x": 1}, "b": {"x": 2}}, {"a": {"x": 1}, "c": {}})
     assert diffs == ['b: replay {"x":2} / live none', "c: replay none / live {}"]
+
+
+def _limited(mid: str, t0: float, dec: RoutingDecided, decision: dict[str, object]) -> list[Rec]:
+    """A non-direct decision ``dec`` on routing-decided, then its release
+    carrying ``decision`` and an attempt started."""
+    start = DeliveryStarted(message_id=mid, attempt=1, server="main", recipients=[RCPT],
+                            occurred_at=t0 + 3)
+    return [rec("routing-decided", mid, dec, t0 + 1),
+            Rec("t.released", 0, 0, int((t0 + 2) * 1000), mid.encode(), orjson.dumps({
+                **MailReleased(message_id=mid, lane="transactional", decision=dict(dec.asdict()),
+                               occurred_at=t0 + 2).to_representation(), "decision": decision})),
+            rec("delivery", mid, start, t0 + 3, 1)]
+
+
+def test_ledger_release_takes_the_limiters_decision_only_when_its_json_is_the_same() -> None:
+    mid = "m-3"
+    req = SendRequested(message_id=mid, from_="a@a.test", to=[RCPT], subject="s", text="t",
+                        occurred_at=300.0)
+    dec = RoutingDecided(message_id=mid, outcome="routed", server="main", direct=False,
+                         header_from="a@a.test", request=req.to_representation(),
+                         occurred_at=301.0)
+    decision = dec.to_representation()
+    same = replayops.fold_ledger(S, _limited(mid, 300.0, dec, dict(decision)))
+    assert same.skipped == 0 and same.rows[mid]["attempt"] == 1 and same.rows[mid]["inflight"]
+    # equal in Python (1 == 1.0) but not the same JSON: decoded on its own, and
+    # refused as the delivery processor refuses it (schema must be an int)
+    other = replayops.fold_ledger(S, _limited(mid, 300.0, dec, {**decision, "schema": 1.0}))
+    assert other.skipped == 2 and mid not in other.rows  # the release, then its start
