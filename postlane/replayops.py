@@ -25,10 +25,10 @@ The folds, by table:
   ledger (``started``; a ledger is made with ``new_ledger`` from the
   recipients it names), each ``DeliveryAttempted`` is ``finish``'s with its
   own outcomes (``finished``; then its recorded next attempt time and next
-  server), each forwarded command ``on_command``. A release whose decision
-  is, as JSON, byte for byte the limiter's decision read on routing-decided
-  (decoded there already, as delivery decodes it) takes that event instead of
-  decoding it again.
+  server), each forwarded command ``on_command``. The limiter's decision
+  is read twice, on routing-decided and in its release: when the two are the
+  same JSON, byte for byte, whichever comes second takes the event the first
+  decoded (the same bytes decode to the same event, or fail the same way).
 - ``limiter-held`` / ``limiter-mass``: ``limiter_replay`` (own module).
 - ``blacklist``: ``postlane.blacklistops`` (``processors.blacklist.core.evolve``).
 - ``inbound-seen``, ``sent-index``, ``alias-loops``, ``sent-threads``:
@@ -307,16 +307,26 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
     ledgers: dict[str, core.Ledger] = {}
     decisions: dict[str, RoutingDecided] = {}
     guessed: dict[str, bool] = {}  # message_id -> its running attempt taken as interrupted
-    # message_id -> (the bytes, the event) of the limiter's decision read on
-    # routing-decided: its release carries the same decision (see below)
-    limited: dict[str, tuple[bytes, RoutingDecided]] = {}
+    # the limiter's decisions, by their JSON: one read on routing-decided and
+    # the same decision carried by its release (in either order) decode to
+    # the same event when their JSON is the same bytes (the same values of
+    # the same types), so the second takes the first's (see below)
+    by_json: dict[bytes, RoutingDecided] = {}
+    routing_topic = ROUTING_DECIDED.full(s)
     dumps = orjson.dumps
     for rec in in_order(recs, (RELEASED, ROUTING_DECIDED, DELIVERY), s):
-        try:
-            ev = decode_any(registry, rec.value)
-        except InvalidEvent:
-            out.skipped += 1
-            continue
+        ev: Event | None = None
+        if by_json and rec.topic == routing_topic and rec.value is not None:
+            ev = by_json.pop(rec.value, None)  # its release's decision, decoded already
+        if ev is None:
+            try:
+                ev = decode_any(registry, rec.value)
+            except InvalidEvent:
+                out.skipped += 1
+                continue
+            if (isinstance(ev, RoutingDecided) and not ev.direct and rec.value is not None
+                    and ev.message_id not in decisions):
+                by_json[rec.value] = ev  # for its release
         mid: str = ev.message_id  # type: ignore[attr-defined]
         now = rec.timestamp_ms / 1000.0
         ledger = ledgers.get(mid)
@@ -325,18 +335,19 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
                 # a release, or the router's own (direct); the limiter's other
                 # decisions come as releases
                 if isinstance(ev, RoutingDecided) and not ev.direct:
-                    if rec.value is not None and ledger is None and mid not in decisions:
-                        limited[mid] = (rec.value, ev)
                     continue
                 if isinstance(ev, RoutingDecided):
                     decision = ev
                 else:
-                    # a release carries the decision the limiter read: when its
-                    # JSON is that record's, byte for byte (so the same values
-                    # of the same types), it decodes to that record's event
-                    seen = limited.pop(mid, None)
-                    decision = seen[1] if seen is not None and _json_of(
-                        dumps, ev.decision) == seen[0] else decode(RoutingDecided, ev.decision)
+                    carried = ev.decision
+                    raw = _json_of(dumps, carried)
+                    seen = by_json.pop(raw, None) if raw is not None else None
+                    if seen is None:
+                        decision = decode(RoutingDecided, carried)
+                        if raw is not None and carried.get("type") == "RoutingDecided":
+                            by_json[raw] = decision  # for the record on routing-decided
+                    else:
+                        decision = seen
                 decisions.setdefault(mid, decision)
                 if ledger is not None:
                     continue  # on_routed on an existing ledger changes nothing in it

@@ -108,3 +108,23 @@ def test_ledger_release_takes_the_limiters_decision_only_when_its_json_is_the_sa
     # refused as the delivery processor refuses it (schema must be an int)
     other = replayops.fold_ledger(S, _limited(mid, 300.0, dec, {**decision, "schema": 1.0}))
     assert other.skipped == 2 and mid not in other.rows  # the release, then its start
+
+
+def test_ledger_routing_record_after_its_release_is_decoded_unless_the_same_json() -> None:
+    mid = "m-4"
+    req = SendRequested(message_id=mid, from_="a@a.test", to=[RCPT], subject="s", text="t",
+                        occurred_at=400.0)
+    dec = RoutingDecided(message_id=mid, outcome="routed", server="main", direct=False,
+                         header_from="a@a.test", request=req.to_representation(),
+                         occurred_at=401.0)
+    decision = dec.to_representation()
+    late = 402_500  # the record on routing-decided after the release (t0 + 2)
+    recs = _limited(mid, 400.0, dec, dict(decision))
+    same = [*recs[1:], Rec("t.routing-decided", 0, 5, late, mid.encode(), encode(dec))]
+    folded = replayops.fold_ledger(S, same)
+    assert folded.skipped == 0 and folded.folded == 2 and folded.rows[mid]["attempt"] == 1
+    # the same decision but not the same JSON (schema 1.0): decoded, and refused
+    other = [*recs[1:], Rec("t.routing-decided", 0, 5, late, mid.encode(),
+                            orjson.dumps({**decision, "schema": 1.0}))]
+    folded = replayops.fold_ledger(S, other)
+    assert folded.skipped == 1 and folded.rows[mid]["attempt"] == 1
