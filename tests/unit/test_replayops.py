@@ -128,3 +128,23 @@ def test_ledger_routing_record_after_its_release_is_decoded_unless_the_same_json
                             orjson.dumps({**decision, "schema": 1.0}))]
     folded = replayops.fold_ledger(S, other)
     assert folded.skipped == 1 and folded.rows[mid]["attempt"] == 1
+
+
+def test_in_order_is_time_then_topic_then_offset() -> None:
+    import random
+
+    from streams.topics import DELIVERY, RELEASED, ROUTING_DECIDED
+
+    specs = (RELEASED, ROUTING_DECIDED, DELIVERY)
+    rank = {spec.full(S): i for i, spec in enumerate(specs)}
+    rnd = random.Random(7)
+    topics = [*rank, "t.other"]
+    recs = [Rec(rnd.choice(topics), rnd.randrange(4), rnd.randrange(50),
+                rnd.choice([-1, 0, 5, 1_700_000_000_000, 1_700_000_000_001]), b"k", b"v")
+            for _ in range(3000)]  # many ties of time, of topic and of offset
+    want = sorted(recs, key=lambda r: (r.timestamp_ms, rank.get(r.topic, 99), r.offset))
+    got = replayops.in_order(recs, specs, S)
+    # records equal in all three keep their order in both: compare the keys and the records
+    assert [(r.timestamp_ms, r.topic, r.offset) for r in got] == \
+        [(r.timestamp_ms, r.topic, r.offset) for r in want]
+    assert got == want
