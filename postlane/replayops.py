@@ -25,7 +25,10 @@ The folds, by table:
   ledger (``started``; a ledger is made with ``new_ledger`` from the
   recipients it names), each ``DeliveryAttempted`` is ``finish``'s with its
   own outcomes (``finished``; then its recorded next attempt time and next
-  server), each forwarded command ``on_command``.
+  server), each forwarded command ``on_command``. The limiter's decision
+  is read twice, on routing-decided and in its release: when the two are the
+  same JSON, byte for byte, whichever comes second takes the event the first
+  decoded (the same bytes decode to the same event, or fail the same way).
 - ``limiter-held`` / ``limiter-mass``: ``limiter_replay`` (own module).
 - ``blacklist``: ``postlane.blacklistops`` (``processors.blacklist.core.evolve``).
 - ``inbound-seen``, ``sent-index``, ``alias-loops``, ``sent-threads``:
@@ -38,6 +41,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, cast
 
 import orjson
@@ -198,14 +202,17 @@ def in_order(recs: list[Rec], specs: tuple[TopicSpec, ...], s: Settings) -> list
     order a processor reading them all comes closest to. Every source is
     keyed by the same id, so one key's events are on one partition of each."""
     rank = {spec.full(s): i for i, spec in enumerate(specs)}
-    if recs and len(specs) < 99 and max(r.offset for r in recs) < _OFFSETS:
-        # the same order with one int per record (tuples compare several times slower)
-        return sorted(recs, key=lambda r: (r.timestamp_ms * 128 + rank.get(r.topic, 99))
-                      * _OFFSETS + r.offset)
+    if len(specs) < 99:
+        # the same order with small ints (tuples compare several times slower,
+        # one int of all three is past 64 bits): by offset, then, stably, by
+        # time and topic (a rank below 128)
+        out = sorted(recs, key=_OFFSET)
+        out.sort(key=lambda r: r.timestamp_ms * 128 + rank.get(r.topic, 99))
+        return out
     return sorted(recs, key=lambda r: (r.timestamp_ms, rank.get(r.topic, 99), r.offset))
 
 
-_OFFSETS = 1 << 48  # offsets below this fit in the sort key of in_order
+_OFFSET = attrgetter("offset")
 
 
 def run(s: Settings, spec: TableReplay, as_of: float | None = None,
@@ -314,12 +321,26 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
     ledgers: dict[str, core.Ledger] = {}
     decisions: dict[str, RoutingDecided] = {}
     guessed: dict[str, bool] = {}  # message_id -> its running attempt taken as interrupted
+    # the limiter's decisions, by their JSON: one read on routing-decided and
+    # the same decision carried by its release (in either order) decode to
+    # the same event when their JSON is the same bytes (the same values of
+    # the same types), so the second takes the first's (see below)
+    by_json: dict[bytes, RoutingDecided] = {}
+    routing_topic = ROUTING_DECIDED.full(s)
+    dumps = orjson.dumps
     for rec in in_order(recs, (RELEASED, ROUTING_DECIDED, DELIVERY), s):
-        try:
-            ev = decode_any(registry, rec.value)
-        except InvalidEvent:
-            out.skipped += 1
-            continue
+        ev: Event | None = None
+        if by_json and rec.topic == routing_topic and rec.value is not None:
+            ev = by_json.pop(rec.value, None)  # its release's decision, decoded already
+        if ev is None:
+            try:
+                ev = decode_any(registry, rec.value)
+            except InvalidEvent:
+                out.skipped += 1
+                continue
+            if (isinstance(ev, RoutingDecided) and not ev.direct and rec.value is not None
+                    and ev.message_id not in decisions):
+                by_json[rec.value] = ev  # for its release
         mid: str = ev.message_id  # type: ignore[attr-defined]
         now = rec.timestamp_ms / 1000.0
         ledger = ledgers.get(mid)
@@ -329,8 +350,18 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
                 # decisions come as releases
                 if isinstance(ev, RoutingDecided) and not ev.direct:
                     continue
-                decision = ev if isinstance(ev, RoutingDecided) else decode(
-                    RoutingDecided, ev.decision)
+                if isinstance(ev, RoutingDecided):
+                    decision = ev
+                else:
+                    carried = ev.decision
+                    raw = _json_of(dumps, carried)
+                    seen = by_json.pop(raw, None) if raw is not None else None
+                    if seen is None:
+                        decision = decode(RoutingDecided, carried)
+                        if raw is not None and carried.get("type") == "RoutingDecided":
+                            by_json[raw] = decision  # for the record on routing-decided
+                    else:
+                        decision = seen
                 decisions.setdefault(mid, decision)
                 if ledger is not None:
                     continue  # on_routed on an existing ledger changes nothing in it
@@ -376,6 +407,13 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
             out.skipped += 1
     out.rows = {mid: ledger_comparable(ledger) for mid, ledger in ledgers.items()}
     return out
+
+
+def _json_of(dumps: Callable[[Any], bytes], value: Any) -> bytes | None:
+    try:
+        return dumps(value)
+    except (TypeError, ValueError):  # e.g. an int beyond 64 bits: decoded the long way
+        return None
 
 
 def ledger_live(_s: Settings, _key: str, value: Any) -> Any:

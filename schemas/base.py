@@ -265,8 +265,10 @@ def _compile_plain_decode(cls: type[Event], shape: _Shape) -> Any:
     in the same order, the same ``__post_init__`` steps, the same
     ``problems()``; straight-line code, one dict built."""
     name = cls.__name__
-    lines = [f"def decode_plain_{name}(data, _M=_MISSING):"]
+    lines = [f"def decode_plain_{name}(data, _M=_MISSING):",
+             f"    n = {len(shape.checks)}"]  # the fields present (every one checked below)
     required = shape.required
+    assert len(shape.checks) == len(shape.known)  # one check per field, each field once
     for fname, kind, expected, _tname in shape.checks:
         lines.append(f"    v = data.get({fname!r}, _M)")
         if kind == _SCALAR and expected == (int, float):
@@ -277,9 +279,12 @@ def _compile_plain_decode(cls: type[Event], shape: _Shape) -> Any:
         if fname in required:
             lines.append(f"    if v is _M or ({bad}): return None")
         else:
-            lines.append(f"    if v is not _M and ({bad}): return None")
+            lines.append("    if v is _M: n -= 1")
+            lines.append(f"    elif {bad}: return None")
     lines += [
-        "    if not data.keys() <= _KNOWN: return None",
+        # n known fields are in data: any other key makes it longer (no
+        # subset test of every key: a third of a microsecond)
+        "    if len(data) != n: return None",
         "    values = _TEMPLATE.copy()",
         "    values.update(data)",
         "    values['__evaluated_fields__'] = set()",

@@ -249,10 +249,14 @@ def _step(st: AddressState, event: Event, rules: Rules, tell: bool) -> bool:
     """Apply ``event`` to ``st`` (changed in place). With ``tell``: True
     when the blacklisting or the suppression set changed (a BlacklistChanged
     is due); without, always False (nothing compared)."""
-    address = address_of(event)
-    if event.event_id in st.seen:
+    event_id = event.event_id
+    seen = st.seen
+    if event_id in seen:
         return False
-    st.seen = [*st.seen[-199:], event.event_id]
+    if len(seen) < 200:  # the state's own list (evolve copies it first): appended to
+        seen.append(event_id)
+    else:
+        st.seen = [*seen[-199:], event_id]
     if tell:
         before = (st.blacklisted, st.manual)
         sets_before = suppressions(st)
@@ -276,7 +280,9 @@ def _step(st: AddressState, event: Event, rules: Rules, tell: bool) -> bool:
         edge = st.last_at - rules.window
         st.bounces = sorted([b for b in st.bounces if b["at"] > edge], key=_AT)[-MAX_KEPT:]
         if not st.blacklisted and not why:
-            counted = st.counted(rules)
+            # st.counted(rules): the same edge (last_at is as above), so every
+            # bounce kept is inside it, and they are sorted already
+            counted = [b for b in st.bounces if b["counted"]]
             if rule_holds(counted, rules):
                 st.blacklisted, st.manual = True, False
                 st.since, st.reason = event.bounced_at, rule_met(counted, rules)[1]
@@ -288,6 +294,7 @@ def _step(st: AddressState, event: Event, rules: Rules, tell: bool) -> bool:
             st.blacklisted = False
             st.reason = f"lifted: a bounce that led there was part of an outage ({event.outage})"
     elif isinstance(event, MailReceivedFrom):
+        address = address_of(event)
         st.reset_at = max(st.reset_at, event.received_at)
         for b in st.bounces:
             if b["counted"] and b["at"] <= event.received_at:
@@ -431,8 +438,17 @@ def comparable(st: AddressState, rules: Rules) -> dict[str, Any]:
         "manual": st.manual,
         "counted": sorted(b["bounce_id"] for b in st.counted(rules)),
         "bounces": len(st.bounces),
-        "suppressions": [(e["type"], e["tenant"], e["list_id"]) for e in suppressions(st)],
+        "suppressions": _suppression_keys(st),
     }
+
+
+def _suppression_keys(st: AddressState) -> list[tuple[str, str, str]]:
+    """``[(type, tenant, list_id) for e in suppressions(st)]`` without the
+    entries (and their deep copy)."""
+    out = [("manual" if st.manual else "hard_bounce", "", "")] if st.blacklisted else []
+    if st.scoped:
+        out.extend(sorted((e["type"], e["tenant"], e["list_id"]) for e in st.scoped))
+    return out
 
 
 def explain(st: AddressState, rules: Rules) -> list[str]:

@@ -531,6 +531,8 @@ def _summarize(st: MessageStatus, request: dict[str, Any]) -> None:
             every.extend(value)
     recipients = st.recipients
     for addr in _bare_addresses(every):
+        if addr in recipients:
+            continue  # _key finds a key of recipients: nothing to add (a request's 2nd, 3rd time)
         key = _key(recipients, addr)
         if key not in recipients:
             recipients[key] = _rcpt("queued")

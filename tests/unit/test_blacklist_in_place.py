@@ -8,7 +8,14 @@ import random
 
 import pytest
 
-from processors.blacklist.core import AddressState, Rules, evolve, fold_in_place
+from processors.blacklist.core import (
+    AddressState,
+    Rules,
+    comparable,
+    evolve,
+    fold_in_place,
+    suppressions,
+)
 from schemas import (
     BlacklistEdited,
     BounceDiscounted,
@@ -55,6 +62,12 @@ def test_in_place_equals_evolve(seed: int) -> None:
         live, _change = evolve(live, ev, rules)
         replayed = fold_in_place(replayed, ev, rules)
         assert replayed.to_dict() == live.to_dict(), (seed, type(ev).__name__)
+        # what the replay compares: the suppression keys as suppressions() lists them
+        assert comparable(replayed, rules)["suppressions"] == [
+            (e["type"], e["tenant"], e["list_id"]) for e in suppressions(replayed)]
+        # what _step's counted bounces rely on: kept sorted, inside the window
+        assert replayed.bounces == sorted(replayed.bounces, key=lambda b: b["at"])
+        assert [b for b in replayed.bounces if b["counted"]] == replayed.counted(rules)
 
 
 @pytest.mark.parametrize("seed", range(50))
