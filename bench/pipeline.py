@@ -18,7 +18,9 @@ at the sink, security none, a catchall domain), waits until a warm-up mail
 reaches the sink and its status is final, then runs three phases:
 
 1. throughput: N mails published as fast as the Publisher can (kafka-python,
-   one acked send at a time); N / (last accepted by the sink - first published);
+   one acked send at a time in each of ``--connections`` threads, as many as
+   the Postfix side's SMTP client sessions); N / (last accepted by the sink -
+   first published);
 2. latency at a fixed rate (``--rate`` per second for ``--duration`` s):
    publish -> accepted-by-SMTP p50/p90/p99/max;
 3. latency at one in flight (``--serial`` mails, the next published only once
@@ -50,6 +52,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -587,6 +590,7 @@ class Bench:
         self.profiler = Profiler(args.py_spy, self.workdir) if args.py_spy else None
         self.profiles: list[tuple[str, Path]] = []
         self.seq = 0
+        self.seq_lock = threading.Lock()
         self.phases: list[Phase] = []
         self.warmup_ids: list[str] = []
         self.ready_seconds = 0.0
@@ -655,10 +659,12 @@ class Bench:
 
     def publish_one(self, phase: Phase) -> str:
         assert self.publisher is not None
-        self.seq += 1
+        with self.seq_lock:  # the throughput phase publishes from several threads
+            self.seq += 1
+            seq = self.seq
         event = self.publisher.build(
-            from_="app@bench.test", to=[f"rcpt{self.seq % 100}@sink.test"],
-            subject=f"bench {phase.name} {self.seq}", text=BODY,
+            from_="app@bench.test", to=[f"rcpt{seq % 100}@sink.test"],
+            subject=f"bench {phase.name} {seq}", text=BODY,
         )
         t = time.time()
         phase.published[event.message_id] = t
@@ -734,8 +740,11 @@ class Bench:
         """The throughput phase; around it, the broker's resident memory and
         everything stored on it (read back), for what one mail costs it."""
         def body(ph: Phase) -> None:
-            for _ in range(self.args.n):
-                self.publish_one(ph)
+            # as many publishing threads as the Postfix side has SMTP client
+            # sessions (--connections): the same concurrency offered to both
+            with ThreadPoolExecutor(max_workers=max(1, self.args.connections)) as pool:
+                for _ in pool.map(lambda _i: self.publish_one(ph), range(self.args.n)):
+                    pass
         counter = BrokerCounter(self.settings)
         try:
             before = counter.settled()
@@ -1184,7 +1193,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip the anchor (a private Postfix relay measured in the same run "
                         "before the pipeline): no ratio is printed")
     p.add_argument("--connections", type=int, default=4,
-                   help="concurrent SMTP client sessions pushing the Postfix throughput phase")
+                   help="concurrent SMTP client sessions pushing the Postfix throughput phase, "
+                        "and publishing threads pushing the pipeline's")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     p.add_argument("--keep", action="store_true", help="keep the logs and broker data dir")
     return p.parse_args(argv)

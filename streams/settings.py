@@ -77,7 +77,11 @@ class Settings:
     retry_first: float = 300.0  # seconds before the first retry
     retry_max: float = 4000.0  # back-off cap (Postfix maximal_backoff_time)
     retry_give_up: float = 5 * 86400.0  # Postfix maximal_queue_lifetime
-    delivery_batch: int = 32  # mails a delivery worker has in flight at once
+    delivery_batch: int = 64  # mails a delivery worker has in flight at once
+    # SMTP connections a delivery worker keeps open to one outgoing server at most
+    # (providers cap concurrent connections, e.g. 3 per mailbox; Postfix's
+    # default_destination_concurrency_limit is 20)
+    smtp_connections: int = 8
     max_message_bytes: int = 25 * 1024 * 1024
     # --- status ------------------------------------------------------------------
     # events folded per batch: each mail's row written and its state change
@@ -158,6 +162,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         self.compression_type  # noqa: B018 - refuses an unknown codec now, in words
+        if self.smtp_connections < 1:
+            raise SettingsError(f"POSTLANE_SMTP_CONNECTIONS={self.smtp_connections}: "
+                                "at least 1 connection per outgoing server")
 
     @property
     def compression_type(self) -> str | None:

@@ -35,7 +35,8 @@ log = logging.getLogger("postlane.delivery")
 class Sender:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.pool = SmtpPool.from_settings(rt.settings, max_per_server=4)
+        self.pool = SmtpPool.from_settings(rt.settings,
+                                           max_per_server=rt.settings.smtp_connections)
         self.interrupted = 0  # attempts retried after a crash (possible duplicates)
         self.signer = Signer(read_dkim_key)
         self._unsub_secret: bytes | None = None
