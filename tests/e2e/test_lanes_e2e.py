@@ -38,7 +38,7 @@ from .test_limiter_e2e import PROCESSORS, RETRY, configure, start
 
 pytestmark = pytest.mark.e2e
 
-CAMPAIGN = 2000
+CAMPAIGN = 4000
 AHEAD = 40  # mass_intake_ahead in this test
 PARTITIONS = 2
 
@@ -132,7 +132,10 @@ def test_campaign_yields_to_an_invoice_and_is_pulled_not_pushed(
         print(f"{ahead_of_invoice} of {CAMPAIGN} campaign mails routed between the invoice's "
               f"publish and its routing ({before} routed before it was published); "
               f"at most {counts.most_waiting} taken in and not released")
-        assert ahead_of_invoice < CAMPAIGN // 4  # 1,063 when a fetch call was unbounded
+        # at least three quarters of the campaign after it (2,000 mails: 1,063 ahead when
+        # a fetch call was unbounded; 68-464 since sends go straight to the client and
+        # the router routes more of the campaign while the invoice is fetched)
+        assert ahead_of_invoice < CAMPAIGN // 4
 
         # pulled: what waits in the limiter stays near mass_intake_ahead per
         # partition (plus a fetch call and the intake's buffer), never the campaign
