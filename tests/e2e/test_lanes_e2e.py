@@ -132,10 +132,12 @@ def test_campaign_yields_to_an_invoice_and_is_pulled_not_pushed(
         print(f"{ahead_of_invoice} of {CAMPAIGN} campaign mails routed between the invoice's "
               f"publish and its routing ({before} routed before it was published); "
               f"at most {counts.most_waiting} taken in and not released")
-        # at least three quarters of the campaign after it (2,000 mails: 1,063 ahead when
-        # a fetch call was unbounded; 68-464 since sends go straight to the client and
-        # the router routes more of the campaign while the invoice is fetched)
-        assert ahead_of_invoice < CAMPAIGN // 4
+        # ahead of most of the campaign still waiting when it was published: the
+        # router routes campaign mail while the invoice is fetched, more the faster it
+        # is (4,000 mails: 30-649 of ~2,300-2,700 waiting seen, 14-25%); when a fetch
+        # call was unbounded the invoice came after all of the fetched campaign
+        waiting = CAMPAIGN - before
+        assert ahead_of_invoice < waiting // 2, (ahead_of_invoice, waiting)
 
         # pulled: what waits in the limiter stays near mass_intake_ahead per
         # partition (plus a fetch call and the intake's buffer), never the campaign
