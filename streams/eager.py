@@ -24,6 +24,8 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from mode.services import WaitResults
+
 
 class Started:
     """A coroutine that ran until it waited on ``waiting`` (a future, or
@@ -96,8 +98,6 @@ def eager_wait_first(upstream: Callable[..., Any]) -> Callable[..., Any]:
             # record runs before the next is handed over (a lane pauses its
             # partition in time; an invoice's agent is not behind a fetch's worth)
             await asyncio.sleep(0)
-            from mode.services import WaitResults
-
             return WaitResults([first], [value], False)
         return await upstream(self, resume(value), *rest, timeout=timeout)
 
