@@ -44,8 +44,9 @@ from __future__ import annotations
 import copy
 import time
 import uuid
-from collections import Counter
+from bisect import bisect_right, insort_right
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
@@ -78,6 +79,8 @@ FOLDED_EVENTS: tuple[type[Event], ...] = (
 )
 MAX_KEPT = 100  # bounces kept per address (for why), newest first out
 _AT = itemgetter("at")  # a bounce's time (the sort key)
+_ID = itemgetter("bounce_id")
+_COUNTED = itemgetter("counted")
 DAY = 86400.0
 _NS = ids.BLACKLIST_CHANGED
 
@@ -128,7 +131,16 @@ class AddressState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AddressState:
         known = {f.name for f in fields(cls)}
-        return cls(**copy.deepcopy({k: v for k, v in data.items() if k in known}))
+        st = cls(**copy.deepcopy({k: v for k, v in data.items() if k in known}))
+        # _step keeps the bounces sorted by time (each new one inserted in
+        # its place): a row is read as sorted, whatever wrote it (stably, as
+        # the sort every bounce made before did; a row that cannot be sorted
+        # is left for _step to fail on as it did)
+        try:
+            st.bounces.sort(key=_AT)
+        except (KeyError, TypeError, AttributeError):
+            pass
+        return st
 
     def counted(self, rules: Rules) -> list[dict[str, Any]]:
         """The bounces that count now, oldest first."""
@@ -143,7 +155,16 @@ def address_of(event: Event) -> str:
 
 
 def _when(ts: float) -> str:
+    if 0 <= ts < 253402300800:  # 1970 to 9999: the minute's text, remembered
+        return _minute_words(int(ts) // 60)
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+@lru_cache(maxsize=4096)
+def _minute_words(minute: int) -> str:
+    """``_when`` of any time within ``minute`` (gmtime floors to the
+    second, and the text names the minute)."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(minute * 60))
 
 
 def _days(seconds: float) -> str:
@@ -177,31 +198,47 @@ def rule_met(counted: list[dict[str, Any]], rules: Rules) -> tuple[bool, str]:
     """(blacklist?, the sentence why or why not yet)."""
     if not counted:
         return False, "no counted bounce"
-    total = sum(float(b["weight"]) for b in counted)
-    decisive = [b for b in counted if float(b["weight"]) >= rules.threshold]
-    reasons = Counter(str(b["reason"]).replace("_", " ") for b in counted)
-    what = ", ".join(f"{r} x{n}" if n > 1 else r for r, n in reasons.most_common())
+    threshold = rules.threshold
+    total = 0.0
+    decisive: dict[str, Any] | None = None  # the last bounce weighing the threshold alone
+    for b in counted:
+        weight = float(b["weight"])
+        total += weight
+        if weight >= threshold:
+            decisive = b
     last = counted[-1]
     answer = _answer(last)[:160]
-    if decisive:
-        b = decisive[-1]
+    if decisive is not None:
+        b = decisive
         return True, (
             f"one {'hard' if b['hard'] else 'soft'} {str(b['reason']).replace('_', ' ')} bounce "
-            f"weighs {float(b['weight']):g} (threshold {rules.threshold:g}) on {_when(b['at'])}: "
+            f"weighs {float(b['weight']):g} (threshold {threshold:g}) on {_when(b['at'])}: "
             f"{answer}"
         )
-    spread = counted[-1]["at"] - counted[0]["at"]
+    # the reasons by how often, the most frequent first (ties: in the order
+    # first met), as Counter.most_common gives them
+    reasons: dict[str, int] = {}
+    for b in counted:
+        reason = str(b["reason"]).replace("_", " ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    ranked = (sorted(reasons.items(), key=_COUNT, reverse=True) if len(reasons) > 1
+              else reasons.items())
+    what = ", ".join(f"{r} x{n}" if n > 1 else r for r, n in ranked)
+    spread = last["at"] - counted[0]["at"]
     n = len(counted)
     head = (f"{n} counted bounce{'s' if n != 1 else ''} (weight {total:g}) between "
-            f"{_when(counted[0]['at'])} and {_when(counted[-1]['at'])}, "
+            f"{_when(counted[0]['at'])} and {_when(last['at'])}, "
             f"{_days(spread)} days apart, within {_days(rules.window)} days: {what}")
-    if total < rules.threshold:
-        return False, f"{head}; {rules.threshold:g} needed"
+    if total < threshold:
+        return False, f"{head}; {threshold:g} needed"
     if spread <= rules.min_spread:
         return False, (f"{head}; not blacklisted yet: they must be more than "
                        f"{_days(rules.min_spread)} days apart (an outage lasts days, a dead "
                        "address stays)")
     return True, f"{head}; last: {answer}"
+
+
+_COUNT = itemgetter(1)
 
 
 def _summary(b: dict[str, Any]) -> dict[str, Any]:
@@ -261,28 +298,39 @@ def _step(st: AddressState, event: Event, rules: Rules, tell: bool) -> bool:
         before = (st.blacklisted, st.manual)
         sets_before = suppressions(st)
     if isinstance(event, BounceRecorded):
-        bounce_id = event.bounce_id
-        for b in st.bounces:
-            if b["bounce_id"] == bounce_id:
-                return False
+        if event.bounce_id in map(_ID, st.bounces):  # the same bounce again
+            return False
         why = _not_counted(event, st)
         weight = rules.weight_hard if event.hard else rules.weight_soft
-        st.bounces.append({
+        bounced = {
             "bounce_id": event.bounce_id, "at": event.bounced_at,
             "message_id": event.message_id, "status": event.status,
             "replycode": event.replycode, "hard": event.hard, "reason": event.reason,
             "diagnostic": event.diagnostic[:300], "server": event.server,
             "source": event.source, "kind": event.kind, "counted": not why,
             "weight": weight if not why else 0.0, "why": why,
-        })
+        }
         if event.bounced_at > st.last_at:  # max() without the call
             st.last_at = event.bounced_at
         edge = st.last_at - rules.window
-        st.bounces = sorted([b for b in st.bounces if b["at"] > edge], key=_AT)[-MAX_KEPT:]
+        # sorted by time, inside the window, the last MAX_KEPT: the bounces
+        # are sorted already (every step keeps them so, from_dict sorts), so
+        # the new one is inserted after those of its time or before (as a
+        # stable sort of the list with it appended puts it), and what falls
+        # out of the window is a prefix
+        bounces = st.bounces
+        if bounces and bounced["at"] < bounces[-1]["at"]:
+            insort_right(bounces, bounced, key=_AT)
+        else:
+            bounces.append(bounced)
+        if bounces[0]["at"] <= edge:
+            del bounces[:bisect_right(bounces, edge, key=_AT)]
+        if len(bounces) > MAX_KEPT:
+            del bounces[:-MAX_KEPT]
         if not st.blacklisted and not why:
             # st.counted(rules): the same edge (last_at is as above), so every
             # bounce kept is inside it, and they are sorted already
-            counted = [b for b in st.bounces if b["counted"]]
+            counted = list(filter(_COUNTED, bounces))
             if rule_holds(counted, rules):
                 st.blacklisted, st.manual = True, False
                 st.since, st.reason = event.bounced_at, rule_met(counted, rules)[1]
@@ -433,10 +481,11 @@ def fold(events: list[Event], rules: Rules,
 def comparable(st: AddressState, rules: Rules) -> dict[str, Any]:
     """What replay compares with the live table: the blacklisting and the
     bounces that count."""
+    edge = st.last_at - rules.window  # st.counted(rules)'s, without its sort by time
     return {
         "blacklisted": st.blacklisted,
         "manual": st.manual,
-        "counted": sorted(b["bounce_id"] for b in st.counted(rules)),
+        "counted": sorted([b["bounce_id"] for b in st.bounces if b["counted"] and b["at"] > edge]),
         "bounces": len(st.bounces),
         "suppressions": _suppression_keys(st),
     }
