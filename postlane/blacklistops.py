@@ -76,26 +76,34 @@ def fold_records(records: Iterator[Record], rules: Rules, as_of: float | None = 
     embedded broker's offsets_for_times is approximate: the records'
     own timestamps decide)."""
     r = Replay()
+    states = r.states
+    n = skipped = after = 0
+    last_ms: int | None = None  # the last folded record's timestamp (ms), the latest
     for rec in records:
-        r.records += 1
-        if as_of is not None and rec.timestamp_ms / 1000.0 > as_of:
-            r.after += 1
+        n += 1
+        ts = rec.timestamp_ms
+        if as_of is not None and ts / 1000.0 > as_of:
+            after += 1
             continue
         try:
             ev = decode_any(REGISTRY, rec.value)
         except InvalidEvent:
-            r.skipped += 1
+            skipped += 1
             continue
         address = address_of(ev)
         if rec.key != address.encode():
-            r.skipped += 1
+            skipped += 1
             continue
         try:
-            r.states[address] = fold_in_place(r.states.get(address), ev, rules)
+            states[address] = fold_in_place(states.get(address), ev, rules)
         except Exception:  # noqa: BLE001 - the processor dead-letters what fails to fold
-            r.skipped += 1
+            skipped += 1
             continue
-        r.last_ts = max(r.last_ts, rec.timestamp_ms / 1000.0)
+        if last_ms is None or ts > last_ms:
+            last_ms = ts
+    r.records, r.skipped, r.after = n, skipped, after
+    if last_ms is not None:
+        r.last_ts = max(r.last_ts, last_ms / 1000.0)
     return r
 
 

@@ -79,8 +79,6 @@ FOLDED_EVENTS: tuple[type[Event], ...] = (
 )
 MAX_KEPT = 100  # bounces kept per address (for why), newest first out
 _AT = itemgetter("at")  # a bounce's time (the sort key)
-_ID = itemgetter("bounce_id")
-_COUNTED = itemgetter("counted")
 DAY = 86400.0
 _NS = ids.BLACKLIST_CHANGED
 
@@ -298,8 +296,10 @@ def _step(st: AddressState, event: Event, rules: Rules, tell: bool) -> bool:
         before = (st.blacklisted, st.manual)
         sets_before = suppressions(st)
     if isinstance(event, BounceRecorded):
-        if event.bounce_id in map(_ID, st.bounces):  # the same bounce again
-            return False
+        bounce_id = event.bounce_id
+        for b in st.bounces:
+            if b["bounce_id"] == bounce_id:
+                return False
         why = _not_counted(event, st)
         weight = rules.weight_hard if event.hard else rules.weight_soft
         bounced = {
@@ -330,7 +330,7 @@ def _step(st: AddressState, event: Event, rules: Rules, tell: bool) -> bool:
         if not st.blacklisted and not why:
             # st.counted(rules): the same edge (last_at is as above), so every
             # bounce kept is inside it, and they are sorted already
-            counted = list(filter(_COUNTED, bounces))
+            counted = [b for b in bounces if b["counted"]]
             if rule_holds(counted, rules):
                 st.blacklisted, st.manual = True, False
                 st.since, st.reason = event.bounced_at, rule_met(counted, rules)[1]
