@@ -34,6 +34,7 @@ from processors.blacklist.core import (
     fold_in_place,
 )
 from schemas import BlacklistChanged, BlacklistEdited, Event, InvalidEvent, decode, decode_any
+from schemas.base import decode_any_owned
 from streams import tables
 from streams.client import Record, publish, read_topic, unavailable
 from streams.offsets import true_end_offsets, true_end_offsets_sync
@@ -86,7 +87,7 @@ def fold_records(records: Iterator[Record], rules: Rules, as_of: float | None = 
             after += 1
             continue
         try:
-            ev = decode_any(REGISTRY, rec.value)
+            ev = decode_any_owned(REGISTRY, rec.value)  # decode_any's event, or its refusal
         except InvalidEvent:
             skipped += 1
             continue

@@ -49,6 +49,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from schemas import Event, InvalidEvent, decode, decode_any
+from schemas.base import decode_any_owned
 from streams import tables as T
 from streams.client import Record
 from streams.settings import Settings
@@ -286,7 +287,7 @@ def fold_status(s: Settings, recs: list[Rec]) -> Folded:
             topic = rec.topic
             kind = untyped.get(topic, "")
         try:
-            ev = decode_any(REGISTRY, rec.value, kind)
+            ev = decode_any_owned(REGISTRY, rec.value, kind)
         except InvalidEvent:
             skipped += 1
             continue
@@ -361,7 +362,7 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
             ev = by_json.pop(rec.value, None)  # its release's decision, decoded already
         if ev is None:
             try:
-                ev = decode_any(registry, rec.value)
+                ev = decode_any_owned(registry, rec.value)
             except InvalidEvent:
                 out.skipped += 1
                 continue

@@ -230,8 +230,10 @@ class _Shape:
         self.types_ok = _compile_type_check(cls.__name__, self.checks)
         # every field checkable: a record plainly well formed is decoded in one step
         self.decode_plain: Any = None
+        self.decode_owned: Any = None
         if self.fast and {c[0] for c in self.checks} == set(self.fields) == set(options.fields):
             self.decode_plain = _compile_plain_decode(cls, self)
+            self.decode_owned = _compile_plain_decode(cls, self, owned=True)
 
 
 _MISSING = object()
@@ -256,16 +258,24 @@ def _compile_type_check(name: str, checks: tuple[tuple[str, int, Any, str], ...]
     return namespace[f"types_ok_{name}"]
 
 
-def _compile_plain_decode(cls: type[Event], shape: _Shape) -> Any:
+def _compile_plain_decode(cls: type[Event], shape: _Shape, owned: bool = False) -> Any:
     """A function ``data -> event | None`` for a class whose every field
     is checkable: the event ``_build`` makes of ``data`` when ``data`` has
     every required field, no other, each of exactly its type (so no None:
     no default to put in its place); None otherwise (the caller then
     checks, refuses or builds the general way, in words). The same values
     in the same order, the same ``__post_init__`` steps, the same
-    ``problems()``; straight-line code, one dict built."""
+    ``problems()``; straight-line code, one dict built.
+
+    ``owned`` (``decode_any_owned``): ``data`` is the caller's to give
+    away, and only a record with every field (optional ones too) is taken:
+    ``data`` itself becomes the event's ``__dict__`` (the same values after
+    the same steps; its keys in the record's order) instead of a copy in
+    the fields' order. ``data`` is changed only once every check passed:
+    None leaves it as it was."""
     name = cls.__name__
-    lines = [f"def decode_plain_{name}(data, _M=_MISSING):",
+    kind_ = "owned" if owned else "plain"
+    lines = [f"def decode_{kind_}_{name}(data, _M=_MISSING):",
              f"    n = {len(shape.checks)}"]  # the fields present (every one checked below)
     required = shape.required
     assert len(shape.checks) == len(shape.known)  # one check per field, each field once
@@ -276,22 +286,29 @@ def _compile_plain_decode(cls: type[Event], shape: _Shape) -> Any:
         else:
             tname = {str: "str", int: "int", bool: "bool", list: "list", dict: "dict"}[expected]
             bad = f"v.__class__ is not {tname}"
-        if fname in required:
+        if fname in required or owned:
             lines.append(f"    if v is _M or ({bad}): return None")
         else:
             lines.append("    if v is _M: n -= 1")
             lines.append(f"    elif {bad}: return None")
+    # n known fields are in data: any other key makes it longer (no subset
+    # test of every key: a third of a microsecond)
+    lines.append("    if len(data) != n: return None")
+    if owned:
+        lines += ["    values = data"]
+    else:
+        lines += ["    values = _TEMPLATE.copy()",
+                  "    values.update(data)",
+                  "    values['__evaluated_fields__'] = set()"]
     lines += [
-        # n known fields are in data: any other key makes it longer (no
-        # subset test of every key: a third of a microsecond)
-        "    if len(data) != n: return None",
-        "    values = _TEMPLATE.copy()",
-        "    values.update(data)",
-        "    values['__evaluated_fields__'] = set()",
         f"    values['type'] = {name!r}",
         "    if not values['schema']: values['schema'] = _SCHEMA",
         "    if not values['event_id']: values['event_id'] = _new_id()",
         "    if not values['occurred_at']: values['occurred_at'] = _time()",
+    ]
+    if owned:
+        lines.append("    values['__evaluated_fields__'] = set()")
+    lines += [
         "    obj = _new(_cls)",
         "    obj.__dict__ = values",
         "    problems = obj.problems()",
@@ -304,7 +321,7 @@ def _compile_plain_decode(cls: type[Event], shape: _Shape) -> Any:
         "_cls": cls, "_Invalid": InvalidEvent,
     }
     exec("\n".join(lines), namespace)  # noqa: S102 - our own field names
-    return namespace[f"decode_plain_{name}"]
+    return namespace[f"decode_{kind_}_{name}"]
 
 
 _SHAPES: dict[type[Event], _Shape] = {}
@@ -443,4 +460,43 @@ def decode_any(registry: dict[str, type[Event]], raw: bytes | str | None,
     cls = registry.get(tname) if isinstance(tname, str) else None
     if cls is None:
         raise InvalidEvent("event", [f"unknown type {tname!r}; expected one of {sorted(registry)}"])
+    return _decode_object(cls, data)
+
+
+def decode_any_owned(registry: dict[str, type[Event]], raw: bytes | str | None,
+                     untyped: str = "") -> Event:
+    """``decode_any`` for a reader that keeps nothing of a record but the
+    event it reads (a replay folding the log): the same event (the same
+    field values) or the same InvalidEvent, for every record. A record with
+    every field of its type (optional ones too: what our own writers
+    write), each of exactly its type, becomes the event around the dict
+    orjson parsed (``decode_owned``: its ``__dict__`` in the record's key
+    order) instead of a copy of it; anything else is decoded by
+    ``decode_any``'s own steps."""
+    if raw is None:
+        raise InvalidEvent("event", ["empty message (no value)"])
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("event", [f"not JSON: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise InvalidEvent("event", [f"expected a JSON object, got {type(data).__name__}"])
+    declared = data.get("type")
+    tname = untyped if declared in (None, "") and untyped else declared
+    cls = registry.get(tname) if isinstance(tname, str) else None
+    if cls is None:
+        raise InvalidEvent("event", [f"unknown type {tname!r}; expected one of {sorted(registry)}"])
+    name = cls.__name__
+    if declared == name or declared == "":  # else _decode_object says what is wrong
+        shape = _SHAPES.get(cls) or _shape(cls)
+        owned = shape.decode_owned
+        if owned is not None:
+            try:
+                obj = owned(data)
+            except InvalidEvent:
+                raise
+            except (TypeError, ValueError) as exc:
+                raise InvalidEvent(name, [str(exc)]) from None
+            if obj is not None:
+                return obj  # type: ignore[no-any-return]
     return _decode_object(cls, data)
