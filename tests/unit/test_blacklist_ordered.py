@@ -166,3 +166,26 @@ def test_a_row_read_unsorted_is_sorted() -> None:
     assert [b["bounce_id"] for b in back.bounces] == ["b3", "b2", "b1"]
     after, _ = evolve(back, _bounce(4, T0 + 2 * DAY, "mailbox_full"), rules)
     assert [b["bounce_id"] for b in after.bounces] == ["b3", "b2", "b4", "b1"]
+
+
+def test_a_bounces_fields_are_its_dict_however_it_was_made() -> None:
+    """``_step`` reads a bounce's fields from its ``__dict__``: every way a
+    BounceRecorded is made has every field there, as the attribute reads."""
+    from processors.blacklist.core import _fields
+    from schemas import decode, decode_any, encode
+    from schemas.base import _shape, decode_any_owned
+
+    assert _shape(BounceRecorded).fast  # plain fields: no lazy coercion in the descriptor
+    kw: dict[str, Any] = {"bounce_id": "x", "address": ADDR, "bounced_at": T0,
+                          "reason": "blocked", "hard": False}
+    made = BounceRecorded(**kw)
+    faust = BounceRecorded.__new__(BounceRecorded)
+    BounceRecorded._faust_init(faust, **kw)  # type: ignore[attr-defined]
+    registry: dict[str, Any] = {"BounceRecorded": BounceRecorded}
+    raw = encode(made)
+    for ev in (made, faust, BounceRecorded.from_data(dict(kw)), made.derive(reason="other"),
+               decode(BounceRecorded, raw), decode_any(registry, raw),
+               decode_any_owned(registry, raw), decode(BounceRecorded, dict(kw))):
+        values = _fields(ev)
+        for name in BounceRecorded._options.fields:
+            assert values[name] is getattr(ev, name) or values[name] == getattr(ev, name)
