@@ -207,10 +207,11 @@ def fold_in_place(status: MessageStatus | None, event: Event) -> MessageStatus |
     of its cost)."""
     if isinstance(event, QueueCommandIssued) and event.command == "ack":
         return acknowledge(status, event)[0]
-    if status is not None and status.seen(event.event_id):
+    f = event.__dict__  # the field values (see _step)
+    if status is not None and status.seen(f["event_id"]):
         return status
     if status is None:
-        status = _new_status(event.message_id, event.occurred_at)  # type: ignore[attr-defined]
+        status = _new_status(f["message_id"], f["occurred_at"])
     _step(status, event)
     return status
 
@@ -268,7 +269,12 @@ def _step(st: MessageStatus, event: Event) -> bool:
         entry_reason = f"arrived after the mail was {st.state}: state kept"
     else:
         entry_reason = f"arrived out of order (after {st.state}): state kept"
-    at = event.occurred_at
+    # the fields from the event's __dict__: every way an event is made puts
+    # every field there, and every field is plain (no lazy coercion:
+    # schemas.base._Shape.fast), so Faust's descriptor would give the same
+    # value, at a C call per read
+    f = event.__dict__
+    at = f["occurred_at"]
     if not st.created_at or at < st.created_at:  # min(), max() without the calls
         st.created_at = at
     if at > st.updated_at:
@@ -278,7 +284,7 @@ def _step(st: MessageStatus, event: Event) -> bool:
         "state": st.state,
         "reason": entry_reason,
         "event": type(event).__name__,
-        "event_id": event.event_id,
+        "event_id": f["event_id"],
     })
     return False
 
@@ -539,30 +545,35 @@ def _summarize(st: MessageStatus, request: dict[str, Any]) -> None:
 
 
 def _apply_request(st: MessageStatus, ev: SendRequested, advance: bool) -> None:
-    _summarize(st, {"subject": ev.subject, "from_": ev.from_, "to": ev.to, "cc": ev.cc,
-                    "bcc": ev.bcc})
+    f = ev.__dict__  # the field values (see _step)
+    _summarize(st, f)  # its subject, from_, to, cc, bcc
     if advance:
         st.state = "queued"
-        st.reason = f"scheduled for {utc_words(ev.send_at)}" if ev.send_at > ev.occurred_at else ""
+        send_at = f["send_at"]
+        st.reason = f"scheduled for {utc_words(send_at)}" if send_at > f["occurred_at"] else ""
 
 
 def _apply_routing(st: MessageStatus, ev: RoutingDecided, advance: bool) -> None:
-    if isinstance(ev.request, dict):
-        _summarize(st, ev.request)
-    for addr, why in (ev.suppressed or {}).items():  # blacklisted: never sent, whatever comes
+    f = ev.__dict__  # the field values (see _step)
+    request = f["request"]
+    if isinstance(request, dict):
+        _summarize(st, request)
+    for addr, why in (f["suppressed"] or {}).items():  # blacklisted: never sent, whatever comes
         st.recipients[_key(st.recipients, addr)] = _rcpt("suppressed", text=why)
     if not advance:
         return
     st.next_attempt_at = 0.0
-    if ev.outcome == "suppressed":
+    outcome = f["outcome"]
+    if outcome == "suppressed":
         st.state = "suppressed"
         st.reason = ev.reason or "every recipient is blacklisted"
-    elif ev.outcome == "routed":
-        st.state, st.server, st.reason = "queued", ev.server, f"routed to {ev.server}"
-        if isinstance(ev.request, dict) and ev.request.get("kind") == "mass":
+    elif outcome == "routed":
+        server = f["server"]
+        st.state, st.server, st.reason = "queued", server, f"routed to {server}"
+        if isinstance(request, dict) and request.get("kind") == "mass":
             st.reason += ("; mass mail waits its turn in the mass lane (taken in as the "
                           "mass mail routed before it goes out, after transactional mail)")
-    elif ev.outcome == "no_server":
+    elif outcome == "no_server":
         st.state = "failed"
         st.reason = ev.reason or "no outgoing server can send this mail"
     else:
@@ -573,14 +584,17 @@ def _apply_routing(st: MessageStatus, ev: RoutingDecided, advance: bool) -> None
 def _apply_started(st: MessageStatus, ev: DeliveryStarted, advance: bool) -> None:
     if not advance:
         return
-    st.state, st.server, st.attempt = "sending", ev.server, ev.attempt
+    f = ev.__dict__  # the field values (see _step)
+    server, attempt = f["server"], f["attempt"]
+    st.state, st.server, st.attempt = "sending", server, attempt
     st.next_attempt_at = 0.0
-    st.reason = f"attempt {ev.attempt} via {ev.server}"
-    for addr in ev.recipients:
-        key = _key(st.recipients, addr)
-        if st.recipients.get(key, {}).get("state") == "sent":
+    st.reason = f"attempt {attempt} via {server}"
+    recipients = st.recipients
+    for addr in f["recipients"]:
+        key = _key(recipients, addr)
+        if recipients.get(key, {}).get("state") == "sent":
             continue
-        st.recipients[key] = _rcpt("sending", server=ev.server, attempt=ev.attempt)
+        recipients[key] = _rcpt("sending", server=server, attempt=attempt)
 
 
 def _apply_held(st: MessageStatus, ev: MailHeld, advance: bool) -> None:
@@ -592,19 +606,21 @@ def _apply_held(st: MessageStatus, ev: MailHeld, advance: bool) -> None:
 
 
 def _apply_released(st: MessageStatus, ev: MailReleased, advance: bool) -> None:
-    request = ev.decision.get("request")
+    f = ev.__dict__  # the field values (see _step)
+    decision = f["decision"]
+    request = decision.get("request")
     if isinstance(request, dict):
         _summarize(st, request)
     if not advance:
         return
-    server = ev.decision.get("server")
+    server = decision.get("server")
     if not st.server and isinstance(server, str):
         st.server = server
     st.state, st.next_attempt_at = "queued", 0.0
-    if ev.forced:
-        st.reason = f"sent now by {operator_of(st, ev.command_id) or 'an operator'}"
-    elif ev.held_for >= 1:
-        st.reason = f"released to delivery after {duration_words(ev.held_for)}"
+    if f["forced"]:
+        st.reason = f"sent now by {operator_of(st, f['command_id']) or 'an operator'}"
+    elif f["held_for"] >= 1:
+        st.reason = f"released to delivery after {duration_words(f['held_for'])}"
     else:
         st.reason = "released to delivery"
 
@@ -629,14 +645,12 @@ def _apply_cancelled(st: MessageStatus, ev: MessageCancelled, advance: bool) -> 
 
 def _outcome_rcpt(ev: DeliveryAttempted, o: dict[str, Any]) -> dict[str, Any]:
     code = o.get("code")
-    return _rcpt(
-        RCPT_STATE[o["status"]],
-        code=code if isinstance(code, int) and not isinstance(code, bool) else 0,
-        enhanced=str(o.get("enhanced") or ""),
-        text=str(o.get("text") or "") or ev.error,
-        server=ev.server,
-        attempt=ev.attempt,
-    )
+    f = ev.__dict__  # the field values (see _step)
+    return {"state": RCPT_STATE[o["status"]],
+            "code": code if isinstance(code, int) and not isinstance(code, bool) else 0,
+            "enhanced": str(o.get("enhanced") or ""),
+            "text": str(o.get("text") or "") or f["error"],
+            "server": f["server"], "attempt": f["attempt"]}  # _rcpt's row
 
 
 def _apply_attempted(st: MessageStatus, ev: DeliveryAttempted, advance: bool) -> None:
@@ -649,16 +663,19 @@ def _apply_attempted(st: MessageStatus, ev: DeliveryAttempted, advance: bool) ->
                 st.recipients[key] = _outcome_rcpt(ev, o)
         return
     answered: set[str] = set()
-    for o in ev.outcomes:
+    f = ev.__dict__  # the field values (see _step)
+    attempt = f["attempt"]
+    recipients = st.recipients
+    for o in f["outcomes"]:
         addr = str(o.get("recipient") or "").strip()
         if not addr:
             continue
-        key = _key(st.recipients, addr)
-        if int(st.recipients.get(key, {}).get("attempt") or 0) > ev.attempt:
+        key = _key(recipients, addr)
+        if int(recipients.get(key, {}).get("attempt") or 0) > attempt:
             continue
-        st.recipients[key] = _outcome_rcpt(ev, o)
+        recipients[key] = _outcome_rcpt(ev, o)
         answered.add(key)
-    retry = ev.next_attempt_at > 0
+    retry = f["next_attempt_at"] > 0
     for key, r in list(st.recipients.items()):
         if key not in answered and r.get("state") == "sending":
             # in an attempt but no answer of its own: the session failed
@@ -673,7 +690,7 @@ def _apply_attempted(st: MessageStatus, ev: DeliveryAttempted, advance: bool) ->
             if r.get("state") == "deferred":
                 r["state"] = "failed"
                 gave_up = True
-    st.server, st.attempt = ev.server, ev.attempt
+    st.server, st.attempt = f["server"], attempt
     st.next_attempt_at = 0.0
     by_state: dict[str, dict[str, dict[str, Any]]] = {"sent": {}, "deferred": {}, "failed": {}}
     for key, r in st.recipients.items():
@@ -681,7 +698,7 @@ def _apply_attempted(st: MessageStatus, ev: DeliveryAttempted, advance: bool) ->
         if group is not None:
             group[key] = r
     touched = len(by_state["sent"]) + len(by_state["deferred"]) + len(by_state["failed"])
-    attempts = f"{ev.attempt} attempt" + ("" if ev.attempt == 1 else "s")
+    attempts = f"{attempt} attempt" + ("" if attempt == 1 else "s")
     if touched == 0:
         text = ev.error or "delivery reported no recipient outcome"
         if retry:

@@ -94,3 +94,21 @@ def test_a_refusal_by_the_events_own_checks_has_the_same_words() -> None:
     assert kind == "invalid" and etype == "BounceRecorded" and len(problems) == 2
     send = {**_record(SendRequested), "to": ["not an address"]}
     assert _same(orjson.dumps(send))[0] == "invalid"
+
+
+@pytest.mark.parametrize("cls", ALL_EVENTS, ids=lambda c: c.__name__)
+def test_every_field_is_in_the_events_dict_however_it_was_made(cls: type[Event]) -> None:
+    """The status and blacklist folds read an event's fields from its
+    ``__dict__`` (a Faust descriptor read is a C call): every way an event
+    is made puts every field there, with the value the attribute gives."""
+    from schemas import decode
+
+    assert _shape(cls).fast  # plain fields: the descriptor reads __dict__, no coercion
+    made = cls(**SAMPLES[cls])
+    faust = cls.__new__(cls)
+    cls._faust_init(faust, **SAMPLES[cls])  # type: ignore[attr-defined]
+    raw = orjson.dumps(_record(cls))
+    for ev in (made, faust, cls.from_data(dict(SAMPLES[cls])), made.derive(),
+               decode(cls, raw), decode_any(REGISTRY, raw), decode_any_owned(REGISTRY, raw)):
+        for name in cls._options.fields:
+            assert name in ev.__dict__ and ev.__dict__[name] == getattr(ev, name), name
