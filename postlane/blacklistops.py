@@ -95,11 +95,14 @@ def fold_records(records: Iterator[Record], rules: Rules, as_of: float | None = 
         if rec.key != address.encode():
             skipped += 1
             continue
+        state = states.get(address)
         try:
-            states[address] = fold_in_place(states.get(address), ev, rules)
+            new = fold_in_place(state, ev, rules)
         except Exception:  # noqa: BLE001 - the processor dead-letters what fails to fold
             skipped += 1
             continue
+        if new is not state:
+            states[address] = new
         if last_ms is None or ts > last_ms:
             last_ms = ts
     r.records, r.skipped, r.after = n, skipped, after

@@ -288,8 +288,20 @@ def fold_in_place(state: AddressState | None, event: Event, rules: Rules) -> Add
     """The state ``evolve`` gives for one event, made by changing ``state``
     itself and without the BlacklistChanged: for a replay, which keeps only
     each address's last state (the same transitions, none of the copying)."""
-    st = AddressState(address=address_of(event)) if state is None else state
+    st = _new_state(address_of(event)) if state is None else state
     _step(st, event, rules, tell=False)
+    return st
+
+
+def _new_state(address: str) -> AddressState:
+    """``AddressState(address=address)`` without the dataclass ``__init__``
+    and its default factories: the same fields in the same order, each list
+    its own."""
+    st = object.__new__(AddressState)
+    st.__dict__.update({
+        "address": address, "blacklisted": False, "manual": False, "since": 0.0, "reason": "",
+        "bounces": [], "reset_at": 0.0, "last_at": 0.0, "seen": [], "scoped": [],
+    })
     return st
 
 

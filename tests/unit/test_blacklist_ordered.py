@@ -189,3 +189,13 @@ def test_a_bounces_fields_are_its_dict_however_it_was_made() -> None:
         values = _fields(ev)
         for name in BounceRecorded._options.fields:
             assert values[name] is getattr(ev, name) or values[name] == getattr(ev, name)
+
+
+def test_a_new_state_is_the_dataclasss() -> None:
+    from processors.blacklist.core import _new_state
+
+    made, fast = AddressState(address=ADDR), _new_state(ADDR)
+    assert list(fast.__dict__.items()) == list(made.__dict__.items()) and fast == made
+    other = _new_state(ADDR)
+    assert other.bounces is not fast.bounces and other.seen is not fast.seen
+    assert other.scoped is not fast.scoped
