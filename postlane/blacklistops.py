@@ -34,7 +34,7 @@ from processors.blacklist.core import (
     fold_in_place,
 )
 from schemas import BlacklistChanged, BlacklistEdited, Event, InvalidEvent, decode, decode_any
-from schemas.base import decode_any_owned
+from schemas.base import owned_decoder
 from streams import tables
 from streams.client import Record, publish, read_topic, unavailable
 from streams.offsets import true_end_offsets, true_end_offsets_sync
@@ -80,6 +80,7 @@ def fold_records(records: Iterator[Record], rules: Rules, as_of: float | None = 
     states = r.states
     n = skipped = after = 0
     last_ms: int | None = None  # the last folded record's timestamp (ms), the latest
+    decode = owned_decoder(REGISTRY)
     for rec in records:
         n += 1
         ts = rec.timestamp_ms
@@ -87,7 +88,7 @@ def fold_records(records: Iterator[Record], rules: Rules, as_of: float | None = 
             after += 1
             continue
         try:
-            ev = decode_any_owned(REGISTRY, rec.value)  # decode_any's event, or its refusal
+            ev = decode(rec.value)  # decode_any's event, or its refusal
         except InvalidEvent:
             skipped += 1
             continue

@@ -49,7 +49,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from schemas import Event, InvalidEvent, decode, decode_any
-from schemas.base import decode_any_owned
+from schemas.base import decode_any_owned, owned_decoder
 from streams import tables as T
 from streams.client import Record
 from streams.settings import Settings
@@ -282,12 +282,13 @@ def fold_status(s: Settings, recs: list[Rec]) -> Folded:
     rows: dict[str, MessageStatus] = {}
     folded = skipped = 0
     topic, kind = None, ""  # the last record's topic and its untyped events' type
+    decode = owned_decoder(REGISTRY)  # decode_any's event or refusal
     for rec in in_order(recs, SOURCES, s):
         if rec.topic is not topic:
             topic = rec.topic
             kind = untyped.get(topic, "")
         try:
-            ev = decode_any_owned(REGISTRY, rec.value, kind)
+            ev = decode(rec.value, kind)
         except InvalidEvent:
             skipped += 1
             continue

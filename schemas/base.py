@@ -500,3 +500,42 @@ def decode_any_owned(registry: dict[str, type[Event]], raw: bytes | str | None,
             if obj is not None:
                 return obj  # type: ignore[no-any-return]
     return _decode_object(cls, data)
+
+
+def owned_decoder(registry: dict[str, type[Event]]) -> Any:
+    """``decode_any_owned`` for one registry, its dispatch worked out once:
+    ``decode(raw, untyped="")``. A record whose ``type`` names an event of
+    the registry by its own name goes straight to that event's
+    ``decode_owned``; anything else (not JSON, not an object, no or another
+    type, a field missing...) takes ``decode_any_owned``'s steps: the same
+    event or the same InvalidEvent."""
+    table: dict[str, tuple[Any, type[Event]]] = {}
+    for name, cls in registry.items():
+        owned = _shape(cls).decode_owned
+        if owned is not None and cls.__name__ == name:
+            table[name] = (owned, cls)
+    loads, get = orjson.loads, table.get
+
+    def decode(raw: bytes | str | None, untyped: str = "") -> Event:
+        if raw is not None:
+            try:
+                data = loads(raw)
+            except orjson.JSONDecodeError:
+                data = None  # refused below, in decode_any's words
+            if type(data) is dict:
+                declared = data.get("type")
+                found = get(declared) if type(declared) is str else None
+                if found is not None:
+                    owned, cls = found
+                    try:
+                        obj = owned(data)
+                    except InvalidEvent:
+                        raise
+                    except (TypeError, ValueError) as exc:
+                        raise InvalidEvent(cls.__name__, [str(exc)]) from None
+                    if obj is not None:
+                        return obj  # type: ignore[no-any-return]
+                    return _decode_object(cls, data)  # data as it was parsed
+        return decode_any_owned(registry, raw, untyped)
+
+    return decode

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from schemas import ALL_EVENTS, Event, InvalidEvent, decode_any
-from schemas.base import _shape, decode_any_owned
+from schemas.base import _shape, decode_any_owned, owned_decoder
 
 from .test_schemas import SAMPLES
 
@@ -41,10 +41,14 @@ def _outcome(fn: Any, raw: bytes | None, untyped: str = "") -> tuple[str, Any]:
     return type(ev).__name__, (rep, fields)
 
 
+_DECODE = owned_decoder(REGISTRY)
+
+
 def _same(raw: bytes | None, untyped: str = "") -> tuple[str, Any]:
     a = _outcome(decode_any, raw, untyped)
     b = _outcome(decode_any_owned, raw, untyped)
-    assert a == b, raw
+    c = _outcome(lambda _r, raw, untyped: _DECODE(raw, untyped), raw, untyped)
+    assert a == b == c, raw
     return a
 
 
