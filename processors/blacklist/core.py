@@ -214,15 +214,7 @@ def rule_met(counted: list[dict[str, Any]], rules: Rules) -> tuple[bool, str]:
             f"weighs {float(b['weight']):g} (threshold {threshold:g}) on {_when(b['at'])}: "
             f"{answer}"
         )
-    # the reasons by how often, the most frequent first (ties: in the order
-    # first met), as Counter.most_common gives them
-    reasons: dict[str, int] = {}
-    for b in counted:
-        reason = str(b["reason"]).replace("_", " ")
-        reasons[reason] = reasons.get(reason, 0) + 1
-    ranked = (sorted(reasons.items(), key=_COUNT, reverse=True) if len(reasons) > 1
-              else reasons.items())
-    what = ", ".join(f"{r} x{n}" if n > 1 else r for r, n in ranked)
+    what = _reasons_words(tuple([str(b["reason"]) for b in counted]))
     spread = last["at"] - counted[0]["at"]
     n = len(counted)
     head = (f"{n} counted bounce{'s' if n != 1 else ''} (weight {total:g}) between "
@@ -238,6 +230,20 @@ def rule_met(counted: list[dict[str, Any]], rules: Rules) -> tuple[bool, str]:
 
 
 _COUNT = itemgetter(1)
+
+
+@lru_cache(maxsize=1024)
+def _reasons_words(reasons: tuple[str, ...]) -> str:
+    """``unknown user x3, mailbox full``: the reasons by how often, the most
+    frequent first (ties: in the order first met), as Counter.most_common
+    gives them. Remembered: an address's counted reasons repeat."""
+    counts: dict[str, int] = {}
+    for r in reasons:
+        reason = r.replace("_", " ")
+        counts[reason] = counts.get(reason, 0) + 1
+    ranked = (sorted(counts.items(), key=_COUNT, reverse=True) if len(counts) > 1
+              else counts.items())
+    return ", ".join(f"{r} x{n}" if n > 1 else r for r, n in ranked)
 
 
 def _summary(b: dict[str, Any]) -> dict[str, Any]:
