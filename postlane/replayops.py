@@ -259,14 +259,22 @@ def run(s: Settings, spec: TableReplay, as_of: float | None = None,
 
 
 def status_comparable(st: Any) -> dict[str, Any]:
-    """What a status row means, whatever order its sources were read in."""
+    """What a status row means, whatever order its sources were read in.
+    (Loops, not comprehensions: a mail has a recipient or two and a few
+    history entries, and a comprehension is a function call.)"""
+    recipients: dict[str, Any] = {}
+    for a, r in st.recipients.items():
+        get = r.get
+        recipients[a] = {"state": get("state"), "code": get("code"),
+                         "enhanced": get("enhanced"), "server": get("server")}
+    events = set()
+    for h in st.history:
+        events.add(h.get("event_id", ""))
     return {
         "state": st.state, "server": st.server, "attempt": st.attempt,
-        "recipients": {a: {"state": r.get("state"), "code": r.get("code"),
-                           "enhanced": r.get("enhanced"), "server": r.get("server")}
-                       for a, r in st.recipients.items()},
+        "recipients": recipients,
         "acknowledged": st.acknowledged,
-        "events": sorted({h.get("event_id", "") for h in st.history}),
+        "events": sorted(events),
     }
 
 
