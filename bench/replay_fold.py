@@ -7,7 +7,8 @@ writes them (request, routing decision, release, start, outcome per mail).
 
 ``--root``: import Postlane from another checkout (to measure an older
 commit with the same events: ``git archive COMMIT | tar -x -C DIR``).
-Prints per event: ``decode_any`` (validated), ``status.batch.apply``
+Prints per event: ``decode_any`` (validated), ``decode_any_owned`` (the
+replay's: the same events, when the checkout has it), ``status.batch.apply``
 (``core.evolve``: a new status and the MessageStatusChanged, what the live
 agent does) and, when the checkout has it, ``core.fold_in_place`` (what a
 replay does: the same transitions, no copy and no change event).
@@ -43,6 +44,10 @@ def main() -> int:
             if topic in ("send-requested", "routing-decided", "released", "delivery")]
     n = len(raws)
     in_place = getattr(core, "fold_in_place", None)
+    import schemas.base
+
+    make = getattr(schemas.base, "owned_decoder", None)
+    owned = make(REGISTRY) if make is not None else None
     best: dict[str, float] = {}
 
     def timed(name: str, fn: Any) -> Any:
@@ -75,6 +80,8 @@ def main() -> int:
                 if callable(getattr(cached, "cache_clear", None)):
                     cached.cache_clear()
         events = timed("decode_any", lambda: [decode_any(REGISTRY, r) for r in raws])
+        if owned is not None:  # what the replay decodes with (same events, no copy)
+            timed("decode_any_owned", lambda: [owned(r) for r in raws])
         timed("evolve (batch.apply)", lambda ev=events: fold_evolve(ev))
         if in_place is not None:
             timed("fold_in_place", lambda ev=events: fold_fast(ev))
