@@ -245,13 +245,23 @@ def _new_status(message_id: str, created_at: float) -> MessageStatus:
 def _step(st: MessageStatus, event: Event) -> bool:
     """Apply ``event`` to ``st`` (changed in place); True when it was an ops
     command or an answer (history only)."""
-    apply = _APPLY.get(type(event))  # the common case: one lookup, no isinstance chain
+    kind = type(event)
+    apply = _APPLY.get(kind)  # the common case: one lookup, no isinstance chain
     if apply is None and isinstance(event, COMMAND_EVENTS):
         record_command(st, event)
         return True
-    rank = progress_of(event)
+    # the fields from the event's __dict__: every way an event is made puts
+    # every field there, and every field is plain (no lazy coercion:
+    # schemas.base._Shape.fast), so Faust's descriptor would give the same
+    # value, at a C call per read
+    f = event.__dict__
+    rank = _FIXED_RANKS.get(kind)  # progress_of(event), its lookups here
+    if rank is None:
+        ranked = _RANKED.get(kind)
+        rank = ranked(f) if ranked is not None else progress_of(event)
+    state = st.state
     advance = rank >= tuple(st.progress) and (
-        st.state not in FINAL_STATES or st.state in RETRYABLE_STATES
+        state not in FINAL_STATES or state in RETRYABLE_STATES
     )
     if apply is not None:
         apply(st, event, advance)
@@ -281,11 +291,6 @@ def _step(st: MessageStatus, event: Event) -> bool:
         entry_reason = f"arrived after the mail was {st.state}: state kept"
     else:
         entry_reason = f"arrived out of order (after {st.state}): state kept"
-    # the fields from the event's __dict__: every way an event is made puts
-    # every field there, and every field is plain (no lazy coercion:
-    # schemas.base._Shape.fast), so Faust's descriptor would give the same
-    # value, at a C call per read
-    f = event.__dict__
     at = f["occurred_at"]
     if not st.created_at or at < st.created_at:  # min(), max() without the calls
         st.created_at = at
@@ -295,7 +300,7 @@ def _step(st: MessageStatus, event: Event) -> bool:
         "at": at,
         "state": st.state,
         "reason": entry_reason,
-        "event": type(event).__name__,
+        "event": kind.__name__,
         "event_id": f["event_id"],
     })
     return False
