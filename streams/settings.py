@@ -42,6 +42,10 @@ class Settings:
     faust_web_port: int = 6066
     faust_web_enabled: bool = False
     uvloop: bool = True  # run the workers' event loops on uvloop (postlane/runner.py)
+    # the cyclic garbage collector's first-generation threshold in a worker
+    # (Python's default 700): objects start-up made are frozen out of it and it
+    # runs less often (postlane/runner.py, tune_gc); 0 leaves Python's own
+    gc_threshold: int = 20000
     session_timeout: float = 60.0  # broker_session_timeout (embedded: 6.0)
     heartbeat_interval: float = 3.0  # broker_heartbeat_interval (embedded: 1.0)
     fetch_max_wait_ms: int = 1500  # Faust's fixed value; embedded: 100
