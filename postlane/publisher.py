@@ -186,12 +186,15 @@ class Publisher:
         return self.publish(self.build(from_=from_, to=to, **fields))
 
     def close(self, timeout: float = 10.0) -> None:
-        """Wait up to ``timeout`` s for records still in flight, then stop."""
+        """Wait up to ``timeout`` s for records still in flight, then stop;
+        a publish still waiting then fails with PublishError (purged)."""
         if self._closing:
             return
         self._closing = True
         self._poller.join()
-        self._producer.flush(timeout)
+        if self._producer.flush(timeout):
+            self._producer.purge()  # else close() waits out the delivery timeout
+            self._producer.flush(0)  # their reports: the waiting publishes fail
         self._producer.close()
 
     def __enter__(self) -> Publisher:
