@@ -15,31 +15,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as TP
+from aiokafka.consumer.fetcher import PartitionRecords
 
 from streams.offsets import true_end_offsets
 
 
-def _counting(pr: Any, seen: dict[str, list[int]]) -> Iterator[Any]:
-    """aiokafka's partition records, counting each non-control batch."""
-    records = pr._records
-    topic = pr._tp.topic
-    while records.has_next():
-        batch = records.next_batch()
-        start = pr.next_fetch_offset
-        pr.next_fetch_offset = batch.next_offset
-        if batch.is_control_batch:
-            continue
-        n = sum(1 for r in batch if r.offset >= start)
-        if n:
-            c = seen.setdefault(topic, [0, 0])
-            c[0] += 1
-            c[1] += n
-            yield from ()
+def _counting(seen: dict[str, list[int]]) -> Callable[[Any], Iterator[Any]]:
+    """In place of aiokafka's ``PartitionRecords._unpack_records``: count
+    each non-control batch (and its records at or past the fetch offset),
+    move the fetch offset past it, yield nothing."""
+    def unpack(pr: Any) -> Iterator[Any]:
+        records = pr._records
+        while records.has_next():
+            batch = records.next_batch()
+            start = pr.next_fetch_offset
+            pr.next_fetch_offset = batch.next_offset
+            if batch.is_control_batch:
+                continue
+            n = sum(1 for r in batch if r.offset >= start)
+            if n:
+                c = seen.setdefault(pr._tp.topic, [0, 0])
+                c[0] += 1
+                c[1] += n
+        yield from ()
+    return unpack
 
 
 async def count_batches(bootstrap: str, idle: float = 1.0) -> dict[str, tuple[int, int]]:
@@ -48,25 +52,22 @@ async def count_batches(bootstrap: str, idle: float = 1.0) -> dict[str, tuple[in
                                 client_id="postlane-bench-batches", fetch_max_wait_ms=100)
     await consumer.start()
     seen: dict[str, list[int]] = {}
+    original = PartitionRecords._unpack_records
     try:
         tps = [TP(t, p) for t in await consumer.topics()
                for p in (consumer.partitions_for_topic(t) or ())]
         if not tps:
             return {}
+        PartitionRecords._unpack_records = _counting(seen)  # before the first fetch
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await true_end_offsets(consumer, tps)
-        fetcher = consumer._fetcher
         while True:
-            for res in list(fetcher._records.values()):
-                pr = getattr(res, "_partition_records", None)
-                if pr is not None and not getattr(pr, "_bench_counted", False):
-                    pr._records_iterator = _counting(pr, seen)
-                    pr._bench_counted = True
-            got = await consumer.getmany(timeout_ms=int(idle * 1000), max_records=100000)
-            if not got and all([await consumer.position(tp) >= ends[tp] for tp in tps]):
+            await consumer.getmany(timeout_ms=int(idle * 1000), max_records=100000)
+            if all([await consumer.position(tp) >= ends[tp] for tp in tps]):
                 break
     finally:
+        PartitionRecords._unpack_records = original
         await consumer.stop()
     return {t: (b, r) for t, (b, r) in sorted(seen.items())}
 
