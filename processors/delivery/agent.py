@@ -150,7 +150,7 @@ def register(rt: Runtime) -> None:
             running.add(ledger.message_id)
             ledger, started_event = core.start(ledger, action, worker_id)
             key = ledger.message_id.encode()
-            sent.append(await write_row(ledger_table, key, ledger.to_dict()))
+            sent.append(await write_row(ledger_table, key, core.row(ledger)))
             sent.append(await out.send(key=key, value=encode(started_event)))
             started.append((ledger, action, request))
         await acked(sent)  # the attempts (and commands' rows) are on the log before SMTP
@@ -218,7 +218,7 @@ def register(rt: Runtime) -> None:
             # answers on the log before the ledger records the command
             await acked(answered)
             if new is not None and new is not ledger and action.kind != "deliver":
-                sent.append(await write_row(ledger_table, key, new.to_dict()))
+                sent.append(await write_row(ledger_table, key, core.row(new)))
             ledger = new  # with deliver: written by core.start in the batch
         elif isinstance(event, RoutingDecided):
             if event.outcome != "routed":
@@ -228,7 +228,7 @@ def register(rt: Runtime) -> None:
         elif isinstance(event, QuotaGranted | QuotaRefused):
             new, action = tokens.on_answer(ledger, event, now)
             if new is not ledger and new is not None and action.kind != "deliver":
-                sent.append(await write_row(ledger_table, key, new.to_dict()))
+                sent.append(await write_row(ledger_table, key, core.row(new)))
                 signalled.pop(event.message_id, None)  # the timer signals it when due
             ledger = new
         else:
@@ -239,7 +239,7 @@ def register(rt: Runtime) -> None:
             # a later SMTP transaction: it starts once the quota granted its token
             sent.append(await quota_topic.send(key=key, value=encode(tokens.ask(ledger))))
             if isinstance(event, QueueCommandIssued):  # its ledger (command id) is kept
-                sent.append(await write_row(ledger_table, key, ledger.to_dict()))
+                sent.append(await write_row(ledger_table, key, core.row(ledger)))
             return None
         if action.kind != "deliver" or ledger is None:
             if action.reason:

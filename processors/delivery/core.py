@@ -43,6 +43,8 @@ from schemas import (
     QueueCommandIssued,
     QueueCommandRefused,
     RoutingDecided,
+    SendRequested,
+    compact,
     ids,
     plain,
 )
@@ -97,6 +99,11 @@ _LEDGER_FIELDS = frozenset(f.name for f in fields(Ledger))
 # every field in order with its default (the required ones filled by new_ledger)
 _NEW_LEDGER: dict[str, Any] = {
     f.name: None if f.default is MISSING else f.default for f in fields(Ledger)}
+# fields a row leaves out at their default (``row``); never ``done``
+_ROW_DEFAULTS = tuple(
+    (f.name, f.default if f.default is not MISSING else f.default_factory())  # type: ignore[operator]
+    for f in fields(Ledger)
+    if f.name != "done" and (f.default is not MISSING or f.default_factory is not MISSING))
 _LEDGER_FACTORIES = tuple((f.name, f.default_factory) for f in fields(Ledger)
                           if f.default_factory is not MISSING)
 
@@ -118,7 +125,7 @@ def new_ledger(decision: RoutingDecided, recipients: list[str], now: float) -> L
         values[name] = factory()
     values.update(
         message_id=decision.message_id,
-        decision=dict(decision.to_representation()),
+        decision=kept_decision(decision),
         server=decision.server,
         pending=list(recipients),
         first_at=now,
@@ -168,21 +175,45 @@ def on_retry_due(ledger: Ledger | None, attempt: int, now: float) -> Action:
     return Action("deliver")
 
 
+# what the ledger keeps of a routing decision: what delivery sends with (the
+# request, server, From and envelope sender) and which decision it was; not
+# the router's explanation, the suppressed recipients or the event's times
+_KEPT_OF_DECISION = ("event_id", "message_id", "outcome", "server", "header_from",
+                     "envelope_from", "rule", "request", "direct")
 # what a finished row keeps of the request: enough to say what it was, not the mail
 _KEPT_OF_REQUEST = ("message_id", "from_", "to", "cc", "bcc", "subject", "tenant", "kind",
                     "campaign", "list_id")
 
 
+def kept_decision(decision: RoutingDecided) -> dict[str, Any]:
+    """The ``decision`` a ledger keeps: ``_KEPT_OF_DECISION`` of it, fields
+    at their default left out (``schemas.compact``, also in the request it
+    carries), ``carried(RoutingDecided, ...)`` fills them in again. The
+    router's ``reason`` alone was ~140 bytes of each of a mail's rows."""
+    data = decision.to_representation()
+    kept = {k: data[k] for k in _KEPT_OF_DECISION if k in data}
+    request = kept.get("request")
+    if isinstance(request, dict):
+        kept["request"] = compact(SendRequested, request)
+    return compact(RoutingDecided, kept)
+
+
 def row(ledger: Ledger) -> dict[str, Any]:
-    """The table value of ``ledger``. A mail every recipient accepted can
+    """The table value of ``ledger``: its fields, without those at their
+    default (``Ledger.from_dict`` fills them in; ``done`` is always
+    written, see ``may_be_open``). A mail every recipient accepted can
     never be sent again (a retry re-sends failed recipients only), so its
     row drops the request's body, headers and attachments: a redelivered
-    decision or command only needs to find it done. That is ~1 KB of the
-    ~3 KB the two rows of a sent mail wrote to the changelog."""
+    decision or command only needs to find it done. Every ledger write
+    goes through here."""
     value = ledger.to_dict()
+    for name, default in _ROW_DEFAULTS:
+        if value[name] == default:
+            del value[name]
     if ledger.done and not ledger.pending and not ledger.failed and not ledger.cancelled:
         request = value["decision"].get("request") or {}
-        value["decision"]["request"] = {k: request[k] for k in _KEPT_OF_REQUEST if k in request}
+        value["decision"]["request"] = {k: request[k] for k in _KEPT_OF_REQUEST
+                                        if k in request}
     return value
 
 
@@ -331,7 +362,7 @@ def _finish(ledger: Ledger, outcomes: list[dict[str, Any]], now: float,
     next_at, server, decision = step.at, step.server, ledger.decision
     if step.kind == "move":
         assert next_decision is not None
-        decision = dict(next_decision.to_representation())
+        decision = kept_decision(next_decision)
     elif step.kind == "give_up":
         for o in deferred:
             o2 = {**o, "status": "failed", "text": f"{o['text']} ({gave_up(ledger.attempt)})"}
