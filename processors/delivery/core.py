@@ -180,8 +180,10 @@ def on_retry_due(ledger: Ledger | None, attempt: int, now: float) -> Action:
 # the router's explanation, the suppressed recipients or the event's times
 _KEPT_OF_DECISION = ("event_id", "message_id", "outcome", "server", "header_from",
                      "envelope_from", "rule", "request", "direct")
-# what a finished row keeps of the request: enough to say what it was, not the mail
-_KEPT_OF_REQUEST = ("message_id", "from_", "to", "cc", "bcc", "subject", "tenant", "kind",
+# what a sent mail's row keeps of its decision and request: which decision,
+# server and mail it was, not the mail (the ledger's message_id says whose)
+_KEPT_OF_SENT = ("event_id", "server", "request")
+_KEPT_OF_REQUEST = ("from_", "to", "cc", "bcc", "subject", "tenant", "kind",
                     "campaign", "list_id")
 
 
@@ -203,17 +205,20 @@ def row(ledger: Ledger) -> dict[str, Any]:
     default (``Ledger.from_dict`` fills them in; ``done`` is always
     written, see ``may_be_open``). A mail every recipient accepted can
     never be sent again (a retry re-sends failed recipients only), so its
-    row drops the request's body, headers and attachments: a redelivered
-    decision or command only needs to find it done. Every ledger write
+    row keeps of the decision only its id, server and the request's
+    addresses and subject: a redelivered decision or command only needs to
+    find it done, and nothing sends with it again. Every ledger write
     goes through here."""
     value = ledger.to_dict()
     for name, default in _ROW_DEFAULTS:
         if value[name] == default:
             del value[name]
     if ledger.done and not ledger.pending and not ledger.failed and not ledger.cancelled:
-        request = value["decision"].get("request") or {}
-        value["decision"]["request"] = {k: request[k] for k in _KEPT_OF_REQUEST
-                                        if k in request}
+        decision = value["decision"]
+        request = decision.get("request") or {}
+        decision = {k: decision[k] for k in _KEPT_OF_SENT if k in decision}
+        decision["request"] = {k: request[k] for k in _KEPT_OF_REQUEST if k in request}
+        value["decision"] = decision
     return value
 
 

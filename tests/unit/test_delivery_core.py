@@ -323,6 +323,7 @@ def test_a_sent_mails_row_drops_the_body_and_still_refuses_it_again() -> None:
     value = core.row(new)
     assert "text" not in value["decision"]["request"]
     assert value["decision"]["request"]["to"] == [A, B]
+    assert set(value["decision"]) == {"event_id", "server", "request"}
     back = Ledger.from_dict(value)
     assert back is not None and back.done
     # a redelivered decision is still a duplicate, a retry still refused
