@@ -83,7 +83,7 @@ from streams.topics import (
 from ..deadletter import send_dead_letter
 from ..limiter.limits import LimitsCache
 from ..runtime import Runtime
-from . import core, tokens
+from . import claim, core, tokens
 from .sender import Sender
 
 NAME = "delivery"
@@ -110,6 +110,7 @@ def register(rt: Runtime) -> None:
     limits = LimitsCache(rt.config, s)
     ledger_table = rt.table(tables.DELIVERY_LEDGER)
     sender = Sender(rt)
+    reader = claim.RequestReader(s)  # requests read back by offset (claim.py)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     signalled: dict[str, int] = {}  # message_id -> attempt already signalled (timer dedupe)
     running: set[str] = set()  # message_ids of the batch in progress here (not orphaned)
@@ -207,6 +208,7 @@ def register(rt: Runtime) -> None:
         now = time.time()
         key = event.message_id.encode()  # type: ignore[attr-defined]
         ledger = core.Ledger.from_dict(ledger_table.get(key))
+        stored = ledger
         if isinstance(event, QueueCommandIssued):
             new, action, answers = core.on_command(ledger, event, now)
             answered = []
@@ -224,7 +226,12 @@ def register(rt: Runtime) -> None:
             if event.outcome != "routed":
                 return None
             recipients = sender.recipients(event, request)
-            ledger, action = core.on_routed(ledger, event, recipients, now)
+            # the record the request is in: a first attempt's rows refer to it
+            source = (message.topic, message.partition, message.offset)
+            ledger, action = core.on_routed(ledger, event, recipients, now, source=source)
+            if core.needs_body(stored) and ledger is not None:
+                ledger = core.with_request(ledger, request)  # redelivered: it carries it
+                stored = None
         elif isinstance(event, QuotaGranted | QuotaRefused):
             new, action = tokens.on_answer(ledger, event, now)
             if new is not ledger and new is not None and action.kind != "deliver":
@@ -245,6 +252,13 @@ def register(rt: Runtime) -> None:
             if action.reason:
                 log.debug("%s: %s", event.message_id, action.reason)  # type: ignore[attr-defined]
             return None
+        if core.needs_body(stored):  # a restart left the first attempt to retry
+            try:
+                ledger = core.with_request(ledger, await reader.request(
+                    ledger.message_id, ledger.body_at))
+            except claim.RequestUnreadable as exc:
+                log.error("%s", exc)
+                return str(exc)
         request = carried(SendRequested, ledger.decision["request"])
         return ledger, action, request
 

@@ -81,6 +81,11 @@ class Ledger:
     cancelled: bool = False  # an operator cancelled it (done; ``pending`` never sent)
     token: int = 0  # the attempt the quota granted a token for (tokens.py)
     run: str = ""  # the process (its RUN) that started the attempt in flight; "": none
+    # the claim check: "topic:partition:offset" of the record (the router's
+    # direct RoutingDecided, or the limiter's MailReleased) that carries the
+    # request of the first attempt, in flight; its rows leave the body out
+    # (``row``), finishing the attempt clears it. "": the row has the request
+    body_at: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)  # a deep copy, as plain JSON values
@@ -115,7 +120,8 @@ class Action:
     interrupted: bool = False
 
 
-def new_ledger(decision: RoutingDecided, recipients: list[str], now: float) -> Ledger:
+def new_ledger(decision: RoutingDecided, recipients: list[str], now: float,
+               source: tuple[str, int, int] | None = None) -> Ledger:
     # Ledger(message_id=..., decision=..., server=..., pending=..., first_at=now)
     # without the frozen dataclass's __init__ (a setattr per field)
     new = object.__new__(Ledger)
@@ -129,22 +135,24 @@ def new_ledger(decision: RoutingDecided, recipients: list[str], now: float) -> L
         server=decision.server,
         pending=list(recipients),
         first_at=now,
+        body_at=body_at(*source) if source else "",
     )
     return new
 
 
 def on_routed(
     ledger: Ledger | None, decision: RoutingDecided, recipients: list[str], now: float,
-    run: str = RUN,
+    run: str = RUN, source: tuple[str, int, int] | None = None,
 ) -> tuple[Ledger | None, Action]:
     """A routing decision arrived (first time, or redelivered); ``run``: the
-    process deciding (see ``start``)."""
+    process deciding (see ``start``); ``source``: the record that carried
+    it (topic, partition, offset: ``Ledger.body_at``)."""
     if decision.outcome != "routed":
         return ledger, Action("skip", f"not routed ({decision.outcome})")
     if ledger is None:
         if not recipients:
             return None, Action("skip", "no recipient left (all suppressed)")
-        return new_ledger(decision, recipients, now), Action("deliver")
+        return new_ledger(decision, recipients, now, source), Action("deliver")
     if ledger.cancelled:
         return ledger, Action("skip", "cancelled by an operator: duplicate decision")
     if ledger.done:
@@ -207,19 +215,45 @@ def row(ledger: Ledger) -> dict[str, Any]:
     never be sent again (a retry re-sends failed recipients only), so its
     row keeps of the decision only its id, server and the request's
     addresses and subject: a redelivered decision or command only needs to
-    find it done, and nothing sends with it again. Every ledger write
-    goes through here."""
+    find it done, and nothing sends with it again. The row of a first
+    attempt in flight (``body_at`` set) keeps of the request its addresses
+    and subject too: the request is on the log at ``body_at``, and the
+    agent reads it back from there when a restart leaves that attempt to
+    retry (see agent.py). Every ledger write goes through here."""
     value = ledger.to_dict()
     for name, default in _ROW_DEFAULTS:
         if value[name] == default:
             del value[name]
-    if ledger.done and not ledger.pending and not ledger.failed and not ledger.cancelled:
+    if ledger.body_at:  # the request is on the log there: its addresses and subject only
+        request = value["decision"].get("request") or {}
+        value["decision"]["request"] = {k: request[k] for k in _KEPT_OF_REQUEST
+                                        if k in request}
+    elif ledger.done and not ledger.pending and not ledger.failed and not ledger.cancelled:
         decision = value["decision"]
         request = decision.get("request") or {}
         decision = {k: decision[k] for k in _KEPT_OF_SENT if k in decision}
         decision["request"] = {k: request[k] for k in _KEPT_OF_REQUEST if k in request}
         value["decision"] = decision
     return value
+
+
+def body_at(topic: str, partition: int, offset: int) -> str:
+    """``Ledger.body_at`` of a record (a topic name holds no ``:``)."""
+    return f"{topic}:{partition}:{offset}"
+
+
+def needs_body(stored: Ledger | None) -> bool:
+    """Whether ``stored`` (a ledger read from its row) lacks the request's
+    body: its attempt started from the record at ``body_at``, which the
+    agent reads again (``with_request``) before sending."""
+    return stored is not None and bool(stored.body_at)
+
+
+def with_request(ledger: Ledger, request: SendRequested) -> Ledger:
+    """``ledger`` with the whole ``request`` back in its decision (read from
+    the record at ``body_at``, or carried by that record redelivered)."""
+    decision = {**ledger.decision, "request": compact(SendRequested, request.to_representation())}
+    return changed(ledger, decision=decision)
 
 
 def may_be_open(raw: bytes) -> bool:
@@ -377,6 +411,7 @@ def _finish(ledger: Ledger, outcomes: list[dict[str, Any]], now: float,
     new = changed(
         ledger, accepted=accepted, failed=failed, pending=pending, inflight=False,
         next_at=next_at, done=not pending, server=server, decision=decision, run="",
+        body_at="",
     )
     return new, final_outcomes + deferred, next_at, server
 
