@@ -229,8 +229,9 @@ def register(rt: Runtime) -> None:
             # the record the request is in: a first attempt's rows refer to it
             source = (message.topic, message.partition, message.offset)
             ledger, action = core.on_routed(ledger, event, recipients, now, source=source)
-            if core.needs_body(stored) and ledger is not None:
-                ledger = core.with_request(ledger, request)  # redelivered: it carries it
+            if (core.needs_body(stored) and ledger is not None and stored is not None
+                    and core.is_its_decision(stored, event)):
+                ledger = core.with_decision(ledger, event)  # redelivered: it carries it
                 stored = None
         elif isinstance(event, QuotaGranted | QuotaRefused):
             new, action = tokens.on_answer(ledger, event, now)
@@ -254,7 +255,7 @@ def register(rt: Runtime) -> None:
             return None
         if core.needs_body(stored):  # a restart left the first attempt to retry
             try:
-                ledger = core.with_request(ledger, await reader.request(
+                ledger = core.with_decision(ledger, await reader.decision(
                     ledger.message_id, ledger.body_at))
             except claim.RequestUnreadable as exc:
                 log.error("%s", exc)

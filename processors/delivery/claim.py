@@ -1,14 +1,14 @@
-"""Reading a mail's request back from the record its attempt came from.
+"""Reading a mail's decision back from the record its attempt came from.
 
-The ledger row of a first attempt in flight leaves the request's body out
-(``core.row``): the body is on the log already, in the record the attempt
+The ledger row of a first attempt in flight leaves the decision and the
+request's body out (``core.row``): they are on the log already, in the record the attempt
 started from (``Ledger.body_at``: the router's direct RoutingDecided on
 ``routing-decided``, or the limiter's MailReleased on ``released``). When a
 restart leaves that attempt to be retried:
 
 - the input was not acknowledged (a batch is acknowledged only when it
   finished, streams/batches.py), so the same record is delivered again and
-  carries the request: nothing is read here;
+  carries the decision: nothing is read here;
 - otherwise (the attempt raised, or the retry timer found it orphaned
   first) the agent reads that one record here, by its offset.
 
@@ -48,18 +48,19 @@ class RequestUnreadable(PostlaneError, RuntimeError):
             f"(a new message_id) if it must still go out")
 
 
-def request_of(raw: bytes | None, message_id: str) -> SendRequested | None:
-    """The request a RoutingDecided or MailReleased record carries, when it
-    is this mail's (None otherwise)."""
+def decision_of(raw: bytes | None, message_id: str) -> RoutingDecided | None:
+    """The routing decision (with its request) a RoutingDecided or
+    MailReleased record carries, when it is this mail's (None otherwise)."""
     try:
         event = decode_any(_CARRIERS, raw)
         if isinstance(event, MailReleased):
             event = carried(RoutingDecided, event.decision)
+        if not isinstance(event, RoutingDecided) or event.message_id != message_id:
+            return None
+        carried(SendRequested, event.request)  # a request that reads
     except (InvalidEvent, TypeError, ValueError):
         return None
-    if event.message_id != message_id or not event.request:
-        return None
-    return carried(SendRequested, event.request)
+    return event
 
 
 class RequestReader:
@@ -72,9 +73,9 @@ class RequestReader:
         self.lock = asyncio.Lock()
         self.reads = 0  # records read back (metrics, tests)
 
-    async def request(self, message_id: str, body_at: str) -> SendRequested:
-        """The request of ``message_id`` carried by the record at ``body_at``
-        (``topic:partition:offset``)."""
+    async def decision(self, message_id: str, body_at: str) -> RoutingDecided:
+        """The decision (with the request) of ``message_id`` carried by the
+        record at ``body_at`` (``topic:partition:offset``)."""
         try:
             topic, part, off = body_at.rsplit(":", 2)
             partition, offset = int(part), int(off)
@@ -84,13 +85,13 @@ class RequestReader:
             raw = await self._read(topic, partition, offset)
         if raw is None:
             raise RequestUnreadable(message_id, body_at, f"no record within {self.timeout:.0f} s")
-        request = request_of(raw, message_id)
-        if request is None:
+        decision = decision_of(raw, message_id)
+        if decision is None:
             raise RequestUnreadable(message_id, body_at, "not this mail's decision")
         self.reads += 1
-        log.info("%s: request read back from %s partition %d offset %d", message_id, topic,
+        log.info("%s: decision read back from %s partition %d offset %d", message_id, topic,
                  partition, offset)
-        return request
+        return decision
 
     async def _read(self, topic: str, partition: int, offset: int) -> bytes | None:
         if self.consumer is None:

@@ -216,19 +216,16 @@ def row(ledger: Ledger) -> dict[str, Any]:
     row keeps of the decision only its id, server and the request's
     addresses and subject: a redelivered decision or command only needs to
     find it done, and nothing sends with it again. The row of a first
-    attempt in flight (``body_at`` set) keeps of the request its addresses
-    and subject too: the request is on the log at ``body_at``, and the
-    agent reads it back from there when a restart leaves that attempt to
-    retry (see agent.py). Every ledger write goes through here."""
+    attempt in flight (``body_at`` set) keeps as little: the decision is on
+    the log at ``body_at``, and the agent reads it back from there
+    (``with_decision``) when a restart leaves that attempt to retry (see
+    agent.py). Every ledger write goes through here."""
     value = ledger.to_dict()
     for name, default in _ROW_DEFAULTS:
         if value[name] == default:
             del value[name]
-    if ledger.body_at:  # the request is on the log there: its addresses and subject only
-        request = value["decision"].get("request") or {}
-        value["decision"]["request"] = {k: request[k] for k in _KEPT_OF_REQUEST
-                                        if k in request}
-    elif ledger.done and not ledger.pending and not ledger.failed and not ledger.cancelled:
+    if ledger.body_at or (
+            ledger.done and not ledger.pending and not ledger.failed and not ledger.cancelled):
         decision = value["decision"]
         request = decision.get("request") or {}
         decision = {k: decision[k] for k in _KEPT_OF_SENT if k in decision}
@@ -243,17 +240,22 @@ def body_at(topic: str, partition: int, offset: int) -> str:
 
 
 def needs_body(stored: Ledger | None) -> bool:
-    """Whether ``stored`` (a ledger read from its row) lacks the request's
-    body: its attempt started from the record at ``body_at``, which the
-    agent reads again (``with_request``) before sending."""
+    """Whether ``stored`` (a ledger read from its row) lacks its decision
+    and request: its attempt started from the record at ``body_at``, which
+    the agent reads again (``with_decision``) before sending."""
     return stored is not None and bool(stored.body_at)
 
 
-def with_request(ledger: Ledger, request: SendRequested) -> Ledger:
-    """``ledger`` with the whole ``request`` back in its decision (read from
-    the record at ``body_at``, or carried by that record redelivered)."""
-    decision = {**ledger.decision, "request": compact(SendRequested, request.to_representation())}
-    return changed(ledger, decision=decision)
+def is_its_decision(stored: Ledger, decision: RoutingDecided) -> bool:
+    """Whether ``decision`` is the one ``stored`` was started from (the
+    record at ``body_at`` delivered again, or its release)."""
+    return bool(decision.event_id) and decision.event_id == stored.decision.get("event_id")
+
+
+def with_decision(ledger: Ledger, decision: RoutingDecided) -> Ledger:
+    """``ledger`` with its whole decision and request back (read from the
+    record at ``body_at``, or that record redelivered)."""
+    return changed(ledger, decision=kept_decision(decision))
 
 
 def may_be_open(raw: bytes) -> bool:

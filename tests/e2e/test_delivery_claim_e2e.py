@@ -1,4 +1,4 @@
-"""Delivery reads a mail's request back from the record its first attempt
+"""Delivery reads a mail's decision back from the record its first attempt
 came from (``processors/delivery/claim.py``), on the real broker: records
 written in one producer batch, read by the offset of one in the middle."""
 
@@ -45,17 +45,17 @@ def test_a_request_is_read_back_by_its_offset(broker: EmbeddedBroker, tmp_path: 
     async def run() -> None:
         reader = claim.RequestReader(s, timeout=3.0)
         try:
-            got = await reader.request("m6", core.body_at(decided, 1, offsets[6]))
-            assert got.message_id == "m6" and got.text == "body 6\n" * 50
-            got = await reader.request("m2", core.body_at(decided, 1, offsets[2]))  # backwards
-            assert got.subject == "mail 2"
-            got = await reader.request("m3", core.body_at(released, 0, rel_offset))
-            assert got.to == ["u3@dest.test"]
+            got = await reader.decision("m6", core.body_at(decided, 1, offsets[6]))
+            assert got.message_id == "m6" and got.request["text"] == "body 6\n" * 50
+            got = await reader.decision("m2", core.body_at(decided, 1, offsets[2]))  # backwards
+            assert got.request["subject"] == "mail 2"
+            got = await reader.decision("m3", core.body_at(released, 0, rel_offset))
+            assert got.request["to"] == ["u3@dest.test"] and got.header_from == "app@a.test"
             assert reader.reads == 3
             with pytest.raises(claim.RequestUnreadable, match="not this mail's decision"):
-                await reader.request("m7", core.body_at(decided, 1, offsets[6]))
+                await reader.decision("m7", core.body_at(decided, 1, offsets[6]))
             with pytest.raises(claim.RequestUnreadable, match="no record within"):
-                await reader.request("m6", core.body_at(decided, 1, offsets[-1] + 5))
+                await reader.decision("m6", core.body_at(decided, 1, offsets[-1] + 5))
         finally:
             await reader.close()
 

@@ -1,7 +1,7 @@
-"""The claim check: a first attempt's ledger rows leave the request's body
-out and refer to the record that carries it (``Ledger.body_at``); the
-agent puts it back (``with_request``) from that record, redelivered or
-read by its offset (``claim.request_of`` reads the record)."""
+"""The claim check: a first attempt's ledger rows leave the decision and
+the request's body out and refer to the record that carries them
+(``Ledger.body_at``); the agent puts them back (``with_decision``) from that
+record, redelivered or read by its offset (``claim.decision_of`` reads it)."""
 
 from __future__ import annotations
 
@@ -27,13 +27,15 @@ def test_a_first_attempts_row_refers_to_the_record_instead_of_carrying_the_body(
     ledger = first_attempt()
     value = core.row(ledger)
     assert value["body_at"] == "postlane.routing-decided:2:41"
+    assert set(value["decision"]) == {"event_id", "server", "request"}
     request = value["decision"]["request"]
     assert "text" not in request and request["to"] == [A, B] and request["subject"] == "s"
     stored = Ledger.from_dict(value)
     assert core.needs_body(stored) and not core.needs_body(None)
     # put back from the record, the ledger is the one that started
-    assert stored is not None
-    full = core.with_request(stored, SendRequested.from_data(D.request))
+    assert stored is not None and core.is_its_decision(stored, D)
+    assert not core.is_its_decision(stored, decision())  # another decision of the mail
+    full = core.with_decision(stored, D)
     assert full.decision == ledger.decision and full == ledger
     assert carried(SendRequested, full.decision["request"]).text == "t"
 
@@ -59,16 +61,18 @@ def test_a_retry_of_a_deferred_mail_keeps_the_body_in_its_rows() -> None:
     assert not core.needs_body(Ledger.from_dict(core.row(again)))
 
 
-def test_the_record_read_back_gives_the_request_of_that_mail_only() -> None:
+def test_the_record_read_back_gives_the_decision_of_that_mail_only() -> None:
     d = decision()
-    want = SendRequested.from_data(d.request)
-    assert claim.request_of(encode(d), "m1") == want
+    got = claim.decision_of(encode(d), "m1")
+    assert got is not None and core.kept_decision(got) == core.kept_decision(d)
     released = MailReleased(message_id="m1", lane="transactional",
                             decision=d.to_representation())
-    assert claim.request_of(encode(released), "m1") == want
-    assert claim.request_of(encode(d), "m2") is None  # another mail's record
-    assert claim.request_of(b"not json", "m1") is None
-    assert claim.request_of(None, "m1") is None
+    got = claim.decision_of(encode(released), "m1")
+    assert got is not None and core.kept_decision(got) == core.kept_decision(d)
+    assert claim.decision_of(encode(d), "m2") is None  # another mail's record
+    assert claim.decision_of(b"not json", "m1") is None
+    assert claim.decision_of(None, "m1") is None
+    assert claim.decision_of(encode(SendRequested.from_data(d.request)), "m1") is None
 
 
 def test_an_unreadable_record_says_where_and_what_to_do() -> None:
