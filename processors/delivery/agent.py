@@ -110,7 +110,7 @@ def register(rt: Runtime) -> None:
     limits = LimitsCache(rt.config, s)
     ledger_table = rt.table(tables.DELIVERY_LEDGER)
     sender = Sender(rt)
-    reader = claim.RequestReader(s)  # requests read back by offset (claim.py)
+    reader = claim.DecisionReader(s)  # decisions read back by their offset (claim.py)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     signalled: dict[str, int] = {}  # message_id -> attempt already signalled (timer dedupe)
     running: set[str] = set()  # message_ids of the batch in progress here (not orphaned)
@@ -257,7 +257,7 @@ def register(rt: Runtime) -> None:
             try:
                 ledger = core.with_decision(ledger, await reader.decision(
                     ledger.message_id, ledger.body_at))
-            except claim.RequestUnreadable as exc:
+            except claim.DecisionUnreadable as exc:
                 log.error("%s", exc)
                 return str(exc)
         request = carried(SendRequested, ledger.decision["request"])

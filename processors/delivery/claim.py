@@ -35,17 +35,19 @@ _CARRIERS: dict[str, type[Any]] = {"RoutingDecided": RoutingDecided,
                                    "MailReleased": MailReleased}
 
 
-class RequestUnreadable(PostlaneError, RuntimeError):
+class DecisionUnreadable(PostlaneError, RuntimeError):
     """The record a ledger's attempt came from cannot be read (gone from the
     log, or not a decision): its mail cannot be sent again from here."""
 
     def __init__(self, message_id: str, body_at: str, why: str) -> None:
         self.message_id, self.body_at = message_id, body_at
-        where = "{} partition {} offset {}".format(*body_at.rsplit(":", 2))
+        parts = body_at.rsplit(":", 2)
+        where = ("{} partition {} offset {}".format(*parts) if len(parts) == 3
+                 else repr(body_at))
         super().__init__(
-            f"{message_id}: the request of its interrupted attempt is not readable at "
-            f"{where} ({why}); the ledger keeps it in flight. Publish the mail again "
-            f"(a new message_id) if it must still go out")
+            f"{message_id}: the decision and request of its interrupted attempt are not "
+            f"readable at {where} ({why}); the ledger keeps it in flight. Publish the mail "
+            f"again (a new message_id) if it must still go out")
 
 
 def decision_of(raw: bytes | None, message_id: str) -> RoutingDecided | None:
@@ -63,7 +65,7 @@ def decision_of(raw: bytes | None, message_id: str) -> RoutingDecided | None:
     return event
 
 
-class RequestReader:
+class DecisionReader:
     """Reads one record by (topic, partition, offset)."""
 
     def __init__(self, settings: Settings, timeout: float = 10.0) -> None:
@@ -80,14 +82,14 @@ class RequestReader:
             topic, part, off = body_at.rsplit(":", 2)
             partition, offset = int(part), int(off)
         except ValueError as exc:
-            raise RequestUnreadable(message_id, body_at, "not a topic, partition, offset") from exc
+            raise DecisionUnreadable(message_id, body_at, "not a topic, partition, offset") from exc
         async with self.lock:
             raw = await self._read(topic, partition, offset)
         if raw is None:
-            raise RequestUnreadable(message_id, body_at, f"no record within {self.timeout:.0f} s")
+            raise DecisionUnreadable(message_id, body_at, f"no record within {self.timeout:.0f} s")
         decision = decision_of(raw, message_id)
         if decision is None:
-            raise RequestUnreadable(message_id, body_at, "not this mail's decision")
+            raise DecisionUnreadable(message_id, body_at, "not this mail's decision")
         self.reads += 1
         log.info("%s: decision read back from %s partition %d offset %d", message_id, topic,
                  partition, offset)

@@ -66,7 +66,7 @@ def test_a_request_is_read_back_by_its_offset(broker: EmbeddedBroker, tmp_path: 
         p.close()
 
     async def run() -> None:
-        reader = claim.RequestReader(s, timeout=3.0)
+        reader = claim.DecisionReader(s, timeout=3.0)
         try:
             got = await reader.decision("m6", core.body_at(decided, 1, offsets[6]))
             assert got.message_id == "m6" and got.request["text"] == "body 6\n" * 50
@@ -75,9 +75,9 @@ def test_a_request_is_read_back_by_its_offset(broker: EmbeddedBroker, tmp_path: 
             got = await reader.decision("m3", core.body_at(released, 0, rel_offset))
             assert got.request["to"] == ["u3@dest.test"] and got.header_from == "app@a.test"
             assert reader.reads == 3
-            with pytest.raises(claim.RequestUnreadable, match="not this mail's decision"):
+            with pytest.raises(claim.DecisionUnreadable, match="not this mail's decision"):
                 await reader.decision("m7", core.body_at(decided, 1, offsets[6]))
-            with pytest.raises(claim.RequestUnreadable, match="no record within"):
+            with pytest.raises(claim.DecisionUnreadable, match="no record within"):
                 await reader.decision("m6", core.body_at(decided, 1, offsets[-1] + 5))
         finally:
             await reader.close()

@@ -76,6 +76,7 @@ def test_the_record_read_back_gives_the_decision_of_that_mail_only() -> None:
 
 
 def test_an_unreadable_record_says_where_and_what_to_do() -> None:
-    exc = claim.RequestUnreadable("m1", core.body_at(*AT), "no record within 10 s")
+    exc = claim.DecisionUnreadable("m1", core.body_at(*AT), "no record within 10 s")
     assert "postlane.routing-decided partition 2 offset 41" in str(exc)
     assert "Publish the mail again" in str(exc)
+    assert "'nonsense'" in str(claim.DecisionUnreadable("m1", "nonsense", "not a topic"))
