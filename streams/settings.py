@@ -58,7 +58,9 @@ class Settings:
     producer_max_batch_size: int = 16384
     # codec of the record batches Postlane's producers write: lz4 (default;
     # the embedded broker keeps batches as they come, so this is its memory
-    # per mail too), zstd, gzip, snappy or none. Readers need the codec:
+    # per mail too, plus ~1.3-1.6 KB per batch), zstd (~20% less broker
+    # memory than lz4, ~17 us more CPU per batch: bench/README.md, "Broker
+    # memory per mail"), gzip, snappy or none. Readers need the codec:
     # librdkafka and Java have them all; kafkajs needs a codec package for lz4
     # how long a producer waits for more records before a produce request (ms):
     # records written meanwhile share it (fewer requests, socket writes and
