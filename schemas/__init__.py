@@ -1,6 +1,6 @@
 """Postlane's events. See schemas/base.py for the rules every event follows."""
 
-from .base import Event, InvalidEvent, decode, decode_any, encode, plain
+from .base import Event, InvalidEvent, compact, decode, decode_any, encode, plain
 from .bounces import (
     BlacklistChanged,
     BlacklistEdited,
@@ -123,6 +123,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
 
 __all__ = [
     "plain",
+    "compact",
     "UnsubscribeRequested",
     "DkimKeyConfigured",
     "DkimKeyRemoved",

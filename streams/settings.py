@@ -42,6 +42,10 @@ class Settings:
     faust_web_port: int = 6066
     faust_web_enabled: bool = False
     uvloop: bool = True  # run the workers' event loops on uvloop (postlane/runner.py)
+    # the cyclic garbage collector's first-generation threshold in a worker
+    # (Python's default 700): objects start-up made are frozen out of it and it
+    # runs less often (postlane/runner.py, tune_gc); 0 leaves Python's own
+    gc_threshold: int = 20000
     session_timeout: float = 60.0  # broker_session_timeout (embedded: 6.0)
     heartbeat_interval: float = 3.0  # broker_heartbeat_interval (embedded: 1.0)
     fetch_max_wait_ms: int = 1500  # Faust's fixed value; embedded: 100
@@ -54,7 +58,9 @@ class Settings:
     producer_max_batch_size: int = 16384
     # codec of the record batches Postlane's producers write: lz4 (default;
     # the embedded broker keeps batches as they come, so this is its memory
-    # per mail too), zstd, gzip, snappy or none. Readers need the codec:
+    # per mail too, plus ~1.3-1.6 KB per batch), zstd (~20% less broker
+    # memory than lz4, ~17 us more CPU per batch: bench/README.md, "Broker
+    # memory per mail"), gzip, snappy or none. Readers need the codec:
     # librdkafka and Java have them all; kafkajs needs a codec package for lz4
     # how long a producer waits for more records before a produce request (ms):
     # records written meanwhile share it (fewer requests, socket writes and

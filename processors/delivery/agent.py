@@ -83,7 +83,7 @@ from streams.topics import (
 from ..deadletter import send_dead_letter
 from ..limiter.limits import LimitsCache
 from ..runtime import Runtime
-from . import core, tokens
+from . import claim, core, tokens
 from .sender import Sender
 
 NAME = "delivery"
@@ -110,6 +110,7 @@ def register(rt: Runtime) -> None:
     limits = LimitsCache(rt.config, s)
     ledger_table = rt.table(tables.DELIVERY_LEDGER)
     sender = Sender(rt)
+    reader = claim.DecisionReader(s)  # decisions read back by their offset (claim.py)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     signalled: dict[str, int] = {}  # message_id -> attempt already signalled (timer dedupe)
     running: set[str] = set()  # message_ids of the batch in progress here (not orphaned)
@@ -150,7 +151,7 @@ def register(rt: Runtime) -> None:
             running.add(ledger.message_id)
             ledger, started_event = core.start(ledger, action, worker_id)
             key = ledger.message_id.encode()
-            sent.append(await write_row(ledger_table, key, ledger.to_dict()))
+            sent.append(await write_row(ledger_table, key, core.row(ledger)))
             sent.append(await out.send(key=key, value=encode(started_event)))
             started.append((ledger, action, request))
         await acked(sent)  # the attempts (and commands' rows) are on the log before SMTP
@@ -207,6 +208,7 @@ def register(rt: Runtime) -> None:
         now = time.time()
         key = event.message_id.encode()  # type: ignore[attr-defined]
         ledger = core.Ledger.from_dict(ledger_table.get(key))
+        stored = ledger
         if isinstance(event, QueueCommandIssued):
             new, action, answers = core.on_command(ledger, event, now)
             answered = []
@@ -218,17 +220,23 @@ def register(rt: Runtime) -> None:
             # answers on the log before the ledger records the command
             await acked(answered)
             if new is not None and new is not ledger and action.kind != "deliver":
-                sent.append(await write_row(ledger_table, key, new.to_dict()))
+                sent.append(await write_row(ledger_table, key, core.row(new)))
             ledger = new  # with deliver: written by core.start in the batch
         elif isinstance(event, RoutingDecided):
             if event.outcome != "routed":
                 return None
             recipients = sender.recipients(event, request)
-            ledger, action = core.on_routed(ledger, event, recipients, now)
+            # the record the request is in: a first attempt's rows refer to it
+            source = (message.topic, message.partition, message.offset)
+            ledger, action = core.on_routed(ledger, event, recipients, now, source=source)
+            if (core.needs_body(stored) and ledger is not None and stored is not None
+                    and core.is_its_decision(stored, event)):
+                ledger = core.with_decision(ledger, event)  # redelivered: it carries it
+                stored = None
         elif isinstance(event, QuotaGranted | QuotaRefused):
             new, action = tokens.on_answer(ledger, event, now)
             if new is not ledger and new is not None and action.kind != "deliver":
-                sent.append(await write_row(ledger_table, key, new.to_dict()))
+                sent.append(await write_row(ledger_table, key, core.row(new)))
                 signalled.pop(event.message_id, None)  # the timer signals it when due
             ledger = new
         else:
@@ -239,12 +247,19 @@ def register(rt: Runtime) -> None:
             # a later SMTP transaction: it starts once the quota granted its token
             sent.append(await quota_topic.send(key=key, value=encode(tokens.ask(ledger))))
             if isinstance(event, QueueCommandIssued):  # its ledger (command id) is kept
-                sent.append(await write_row(ledger_table, key, ledger.to_dict()))
+                sent.append(await write_row(ledger_table, key, core.row(ledger)))
             return None
         if action.kind != "deliver" or ledger is None:
             if action.reason:
                 log.debug("%s: %s", event.message_id, action.reason)  # type: ignore[attr-defined]
             return None
+        if core.needs_body(stored):  # a restart left the first attempt to retry
+            try:
+                ledger = core.with_decision(ledger, await reader.decision(
+                    ledger.message_id, ledger.body_at))
+            except claim.DecisionUnreadable as exc:
+                log.error("%s", exc)
+                return str(exc)
         request = carried(SendRequested, ledger.decision["request"])
         return ledger, action, request
 

@@ -43,6 +43,8 @@ from schemas import (
     QueueCommandIssued,
     QueueCommandRefused,
     RoutingDecided,
+    SendRequested,
+    compact,
     ids,
     plain,
 )
@@ -79,6 +81,11 @@ class Ledger:
     cancelled: bool = False  # an operator cancelled it (done; ``pending`` never sent)
     token: int = 0  # the attempt the quota granted a token for (tokens.py)
     run: str = ""  # the process (its RUN) that started the attempt in flight; "": none
+    # the claim check: "topic:partition:offset" of the record (the router's
+    # direct RoutingDecided, or the limiter's MailReleased) that carries the
+    # request of the first attempt, in flight; its rows leave the body out
+    # (``row``), finishing the attempt clears it. "": the row has the request
+    body_at: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)  # a deep copy, as plain JSON values
@@ -97,6 +104,11 @@ _LEDGER_FIELDS = frozenset(f.name for f in fields(Ledger))
 # every field in order with its default (the required ones filled by new_ledger)
 _NEW_LEDGER: dict[str, Any] = {
     f.name: None if f.default is MISSING else f.default for f in fields(Ledger)}
+# fields a row leaves out at their default (``row``); never ``done``
+_ROW_DEFAULTS = tuple(
+    (f.name, f.default if f.default is not MISSING else f.default_factory())  # type: ignore[operator]
+    for f in fields(Ledger)
+    if f.name != "done" and (f.default is not MISSING or f.default_factory is not MISSING))
 _LEDGER_FACTORIES = tuple((f.name, f.default_factory) for f in fields(Ledger)
                           if f.default_factory is not MISSING)
 
@@ -108,7 +120,8 @@ class Action:
     interrupted: bool = False
 
 
-def new_ledger(decision: RoutingDecided, recipients: list[str], now: float) -> Ledger:
+def new_ledger(decision: RoutingDecided, recipients: list[str], now: float,
+               source: tuple[str, int, int] | None = None) -> Ledger:
     # Ledger(message_id=..., decision=..., server=..., pending=..., first_at=now)
     # without the frozen dataclass's __init__ (a setattr per field)
     new = object.__new__(Ledger)
@@ -118,26 +131,28 @@ def new_ledger(decision: RoutingDecided, recipients: list[str], now: float) -> L
         values[name] = factory()
     values.update(
         message_id=decision.message_id,
-        decision=dict(decision.to_representation()),
+        decision=kept_decision(decision),
         server=decision.server,
         pending=list(recipients),
         first_at=now,
+        body_at=body_at(*source) if source else "",
     )
     return new
 
 
 def on_routed(
     ledger: Ledger | None, decision: RoutingDecided, recipients: list[str], now: float,
-    run: str = RUN,
+    run: str = RUN, source: tuple[str, int, int] | None = None,
 ) -> tuple[Ledger | None, Action]:
     """A routing decision arrived (first time, or redelivered); ``run``: the
-    process deciding (see ``start``)."""
+    process deciding (see ``start``); ``source``: the record that carried
+    it (topic, partition, offset: ``Ledger.body_at``)."""
     if decision.outcome != "routed":
         return ledger, Action("skip", f"not routed ({decision.outcome})")
     if ledger is None:
         if not recipients:
             return None, Action("skip", "no recipient left (all suppressed)")
-        return new_ledger(decision, recipients, now), Action("deliver")
+        return new_ledger(decision, recipients, now, source), Action("deliver")
     if ledger.cancelled:
         return ledger, Action("skip", "cancelled by an operator: duplicate decision")
     if ledger.done:
@@ -168,22 +183,79 @@ def on_retry_due(ledger: Ledger | None, attempt: int, now: float) -> Action:
     return Action("deliver")
 
 
-# what a finished row keeps of the request: enough to say what it was, not the mail
-_KEPT_OF_REQUEST = ("message_id", "from_", "to", "cc", "bcc", "subject", "tenant", "kind",
+# what the ledger keeps of a routing decision: what delivery sends with (the
+# request, server, From and envelope sender) and which decision it was; not
+# the router's explanation, the suppressed recipients or the event's times
+_KEPT_OF_DECISION = ("event_id", "message_id", "outcome", "server", "header_from",
+                     "envelope_from", "rule", "request", "direct")
+# what a sent mail's row keeps of its decision and request: which decision,
+# server and mail it was, not the mail (the ledger's message_id says whose)
+_KEPT_OF_SENT = ("event_id", "server", "request")
+_KEPT_OF_REQUEST = ("from_", "to", "cc", "bcc", "subject", "tenant", "kind",
                     "campaign", "list_id")
 
 
+def kept_decision(decision: RoutingDecided) -> dict[str, Any]:
+    """The ``decision`` a ledger keeps: ``_KEPT_OF_DECISION`` of it, fields
+    at their default left out (``schemas.compact``, also in the request it
+    carries), ``carried(RoutingDecided, ...)`` fills them in again. The
+    router's ``reason`` alone was ~140 bytes of each of a mail's rows."""
+    data = decision.to_representation()
+    kept = {k: data[k] for k in _KEPT_OF_DECISION if k in data}
+    request = kept.get("request")
+    if isinstance(request, dict):
+        kept["request"] = compact(SendRequested, request)
+    return compact(RoutingDecided, kept)
+
+
 def row(ledger: Ledger) -> dict[str, Any]:
-    """The table value of ``ledger``. A mail every recipient accepted can
+    """The table value of ``ledger``: its fields, without those at their
+    default (``Ledger.from_dict`` fills them in; ``done`` is always
+    written, see ``may_be_open``). A mail every recipient accepted can
     never be sent again (a retry re-sends failed recipients only), so its
-    row drops the request's body, headers and attachments: a redelivered
-    decision or command only needs to find it done. That is ~1 KB of the
-    ~3 KB the two rows of a sent mail wrote to the changelog."""
+    row keeps of the decision only its id, server and the request's
+    addresses and subject: a redelivered decision or command only needs to
+    find it done, and nothing sends with it again. The row of a first
+    attempt in flight (``body_at`` set) keeps as little: the decision is on
+    the log at ``body_at``, and the agent reads it back from there
+    (``with_decision``) when a restart leaves that attempt to retry (see
+    agent.py). Every ledger write goes through here."""
     value = ledger.to_dict()
-    if ledger.done and not ledger.pending and not ledger.failed and not ledger.cancelled:
-        request = value["decision"].get("request") or {}
-        value["decision"]["request"] = {k: request[k] for k in _KEPT_OF_REQUEST if k in request}
+    for name, default in _ROW_DEFAULTS:
+        if value[name] == default:
+            del value[name]
+    if ledger.body_at or (
+            ledger.done and not ledger.pending and not ledger.failed and not ledger.cancelled):
+        decision = value["decision"]
+        request = decision.get("request") or {}
+        decision = {k: decision[k] for k in _KEPT_OF_SENT if k in decision}
+        decision["request"] = {k: request[k] for k in _KEPT_OF_REQUEST if k in request}
+        value["decision"] = decision
     return value
+
+
+def body_at(topic: str, partition: int, offset: int) -> str:
+    """``Ledger.body_at`` of a record (a topic name holds no ``:``)."""
+    return f"{topic}:{partition}:{offset}"
+
+
+def needs_body(stored: Ledger | None) -> bool:
+    """Whether ``stored`` (a ledger read from its row) lacks its decision
+    and request: its attempt started from the record at ``body_at``, which
+    the agent reads again (``with_decision``) before sending."""
+    return stored is not None and bool(stored.body_at)
+
+
+def is_its_decision(stored: Ledger, decision: RoutingDecided) -> bool:
+    """Whether ``decision`` is the one ``stored`` was started from (the
+    record at ``body_at`` delivered again, or its release)."""
+    return bool(decision.event_id) and decision.event_id == stored.decision.get("event_id")
+
+
+def with_decision(ledger: Ledger, decision: RoutingDecided) -> Ledger:
+    """``ledger`` with its whole decision and request back (read from the
+    record at ``body_at``, or that record redelivered)."""
+    return changed(ledger, decision=kept_decision(decision))
 
 
 def may_be_open(raw: bytes) -> bool:
@@ -331,7 +403,7 @@ def _finish(ledger: Ledger, outcomes: list[dict[str, Any]], now: float,
     next_at, server, decision = step.at, step.server, ledger.decision
     if step.kind == "move":
         assert next_decision is not None
-        decision = dict(next_decision.to_representation())
+        decision = kept_decision(next_decision)
     elif step.kind == "give_up":
         for o in deferred:
             o2 = {**o, "status": "failed", "text": f"{o['text']} ({gave_up(ledger.attempt)})"}
@@ -341,6 +413,7 @@ def _finish(ledger: Ledger, outcomes: list[dict[str, Any]], now: float,
     new = changed(
         ledger, accepted=accepted, failed=failed, pending=pending, inflight=False,
         next_at=next_at, done=not pending, server=server, decision=decision, run="",
+        body_at="",
     )
     return new, final_outcomes + deferred, next_at, server
 

@@ -323,6 +323,7 @@ def test_a_sent_mails_row_drops_the_body_and_still_refuses_it_again() -> None:
     value = core.row(new)
     assert "text" not in value["decision"]["request"]
     assert value["decision"]["request"]["to"] == [A, B]
+    assert set(value["decision"]) == {"event_id", "server", "request"}
     back = Ledger.from_dict(value)
     assert back is not None and back.done
     # a redelivered decision is still a duplicate, a retry still refused
@@ -331,3 +332,41 @@ def test_a_sent_mails_row_drops_the_body_and_still_refuses_it_again() -> None:
     bad = refused(B, 550, "5.1.1 no such user")
     failed, _ = core.finish(started(), [ok(A), bad], now=T0 + 1, duration=0.1, settings=RETRY)
     assert core.row(failed)["decision"]["request"]["text"] == "t"
+
+
+def test_a_row_leaves_out_defaults_and_reads_back_as_the_same_ledger() -> None:
+    """Rows (``core.row``) omit the fields at their default and keep
+    ``done``; ``from_dict`` gives the same ledger, ``may_be_open`` and
+    ``open_row`` read them as before."""
+    from streams.tables import encode_row
+
+    for ledger in (started(), deferred_ledger(), replace(started(), done=True, inflight=False)):
+        value = core.row(ledger)
+        assert "done" in value and "token" not in value and "commands" not in value
+        if ledger.done:
+            continue  # a sent mail's row drops the body (test above)
+        assert Ledger.from_dict(value) == ledger
+        assert core.may_be_open(encode_row(value)) and core.open_row(value)
+    done = replace(started(), done=True, inflight=False, pending=[], accepted=[A, B])
+    assert not core.may_be_open(encode_row(core.row(done)))
+
+
+def test_the_ledger_keeps_what_delivery_sends_with_not_the_routers_words() -> None:
+    """``kept_decision``: no reason, suppressed or event times, no request
+    field at its default; read back (``carried``) it is the decision and
+    request delivery sends with."""
+    from schemas.base import carried
+
+    d = decision()
+    d.reason = "a long explanation of the cascade " * 4
+    d.suppressed = {"x@dest.test": "hard_bounce"}
+    kept = core.kept_decision(d)
+    assert set(kept) == {"event_id", "message_id", "outcome", "server", "header_from",
+                         "envelope_from", "rule", "request"}
+    assert not {"cc", "bcc", "html", "headers", "attachments"} & set(kept["request"])
+    back = carried(RoutingDecided, kept)
+    for name in ("message_id", "server", "header_from", "envelope_from", "rule", "direct"):
+        assert getattr(back, name) == getattr(d, name)
+    assert carried(SendRequested, kept["request"]) == SendRequested.from_data(d.request)
+    # a decision carrying the whole request (records written before) is cut the same way
+    assert core.kept_decision(d) == core.new_ledger(d, [A, B], T0).decision

@@ -62,7 +62,7 @@ def test_new_ledger_is_the_dataclass_made() -> None:
 
     d = decision()
     got = core.new_ledger(d, [A, B], T0)
-    want = Ledger(message_id=d.message_id, decision=dict(d.to_representation()),
+    want = Ledger(message_id=d.message_id, decision=core.kept_decision(d),
                   server=d.server, pending=[A, B], first_at=T0)
     assert got == want and list(got.__dict__.items()) == list(want.__dict__.items())
     other = core.new_ledger(d, [A], T0)

@@ -331,3 +331,19 @@ def test_scheduled_mass_unrouted_or_without_limits_is_never_direct() -> None:
     assert decide(view(), req(), None, Limits(), NOW).direct is False  # no_server
     with pytest.raises(InvalidEvent, match="only a routed decision can be direct"):
         RoutingDecided(message_id="m-1", outcome="no_server", reason="x", direct=True)
+
+
+def test_the_decision_carries_the_request_without_its_defaults() -> None:
+    """``request`` leaves out the fields at their default (about 150 bytes
+    of every copy of a mail); read back it is the same SendRequested."""
+    from schemas.base import carried
+
+    for r in (req(), req(cc=["c@dest.test"], tenant="t1", reply_to="r@example.com", campaign="c",
+                       headers={"X-A": "1"}, send_at=5.0)):
+        d = decide(view(srv("a")), r)
+        assert d.outcome == "routed"
+        defaults = SendRequested._options.defaults
+        assert all(d.request[k] != defaults[k] for k in d.request if k in defaults)
+        assert carried(SendRequested, d.request) == r
+        assert SendRequested.from_data(d.request) == r
+    assert "cc" not in decide(view(srv("a")), req()).request

@@ -1,13 +1,15 @@
 """The settings that decide the cost per mail: a bad codec is refused in
-words when the settings are made; uvloop runs the workers' loops."""
+words when the settings are made; uvloop runs the workers' loops; the
+worker's garbage collector is tuned."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
-from postlane.runner import use_event_loop
+from postlane.runner import tune_gc, use_event_loop
 from streams.settings import Settings, SettingsError
 
 
@@ -37,3 +39,18 @@ def test_workers_run_on_uvloop_unless_turned_off() -> None:
             loop.close()
     finally:
         asyncio.set_event_loop_policy(before)
+
+
+def test_the_workers_collector_freezes_start_up_and_runs_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc(Settings(gc_threshold=0))
+        assert gc.get_threshold() == before
+        assert gc.get_freeze_count() == 0
+        tune_gc(Settings())
+        assert gc.get_threshold() == (Settings().gc_threshold, *before[1:])
+        assert Settings().gc_threshold > 700  # Python's own default
+        assert gc.get_freeze_count() > 1000  # the modules loaded so far
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
