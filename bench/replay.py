@@ -105,7 +105,8 @@ def more_bounces(n: int, t0: float) -> list[tuple[str, bytes, bytes]]:
 
 
 async def produce(s: Settings, mails: int, bounces: int = 0) -> int:
-    p = AIOKafkaProducer(bootstrap_servers=s.bootstrap, linger_ms=5, compression_type="lz4",
+    p = AIOKafkaProducer(bootstrap_servers=s.bootstrap, linger_ms=5,
+                         compression_type=s.compression_type,  # the workers' codec
                          max_batch_size=256 * 1024)
     await p.start()
     n = 0

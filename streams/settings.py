@@ -56,17 +56,18 @@ class Settings:
     # bytes per producer batch (Faust's default); on the embedded broker too:
     # its wrong end offsets are corrected where they are read (streams/offsets.py)
     producer_max_batch_size: int = 16384
-    # codec of the record batches Postlane's producers write: lz4 (default;
+    # codec of the record batches Postlane's producers write: zstd (default;
     # the embedded broker keeps batches as they come, so this is its memory
-    # per mail too, plus ~1.3-1.6 KB per batch), zstd (~20% less broker
-    # memory than lz4, ~17 us more CPU per batch: bench/README.md, "Broker
-    # memory per mail"), gzip, snappy or none. Readers need the codec:
-    # librdkafka and Java have them all; kafkajs needs a codec package for lz4
+    # per mail too, plus ~1.3-1.6 KB per batch: ~20% less than lz4; its
+    # context is kept per thread, streams/codecs.py, which made it cheaper in
+    # CPU than lz4: bench/README.md, "Broker memory per mail"), lz4, gzip,
+    # snappy or none. Readers need the codec: librdkafka and Java have them
+    # all; kafka-python needs zstandard (a dependency), kafkajs a codec package
     # how long a producer waits for more records before a produce request (ms):
     # records written meanwhile share it (fewer requests, socket writes and
     # broker work per record) for that much latency per hop
     producer_linger_ms: int = 0
-    producer_compression: str = "lz4"
+    producer_compression: str = "zstd"
     # table writes Faust may have pending before it stops handing records to
     # every agent (its default, 100, lets a campaign's table writes stall invoices)
     producer_buffer_max: int = 100

@@ -19,7 +19,8 @@ def test_an_unknown_codec_is_refused_when_the_settings_are_read() -> None:
 
 
 def test_codecs_as_kafka_clients_take_them() -> None:
-    assert Settings().compression_type == "lz4"
+    assert Settings().compression_type == "zstd"
+    assert Settings(producer_compression="lz4").compression_type == "lz4"
     assert Settings(producer_compression=" ZSTD ").compression_type == "zstd"
     assert Settings(producer_compression="none").compression_type is None
 

@@ -479,3 +479,29 @@ def test_a_partition_stalled_with_records_fetched_is_sought_back() -> None:
     consumer._read_offset[tp] = 39  # delivery moves on: no stall
     asyncio.run(checks(3))
     assert consumer.sought == [(tp, 21)]
+
+
+# --- fix_zstd_context_made_per_batch --------------------------------------------------------
+
+
+def test_zstd_batches_keep_their_context_per_thread() -> None:
+    import importlib
+
+    from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+
+    from streams import codecs
+
+    fix("fix_zstd_context_made_per_batch")
+    for name in codecs.RECORD_MODULES:
+        module = importlib.import_module(name)
+        assert vars(module)["zstd_encode"] is codecs.zstd_encode
+        assert vars(module)["zstd_decode"] is codecs.zstd_decode
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=4, is_transactional=0,
+                                  producer_id=-1, producer_epoch=-1, base_sequence=-1,
+                                  batch_size=1 << 20)
+    values = [b'{"n":%d,"text":"%s"}' % (i, b"hello " * 30) for i in range(5)]
+    for i, v in enumerate(values):
+        b.append(offset=i, timestamp=1_700_000_000_000, key=None, value=v, headers=[])
+    compressor = codecs._compressor()
+    assert [r.value for r in DefaultRecordBatch(bytes(b.build()))] == values
+    assert codecs._compressor() is compressor  # the same context, batch after batch
