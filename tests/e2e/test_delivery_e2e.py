@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -290,7 +291,12 @@ def test_kill_restart_loses_nothing_and_duplicates_only_interrupted(
         wait_for(lambda: committed_everywhere(
                      s, PROCESSORS, (SEND_REQUESTED, ROUTING_DECIDED, DELIVERY)),
                  timeout=30, what="the group's first commit")
-        mids += publish(first, n)
+        # the rest published from a thread, so the kill below comes while they
+        # are still being published and delivered (publishing alone, one
+        # acknowledged mail at a time, can outlast delivery of them all)
+        rest: list[str] = []
+        publishing = threading.Thread(target=lambda: rest.extend(publish(first, n)))
+        publishing.start()
         # SIGKILL once some, not all, of the rest are delivered
         deadline = time.monotonic() + 60
         while len(sink.messages) < first + (n - first) // 4:
@@ -299,6 +305,9 @@ def test_kill_restart_loses_nothing_and_duplicates_only_interrupted(
             time.sleep(0.005)
         w1.kill()
         at_kill = len(sink.messages)
+        publishing.join(60)
+        mids += rest
+        assert len(mids) == n
         assert at_kill < n, "every mail went out before the kill: nothing was tested"
 
         # the new worker joins once the dead one's session has expired, as a
