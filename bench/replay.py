@@ -4,7 +4,8 @@ aiokafka read of the same topics in the same run (the anchor).
     .venv/bin/python bench/replay.py [--mails 20000]
 
 Starts its own embedded broker, writes ``--mails`` mails' worth of the
-events each processor writes (request, routing decision, release, start,
+events each processor writes (request, routing decision carrying the
+request as the router does, without its default fields, release, start,
 outcome, status change; one bounce per 10 mails) and ``--bounces`` more
 (default: as many as mails; six per address, days apart), then for each table:
 the raw read of its source topics (aiokafka, no decoding), and
@@ -30,6 +31,7 @@ from aiokafka import TopicPartition as TP  # noqa: E402
 
 from postlane import replayops  # noqa: E402
 from postlane.logread import gc_paused, read_all  # noqa: E402
+from processors.router.core import carried_request  # noqa: E402
 from schemas import (  # noqa: E402
     BounceRecorded,
     DeliveryAttempted,
@@ -54,7 +56,8 @@ def mail_events(i: int, t0: float) -> list[tuple[str, bytes, bytes]]:
     dec = RoutingDecided(message_id=mid, outcome="routed", server="main",
                          header_from="app@a.test", envelope_from=f"bounce+{mid}@c.test",
                          rule="from_filter_domain", reason="bench",
-                         request=req.to_representation(), occurred_at=t0 + i * 0.001 + 0.01)
+                         request=carried_request(req),  # as the router writes it
+                         occurred_at=t0 + i * 0.001 + 0.01)
     rel = MailReleased(message_id=mid, lane="transactional", decision=dec.to_representation(),
                        occurred_at=t0 + i * 0.001 + 0.02)
     start = DeliveryStarted(message_id=mid, attempt=1, server="main", recipients=[rcpt],
