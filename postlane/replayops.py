@@ -49,7 +49,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from schemas import Event, InvalidEvent, decode, decode_any
-from schemas.base import decode_any_owned, owned_decoder
+from schemas.base import decode_any_owned, decode_given, owned_decoder
 from streams import tables as T
 from streams.client import Record
 from streams.settings import Settings
@@ -394,7 +394,9 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
                     raw = _json_of(dumps, carried)
                     seen = by_json.pop(raw, None) if raw is not None else None
                     if seen is None:
-                        decision = decode(RoutingDecided, carried)
+                        # the release is dropped after this: its decision
+                        # dict becomes the event (decode's event, no copy)
+                        decision = decode_given(RoutingDecided, carried)
                         if raw is not None and carried.get("type") == "RoutingDecided":
                             by_json[raw] = decision  # for the record on routing-decided
                     else:
@@ -413,9 +415,11 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
                         out.skipped += 1
                         continue
                     ledger = core.new_ledger(routed, list(ev.recipients), now)
+                    _made(ledger, server=ev.server)
                 elif ev.attempt <= ledger.attempt:
                     continue  # the same start again
-                ledger = core.changed(ledger, server=ev.server)
+                else:
+                    ledger = core.changed(ledger, server=ev.server)
                 # an attempt started over one without an outcome was interrupted
                 # (the outcome, when it comes, says for sure: below)
                 action = core.Action("deliver", interrupted=ledger.inflight)
@@ -430,13 +434,13 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
                     session_error=ev.error)
                 # the times and the next server are the recorded ones (they
                 # were computed from the clock and the config of that moment)
-                ledger = core.changed(ledger, next_at=ev.next_attempt_at,
-                                      server=ev.next_server or ledger.server)
+                _made(ledger, next_at=ev.next_attempt_at,
+                      server=ev.next_server or ledger.server)
                 # a crash after the previous outcome reached the log and before
                 # the ledger recorded it: delivery took that attempt as
                 # interrupted, and this outcome says so
                 if ev.interrupted != guessed.pop(mid, False):
-                    ledger = core.changed(ledger, interrupted_attempts=(
+                    _made(ledger, interrupted_attempts=(
                         ledger.interrupted_attempts + (1 if ev.interrupted else -1)))
                 ledgers[mid] = ledger
             out.folded += 1
@@ -444,6 +448,19 @@ def fold_ledger(s: Settings, recs: list[Rec]) -> Folded:
             out.skipped += 1
     out.rows = {mid: ledger_comparable(ledger) for mid, ledger in ledgers.items()}
     return out
+
+
+def _made(ledger: Any, **changes: Any) -> None:
+    """``core.changed(ledger, **changes)`` on a ledger this fold has just
+    made (``new_ledger``, ``finished``: a new object nothing else holds, its
+    lists and dicts not shared with an earlier ledger's, so the copy
+    ``changed`` makes would be thrown away at once): the same fields set
+    in place, in the same order."""
+    values = ledger.__dict__
+    for name, value in changes.items():
+        if name not in values:
+            raise TypeError(f"Ledger has no field {name!r}")
+        values[name] = value
 
 
 def _json_of(dumps: Callable[[Any], bytes], value: Any) -> bytes | None:

@@ -116,3 +116,69 @@ def test_every_field_is_in_the_events_dict_however_it_was_made(cls: type[Event])
                decode(cls, raw), decode_any(REGISTRY, raw), decode_any_owned(REGISTRY, raw)):
         for name in cls._options.fields:
             assert name in ev.__dict__ and ev.__dict__[name] == getattr(ev, name), name
+
+
+def test_an_error_inside_problems_is_refused_in_its_words_on_every_path() -> None:
+    """A check that raises TypeError or ValueError on a value of the right
+    type (``_compile_plain_decode`` turns it into the event's InvalidEvent,
+    once for every caller): the same refusal from ``decode``,
+    ``decode_given``, ``decode_any``, ``decode_any_owned`` and the owned
+    decoder, for a whole record (the owned way) and a compact one (the
+    plain way); any other exception is not swallowed."""
+    from schemas import decode
+    from schemas.base import decode_given
+    from schemas.bounces import BounceRecorded
+
+    whole = _record(BounceRecorded)
+    compact = {k: v for k, v in whole.items() if k not in ("server", "format")}
+    for exc, want in ((TypeError("odd value"), "invalid"), (ValueError("bad value"), "invalid"),
+                      (KeyError("x"), KeyError)):
+        def problems(self: Event, exc: Exception = exc) -> list[str]:
+            raise exc
+
+        original = BounceRecorded.problems
+        BounceRecorded.problems = problems  # type: ignore[method-assign]
+        try:
+            for data in (whole, compact):
+                raw = orjson.dumps(data)
+                calls = [lambda: decode(BounceRecorded, raw), lambda: decode_any(REGISTRY, raw),
+                         lambda: decode_any_owned(REGISTRY, raw), lambda: _DECODE(raw),
+                         lambda: decode_given(BounceRecorded, orjson.loads(raw)),
+                         lambda: decode(BounceRecorded, orjson.loads(raw))]
+                for call in calls:
+                    if want == "invalid":
+                        with pytest.raises(InvalidEvent) as got:
+                            call()
+                        assert got.value.event_type == "BounceRecorded"
+                        assert got.value.problems == [str(exc)]
+                    else:
+                        with pytest.raises(KeyError):
+                            call()
+        finally:
+            BounceRecorded.problems = original  # type: ignore[method-assign]
+
+
+def test_decode_given_is_decode() -> None:
+    """``decode_given`` (the dict becomes the event when every field is
+    there): the same event as ``decode`` of a copy, whole or compact, and
+    the same refusal (a refused ``data`` may have been changed: its
+    caller drops it)."""
+    from schemas import decode
+    from schemas.base import decode_given
+
+    for cls in ALL_EVENTS:
+        whole = {**_record(cls), "event_id": "e" * 32, "occurred_at": 1.5e9}  # no new ones
+        optional = [k for k in whole if k in cls._options.defaults
+                    and k not in ("type", "schema", "event_id", "occurred_at")]
+        for data in (whole, {k: v for k, v in whole.items() if k not in optional[:2]},
+                     {**whole, "colour": "red"}, {**whole, "schema": 99}):
+            try:
+                want: Any = decode(cls, dict(data))
+            except InvalidEvent as exc:
+                want = exc.problems
+            given = dict(data)
+            try:
+                got: Any = decode_given(cls, given)
+            except InvalidEvent as exc:
+                got = exc.problems
+            assert got == want
