@@ -321,7 +321,8 @@ def _compile_plain_decode(cls: type[Event], shape: _Shape, owned: bool = False) 
             get, bad = "v = _type(data[{f}])", "v is not _float and v is not _int"
             oget, obad = "v = data.get({f}, _M)", "_type(v) is not _float and _type(v) is not _int"
         else:
-            tname = {str: "_str", int: "_int", bool: "_bool", list: "_list", dict: "_dict"}[expected]
+            tname = {str: "_str", int: "_int", bool: "_bool", list: "_list",
+                     dict: "_dict"}[expected]
             get, bad = "v = _type(data[{f}])", f"v is not {tname}"
             oget, obad = "v = data.get({f}, _M)", f"_type(v) is not {tname}"
         if fname in required or owned:

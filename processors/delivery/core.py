@@ -44,7 +44,6 @@ from schemas import (
     QueueCommandRefused,
     RoutingDecided,
     SendRequested,
-    compact,
     ids,
     plain,
 )

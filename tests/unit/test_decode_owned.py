@@ -141,10 +141,12 @@ def test_an_error_inside_problems_is_refused_in_its_words_on_every_path() -> Non
         try:
             for data in (whole, compact):
                 raw = orjson.dumps(data)
-                calls = [lambda: decode(BounceRecorded, raw), lambda: decode_any(REGISTRY, raw),
-                         lambda: decode_any_owned(REGISTRY, raw), lambda: _DECODE(raw),
-                         lambda: decode_given(BounceRecorded, orjson.loads(raw)),
-                         lambda: decode(BounceRecorded, orjson.loads(raw))]
+                calls = [lambda r=raw: decode(BounceRecorded, r),
+                         lambda r=raw: decode_any(REGISTRY, r),
+                         lambda r=raw: decode_any_owned(REGISTRY, r),
+                         lambda r=raw: _DECODE(r),
+                         lambda r=raw: decode_given(BounceRecorded, orjson.loads(r)),
+                         lambda r=raw: decode(BounceRecorded, orjson.loads(r))]
                 for call in calls:
                     if want == "invalid":
                         with pytest.raises(InvalidEvent) as got:
