@@ -256,13 +256,29 @@ class _Shape:
                 checks.append((fname, _DICT, dict, "object"))
         self.checks = tuple(checks)
         self.known = frozenset(self.fields) | self.required
-        self.types_ok = _compile_type_check(cls.__name__, self.checks)
-        # every field checkable: a record plainly well formed is decoded in one step
-        self.decode_plain: Any = None
-        self.decode_owned: Any = None
-        if self.fast and {c[0] for c in self.checks} == set(self.fields) == set(options.fields):
-            self.decode_plain = _compile_plain_decode(cls, self)
-            self.decode_owned = _compile_plain_decode(cls, self, owned=True)
+        self.cls = cls
+        # every field checkable: a record plainly well formed is decoded in one
+        # step. ``types_ok``, ``decode_plain`` and ``decode_owned`` are compiled
+        # when first asked for (``__getattr__``): a process compiles only what
+        # it decodes (each is a few tenths of a millisecond; a replay's
+        # registry names a dozen events, most of them absent from its topics)
+        self.plain_ok = (self.fast and {c[0] for c in self.checks} == set(self.fields)
+                         == set(options.fields))
+
+    def __getattr__(self, name: str) -> Any:
+        """``types_ok`` / ``decode_plain`` / ``decode_owned`` the first time
+        (then an attribute like any other: this is not called again);
+        ``decode_plain`` and ``decode_owned`` are None for a class whose
+        fields are not all plain."""
+        if name == "types_ok":
+            value = _compile_type_check(self.cls.__name__, self.checks)
+        elif name in ("decode_plain", "decode_owned"):
+            value = (_compile_plain_decode(self.cls, self, owned=name == "decode_owned")
+                     if self.plain_ok else None)
+        else:
+            raise AttributeError(name)
+        setattr(self, name, value)
+        return value
 
 
 def _compile_type_check(name: str, checks: tuple[tuple[str, int, Any, str], ...]) -> Any:
@@ -549,13 +565,10 @@ def owned_decoder(registry: dict[str, type[Event]]) -> Any:
     the registry by its own name goes straight to that event's
     ``decode_owned``; anything else (not JSON, not an object, no or another
     type, a field missing...) takes ``decode_any_owned``'s steps: the same
-    event or the same InvalidEvent."""
-    table: dict[str, tuple[Any, type[Event]]] = {}
-    for name, cls in registry.items():
-        owned = _shape(cls).decode_owned
-        if owned is not None and cls.__name__ == name:
-            table[name] = (owned, cls)
-    loads, get = orjson.loads, table.get
+    event or the same InvalidEvent. An event's ``decode_owned`` is looked
+    up (and compiled) when the first record of its type comes."""
+    table = _OwnedTable(registry)
+    loads = orjson.loads
 
     def decode(raw: bytes | str | None, untyped: str = "") -> Event:
         if raw is not None:
@@ -565,7 +578,7 @@ def owned_decoder(registry: dict[str, type[Event]]) -> Any:
                 data = None  # refused below, in decode_any's words
             if type(data) is dict:
                 declared = data.get("type")
-                found = get(declared) if type(declared) is str else None
+                found = table[declared] if type(declared) is str else None
                 if found is not None:
                     owned, cls = found
                     obj = owned(data)  # its own InvalidEvent (see _compile_plain_decode)
@@ -575,3 +588,22 @@ def owned_decoder(registry: dict[str, type[Event]]) -> Any:
         return decode_any_owned(registry, raw, untyped)
 
     return decode
+
+
+class _OwnedTable(dict[str, Any]):
+    """``owned_decoder``'s dispatch: type name -> (``decode_owned``, the
+    event class), filled in as the names come; None for a name that is not
+    an event of the registry by its own name, or one with no
+    ``decode_owned`` (kept only for the registry's names)."""
+
+    def __init__(self, registry: dict[str, type[Event]]) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def __missing__(self, name: str) -> tuple[Any, type[Event]] | None:
+        cls = self.registry.get(name)
+        if cls is None or cls.__name__ != name:
+            return None
+        owned = _shape(cls).decode_owned
+        entry = self[name] = (owned, cls) if owned is not None else None
+        return entry
