@@ -33,7 +33,15 @@ from processors.blacklist.core import (
     evolve,
     fold_in_place,
 )
-from schemas import BlacklistChanged, BlacklistEdited, Event, InvalidEvent, decode, decode_any
+from schemas import (
+    BlacklistChanged,
+    BlacklistEdited,
+    BounceRecorded,
+    Event,
+    InvalidEvent,
+    decode,
+    decode_any,
+)
 from schemas.base import owned_decoder
 from streams import tables
 from streams.client import Record, publish, read_topic, unavailable
@@ -92,7 +100,9 @@ def fold_records(records: Iterator[Record], rules: Rules, as_of: float | None = 
         except InvalidEvent:
             skipped += 1
             continue
-        address = address_of(ev)
+        # address_of(ev); a BounceRecorded's address is a lower-cased,
+        # stripped str already (its problems() refuse anything else)
+        address = ev.__dict__["address"] if type(ev) is BounceRecorded else address_of(ev)
         if rec.key != address.encode():
             skipped += 1
             continue

@@ -173,7 +173,10 @@ def _days(seconds: float) -> str:
 def _answer(b: dict[str, Any]) -> str:
     """``5.1.1 user unknown``, without repeating a status the text has."""
     status, text = str(b.get("status") or ""), str(b.get("diagnostic") or "")
-    return text if status and status in text else " ".join(x for x in (status, text) if x)
+    if status and status in text:
+        return text
+    # " ".join of those not empty, without the generator
+    return f"{status} {text}" if status and text else status or text
 
 
 def rule_holds(counted: list[dict[str, Any]], rules: Rules) -> bool:
@@ -304,10 +307,10 @@ def _new_state(address: str) -> AddressState:
     and its default factories: the same fields in the same order, each list
     its own."""
     st = object.__new__(AddressState)
-    st.__dict__.update({
+    st.__dict__ = {  # the instance's dict itself, not a copy into it
         "address": address, "blacklisted": False, "manual": False, "since": 0.0, "reason": "",
         "bounces": [], "reset_at": 0.0, "last_at": 0.0, "seen": [], "scoped": [],
-    })
+    }
     return st
 
 
@@ -315,7 +318,8 @@ def _step(st: AddressState, event: Event, rules: Rules, tell: bool) -> bool:
     """Apply ``event`` to ``st`` (changed in place). With ``tell``: True
     when the blacklisting or the suppression set changed (a BlacklistChanged
     is due); without, always False (nothing compared)."""
-    event_id = event.event_id
+    f = event.__dict__  # the field values (see _fields)
+    event_id = f["event_id"]
     seen = st.seen
     if event_id in seen:
         return False
@@ -327,7 +331,7 @@ def _step(st: AddressState, event: Event, rules: Rules, tell: bool) -> bool:
         before = (st.blacklisted, st.manual)
         sets_before = suppressions(st)
     if isinstance(event, BounceRecorded):
-        ev = _fields(event)
+        ev = f  # _fields(event)
         bounce_id = ev["bounce_id"]
         for b in st.bounces:
             if b["bounce_id"] == bounce_id:
