@@ -196,6 +196,27 @@ def rule_holds(counted: list[dict[str, Any]], rules: Rules) -> bool:
     return counted[-1]["at"] - counted[0]["at"] > rules.min_spread
 
 
+def counted_rule_holds(bounces: list[dict[str, Any]], rules: Rules) -> bool:
+    """``rule_holds([b for b in bounces if b["counted"]], rules)`` in one
+    pass, without the list (every counted bounce asks it)."""
+    threshold = rules.threshold
+    total = 0.0
+    first: dict[str, Any] | None = None
+    last: dict[str, Any] = {}
+    for b in bounces:
+        if b["counted"]:
+            weight = float(b["weight"])
+            if weight >= threshold:
+                return True  # decisive
+            total += weight
+            if first is None:
+                first = b
+            last = b
+    if first is None or total < threshold:
+        return False
+    return last["at"] - first["at"] > rules.min_spread
+
+
 def rule_met(counted: list[dict[str, Any]], rules: Rules) -> tuple[bool, str]:
     """(blacklist?, the sentence why or why not yet)."""
     if not counted:
@@ -364,13 +385,12 @@ def _step(st: AddressState, event: Event, rules: Rules, tell: bool) -> bool:
             del bounces[:bisect_right(bounces, edge, key=_AT)]
         if len(bounces) > MAX_KEPT:
             del bounces[:-MAX_KEPT]
-        if not st.blacklisted and not why:
-            # st.counted(rules): the same edge (last_at is as above), so every
-            # bounce kept is inside it, and they are sorted already
+        # st.counted(rules): the same edge (last_at is as above), so every
+        # bounce kept is inside it, and they are sorted already
+        if not st.blacklisted and not why and counted_rule_holds(bounces, rules):
             counted = [b for b in bounces if b["counted"]]
-            if rule_holds(counted, rules):
-                st.blacklisted, st.manual = True, False
-                st.since, st.reason = bounced_at, rule_met(counted, rules)[1]
+            st.blacklisted, st.manual = True, False
+            st.since, st.reason = bounced_at, rule_met(counted, rules)[1]
     elif isinstance(event, BounceDiscounted):
         for b in st.bounces:
             if b["bounce_id"] == event.bounce_id and b["counted"]:

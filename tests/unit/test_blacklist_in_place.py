@@ -83,3 +83,23 @@ def test_rule_holds_is_rule_mets_answer(seed: int) -> None:
         rules = Rules(threshold=rnd.choice([2.0, 5.0, 6.0]),
                       min_spread=rnd.choice([0.0, 7 * DAY, 30 * DAY]))
         assert rule_holds(counted, rules) == rule_met(counted, rules)[0]
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_counted_rule_holds_is_rule_holds_of_the_counted(seed: int) -> None:
+    """``counted_rule_holds`` (one pass over an address's bounces, counted
+    or not) answers as ``rule_holds`` of the counted ones."""
+    from processors.blacklist.core import counted_rule_holds, rule_holds
+
+    rnd = random.Random(seed)
+    for _ in range(40):
+        bounces = sorted(({"bounce_id": f"b{i}",  # equal times and spreads too
+                           "at": T0 + rnd.choice([0.0, 0.0, 7.0, 7.0, 30.0, rnd.uniform(0, 40)])
+                           * DAY,
+                           "weight": rnd.choice([0.0, 0.5, 1.0, 2.0, 5.0]),
+                           "counted": rnd.random() < 0.7}
+                          for i in range(rnd.randint(0, 8))), key=lambda b: b["at"])
+        rules = Rules(threshold=rnd.choice([2.0, 5.0, 6.0]),
+                      min_spread=rnd.choice([0.0, 7 * DAY, 30 * DAY]))
+        counted = [b for b in bounces if b["counted"]]
+        assert counted_rule_holds(bounces, rules) == rule_holds(counted, rules)
