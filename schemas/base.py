@@ -263,26 +263,38 @@ class _Shape:
         self.cls = cls
         # every field checkable: a record plainly well formed is decoded in one
         # step. ``types_ok``, ``decode_plain`` and ``decode_owned`` are compiled
-        # when first asked for (``__getattr__``): a process compiles only what
-        # it decodes (each is a few tenths of a millisecond; a replay's
-        # registry names a dozen events, most of them absent from its topics)
+        # when first called (until then each is a stub that compiles it, puts
+        # it in its place and calls it): a process compiles only what it
+        # decodes (a few tenths of a millisecond each; a replay's registry
+        # names a dozen events, most of them absent from its topics). Plain
+        # attributes, no ``__getattr__``: that would make every attribute
+        # read of a shape a slow one
         self.plain_ok = (self.fast and {c[0] for c in self.checks} == set(self.fields)
                          == set(options.fields))
+        self.types_ok: Any = self._lazy("types_ok")
+        self.decode_plain: Any = self._lazy("decode_plain") if self.plain_ok else None
+        self.decode_owned: Any = self._lazy("decode_owned") if self.plain_ok else None
 
-    def __getattr__(self, name: str) -> Any:
-        """``types_ok`` / ``decode_plain`` / ``decode_owned`` the first time
-        (then an attribute like any other: this is not called again);
-        ``decode_plain`` and ``decode_owned`` are None for a class whose
-        fields are not all plain."""
+    def _lazy(self, name: str) -> Any:
+        def first(data: dict[str, Any]) -> Any:
+            return self.compiled(name)(data)
+
+        first._postlane_lazy = True  # type: ignore[attr-defined]
+        return first
+
+    def compiled(self, name: str) -> Any:
+        """``types_ok`` / ``decode_plain`` / ``decode_owned``, compiled
+        (None: the class's fields are not all plain): for a caller that
+        keeps the function."""
+        fn = getattr(self, name)
+        if fn is None or not getattr(fn, "_postlane_lazy", False):
+            return fn
         if name == "types_ok":
-            value = _compile_type_check(self.cls.__name__, self.checks)
-        elif name in ("decode_plain", "decode_owned"):
-            value = (_compile_plain_decode(self.cls, self, owned=name == "decode_owned")
-                     if self.plain_ok else None)
+            fn = _compile_type_check(self.cls.__name__, self.checks)
         else:
-            raise AttributeError(name)
-        setattr(self, name, value)
-        return value
+            fn = _compile_plain_decode(self.cls, self, owned=name == "decode_owned")
+        setattr(self, name, fn)
+        return fn
 
 
 def _compile_type_check(name: str, checks: tuple[tuple[str, int, Any, str], ...]) -> Any:
@@ -608,6 +620,6 @@ class _OwnedTable(dict[str, Any]):
         cls = self.registry.get(name)
         if cls is None or cls.__name__ != name:
             return None
-        owned = _shape(cls).decode_owned
+        owned = _shape(cls).compiled("decode_owned")
         entry = self[name] = (owned, cls) if owned is not None else None
         return entry

@@ -328,10 +328,10 @@ def _new_state(address: str) -> AddressState:
     and its default factories: the same fields in the same order, each list
     its own."""
     st = object.__new__(AddressState)
-    st.__dict__ = {  # the instance's dict itself, not a copy into it
+    st.__dict__.update({
         "address": address, "blacklisted": False, "manual": False, "since": 0.0, "reason": "",
         "bounces": [], "reset_at": 0.0, "last_at": 0.0, "seen": [], "scoped": [],
-    }
+    })
     return st
 
 

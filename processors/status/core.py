@@ -233,12 +233,12 @@ def _new_status(message_id: str, created_at: float) -> MessageStatus:
     dataclass ``__init__`` and its default factories: the same fields, in
     the same order, each list and dict its own."""
     st = object.__new__(MessageStatus)
-    st.__dict__ = {  # the instance's dict itself, not a copy into it
+    st.__dict__.update({
         "message_id": message_id, "state": "queued", "server": "", "attempt": 0,
         "reason": "", "next_attempt_at": 0.0, "recipients": {}, "subject": "", "from_": "",
         "to": [], "created_at": created_at, "updated_at": 0.0, "history": [],
         "progress": [-1, 0, 0], "acknowledged": False,
-    }
+    })
     return st
 
 

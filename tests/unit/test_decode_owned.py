@@ -184,3 +184,24 @@ def test_decode_given_is_decode() -> None:
             except InvalidEvent as exc:
                 got = exc.problems
             assert got == want
+
+
+def test_decoders_are_compiled_once_when_first_used() -> None:
+    """A shape's decoders are stubs until first called; the first call
+    compiles the decoder and puts it in the stub's place (later calls go
+    straight to it), and ``compiled`` gives the compiled one."""
+    from schemas.base import _Shape
+    from schemas.bounces import BounceRecorded
+
+    shape = _Shape(BounceRecorded)  # a fresh one: nothing compiled yet
+    stubs = (shape.types_ok, shape.decode_plain, shape.decode_owned)
+    assert all(getattr(fn, "_postlane_lazy", False) for fn in stubs)
+    data = _record(BounceRecorded)
+    assert shape.decode_plain(dict(data)) == shape.decode_owned(dict(data)) is not None
+    assert shape.types_ok(dict(data)) is True
+    for name, stub in zip(("types_ok", "decode_plain", "decode_owned"), stubs, strict=True):
+        compiled = getattr(shape, name)
+        assert compiled is not stub and not getattr(compiled, "_postlane_lazy", False)
+        assert shape.compiled(name) is compiled
+    assert _Shape(BounceRecorded).compiled("decode_owned").__name__ == (
+        "decode_owned_BounceRecorded")
