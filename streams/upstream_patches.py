@@ -866,17 +866,29 @@ def fix_zstd_context_made_per_batch(settings: Settings, app: faust.App) -> None:
     few of the pipeline's records, where a context kept for the next batch
     takes ~6 and ~2.5 us. Record batches here are small, so zstd (the
     default codec: ~20% less broker memory per mail than lz4) cost more CPU
-    than lz4. ``streams/codecs.py`` keeps one context per thread and is put
-    where aiokafka's record batches call the codec (the module globals of
-    its C and Python record modules)."""
+    than lz4. ``streams/codecs.py`` keeps one context per thread;
+    ``install_zstd_codec`` puts it in place."""
+    install_zstd_codec()
+
+
+def install_zstd_codec() -> None:
+    """Put ``streams.codecs.zstd_encode`` / ``zstd_decode`` where aiokafka's
+    record batches call the codec (the module globals of its C and Python
+    record modules). The one way they are installed: the workers get it
+    from ``apply_all`` (``fix_zstd_context_made_per_batch``), the tools' log
+    readers (``postlane.logread``) call it directly. It goes through
+    ``_replace``, so ``disabled("fix_zstd_context_made_per_batch")`` puts
+    aiokafka's own functions back, and it does nothing while that fix is
+    disabled. Idempotent."""
+    if FIXES.get(ZSTD_FIX) is _skip:
+        return
     for name in codecs.RECORD_MODULES:
         module = importlib.import_module(name)
-        if _installed(module, "zstd_encode"):  # type: ignore[arg-type]
-            continue
-        _replace(module, "zstd_encode", codecs.zstd_encode,  # type: ignore[arg-type]
-                 "fix_zstd_context_made_per_batch")
-        _replace(module, "zstd_decode", codecs.zstd_decode,  # type: ignore[arg-type]
-                 "fix_zstd_context_made_per_batch")
+        _replace(module, "zstd_encode", codecs.zstd_encode, ZSTD_FIX)  # type: ignore[arg-type]
+        _replace(module, "zstd_decode", codecs.zstd_decode, ZSTD_FIX)  # type: ignore[arg-type]
+
+
+ZSTD_FIX = fix_zstd_context_made_per_batch.__name__
 
 
 # --- applying them ------------------------------------------------------------------------
