@@ -278,7 +278,8 @@ def register(rt: Runtime) -> None:
             if isinstance(result, BaseException):
                 log.warning("delivery: closing %s failed: %r", what, result)
         log.info("delivery stopped: SMTP pool closed (%s session(s)), claim reader closed "
-                 "(%d decision(s) read back)", sessions, reader.reads)
+                 "(%d decision(s) read back)",
+                 sessions if isinstance(sessions, int) else "?", reader.reads)
 
     app.async_exit_stack.push_async_callback(close)
 
