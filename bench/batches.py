@@ -51,16 +51,17 @@ def _counting(seen: dict[str, list[int]]) -> Callable[[Any], Iterator[Any]]:
     return unpack
 
 
-async def count_batches(bootstrap: str, idle: float = 1.0) -> dict[str, tuple[int, int, int]]:
+async def count_batches(bootstrap: str, idle: float = 1.0,
+                        topics: tuple[str, ...] = ()) -> dict[str, tuple[int, int, int]]:
     """{topic: (batches, records, key and value bytes before compression)}
-    over every partition of every topic."""
+    over every partition of every topic (or of ``topics``)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 client_id="postlane-bench-batches", fetch_max_wait_ms=100)
     await consumer.start()
     seen: dict[str, list[int]] = {}
     original = PartitionRecords._unpack_records
     try:
-        tps = [TP(t, p) for t in await consumer.topics()
+        tps = [TP(t, p) for t in await consumer.topics() if not topics or t in topics
                for p in (consumer.partitions_for_topic(t) or ())]
         if not tps:
             return {}
