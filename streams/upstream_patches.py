@@ -140,6 +140,8 @@ TARGETS: dict[str, tuple[Target, ...]] = {
     "fix_changelog_sent_a_few_records_per_batch": (
         Target("aiokafka.producer.message_accumulator", "MessageAccumulator._append_batch",
                AIOKAFKA, "4762abfc42cbaa15"),
+        Target("aiokafka.producer.message_accumulator", "MessageAccumulator.flush",
+               AIOKAFKA, "2b0eaa3da8519269"),
     ),
     "fix_zstd_context_made_per_batch": (
         Target("aiokafka.codec", "zstd_encode", AIOKAFKA, "3c7647f3ccfe7fb8"),
@@ -915,7 +917,9 @@ def fix_changelog_sent_a_few_records_per_batch(settings: Settings, app: faust.Ap
     (streams/tables.py) wait ``changelog_linger_ms`` for more records of
     their partition; every other batch goes as before. Faust's commit
     flushes the producer first, so a lingering record is on the log before
-    the offsets of the inputs that made it are committed, as before."""
+    the offsets of the inputs that made it are committed, as before; a
+    flush sends what lingers at once (Faust commits every 10,000 acks from
+    its drain loop: it would otherwise wait out the linger there)."""
     app_id = app.conf.id
     seconds = settings.changelog_linger_ms / 1000
     for spec in ALL_TABLES:
@@ -937,8 +941,20 @@ def fix_changelog_sent_a_few_records_per_batch(settings: Settings, app: faust.Ap
             self._waiter_future.set_result(None)
         return batch
 
+    upstream_flush = original(MessageAccumulator, "flush")
+
+    async def flush(self: Any) -> None:
+        # a flush (Faust's, before every offset commit) sends what lingers now
+        for batches in self._batches.values():
+            for batch in batches:
+                batch._linger_time = 0.0
+        if not self._waiter_future.done():
+            self._waiter_future.set_result(None)
+        await upstream_flush(self)
+
     _replace(MessageAccumulator, "_append_batch", _append_batch,
              "fix_changelog_sent_a_few_records_per_batch")
+    _replace(MessageAccumulator, "flush", flush, "fix_changelog_sent_a_few_records_per_batch")
 
 
 # --- applying them ------------------------------------------------------------------------
