@@ -55,7 +55,7 @@ class Settings:
     fetch_quick_wait_ms: int = 5
     # bytes per producer batch, at most (Faust's default is 16384); on the
     # embedded broker too: its wrong end offsets are corrected where they are
-    # read (streams/offsets.py). A lingering changelog (changelog_linger_ms)
+    # read (streams/offsets.py). A lingering changelog (background_linger_ms)
     # fills 16 KB in a few status rows under load: every batch costs the
     # embedded broker ~1.1-2 KB of memory beyond its records (bench/README.md)
     producer_max_batch_size: int = 131072
@@ -70,10 +70,11 @@ class Settings:
     # records written meanwhile share it (fewer requests, socket writes and
     # broker work per record) for that much latency per hop
     producer_linger_ms: int = 0
-    # how long the changelog records of the tables nobody waits for
-    # (streams/tables.py, ``linger``: status, the limiter's) wait for more of
-    # their partition before they go (ms); 0: like every other record
-    changelog_linger_ms: int = 100
+    # how long the records nothing waits for (the status topic, and the
+    # changelogs of the status and limiter tables: ``linger`` in
+    # streams/topics.py and tables.py) wait for more of their partition (ms);
+    # 0: they go at once like every other record
+    background_linger_ms: int = 100
     producer_compression: str = "zstd"
     # table writes Faust may have pending before it stops handing records to
     # every agent (its default, 100, lets a campaign's table writes stall invoices)

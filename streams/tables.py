@@ -127,10 +127,10 @@ class TableSpec:
     single_partition: bool = False
     value: Encoding = ROW_ENCODING  # how a value is encoded: there is one
     # nothing waits for this table's changelog records: they may wait
-    # settings.changelog_linger_ms for more of their partition, so they go
+    # settings.background_linger_ms for more of their partition, so they go
     # out a few hundred to a batch under load, not a few (every stored batch
     # costs the embedded broker ~1.1-2 KB and a slice of each later fetch;
-    # streams/upstream_patches.py, fix_changelog_sent_a_few_records_per_batch)
+    # streams/upstream_patches.py, fix_one_linger_for_every_topic)
     linger: bool = False
 
     def partitions(self, settings: Settings) -> int:

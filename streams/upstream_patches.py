@@ -137,7 +137,7 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         Target(_ACONSUMER, "AIOKafkaConsumer.end_offsets", AIOKAFKA, "f4b19078581881ba"),
         Target(_DRIVER, "AIOKafkaConsumerThread._highwaters", FAUST, "a7f4f97d9f32aca2"),
     ),
-    "fix_changelog_sent_a_few_records_per_batch": (
+    "fix_one_linger_for_every_topic": (
         Target("aiokafka.producer.message_accumulator", "MessageAccumulator._append_batch",
                AIOKAFKA, "4762abfc42cbaa15"),
         Target("aiokafka.producer.message_accumulator", "MessageAccumulator.flush",
@@ -900,31 +900,36 @@ ZSTD_FIX = fix_zstd_context_made_per_batch.__name__
 
 # --- aiokafka: one linger for every topic ----------------------------------------------------
 
-# changelog topic -> seconds its batches linger (fix_changelog_sent_a_few_records_per_batch)
+# topic -> seconds its batches linger (fix_one_linger_for_every_topic)
 _LINGER: dict[str, float] = {}
 
 
-def fix_changelog_sent_a_few_records_per_batch(settings: Settings, app: faust.App) -> None:
+def fix_one_linger_for_every_topic(settings: Settings, app: faust.App) -> None:
     """aiokafka 0.14.0 lingers every topic of a producer alike
     (``MessageAccumulator._append_batch`` gives each new batch the
     producer's ``linger_ms``), and the workers' producer must not linger:
-    a mail waits for its records on every hop. So a changelog nobody waits
-    for went out a few records per batch under load too (a 5,000-mail
-    campaign: 1.0-3.4 records per batch in the limiter's and 13 in the
-    status changelog), and the embedded broker keeps every batch as it came,
-    at ~1.1-2 KB each beyond its records, and scans them on later fetches.
-    The batches of the changelogs of the tables declared ``linger``
-    (streams/tables.py) wait ``changelog_linger_ms`` for more records of
+    a mail waits for its records on every hop. So records nobody waits for
+    went out a few per batch under load too (a 5,000-mail campaign: 1.0-3.4
+    records per batch in the limiter's changelogs and 13 in the status
+    changelog), and the embedded broker keeps every batch as it came, at
+    ~1.1-2 KB each beyond its records, and scans them on later fetches.
+    The batches of the topics declared ``linger`` (streams/topics.py: the
+    status topic) and of the changelogs of the tables declared ``linger``
+    (streams/tables.py) wait ``background_linger_ms`` for more records of
     their partition; every other batch goes as before. Faust's commit
     flushes the producer first, so a lingering record is on the log before
     the offsets of the inputs that made it are committed, as before; a
     flush sends what lingers at once (Faust commits every 10,000 acks from
     its drain loop: it would otherwise wait out the linger there)."""
     app_id = app.conf.id
-    seconds = settings.changelog_linger_ms / 1000
-    for spec in ALL_TABLES:
-        if spec.linger and seconds > 0:
-            _LINGER[f"{app_id}-{spec.name}-changelog"] = seconds
+    seconds = settings.background_linger_ms / 1000
+    if seconds > 0:
+        for table in ALL_TABLES:
+            if table.linger:
+                _LINGER[f"{app_id}-{table.name}-changelog"] = seconds
+        for topic in ALL_TOPICS:
+            if topic.linger:
+                _LINGER[topic.full(settings)] = seconds
     from aiokafka.producer.message_accumulator import MessageAccumulator, MessageBatch
 
     if _installed(MessageAccumulator, "_append_batch"):
@@ -953,8 +958,8 @@ def fix_changelog_sent_a_few_records_per_batch(settings: Settings, app: faust.Ap
         await upstream_flush(self)
 
     _replace(MessageAccumulator, "_append_batch", _append_batch,
-             "fix_changelog_sent_a_few_records_per_batch")
-    _replace(MessageAccumulator, "flush", flush, "fix_changelog_sent_a_few_records_per_batch")
+             "fix_one_linger_for_every_topic")
+    _replace(MessageAccumulator, "flush", flush, "fix_one_linger_for_every_topic")
 
 
 # --- applying them ------------------------------------------------------------------------
@@ -976,7 +981,7 @@ FIXES: dict[str, Fix] = {
         fix_fetch_answered_at_half_the_remaining_wait,
         fix_new_offset_commits_past_an_unacked_head,
         fix_zstd_context_made_per_batch,
-        fix_changelog_sent_a_few_records_per_batch,
+        fix_one_linger_for_every_topic,
     )
 }
 assert set(FIXES) >= set(TARGETS)

@@ -314,20 +314,20 @@ async def test_a_table_recovers_exactly_from_a_changelog_written_in_batches(
     assert recovered == written
 
 
-# --- fix_changelog_sent_a_few_records_per_batch ------------------------------------------
+# --- fix_one_linger_for_every_topic ------------------------------------------
 
 
 async def test_a_lingering_tables_changelog_goes_out_in_full_batches(
         broker: EmbeddedBroker, tmp_path: Path) -> None:
     """A table declared ``linger`` in streams/tables.py (here one named
     "status"), one update per input and each input published alone: its
-    changelog records wait ``changelog_linger_ms`` for more of their
+    changelog records wait ``background_linger_ms`` for more of their
     partition, so they go out many to a batch, and a new worker recovers
     the same table from them. Without the fix each update went out nearly
     alone (the producer sends as soon as its last request is answered)."""
     from bench.batches import count_batches
 
-    s = isolated_settings(broker.port, tmp_path, partitions=1, changelog_linger_ms=300)
+    s = isolated_settings(broker.port, tmp_path, partitions=1, background_linger_ms=300)
     name = s.topic("updates")
     create_topics(s, name, partitions=1)
 
@@ -373,7 +373,7 @@ async def test_a_flush_sends_a_lingering_changelog_record_at_once(
     drain loop (every 10,000 acks): a flush sends the lingering changelog
     records at once instead of waiting out their linger (5 s here), and
     they are on the log when it returns."""
-    s = isolated_settings(broker.port, tmp_path, partitions=1, changelog_linger_ms=5000)
+    s = isolated_settings(broker.port, tmp_path, partitions=1, background_linger_ms=5000)
     name = s.topic("updates")
     create_topics(s, name, partitions=1)
     app = create_app("flush", s)
