@@ -37,24 +37,31 @@ def _counting(seen: dict[str, list[int]]) -> Callable[[Any], Iterator[Any]]:
             pr.next_fetch_offset = batch.next_offset
             if batch.is_control_batch:
                 continue
-            n = sum(1 for r in batch if r.offset >= start)
+            n = size = 0
+            for r in batch:
+                if r.offset >= start:
+                    n += 1
+                    size += len(r.key or b"") + len(r.value or b"")
             if n:
-                c = seen.setdefault(pr._tp.topic, [0, 0])
+                c = seen.setdefault(pr._tp.topic, [0, 0, 0])
                 c[0] += 1
                 c[1] += n
+                c[2] += size
         yield from ()
     return unpack
 
 
-async def count_batches(bootstrap: str, idle: float = 1.0) -> dict[str, tuple[int, int]]:
-    """{topic: (batches, records)} over every partition of every topic."""
+async def count_batches(bootstrap: str, idle: float = 1.0,
+                        topics: tuple[str, ...] = ()) -> dict[str, tuple[int, int, int]]:
+    """{topic: (batches, records, key and value bytes before compression)}
+    over every partition of every topic (or of ``topics``)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 client_id="postlane-bench-batches", fetch_max_wait_ms=100)
     await consumer.start()
     seen: dict[str, list[int]] = {}
     original = PartitionRecords._unpack_records
     try:
-        tps = [TP(t, p) for t in await consumer.topics()
+        tps = [TP(t, p) for t in await consumer.topics() if not topics or t in topics
                for p in (consumer.partitions_for_topic(t) or ())]
         if not tps:
             return {}
@@ -69,15 +76,23 @@ async def count_batches(bootstrap: str, idle: float = 1.0) -> dict[str, tuple[in
     finally:
         PartitionRecords._unpack_records = original
         await consumer.stop()
-    return {t: (b, r) for t, (b, r) in sorted(seen.items())}
+    return {t: (b, r, n) for t, (b, r, n) in sorted(seen.items())}
 
 
-def lines(counts: dict[str, tuple[int, int]], partitions: int) -> list[str]:
+def lines(counts: dict[str, tuple[int, int, int]], partitions: int,
+          mails: int = 0) -> list[str]:
+    """The table the benches print; with ``mails``, also bytes per mail."""
     width = max((len(t) for t in counts), default=10)
-    out = [f"  record batches stored, per topic ({partitions} partitions each):"]
-    for topic, (batches, records) in sorted(counts.items(), key=lambda kv: -kv[1][0]):
+    out = [f"  record batches stored, per topic ({partitions} partitions each; bytes: keys "
+           "and values before compression):"]
+    for topic, (batches, records, size) in sorted(counts.items(), key=lambda kv: -kv[1][0]):
+        per_mail = f" {size / mails:7,.0f} B per mail" if mails else ""
         out.append(f"    {topic:<{width}} {batches:8,d} batches {records:9,d} records "
-                   f"({records / max(batches, 1):5.1f} per batch)")
+                   f"({records / max(batches, 1):5.1f} per batch) {size:12,d} B{per_mail}")
+    if mails and counts:
+        b, r, n = (sum(c[i] for c in counts.values()) for i in range(3))
+        out.append(f"    {'all topics, per mail':<{width}} {b / mails:8.2f} batches "
+                   f"{r / mails:9.2f} records {'':19}{n / mails:12,.0f} B")
     return out
 
 

@@ -683,8 +683,10 @@ def main(argv: list[str] | None = None) -> int:
         result["limiter_alone"] = lim
     result["correctness"] = print_correctness(bench, correct, h)
     cost_report(bench, h, result, lim)
-    print("\n".join(batch_lines(batches, bench.settings.partitions)))
-    result["batches"] = {t: {"batches": b, "records": r} for t, (b, r) in batches.items()}
+    print("\n".join(batch_lines(batches, bench.settings.partitions,
+                                 int(correct.get("expected") or 0))))
+    result["batches"] = {t: {"batches": b, "records": r, "bytes": n}
+                         for t, (b, r, n) in batches.items()}
     print(f"\nload average at the end{' (after the limiter-alone run)' if lim else ''}: "
           f"{end_load[0]:.2f}")
     ok = result["correctness"]["ok"]

@@ -25,10 +25,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AIOTopicPartition
 from aiokafka.errors import CorruptRecordException
 
-from streams import codecs
 from streams.client import BrokerUnavailable, unavailable
 from streams.offsets import true_end_offsets
 from streams.settings import Settings
+from streams.upstream_patches import install_zstd_codec
 
 
 @contextmanager
@@ -123,7 +123,7 @@ async def aread(s: Settings, topics: list[str], since: float | None = None,
     ``progress(read, total)`` is called after each fetch (total: the records
     between offset 0 and the end when the read began). ``share=(i, n)``:
     only the i-th of every n topic-partitions (readers in n processes)."""
-    codecs.install()  # zstd batches without a new context each (streams/codecs.py)
+    install_zstd_codec()  # zstd batches without a new context each (streams/codecs.py)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=s.bootstrap, group_id=None, enable_auto_commit=False,
         fetch_max_wait_ms=100, max_partition_fetch_bytes=8 * 1024 * 1024,

@@ -50,6 +50,14 @@ class PublishError(PostlaneError, RuntimeError):
     idempotency key."""
 
 
+def _start_hint(settings: Settings) -> str:
+    """What the operator should do when no broker answered."""
+    if settings.embedded:
+        return ("start it (`postlane broker`, or `postlane dev` for everything in one "
+                "process), or set POSTLANE_BROKER to your Kafka")
+    return "check that Kafka is up at that address, or set POSTLANE_BROKER"
+
+
 def message_id_for(idempotency_key: str, tenant: str = "") -> str:
     if not idempotency_key:
         return uuid.uuid4().hex
@@ -78,6 +86,24 @@ class _Ack:
         self.lock.release()
 
 
+class _ClientLog:
+    """librdkafka's log (delivered by ``poll``) to ``logger``, keeping the
+    last line's own words (``last``: e.g. "Connect to ipv4#127.0.0.1:1
+    failed: Connection refused"); ``held``: kept, not logged."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.last = ""
+        self.held = False
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        line = fmt % args
+        # "FAIL [client] [thrd:...]: 127.0.0.1:1/bootstrap: Connect to ... failed: ..."
+        self.last = line.split("]: ", 1)[-1]
+        if not self.held:
+            self.logger.log(level, "%s", line)
+
+
 class Publisher:
     def __init__(
         self,
@@ -103,6 +129,7 @@ class Publisher:
         self.topic = SEND_REQUESTED.full(self.settings)  # transactional lane
         self.mass_topic = SEND_REQUESTED_MASS.full(self.settings)  # mass lane
         self.max_message_bytes = max_message_bytes
+        self._client_log = _ClientLog(logging.getLogger("postlane.publisher"))
         self._producer = Producer({
             "bootstrap.servers": self.bootstrap,
             "client.id": "postlane-publisher",
@@ -115,15 +142,18 @@ class Publisher:
             # where the workers' producers (aiokafka, Java) put a key
             "partitioner": "murmur2_random",
             "socket.nagle.disable": True,
-            "logger": logging.getLogger("postlane.publisher"),
+            "logger": self._client_log,
         })
         try:
             self._producer.list_topics(timeout=connect_timeout)
         except KafkaException as exc:
+            self._client_log.held = True  # told in the error, not logged line by line
+            self._producer.poll(0)  # the client's log lines of the check
             self._producer.close()
+            why = self._client_log.last or exc.args[0].str()
             raise PublishError(f"no Kafka broker at {self.bootstrap} within "
-                               f"{connect_timeout:g} s ({exc.args[0].str()}): start it or "
-                               "set POSTLANE_BROKER") from None
+                               f"{connect_timeout:g} s ({why}); nothing was published: "
+                               f"{_start_hint(self.settings)}") from None
         self._closing = False
         self._poller = threading.Thread(target=self._serve_reports, daemon=True,
                                         name="postlane-publisher-reports")

@@ -40,11 +40,15 @@ def unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailable:
     return BrokerUnavailable(f"no Kafka broker at {where} ({exc}): {hint}")
 
 
-def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> list[str]:
-    """Create missing topics; returns the names created."""
+def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS,
+                  connect_timeout: float = 30.0) -> list[str]:
+    """Create missing topics; returns the names created. Raises
+    BrokerUnavailable when no broker answered within ``connect_timeout``
+    seconds (kafka-python's bootstrap wait)."""
     try:
         admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="postlane-admin",
-                                 request_timeout_ms=10000)
+                                 request_timeout_ms=10000,
+                                 bootstrap_timeout_ms=int(connect_timeout * 1000))
     except KafkaError as exc:
         raise unavailable(settings, exc) from exc
     try:

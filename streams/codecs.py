@@ -15,10 +15,11 @@ decompressor per thread (they are not safe to share between threads, and
 Faust's consumer runs in a thread of its own). The frames are standard
 zstd frames, read by any Kafka client. A frame without its content size in
 the header (some clients stream their batches) is read with a streaming
-decompressor. ``install()`` puts them where aiokafka's record batches call
-the codec (its C and Python record modules); it is applied to the workers
-by ``streams.upstream_patches`` (``fix_zstd_context_made_per_batch``) and
-to the log readers by ``postlane.logread``.
+decompressor. ``streams.upstream_patches.install_zstd_codec`` puts them
+where aiokafka's record batches call the codec (``RECORD_MODULES``): the
+one entry point, for the workers (the patch
+``fix_zstd_context_made_per_batch``) and the log readers
+(``postlane.logread``).
 """
 
 from __future__ import annotations
@@ -67,22 +68,3 @@ def zstd_decode(payload: Any) -> bytes:
     except zstandard.ZstdError:
         # no content size in the frame header: read it as a stream
         return d.decompressobj().decompress(data)
-
-
-def install() -> None:
-    """Make aiokafka's record batches use ``zstd_encode`` / ``zstd_decode``
-    (idempotent)."""
-    import importlib
-
-    for name in RECORD_MODULES:
-        module = importlib.import_module(name)
-        module.zstd_encode = zstd_encode  # type: ignore[attr-defined]
-        module.zstd_decode = zstd_decode  # type: ignore[attr-defined]
-
-
-def installed() -> bool:
-    import importlib
-
-    return all(getattr(importlib.import_module(n), "zstd_encode", None) is zstd_encode
-               and getattr(importlib.import_module(n), "zstd_decode", None) is zstd_decode
-               for n in RECORD_MODULES)

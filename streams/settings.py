@@ -53,9 +53,12 @@ class Settings:
     # after each empty fetch up to fetch_max_wait_ms: quick hops while mail
     # flows, the long wait when idle (streams/fetch_wait.py); 0: always the long one
     fetch_quick_wait_ms: int = 5
-    # bytes per producer batch (Faust's default); on the embedded broker too:
-    # its wrong end offsets are corrected where they are read (streams/offsets.py)
-    producer_max_batch_size: int = 16384
+    # bytes per producer batch, at most (Faust's default is 16384); on the
+    # embedded broker too: its wrong end offsets are corrected where they are
+    # read (streams/offsets.py). A lingering changelog (background_linger_ms)
+    # fills 16 KB in a few status rows under load: every batch costs the
+    # embedded broker ~1.1-2 KB of memory beyond its records (bench/README.md)
+    producer_max_batch_size: int = 131072
     # codec of the record batches Postlane's producers write: zstd (default;
     # the embedded broker keeps batches as they come, so this is its memory
     # per mail too, plus ~1.3-1.6 KB per batch: ~20% less than lz4; its
@@ -67,6 +70,11 @@ class Settings:
     # records written meanwhile share it (fewer requests, socket writes and
     # broker work per record) for that much latency per hop
     producer_linger_ms: int = 0
+    # how long the records nothing waits for (the status topic, and the
+    # changelogs of the status and limiter tables: ``linger`` in
+    # streams/topics.py and tables.py) wait for more of their partition (ms);
+    # 0: they go at once like every other record
+    background_linger_ms: int = 100
     producer_compression: str = "zstd"
     # table writes Faust may have pending before it stops handing records to
     # every agent (its default, 100, lets a campaign's table writes stall invoices)

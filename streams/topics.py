@@ -80,6 +80,10 @@ class TopicSpec:
     # (optional in the exported JSON Schema) is read as this one by every
     # reader, as the router reads it (empty: every record names its type)
     untyped: str = ""
+    # nothing waits for its records (readers show them: the console, `postlane
+    # status`): they may wait settings.background_linger_ms for more of their
+    # partition (streams/upstream_patches.py, fix_one_linger_for_every_topic)
+    linger: bool = False
 
     def full(self, settings: Settings) -> str:
         return settings.topic(self.name)
@@ -95,7 +99,8 @@ SEND_REQUESTED = TopicSpec("send-requested", doc="SendRequested from services",
 ROUTING_DECIDED = TopicSpec("routing-decided", doc="RoutingDecided from the router")
 DELIVERY = TopicSpec("delivery", doc="DeliveryStarted / DeliveryAttempted")
 DELIVERY_DUE = TopicSpec("delivery-due", doc="RetryTimeReached from the retry timer")
-STATUS = TopicSpec("status", doc="MessageStatusChanged from the status projection")
+STATUS = TopicSpec("status", doc="MessageStatusChanged from the status projection",
+                   linger=True)
 SEND_REQUESTED_MASS = TopicSpec("send-requested-mass", low_priority=True,
                                 doc="SendRequested of kind mass (the mass lane)",
                                 untyped="SendRequested")

@@ -45,6 +45,7 @@ from .eager import eager_wait_first
 from .fetch_wait import next_wait_ms
 from .offsets import true_end_offsets
 from .settings import Settings
+from .tables import ALL_TABLES
 from .topics import ALL_TOPICS
 
 FAUST = "faust-streaming"
@@ -135,6 +136,12 @@ TARGETS: dict[str, tuple[Target, ...]] = {
     "fix_end_offsets_at_last_batch_start": (
         Target(_ACONSUMER, "AIOKafkaConsumer.end_offsets", AIOKAFKA, "f4b19078581881ba"),
         Target(_DRIVER, "AIOKafkaConsumerThread._highwaters", FAUST, "a7f4f97d9f32aca2"),
+    ),
+    "fix_one_linger_for_every_topic": (
+        Target("aiokafka.producer.message_accumulator", "MessageAccumulator._append_batch",
+               AIOKAFKA, "4762abfc42cbaa15"),
+        Target("aiokafka.producer.message_accumulator", "MessageAccumulator.flush",
+               AIOKAFKA, "2b0eaa3da8519269"),
     ),
     "fix_zstd_context_made_per_batch": (
         Target("aiokafka.codec", "zstd_encode", AIOKAFKA, "3c7647f3ccfe7fb8"),
@@ -866,17 +873,93 @@ def fix_zstd_context_made_per_batch(settings: Settings, app: faust.App) -> None:
     few of the pipeline's records, where a context kept for the next batch
     takes ~6 and ~2.5 us. Record batches here are small, so zstd (the
     default codec: ~20% less broker memory per mail than lz4) cost more CPU
-    than lz4. ``streams/codecs.py`` keeps one context per thread and is put
-    where aiokafka's record batches call the codec (the module globals of
-    its C and Python record modules)."""
+    than lz4. ``streams/codecs.py`` keeps one context per thread;
+    ``install_zstd_codec`` puts it in place."""
+    install_zstd_codec()
+
+
+def install_zstd_codec() -> None:
+    """Put ``streams.codecs.zstd_encode`` / ``zstd_decode`` where aiokafka's
+    record batches call the codec (the module globals of its C and Python
+    record modules). The one way they are installed: the workers get it
+    from ``apply_all`` (``fix_zstd_context_made_per_batch``), the tools' log
+    readers (``postlane.logread``) call it directly. It goes through
+    ``_replace``, so ``disabled("fix_zstd_context_made_per_batch")`` puts
+    aiokafka's own functions back, and it does nothing while that fix is
+    disabled. Idempotent."""
+    if FIXES.get(ZSTD_FIX) is _skip:
+        return
     for name in codecs.RECORD_MODULES:
         module = importlib.import_module(name)
-        if _installed(module, "zstd_encode"):  # type: ignore[arg-type]
-            continue
-        _replace(module, "zstd_encode", codecs.zstd_encode,  # type: ignore[arg-type]
-                 "fix_zstd_context_made_per_batch")
-        _replace(module, "zstd_decode", codecs.zstd_decode,  # type: ignore[arg-type]
-                 "fix_zstd_context_made_per_batch")
+        _replace(module, "zstd_encode", codecs.zstd_encode, ZSTD_FIX)  # type: ignore[arg-type]
+        _replace(module, "zstd_decode", codecs.zstd_decode, ZSTD_FIX)  # type: ignore[arg-type]
+
+
+ZSTD_FIX = fix_zstd_context_made_per_batch.__name__
+
+
+# --- aiokafka: one linger for every topic ----------------------------------------------------
+
+# topic -> seconds its batches linger (fix_one_linger_for_every_topic)
+_LINGER: dict[str, float] = {}
+
+
+def fix_one_linger_for_every_topic(settings: Settings, app: faust.App) -> None:
+    """aiokafka 0.14.0 lingers every topic of a producer alike
+    (``MessageAccumulator._append_batch`` gives each new batch the
+    producer's ``linger_ms``), and the workers' producer must not linger:
+    a mail waits for its records on every hop. So records nobody waits for
+    went out a few per batch under load too (a 5,000-mail campaign: 1.0-3.4
+    records per batch in the limiter's changelogs and 13 in the status
+    changelog), and the embedded broker keeps every batch as it came, at
+    ~1.1-2 KB each beyond its records, and scans them on later fetches.
+    The batches of the topics declared ``linger`` (streams/topics.py: the
+    status topic) and of the changelogs of the tables declared ``linger``
+    (streams/tables.py) wait ``background_linger_ms`` for more records of
+    their partition; every other batch goes as before. Faust's commit
+    flushes the producer first, so a lingering record is on the log before
+    the offsets of the inputs that made it are committed, as before; a
+    flush sends what lingers at once (Faust commits every 10,000 acks from
+    its drain loop: it would otherwise wait out the linger there)."""
+    app_id = app.conf.id
+    seconds = settings.background_linger_ms / 1000
+    if seconds > 0:
+        for table in ALL_TABLES:
+            if table.linger:
+                _LINGER[f"{app_id}-{table.name}-changelog"] = seconds
+        for topic in ALL_TOPICS:
+            if topic.linger:
+                _LINGER[topic.full(settings)] = seconds
+    from aiokafka.producer.message_accumulator import MessageAccumulator, MessageBatch
+
+    if _installed(MessageAccumulator, "_append_batch"):
+        return
+
+    def _append_batch(self: Any, builder: Any, tp: Any) -> Any:
+        # upstream's, with the batch's linger looked up per topic
+        if self._txn_manager is not None:
+            self._txn_manager.maybe_add_partition_to_txn(tp)
+        batch = MessageBatch(tp, builder, self._batch_ttl,
+                             _LINGER.get(tp.topic, self._linger_time))
+        self._batches[tp].append(batch)
+        if not self._waiter_future.done():
+            self._waiter_future.set_result(None)
+        return batch
+
+    upstream_flush = original(MessageAccumulator, "flush")
+
+    async def flush(self: Any) -> None:
+        # a flush (Faust's, before every offset commit) sends what lingers now
+        for batches in self._batches.values():
+            for batch in batches:
+                batch._linger_time = 0.0
+        if not self._waiter_future.done():
+            self._waiter_future.set_result(None)
+        await upstream_flush(self)
+
+    _replace(MessageAccumulator, "_append_batch", _append_batch,
+             "fix_one_linger_for_every_topic")
+    _replace(MessageAccumulator, "flush", flush, "fix_one_linger_for_every_topic")
 
 
 # --- applying them ------------------------------------------------------------------------
@@ -898,6 +981,7 @@ FIXES: dict[str, Fix] = {
         fix_fetch_answered_at_half_the_remaining_wait,
         fix_new_offset_commits_past_an_unacked_head,
         fix_zstd_context_made_per_batch,
+        fix_one_linger_for_every_topic,
     )
 }
 assert set(FIXES) >= set(TARGETS)

@@ -13,6 +13,8 @@ from streams.client import BrokerUnavailable, ensure_topics
 
 from .common import fail, settings
 
+CONNECT_TIMEOUT = 5.0  # seconds for a broker to answer before send says there is none
+
 
 @click.command()
 @click.option("--from", "from_", required=True, help='"Name" <addr> or addr')
@@ -57,8 +59,10 @@ def send(
         list_id=list_id, campaign=campaign,
     )
     try:
-        ensure_topics(s)
-        with Publisher(settings=s) as pub:
+        # the publisher first: its connection check says "no broker" within
+        # CONNECT_TIMEOUT (ensure_topics first waited out kafka-python's 30 s)
+        with Publisher(settings=s, connect_timeout=CONNECT_TIMEOUT) as pub:
+            ensure_topics(s, connect_timeout=CONNECT_TIMEOUT)
             mid = pub.send(from_=from_, to=list(to), **fields)
     except InvalidEvent as exc:
         fail("; ".join(exc.problems))

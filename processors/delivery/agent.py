@@ -39,6 +39,10 @@ whose time has come, and for attempts left in flight that no batch here
 is running (an agent crash or a cancel on rebalance after the input was
 committed: nothing would redeliver it); the agent decides on it like on
 any other input (an in-flight ledger is retried as interrupted).
+
+When the worker stops, once its agents have stopped, delivery sends QUIT to
+each SMTP session its pool holds and stops the claim reader's consumer
+(``close``, on the app's exit stack).
 """
 
 from __future__ import annotations
@@ -262,6 +266,22 @@ def register(rt: Runtime) -> None:
                 return str(exc)
         request = carried(SendRequested, ledger.decision["request"])
         return ledger, action, request
+
+    async def close() -> None:
+        """At the worker's stop, once its agents have stopped (the app's exit
+        stack is left after its children): QUIT to each of the pool's SMTP
+        sessions and stop the claim reader's consumer. Never raises: the
+        worker is stopping either way."""
+        sessions, closed = await asyncio.gather(sender.pool.close_all(), reader.close(),
+                                                return_exceptions=True)
+        for what, result in (("the SMTP pool", sessions), ("the claim reader", closed)):
+            if isinstance(result, BaseException):
+                log.warning("delivery: closing %s failed: %r", what, result)
+        log.info("delivery stopped: SMTP pool closed (%s session(s)), claim reader closed "
+                 "(%d decision(s) read back)",
+                 sessions if isinstance(sessions, int) else "?", reader.reads)
+
+    app.async_exit_stack.push_async_callback(close)
 
     @app.timer(interval=1.0)
     async def retry_timer() -> None:

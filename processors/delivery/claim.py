@@ -12,7 +12,9 @@ restart leaves that attempt to be retried:
 - otherwise (the attempt raised, or the retry timer found it orphaned
   first) the agent reads that one record here, by its offset.
 
-I/O only: one consumer (no group), started on first use, kept for the next.
+I/O only: one consumer (no group), started on first use, kept for the next
+read (its partition paused in between), stopped when the worker stops
+(``close``, called by the delivery agent's stop).
 """
 
 from __future__ import annotations
@@ -107,17 +109,24 @@ class DecisionReader:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         consumer.seek(tp, offset)
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(tp, timeout_ms=200, max_records=50)
-            for rec in batch.get(tp, []):
-                if rec.offset == offset:
-                    return rec.value  # type: ignore[no-any-return]
-                if rec.offset > offset:
-                    return None  # not there (compacted or deleted)
-        return None
+        try:
+            deadline = time.monotonic() + self.timeout
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(tp, timeout_ms=200, max_records=50)
+                for rec in batch.get(tp, []):
+                    if rec.offset == offset:
+                        return rec.value  # type: ignore[no-any-return]
+                    if rec.offset > offset:
+                        return None  # not there (compacted or deleted)
+            return None
+        finally:
+            # paused until the next read (which assigns afresh): an assigned
+            # partition is fetched on and on, ~10 long polls a second at its end
+            consumer.pause(tp)
 
     async def close(self) -> None:
+        """Stop the consumer, if one was started (the worker's stop,
+        ``agent.py``); a later read starts a new one."""
         if self.consumer is not None:
-            await self.consumer.stop()
-            self.consumer = None
+            consumer, self.consumer = self.consumer, None
+            await consumer.stop()

@@ -122,14 +122,17 @@ class SmtpPool:
         for session in self._idle.pop(name, []):
             await session.close()
 
-    async def close_all(self) -> None:
-        """QUIT every idle session and close the busy ones."""
+    async def close_all(self) -> int:
+        """QUIT every idle session and close the busy ones (the worker's
+        stop); returns how many sessions there were."""
         self._closed = True
         idle = [s for sessions in self._idle.values() for s in sessions]
         self._idle.clear()
         await asyncio.gather(*(s.close() for s in idle), return_exceptions=True)
-        for session in list(self._busy):
+        busy = list(self._busy)
+        for session in busy:
             session.abort()
+        return len(idle) + len(busy)
 
     def stats(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

@@ -1,6 +1,9 @@
 """Delivery reads a mail's decision back from the record its first attempt
 came from (``processors/delivery/claim.py``), on the real broker: records
-written in one producer batch, read by the offset of one in the middle."""
+written in one producer batch, read by the offset of one in the middle. A
+worker that read one back and is then stopped (SIGTERM) sends QUIT to its
+SMTP server and stops the claim reader's consumer (tests/e2e/test_delivery_stop_e2e.py
+checks that in-process)."""
 
 from __future__ import annotations
 
@@ -93,6 +96,11 @@ class HangFirstData(Sink):
         super().__init__()
         self.hang = hang
         self.hung = 0
+        self.quits = 0
+
+    async def handle_QUIT(self, server: Any, session: Session, envelope: Envelope) -> str:
+        self.quits += 1
+        return "221 Bye"
 
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
         if not self.hung:
@@ -174,3 +182,7 @@ def test_a_restart_reads_the_decision_back_when_its_input_is_not_redelivered(
     attempted = [e for e in delivery_events(s) if isinstance(e, DeliveryAttempted)]
     assert [(e.attempt, e.interrupted) for e in attempted] == [(2, True)], attempted
     assert "decision read back from" in w2.log_text()
+    # stopped with SIGTERM: the pool's session got a QUIT (w1, killed, sent none),
+    # and the claim reader's consumer was stopped
+    assert sink.quits >= 1, w2.log_text()[-3000:]
+    assert "claim reader closed (1 decision(s) read back)" in w2.log_text()

@@ -14,6 +14,9 @@ promises services.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -166,7 +169,34 @@ def test_no_broker_is_a_publish_error_in_words() -> None:
         Publisher(f"127.0.0.1:{port}", settings=Settings.from_env(environ={}),
                   connect_timeout=2.0)
     assert time.monotonic() - t0 < 10
-    assert f"no Kafka broker at 127.0.0.1:{port}" in str(exc.value)
+    assert f"no Kafka broker at 127.0.0.1:{port} within 2 s" in str(exc.value)
+    assert "Connection refused" in str(exc.value)  # the client's own words
+    assert "nothing was published" in str(exc.value)
+
+
+def test_postlane_send_without_a_broker_says_so_in_seconds(tmp_path: Path) -> None:
+    """``postlane send`` with nothing listening at the broker's port: exit
+    code 3 and the Publisher's error (where it tried, what to do) within
+    seconds. It took ~31 s when kafka-python's topic check (ensure_topics)
+    ran first and waited out its 30 s bootstrap. The bound is generous: a
+    correctness guard, not a speed measure."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTLANE_")}
+    env.update(POSTLANE_EMBEDDED_PORT=str(port), POSTLANE_DATA_DIR=str(tmp_path))
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "postlane", "send", "--from", "app@a.test", "--to",
+         "r@b.test", "--subject", "hi", "--text", "hello"],
+        env=env, capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - t0
+    assert done.returncode == 3, (done.returncode, done.stdout, done.stderr)
+    assert done.stdout == ""  # no message id: nothing was published
+    err = done.stderr
+    assert f"no Kafka broker at 127.0.0.1:{port} within 5 s" in err, err
+    assert "Connection refused" in err and "nothing was published" in err, err
+    assert "postlane broker" in err and "POSTLANE_BROKER" in err, err  # what to do
+    assert err.count("\n") == 1, err  # the one line, not the client's log lines
+    assert took < 15, f"took {took:.1f} s to say there is no broker"
 
 
 @pytest.mark.parametrize("wait,delivery", [(2.0, 30.0), (30.0, 2.0)])

@@ -312,3 +312,94 @@ async def test_a_table_recovers_exactly_from_a_changelog_written_in_batches(
     async with running(app2):
         recovered = dict(table2.items())
     assert recovered == written
+
+
+# --- fix_one_linger_for_every_topic ------------------------------------------
+
+
+async def test_a_lingering_tables_changelog_goes_out_in_full_batches(
+        broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """A table declared ``linger`` in streams/tables.py (here one named
+    "status"), one update per input and each input published alone: its
+    changelog records wait ``background_linger_ms`` for more of their
+    partition, so they go out many to a batch, and a new worker recovers
+    the same table from them. Without the fix each update went out nearly
+    alone (the producer sends as soon as its last request is answered)."""
+    from bench.batches import count_batches
+
+    s = isolated_settings(broker.port, tmp_path, partitions=1, background_linger_ms=300)
+    name = s.topic("updates")
+    create_topics(s, name, partitions=1)
+
+    def build() -> tuple[faust.App, Any]:
+        app = create_app("linger", s)
+        table = app.Table("status", default=int, partitions=1, key_type=bytes)
+
+        @app.agent(raw_topic(app, name, 1))
+        async def count(stream: Any) -> None:
+            async for key, _value in stream.items():
+                table[key] += 1
+
+        return app, table
+
+    app, table = build()
+    changelog = f"{app.conf.id}-status-changelog"
+    async with running(app):
+        async with producer(s) as p:
+            for j in range(100):  # one at a time: the agent sees each alone
+                await p.send_and_wait(name, b"1", key=b"k%d" % (j % 10), partition=0)
+                await asyncio.sleep(0.002)
+        deadline = time.monotonic() + 20
+        while sum(table.values()) < 100:
+            assert time.monotonic() < deadline, f"counted {sum(table.values())} of 100"
+            await asyncio.sleep(0.05)
+        written = dict(table.items())
+    assert written == {b"k%d" % i: 10 for i in range(10)}
+
+    batches, records, _ = (await count_batches(s.bootstrap, topics=(changelog,)))[changelog]
+    assert records == 100  # one changelog record per update
+    assert batches <= 20, (
+        f"{records} changelog records went out in {batches} batches: they did not linger")
+
+    app2, table2 = build()
+    async with running(app2):
+        recovered = dict(table2.items())
+    assert recovered == written
+
+
+async def test_a_flush_sends_a_lingering_changelog_record_at_once(
+        broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """Faust flushes the producer before every offset commit, also from its
+    drain loop (every 10,000 acks): a flush sends the lingering changelog
+    records at once instead of waiting out their linger (5 s here), and
+    they are on the log when it returns."""
+    s = isolated_settings(broker.port, tmp_path, partitions=1, background_linger_ms=5000)
+    name = s.topic("updates")
+    create_topics(s, name, partitions=1)
+    app = create_app("flush", s)
+    table = app.Table("status", default=int, partitions=1, key_type=bytes)
+
+    @app.agent(raw_topic(app, name, 1))
+    async def count(stream: Any) -> None:
+        async for key, _value in stream.items():
+            table[key] += 1
+
+    changelog = TopicPartition(f"{app.conf.id}-status-changelog", 0)
+    async with running(app):
+        async with producer(s) as p:
+            await p.send_and_wait(name, b"1", key=b"k", partition=0)
+        deadline = time.monotonic() + 20
+        while table[b"k"] < 1:
+            assert time.monotonic() < deadline, "the input was not counted"
+            await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        await app.producer.flush()
+        took = time.monotonic() - t0
+        consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            ends = await true_end_offsets(consumer, [changelog])
+        finally:
+            await consumer.stop()
+    assert ends[changelog] == 1, "the flush returned before the record was on the log"
+    assert took < 2.5, f"the flush waited {took:.1f} s: the lingering record was not sent at once"

@@ -1,10 +1,12 @@
 """zstd record batches with a context kept per thread (streams/codecs.py):
 the frames are what aiokafka's own codec reads and writes, aiokafka's record
-batches use them once installed, a frame without its content size (a
+batches use them once installed (``upstream_patches.install_zstd_codec``,
+the one entry point, undone by ``disabled``), a frame without its content size (a
 streaming client's) reads, and each thread has its own context."""
 
 from __future__ import annotations
 
+import importlib
 import threading
 
 import cramjam
@@ -13,7 +15,8 @@ import zstandard
 from aiokafka import codec as upstream
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
-from streams import codecs
+from streams import codecs, upstream_patches
+from streams.upstream_patches import install_zstd_codec
 
 PAYLOAD = b"".join(b'{"message_id":"m%05d","to":["user%d@example.org"],"text":"hello"}' % (i, i)
                    for i in range(40))
@@ -46,6 +49,11 @@ def test_a_frame_without_its_content_size_reads() -> None:
     assert codecs.zstd_decode(memoryview(bytes(cramjam.zstd.compress(PAYLOAD)))) == PAYLOAD
 
 
+def record_module_codecs() -> dict[str, tuple[object, object]]:
+    return {n: (vars(importlib.import_module(n))["zstd_encode"],
+                vars(importlib.import_module(n))["zstd_decode"]) for n in codecs.RECORD_MODULES}
+
+
 def test_aiokafkas_record_batches_use_them_once_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     encode, decode = codecs.zstd_encode, codecs.zstd_decode
@@ -60,12 +68,10 @@ def test_aiokafkas_record_batches_use_them_once_installed(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(codecs, "zstd_encode", counting_encode)
     monkeypatch.setattr(codecs, "zstd_decode", counting_decode)
-    import importlib
-    saved = {n: (vars(importlib.import_module(n))["zstd_encode"],
-                 vars(importlib.import_module(n))["zstd_decode"]) for n in codecs.RECORD_MODULES}
+    saved = record_module_codecs()
     try:
-        codecs.install()
-        assert codecs.installed()
+        install_zstd_codec()
+        assert set(record_module_codecs().values()) == {(counting_encode, counting_decode)}
         values = [b'{"n":%d,"pad":"%s"}' % (i, b"x" * 200) for i in range(10)]
         raw = batch_with(values)
         assert calls == ["encode"]
@@ -75,8 +81,24 @@ def test_aiokafkas_record_batches_use_them_once_installed(monkeypatch: pytest.Mo
     finally:
         for n, (enc, dec) in saved.items():
             m = importlib.import_module(n)
-            m.zstd_encode = enc
-            m.zstd_decode = dec
+            m.zstd_encode = enc  # type: ignore[attr-defined]
+            m.zstd_decode = dec  # type: ignore[attr-defined]
+
+
+def test_the_log_readers_install_is_the_patch_and_is_undone_with_it() -> None:
+    """The log readers (postlane.logread) and the workers install the codec
+    the same way: ``disabled`` puts aiokafka's own functions back after
+    either, and the install does nothing while the fix is off."""
+    install_zstd_codec()  # as postlane.logread does
+    ours = {n: (codecs.zstd_encode, codecs.zstd_decode) for n in codecs.RECORD_MODULES}
+    upstream_fns = {n: (upstream.zstd_encode, upstream.zstd_decode)
+                    for n in codecs.RECORD_MODULES}
+    assert record_module_codecs() == ours
+    with upstream_patches.disabled(upstream_patches.ZSTD_FIX):
+        assert record_module_codecs() == upstream_fns
+        install_zstd_codec()
+        assert record_module_codecs() == upstream_fns
+    assert record_module_codecs() == ours
 
 
 def test_each_thread_has_its_own_context() -> None:

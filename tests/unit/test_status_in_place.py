@@ -12,7 +12,7 @@ from processors.status.batch import apply
 from processors.status.core import MessageStatus, fold_in_place
 from schemas import Event
 
-from .test_status_queue import (
+from .status_events import (
     applied,
     attempted,
     cancelled,

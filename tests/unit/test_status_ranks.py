@@ -19,7 +19,7 @@ from schemas import (
     SendRequested,
 )
 
-from .test_schemas import SAMPLES
+from .status_events import life_event
 
 
 def chain(event: Event) -> tuple[int, int, int]:
@@ -43,9 +43,5 @@ def chain(event: Event) -> tuple[int, int, int]:
 @pytest.mark.parametrize("cls", LIFE_EVENTS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("n", [0, 1, 2, 7])
 def test_rank_by_type_is_the_chains(cls: type[Event], n: int) -> None:
-    data = dict(SAMPLES[cls])
-    for name in ("attempt", "step"):
-        if name in cls._options.fields:
-            data[name] = n
-    event = cls(**data)
+    event = life_event(cls, n)
     assert progress_of(event) == chain(event)
