@@ -93,6 +93,22 @@ async def producer(s: Settings, **config: Any) -> AsyncIterator[AIOKafkaProducer
         await p.stop()
 
 
+def counting_app(s: Settings, app_name: str, table_name: str, topic: str,
+                 partitions: int) -> tuple[faust.App, Any]:
+    """An app whose agent counts in a table: an input of value ``N`` adds
+    one to each of ``<its key>-0`` .. ``<its key>-<N-1>``."""
+    app = create_app(app_name, s)
+    table = app.Table(table_name, default=int, partitions=partitions, key_type=bytes)
+
+    @app.agent(raw_topic(app, topic, partitions))
+    async def count(stream: Any) -> None:
+        async for key, value in stream.items():
+            for i in range(int(value)):
+                table[key + b"-%d" % i] += 1
+
+    return app, table
+
+
 # --- fix_fetch_wait_fixed_at_1500ms ------------------------------------------------------
 
 
@@ -272,16 +288,7 @@ async def test_a_table_recovers_exactly_from_a_changelog_written_in_batches(
     create_topics(s, name, partitions=2)
 
     def build() -> tuple[faust.App, Any]:
-        app = create_app("recover", s)
-        table = app.Table("counts", default=int, partitions=2, key_type=bytes)
-
-        @app.agent(raw_topic(app, name, 2))
-        async def count(stream: Any) -> None:
-            async for key, value in stream.items():
-                for i in range(int(value)):
-                    table[key + b"-%d" % i] += 1
-
-        return app, table
+        return counting_app(s, "recover", "counts", name, partitions=2)
 
     app, table = build()
     async with running(app):
@@ -332,15 +339,7 @@ async def test_a_lingering_tables_changelog_goes_out_in_full_batches(
     create_topics(s, name, partitions=1)
 
     def build() -> tuple[faust.App, Any]:
-        app = create_app("linger", s)
-        table = app.Table("status", default=int, partitions=1, key_type=bytes)
-
-        @app.agent(raw_topic(app, name, 1))
-        async def count(stream: Any) -> None:
-            async for key, _value in stream.items():
-                table[key] += 1
-
-        return app, table
+        return counting_app(s, "linger", "status", name, partitions=1)
 
     app, table = build()
     changelog = f"{app.conf.id}-status-changelog"
@@ -354,7 +353,7 @@ async def test_a_lingering_tables_changelog_goes_out_in_full_batches(
             assert time.monotonic() < deadline, f"counted {sum(table.values())} of 100"
             await asyncio.sleep(0.05)
         written = dict(table.items())
-    assert written == {b"k%d" % i: 10 for i in range(10)}
+    assert written == {b"k%d-0" % i: 10 for i in range(10)}
 
     batches, records, _ = (await count_batches(s.bootstrap, topics=(changelog,)))[changelog]
     assert records == 100  # one changelog record per update
@@ -376,20 +375,13 @@ async def test_a_flush_sends_a_lingering_changelog_record_at_once(
     s = isolated_settings(broker.port, tmp_path, partitions=1, background_linger_ms=5000)
     name = s.topic("updates")
     create_topics(s, name, partitions=1)
-    app = create_app("flush", s)
-    table = app.Table("status", default=int, partitions=1, key_type=bytes)
-
-    @app.agent(raw_topic(app, name, 1))
-    async def count(stream: Any) -> None:
-        async for key, _value in stream.items():
-            table[key] += 1
-
+    app, table = counting_app(s, "flush", "status", name, partitions=1)
     changelog = TopicPartition(f"{app.conf.id}-status-changelog", 0)
     async with running(app):
         async with producer(s) as p:
             await p.send_and_wait(name, b"1", key=b"k", partition=0)
         deadline = time.monotonic() + 20
-        while table[b"k"] < 1:
+        while table[b"k-0"] < 1:
             assert time.monotonic() < deadline, "the input was not counted"
             await asyncio.sleep(0.05)
         t0 = time.monotonic()
