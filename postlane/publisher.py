@@ -39,6 +39,7 @@ from processors.router.intake import carried_limit
 from schemas import InvalidEvent, SendRequested, encode, ids
 from schemas.errors import PostlaneError
 from schemas.send import MAX_MESSAGE_BYTES
+from streams.client import broker_hint
 from streams.settings import Settings
 from streams.topics import SEND_REQUESTED, SEND_REQUESTED_MASS
 
@@ -48,14 +49,6 @@ _NS = ids.PUBLISHED
 class PublishError(PostlaneError, RuntimeError):
     """The broker did not take the event; safe to retry with the same
     idempotency key."""
-
-
-def _start_hint(settings: Settings) -> str:
-    """What the operator should do when no broker answered."""
-    if settings.embedded:
-        return ("start it (`postlane broker`, or `postlane dev` for everything in one "
-                "process), or set POSTLANE_BROKER to your Kafka")
-    return "check that Kafka is up at that address, or set POSTLANE_BROKER"
 
 
 def message_id_for(idempotency_key: str, tenant: str = "") -> str:
@@ -153,7 +146,7 @@ class Publisher:
             why = self._client_log.last or exc.args[0].str()
             raise PublishError(f"no Kafka broker at {self.bootstrap} within "
                                f"{connect_timeout:g} s ({why}); nothing was published: "
-                               f"{_start_hint(self.settings)}") from None
+                               f"{broker_hint(self.settings)}") from None
         self._closing = False
         self._poller = threading.Thread(target=self._serve_reports, daemon=True,
                                         name="postlane-publisher-reports")

@@ -37,7 +37,7 @@ from schemas import (
     decode_any,
 )
 from schemas.queue import COMMANDS as COMMAND_NAMES
-from streams.client import BrokerUnavailable, ensure_topics, publish, read_topic
+from streams.client import BrokerUnavailable, ensure_topics, publish, read_topic, unavailable
 from streams.offsets import true_end_offsets_sync
 from streams.settings import Settings
 from streams.topics import (
@@ -241,10 +241,7 @@ class AnswerReader:
             )
             parts = self.consumer.partitions_for_topic(topic) or set()
         except KafkaError as exc:
-            raise BrokerUnavailable(
-                f"no Kafka broker at {s.bootstrap} ({exc}): start it with `postlane broker` "
-                "(or `postlane dev`), or check POSTLANE_BROKER"
-            ) from exc
+            raise unavailable(s, exc) from exc
         if not parts:
             self.consumer.close()
             raise BrokerUnavailable(f"the topic {topic} does not exist: run `postlane dev` "

@@ -20,7 +20,7 @@ from kafka.errors import KafkaError
 from kafka.partitioner import murmur2
 
 from schemas import InvalidEvent, MessageStatusChanged, decode
-from streams.client import BrokerUnavailable
+from streams.client import unavailable
 from streams.offsets import true_end_offsets_sync
 from streams.settings import Settings
 from streams.topics import STATUS
@@ -91,10 +91,7 @@ class StatusReader:
                 request_timeout_ms=15000,
             )
         except KafkaError as exc:
-            raise BrokerUnavailable(
-                f"no Kafka broker at {settings.bootstrap} ({exc}): start it with "
-                "`postlane broker` (or `postlane dev`), or check POSTLANE_BROKER"
-            ) from exc
+            raise unavailable(settings, exc) from exc
 
     def close(self) -> None:
         self.consumer.close()

@@ -29,15 +29,19 @@ class BrokerUnavailable(PostlaneError, RuntimeError):
     """No broker answered at the configured address."""
 
 
+def broker_hint(settings: Settings) -> str:
+    """What the operator should do when no broker answered (every client's
+    words for it: these tools' and the publisher's)."""
+    if settings.embedded:
+        return ("start it with `postlane broker` (or `postlane dev`), or set POSTLANE_BROKER "
+                "to your Kafka")
+    return "check POSTLANE_BROKER and that Kafka is up"
+
+
 def unavailable(settings: Settings, exc: BaseException) -> BrokerUnavailable:
     """The error, in words, when no broker answered: what to start or check."""
-    where = settings.bootstrap
-    hint = (
-        "start it with `postlane broker` (or `postlane dev`)"
-        if settings.embedded
-        else "check POSTLANE_BROKER and that Kafka is up"
-    )
-    return BrokerUnavailable(f"no Kafka broker at {where} ({exc}): {hint}")
+    return BrokerUnavailable(f"no Kafka broker at {settings.bootstrap} ({exc}): "
+                             f"{broker_hint(settings)}")
 
 
 def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS,
