@@ -44,6 +44,7 @@ from schemas import (
     QueueCommandRefused,
     RoutingDecided,
     SendRequested,
+    compact,
     ids,
     plain,
 )
@@ -213,26 +214,14 @@ def kept_decision(decision: RoutingDecided) -> dict[str, Any]:
         if k in data:
             v = data[k]
             if k == "request" and isinstance(v, dict):
-                v = _compact_request(v)
+                v = compact(SendRequested, v)
             if default(k, _NO_DEFAULT) != v:
                 kept[k] = v
     return kept
 
 
 _DECISION_DEFAULTS: dict[str, Any] = dict(RoutingDecided._options.defaults)
-_REQUEST_DEFAULTS: dict[str, Any] = dict(SendRequested._options.defaults)
 _NO_DEFAULT = object()
-
-
-def _compact_request(request: dict[str, Any]) -> dict[str, Any]:
-    """``compact(SendRequested, request)`` (test_delivery_kept_decision.py):
-    a router's request is compact already, and this only checks it."""
-    out: dict[str, Any] = {}
-    default = _REQUEST_DEFAULTS.get
-    for k, v in request.items():
-        if default(k, _NO_DEFAULT) != v:
-            out[k] = v
-    return out
 
 
 def row(ledger: Ledger) -> dict[str, Any]:
