@@ -66,6 +66,7 @@ class Settings:
     # CPU than lz4: bench/README.md, "Broker memory per mail"), lz4, gzip,
     # snappy or none. Readers need the codec: librdkafka and Java have them
     # all; kafka-python needs zstandard (a dependency), kafkajs a codec package
+    producer_compression: str = "zstd"
     # how long a producer waits for more records before a produce request (ms):
     # records written meanwhile share it (fewer requests, socket writes and
     # broker work per record) for that much latency per hop
@@ -75,7 +76,6 @@ class Settings:
     # streams/topics.py and tables.py) wait for more of their partition (ms);
     # 0: they go at once like every other record
     background_linger_ms: int = 100
-    producer_compression: str = "zstd"
     # table writes Faust may have pending before it stops handing records to
     # every agent (its default, 100, lets a campaign's table writes stall invoices)
     producer_buffer_max: int = 100
@@ -180,6 +180,9 @@ class Settings:
         if self.smtp_connections < 1:
             raise SettingsError(f"POSTLANE_SMTP_CONNECTIONS={self.smtp_connections}: "
                                 "at least 1 connection per outgoing server")
+        if self.background_linger_ms < 0:
+            raise SettingsError(f"POSTLANE_BACKGROUND_LINGER_MS={self.background_linger_ms}: "
+                                "milliseconds, 0 or more (0: no linger)")
 
     @property
     def compression_type(self) -> str | None:

@@ -18,6 +18,12 @@ def test_an_unknown_codec_is_refused_when_the_settings_are_read() -> None:
         Settings.from_env({"POSTLANE_PRODUCER_COMPRESSION": "lz5"})
 
 
+def test_a_negative_background_linger_is_refused_in_words() -> None:
+    with pytest.raises(SettingsError, match="POSTLANE_BACKGROUND_LINGER_MS=-5: milliseconds"):
+        Settings.from_env({"POSTLANE_BACKGROUND_LINGER_MS": "-5"})
+    assert Settings.from_env({"POSTLANE_BACKGROUND_LINGER_MS": "0"}).background_linger_ms == 0
+
+
 def test_codecs_as_kafka_clients_take_them() -> None:
     assert Settings().compression_type == "zstd"
     assert Settings(producer_compression="lz4").compression_type == "lz4"
