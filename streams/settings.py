@@ -114,7 +114,7 @@ class Settings:
     limit_timezone: str = "UTC"  # IANA name; daily windows follow its calendar
     limit_day_start: str = "00:00"  # when a daily window opens, local time HH:MM
     limiter_tick: float = 0.2  # how often held mail is looked at (pacing precision)
-    mass_window: int = 8  # mass mails per partition released and not yet started
+    mass_window: int = 16  # mass mails per partition released and not yet started
     mass_inflight_timeout: float = 60.0  # a released mass mail not started stops counting
     mass_lookahead: int = 512  # mass mails looked past a paced head, per partition
     # mass mails per partition the limiter takes in ahead of its releases; past

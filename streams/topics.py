@@ -80,9 +80,13 @@ class TopicSpec:
     # (optional in the exported JSON Schema) is read as this one by every
     # reader, as the router reads it (empty: every record names its type)
     untyped: str = ""
-    # nothing waits for its records (readers show them: the console, `postlane
-    # status`): they may wait settings.background_linger_ms for more of their
-    # partition (streams/upstream_patches.py, fix_one_linger_for_every_topic)
+    # nothing waits for its records now (readers show them: the console,
+    # `postlane status`; or the mass lane, whose mail the limiter holds for
+    # seconds anyway): they may wait settings.background_linger_ms for more of
+    # their partition (streams/upstream_patches.py,
+    # fix_one_linger_for_every_topic). Fewer, fuller batches: the embedded
+    # broker keeps each batch at ~1.1-2 KB beyond its records and lists every
+    # stored batch of a partition on each fetch that returns records from it.
     linger: bool = False
 
     def full(self, settings: Settings) -> str:
@@ -105,7 +109,8 @@ SEND_REQUESTED_MASS = TopicSpec("send-requested-mass", low_priority=True,
                                 doc="SendRequested of kind mass (the mass lane)",
                                 untyped="SendRequested")
 ROUTING_DECIDED_MASS = TopicSpec("routing-decided-mass", low_priority=True,
-                                 doc="RoutingDecided for mass mail (the mass lane)")
+                                 doc="RoutingDecided for mass mail (the mass lane)",
+                                 linger=True)
 RELEASED = TopicSpec("released", doc="MailReleased from the limiter, and the ops commands "
                      "it forwards to delivery")
 HELD = TopicSpec("held", doc="MailHeld from the limiter: scheduled, deferred, paced; "
