@@ -157,9 +157,14 @@ class Lanes(Bench):
             self.bulk = None
         super().stop()
 
+    @property
+    def alone_seconds(self) -> float:
+        a = self.args
+        return a.trickle_duration if a.trickle_alone is None else a.trickle_alone
+
     def trickle_alone(self) -> Phase:
         rate, count = self.args.trickle_rate, int(self.args.trickle_rate *
-                                                  self.args.trickle_duration)
+                                                  self.alone_seconds)
         ph = self._run_phase(Phase(f"trickle {rate:g}/s alone"),
                              lambda p: self.publish_at_rate(p, rate, count))
         self.trickle_phases["alone"] = ph
@@ -598,6 +603,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="transactional mails/s of the trickle")
     p.add_argument("--trickle-duration", type=float, default=15.0,
                    help="seconds of the trickle (alone, then during the campaign)")
+    p.add_argument("--trickle-alone", type=float, default=None, metavar="SECONDS",
+                   help="seconds of the trickle alone, when it should differ from "
+                        "--trickle-duration (e.g. a trickle through a whole 100,000 campaign)")
     p.add_argument("--n", type=int, default=2000,
                    help="transactional mails of the throughput phase (0: skip)")
     p.add_argument("--serial", type=int, default=200,
@@ -646,8 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.serial:
             print(f"one in flight ({args.serial} mails)", flush=True)
             bench.serial()
-        if args.trickle_rate > 0 and args.trickle_duration > 0:
-            print(f"trickle alone ({args.trickle_rate:g}/s for {args.trickle_duration:g} s)",
+        if args.trickle_rate > 0 and bench.alone_seconds > 0:
+            print(f"trickle alone ({args.trickle_rate:g}/s for {bench.alone_seconds:g} s)",
                   flush=True)
             bench.trickle_alone()
         if args.campaign:
