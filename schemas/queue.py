@@ -56,10 +56,14 @@ class MailReleased(Event):
     token: str = ""  # the ask id of the quota grant it goes with ("": no limit, or forced)
 
     def problems(self) -> list[str]:
-        out = super().problems()
-        if self.lane not in LANES:
-            out.append(f"lane {self.lane!r} must be one of {', '.join(LANES)}")
-        if self.decision.get("message_id") != self.message_id:
+        f = self.__dict__  # the field values (see RoutingDecided.problems)
+        schema = f["schema"]
+        # Event.problems finds nothing for a schema this reader knows
+        out = [] if not (schema < 1 or schema > self.SCHEMA) else super().problems()
+        lane = f["lane"]
+        if lane not in LANES:
+            out.append(f"lane {lane!r} must be one of {', '.join(LANES)}")
+        if f["decision"].get("message_id") != f["message_id"]:
             out.append("decision must be this mail's RoutingDecided")
         return out
 

@@ -220,10 +220,13 @@ def fold_in_place(status: MessageStatus | None, event: Event) -> MessageStatus |
     if isinstance(event, QueueCommandIssued) and event.command == "ack":
         return acknowledge(status, event)[0]
     f = event.__dict__  # the field values (see _step)
-    if status is not None and status.seen(f["event_id"]):
-        return status
     if status is None:
         status = _new_status(f["message_id"], f["occurred_at"])
+    else:
+        event_id = f["event_id"]
+        for h in status.history:  # status.seen(event_id), without the call
+            if h.get("event_id") == event_id:
+                return status
     _step(status, event)
     return status
 
