@@ -53,7 +53,7 @@ from schemas.base import decode_any_owned, decode_given, owned_decoder
 from streams import tables as T
 from streams.client import Record
 from streams.settings import Settings
-from streams.tables import TableSpec, decode_row
+from streams.tables import TableSpec, changelog_topic, decode_row
 from streams.topics import TopicSpec
 
 from .logread import Rec, gc_paused, read_all, unavailable
@@ -129,7 +129,7 @@ def changelog_topics(s: Settings, table: str) -> list[str]:
         names = admin.list_topics()
     finally:
         admin.close()
-    suffix = f"-{table}-changelog"
+    suffix = changelog_topic("", table)  # -<table>-changelog, whatever the app
     return sorted(t for t in names if t.startswith(f"{s.app_prefix}-") and t.endswith(suffix))
 
 
@@ -139,14 +139,14 @@ def pick_changelog(s: Settings, table: str, owner: str, topics: list[str]) -> st
     by ``-``: ``limiter-OWNER-router``), then the dev stack's, else the first."""
     if not topics:
         return None
-    exact = f"{s.app_prefix}-{owner}-{table}-changelog"
+    exact = changelog_topic(f"{s.app_prefix}-{owner}", table)
     if exact in topics:
         return exact
     for t in topics:
-        app = t[len(s.app_prefix) + 1:-len(f"-{table}-changelog")]
+        app = t[len(s.app_prefix) + 1:-len(changelog_topic("", table))]
         if owner in app.split("-"):
             return t
-    dev = f"{s.app_prefix}-dev-{table}-changelog"
+    dev = changelog_topic(f"{s.app_prefix}-dev", table)
     return dev if dev in topics else topics[0]
 
 

@@ -136,6 +136,16 @@ class TableSpec:
     def partitions(self, settings: Settings) -> int:
         return 1 if self.single_partition else settings.partitions
 
+    def changelog(self, app_id: str) -> str:
+        return changelog_topic(app_id, self.name)
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """Faust's name for the changelog of ``table`` in the app ``app_id``
+    (``<app id>-<table>-changelog``; a worker's app id is
+    ``<app_prefix>-<its processors, sorted, joined by ->``)."""
+    return f"{app_id}-{table}-changelog"
+
 
 def _t(name: str, key: str, doc: str, *, partitioner: bool = False,
        single: bool = False, linger: bool = False) -> TableSpec:

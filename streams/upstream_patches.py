@@ -926,7 +926,7 @@ def fix_one_linger_for_every_topic(settings: Settings, app: faust.App) -> None:
     if seconds > 0:
         for table in ALL_TABLES:
             if table.linger:
-                _LINGER[f"{app_id}-{table.name}-changelog"] = seconds
+                _LINGER[table.changelog(app_id)] = seconds
         for topic in ALL_TOPICS:
             if topic.linger:
                 _LINGER[topic.full(settings)] = seconds

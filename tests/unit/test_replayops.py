@@ -148,3 +148,14 @@ def test_in_order_is_time_then_topic_then_offset() -> None:
     assert [(r.timestamp_ms, r.topic, r.offset) for r in got] == \
         [(r.timestamp_ms, r.topic, r.offset) for r in want]
     assert got == want
+
+
+def test_a_changelog_is_named_as_faust_names_it() -> None:
+    import faust
+
+    from streams.tables import STATUS, changelog_topic
+
+    app = faust.App("postlane-limiter-status", broker="kafka://127.0.0.1:1")
+    table = app.Table(STATUS.name)
+    assert STATUS.changelog(app.conf.id) == table.changelog_topic.get_topic_name()
+    assert changelog_topic("postlane-dev", "status") == "postlane-dev-status-changelog"
