@@ -114,8 +114,11 @@ class Bench:
             admin.create_topics([NewTopic(self.topic, 1, 1)])
         finally:
             admin.close()
+        # publish() flushes at once; the long linger only keeps one call's values
+        # in one batch when this process stalls between its sends (a CI run saw
+        # e5 go alone at 20 ms: the worker's batch then held e5 only)
         self.producer = KafkaProducer(bootstrap_servers=self.s.bootstrap, acks="all",
-                                      linger_ms=20)
+                                      linger_ms=5000)
         self.workers: list[BatchWorker] = []
 
     def worker(self, impl: str, **batch_env: Any) -> BatchWorker:
