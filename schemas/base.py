@@ -95,12 +95,15 @@ class Event(
             raise InvalidEvent(type(self).__name__, problems)
 
     def problems(self) -> list[str]:
-        """Semantic validation; subclasses extend. Empty list: valid."""
-        out: list[str] = []
+        """Semantic validation; subclasses extend (calling ``Event.problems(self)``
+        first: a new list, which they may append to). Empty list: valid."""
         # the value in __dict__: every way an event is made puts every field
         # there, and every field is plain (what Faust's descriptor gives, at
         # a C call per read: this runs for every event decoded or made)
         schema = self.__dict__["schema"]
+        if 1 <= schema <= self.SCHEMA:
+            return []  # a schema this reader knows: the common case
+        out: list[str] = []
         if schema < 1:
             out.append(f"schema must be >= 1, got {schema}")
         if schema > self.SCHEMA:

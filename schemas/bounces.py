@@ -126,9 +126,7 @@ class _BounceFields(Event, abstract=True):
         # tests/unit/test_decode_owned.py), without a helper call per check
         # (every bounce of a blacklist replay and of the live agent runs this)
         f = self.__dict__
-        schema = f["schema"]
-        # Event.problems finds nothing for a schema this reader knows
-        out = [] if not (schema < 1 or schema > self.SCHEMA) else super().problems()
+        out = Event.problems(self)
         bounce_id, address = f["bounce_id"], f["address"]
         if not bounce_id or "\r" in bounce_id or "\n" in bounce_id:
             out.append("bounce_id must be a non-empty single line")

@@ -46,9 +46,7 @@ class RoutingDecided(Event):
         # every field there: tests/unit/test_decode_owned.py); every decision
         # decoded runs this
         f = self.__dict__
-        schema = f["schema"]
-        # Event.problems finds nothing for a schema this reader knows
-        out = [] if not (schema < 1 or schema > self.SCHEMA) else super().problems()
+        out = Event.problems(self)
         outcome, rule = f["outcome"], f["rule"]
         if f["direct"] and outcome != "routed":
             out.append("only a routed decision can be direct")

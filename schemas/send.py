@@ -64,9 +64,7 @@ class SendRequested(Event):
         # tests/unit/test_decode_owned.py): every request and every decode
         # of one runs this
         f = self.__dict__
-        schema = f["schema"]
-        # Event.problems finds nothing for a schema this reader knows
-        out = [] if not (schema < 1 or schema > self.SCHEMA) else super().problems()
+        out = Event.problems(self)
         mid = f["message_id"]
         if not mid or "\r" in mid or "\n" in mid or len(mid) > 200:
             out.append("message_id must be a non-empty single line of at most 200 characters")

@@ -358,13 +358,7 @@ def _step(st: AddressState, event: Event, rules: Rules, tell: bool) -> bool:
             if b["bounce_id"] == bounce_id:
                 return False
         bounced_at = ev["bounced_at"]
-        reset_at = st.reset_at
-        if (ev["kind"] != "complaint" and not ev["unattributed"] and not ev["outage"]
-                and ev["reason"] in COUNTED_REASONS
-                and not (reset_at and bounced_at <= reset_at)):
-            why = ""  # _not_counted's answer (most bounces), without the call
-        else:
-            why = _not_counted(ev, st)
+        why = _not_counted(ev, st)
         weight = rules.weight_hard if ev["hard"] else rules.weight_soft
         bounced = {
             "bounce_id": bounce_id, "at": bounced_at,

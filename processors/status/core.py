@@ -222,11 +222,8 @@ def fold_in_place(status: MessageStatus | None, event: Event) -> MessageStatus |
     f = event.__dict__  # the field values (see _step)
     if status is None:
         status = _new_status(f["message_id"], f["occurred_at"])
-    else:
-        event_id = f["event_id"]
-        for h in status.history:  # status.seen(event_id), without the call
-            if h.get("event_id") == event_id:
-                return status
+    elif status.seen(f["event_id"]):
+        return status
     _step(status, event)
     return status
 

@@ -1,7 +1,7 @@
-"""``_step`` decides whether a bounce counts without calling ``_not_counted``
-when every one of its conditions says it counts: the ``why`` it stores is
+"""The ``why`` a bounce's row stores, its ``counted`` and its weight are
 ``_not_counted``'s answer for every kind, attribution, outage, reason and
-reset (before or after the bounce), in both folds."""
+reset (before or after the bounce), in both folds (``evolve`` and
+``fold_in_place``)."""
 
 from __future__ import annotations
 
