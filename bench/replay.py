@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import tempfile
 import time
@@ -202,6 +203,13 @@ def main() -> int:
                       f"{c1 - c0:.2f} s CPU, fold {w2 - w1:.2f} s wall {c2 - c1:.2f} s CPU; "
                       f"{len(folded.rows)} rows)")
                 assert raw == len(recs), (raw, len(recs))
+                # freed here, untimed: otherwise the next table's read and
+                # fold would free this one's records and rows (reassigning
+                # recs and folded) inside their own timing, and its raw read
+                # would run its collections over them (`postlane replay`
+                # folds one table per process)
+                del recs, folded
+                gc.collect()
         finally:
             broker.stop()
     return 0
