@@ -90,3 +90,18 @@ def test_jsonl_timestamps_as_arrow_formats_them() -> None:
                         format="%Y-%m-%dT%H:%M:%S", locale="C").to_pylist()
     assert _iso_all(ms) == [f"{t}+00:00" for t in arrow]
     assert _iso_all([-1]) == ["1969-12-31T23:59:59.999+00:00"]
+
+
+def test_an_export_takes_the_c_allocator_and_gives_the_default_back() -> None:
+    from postlane.exportops import _system_allocator
+
+    before = pa.default_memory_pool().backend_name
+    with _system_allocator():
+        assert pa.default_memory_pool().backend_name == "system"
+    assert pa.default_memory_pool().backend_name == before
+    try:
+        with _system_allocator():
+            raise RuntimeError("an export failed")
+    except RuntimeError:
+        pass
+    assert pa.default_memory_pool().backend_name == before
