@@ -143,6 +143,12 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         Target("aiokafka.producer.message_accumulator", "MessageAccumulator.flush",
                AIOKAFKA, "2b0eaa3da8519269"),
     ),
+    "fix_stop_fails_while_a_fetch_backs_off": (
+        Target("aiokafka.consumer.fetcher", "Fetcher.close", AIOKAFKA, "1cd24bc1c442149e"),
+        # the branch that sleeps, cancelled, where CancelledError is not caught
+        Target("aiokafka.consumer.fetcher", "Fetcher._proc_fetch_request", AIOKAFKA,
+               "59bf948fff47eed5"),
+    ),
     "fix_zstd_context_made_per_batch": (
         Target("aiokafka.codec", "zstd_encode", AIOKAFKA, "3c7647f3ccfe7fb8"),
         Target("aiokafka.codec", "zstd_decode", AIOKAFKA, "366f86f6ee729344"),
@@ -962,6 +968,43 @@ def fix_one_linger_for_every_topic(settings: Settings, app: faust.App) -> None:
     _replace(MessageAccumulator, "flush", flush, "fix_one_linger_for_every_topic")
 
 
+# --- aiokafka: a consumer stopped while a fetch backs off -----------------------------------
+
+
+def fix_stop_fails_while_a_fetch_backs_off(settings: Settings, app: faust.App) -> None:
+    """aiokafka 0.14.0 ``Fetcher.close`` cancels each pending fetch and
+    awaits it. A fetch that failed (the broker gone: ``NodeNotReadyError``)
+    sleeps ``retry_backoff_ms`` inside ``_proc_fetch_request``'s ``except
+    KafkaError`` branch, where the ``except CancelledError`` beside it does
+    not apply: the fetch ends cancelled and ``await`` raises CancelledError
+    out of ``close()``, out of ``AIOKafkaConsumer.stop()`` and out of Faust's
+    consumer thread, which dies without telling the worker it stopped. A
+    worker whose broker was gone then never stopped on SIGTERM (killed by
+    hand after minutes). Here ``close`` waits for each cancelled fetch to
+    end and goes on (a fetch that ended with an error raises it, as
+    upstream's ``await`` did); a cancellation of ``close`` itself still
+    propagates."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    if _installed(Fetcher, "close"):
+        return
+
+    async def close(self: Any) -> None:
+        self._closed = True
+        self._fetch_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._fetch_task
+        for waiter in self._fetch_waiters:  # fail pending fetchone/fetchall calls
+            self._notify(waiter)
+        for task in list(self._pending_tasks):
+            task.cancel()
+            await asyncio.wait([task])  # raises only when close itself is cancelled
+            if not task.cancelled():
+                task.result()
+
+    _replace(Fetcher, "close", close, "fix_stop_fails_while_a_fetch_backs_off")
+
+
 # --- applying them ------------------------------------------------------------------------
 
 Fix = Callable[[Settings, faust.App], None]
@@ -982,6 +1025,7 @@ FIXES: dict[str, Fix] = {
         fix_new_offset_commits_past_an_unacked_head,
         fix_zstd_context_made_per_batch,
         fix_one_linger_for_every_topic,
+        fix_stop_fails_while_a_fetch_backs_off,
     )
 }
 assert set(FIXES) >= set(TARGETS)

@@ -60,6 +60,37 @@ def test_a_worker_stops_in_words_when_its_broker_comes_back_empty(tmp_path: Path
             second.stop()
 
 
+def test_a_worker_whose_broker_is_gone_stops_on_sigterm(tmp_path: Path) -> None:
+    """The broker stopped for good, then SIGTERM: the worker stops (before
+    fix_stop_fails_while_a_fetch_backs_off its consumer thread died in
+    stop() and the worker waited for it forever)."""
+    s = isolated_settings(free_port(), tmp_path / "data", partitions=1)
+    broker = EmbeddedBroker(s).start()
+    worker = Worker(s, "router", "status", log=tmp_path / "worker.log",
+                    extra_env={"POSTLANE_WEB_PORT": str(free_port())})
+    try:
+        ensure_topics(s)
+        worker.start()
+        with Publisher(settings=s) as pub:
+            mid = pub.send(from_="a@a.test", to=["b@b.test"], subject="s", text="t")
+        wait_for(lambda: (read_status(s, mid, timeout=1) or {}).get("state") not in
+                 (None, "queued"), timeout=60, what="the worker running")
+        broker.stop()
+        wait_for(lambda: "Unable connect to node" in worker.log_text(), timeout=30,
+                 what="the worker's fetches failing")
+        assert worker.proc is not None
+        worker.proc.send_signal(signal.SIGTERM)
+        try:
+            worker.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the worker did not stop within 30 s of SIGTERM: "
+                                 + worker.log_text()[-3000:]) from None
+        assert "Exception in thread" not in worker.log_text()
+    finally:
+        worker.stop()
+        broker.stop()
+
+
 def _dev(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
     s = isolated_settings(port, tmp_path / "data")
     env = {**settings_env(s), "POSTLANE_WEB_PORT": str(free_port()),

@@ -395,3 +395,46 @@ async def test_a_flush_sends_a_lingering_changelog_record_at_once(
             await consumer.stop()
     assert ends[changelog] == 1, "the flush returned before the record was on the log"
     assert took < 2.5, f"the flush waited {took:.1f} s: the lingering record was not sent at once"
+
+
+# --- fix_stop_fails_while_a_fetch_backs_off ------------------------------------------------
+
+
+async def test_a_consumer_whose_broker_is_gone_stops(tmp_path: Path) -> None:
+    """aiokafka's ``Fetcher.close`` awaited a fetch it had cancelled in the
+    back-off after a failed request, and raised its CancelledError: Faust's
+    consumer thread died in ``stop()`` and a worker whose broker was gone
+    never stopped on SIGTERM."""
+    from streams.embedded import free_port
+
+    s = isolated_settings(free_port(), tmp_path, partitions=1)
+    own = EmbeddedBroker(s, log_path=tmp_path / "tansu.log").start()
+    FIXES["fix_stop_fails_while_a_fetch_backs_off"](s, create_app("gone", s))
+    name = s.topic("gone")
+    consumer: AIOKafkaConsumer | None = None
+    try:
+        create_topics(s, name, partitions=1)
+        # a long back-off: a fetch that fails waits in it when stop() comes
+        consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=None,
+                                    retry_backoff_ms=5000, fetch_max_wait_ms=100)
+        await consumer.start()
+        consumer.assign([TopicPartition(name, 0)])
+        await consumer.getmany(timeout_ms=300)  # fetching
+        own.stop()
+        fetcher: Any = consumer._fetcher
+        deadline = time.monotonic() + 10
+        while not fetcher._pending_tasks:  # the next fetch, failing into its back-off
+            assert time.monotonic() < deadline, "no fetch pending after the broker stopped"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        stopping = asyncio.ensure_future(consumer.stop())
+        done, _ = await asyncio.wait([stopping], timeout=15)
+        assert stopping in done, "stop() did not return within 15 s"
+        assert not stopping.cancelled(), "stop() ended in CancelledError"
+        stopping.result()
+        consumer = None
+    finally:
+        if consumer is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(consumer.stop(), 5)
+        own.stop()
