@@ -22,10 +22,22 @@ from postlane.statusview import read_status
 from streams.broker_watch import EXIT_BROKER_LOST
 from streams.client import ensure_topics
 from streams.embedded import EmbeddedBroker, free_port, port_open
+from streams.settings import Settings
 
 from .harness import Worker, isolated_settings, settings_env, wait_for
 
 pytestmark = pytest.mark.e2e
+
+
+def _start_and_route_a_mail(s: Settings, worker: Worker) -> None:
+    """The topics made, ``worker`` (router and status) started, and a mail
+    routed: with no server configured the router answers, status records it."""
+    ensure_topics(s)
+    worker.start()
+    with Publisher(settings=s) as pub:
+        mid = pub.send(from_="a@a.test", to=["b@b.test"], subject="s", text="t")
+    wait_for(lambda: (read_status(s, mid, timeout=1) or {}).get("state") not in
+             (None, "queued"), timeout=60, what="the mail routed")
 
 
 def test_a_worker_stops_in_words_when_its_broker_comes_back_empty(tmp_path: Path) -> None:
@@ -35,13 +47,7 @@ def test_a_worker_stops_in_words_when_its_broker_comes_back_empty(tmp_path: Path
     worker = Worker(s, "router", "status", log=tmp_path / "worker.log",
                     extra_env={"POSTLANE_WEB_PORT": str(free_port())})
     try:
-        ensure_topics(s)
-        worker.start()
-        with Publisher(settings=s) as pub:
-            mid = pub.send(from_="a@a.test", to=["b@b.test"], subject="s", text="t")
-        # no server configured: the router answers, status records it
-        wait_for(lambda: (read_status(s, mid, timeout=1) or {}).get("state") not in
-                 (None, "queued"), timeout=60, what="the mail routed before the restart")
+        _start_and_route_a_mail(s, worker)
         first.stop()
         second = EmbeddedBroker(s).start()
         assert second.cluster_id != first.cluster_id
@@ -69,12 +75,7 @@ def test_a_worker_whose_broker_is_gone_stops_on_sigterm(tmp_path: Path) -> None:
     worker = Worker(s, "router", "status", log=tmp_path / "worker.log",
                     extra_env={"POSTLANE_WEB_PORT": str(free_port())})
     try:
-        ensure_topics(s)
-        worker.start()
-        with Publisher(settings=s) as pub:
-            mid = pub.send(from_="a@a.test", to=["b@b.test"], subject="s", text="t")
-        wait_for(lambda: (read_status(s, mid, timeout=1) or {}).get("state") not in
-                 (None, "queued"), timeout=60, what="the worker running")
+        _start_and_route_a_mail(s, worker)
         broker.stop()
         wait_for(lambda: "Unable connect to node" in worker.log_text(), timeout=30,
                  what="the worker's fetches failing")
