@@ -550,7 +550,7 @@ def comparable(st: AddressState, rules: Rules) -> dict[str, Any]:
         "manual": st.manual,
         "counted": counted,
         "bounces": len(bounces),
-        "suppressions": _suppression_keys(st) if st.blacklisted or st.scoped else [],
+        "suppressions": _suppression_keys(st),
     }
 
 

@@ -32,7 +32,7 @@ from kafka.admin import NewTopic
 
 from streams import upstream_patches
 from streams.app import create_app
-from streams.embedded import EmbeddedBroker
+from streams.embedded import EmbeddedBroker, free_port
 from streams.offsets import listed_end_offsets, true_end_offsets, true_end_offsets_sync
 from streams.settings import Settings
 from streams.upstream_patches import FIXES
@@ -405,8 +405,6 @@ async def test_a_consumer_whose_broker_is_gone_stops(tmp_path: Path) -> None:
     back-off after a failed request, and raised its CancelledError: Faust's
     consumer thread died in ``stop()`` and a worker whose broker was gone
     never stopped on SIGTERM."""
-    from streams.embedded import free_port
-
     s = isolated_settings(free_port(), tmp_path, partitions=1)
     own = EmbeddedBroker(s, log_path=tmp_path / "tansu.log").start()
     FIXES["fix_stop_fails_while_a_fetch_backs_off"](s, create_app("gone", s))
