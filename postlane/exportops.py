@@ -321,7 +321,6 @@ class _Writer:
         else:
             self.csv.write_table(table)
 
-
     def close(self) -> None:
         if self.fmt == "parquet":
             self.pq.close()
